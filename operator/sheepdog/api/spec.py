@@ -1,0 +1,339 @@
+"""The SelfAlignmentRun spec (v1alpha1): the one source of truth.
+
+Field names and defaults are the user contract of shared API.md; the defaults reproduce the
+paper's main setting (Qwen-1.5-72B, one_base, combined prompt, C = 8, I = 10k). The CRD schema
+is generated from these models (sheepdog.api.crd), so a rule written here is enforced both by
+`sheepdog run` and by the API server at `kubectl apply`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "sheepdog.dev"
+VERSION = "v1alpha1"
+KIND = "SelfAlignmentRun"
+PLURAL = "selfalignmentruns"
+
+STAGES = ("synthesize", "curate", "train", "evaluate")
+Stage = Literal["synthesize", "curate", "train", "evaluate"]
+Criterion = Literal["quality", "following"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_default=True
+    )
+
+
+# Rules that the CRD must also carry as CEL (x-kubernetes-validations): (rule, message).
+# Kept beside the models so the two never disagree; tests/api checks both reject the same specs.
+def cel(rule: str, message: str) -> dict[str, str]:
+    return {"rule": rule, "message": message}
+
+
+class SecretKeyRef(Model):
+    name: str = Field(min_length=1, description="Secret name, in the run's namespace.")
+    key: str = Field(min_length=1, description="Key inside the Secret.")
+
+
+class ModelSpec(Model):
+    base: str = Field(
+        min_length=1,
+        description="Base model: a directory on the run's volume (relative to it, or absolute "
+        "under the mount) or a hub id.",
+    )
+    chat_template: str = Field(
+        "none",
+        description="none (raw prompts, for base models) | auto (the tokenizer's template) | "
+        "a Jinja template string.",
+    )
+    hub_token_secret_ref: Optional[SecretKeyRef] = Field(
+        None, description="Hub token, by reference only; never copied into status or logs."
+    )
+
+
+class SeedSpec(Model):
+    path: str = Field(
+        "seeds/seed_tasks.jsonl",
+        min_length=1,
+        description="Self-Instruct JSONL seed tasks, relative to the volume root.",
+    )
+    examples_per_request: int = Field(5, ge=1, le=20, description="ICL examples per request.")
+
+
+class SynthesisSpec(Model):
+    data_size: int = Field(10000, ge=1, le=10_000_000, description="I: new instructions kept per iteration.")
+    rouge_l_max: float = Field(0.7, ge=0, le=1, description="Drop an instruction whose ROUGE-L F1 "
+                               "against any pooled instruction exceeds this.")
+    temperature: float = Field(1.0, ge=0, le=5)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(1000, ge=1, le=32768, description="Token budget of a generation request "
+                            "and of a response.")
+    random_seed: int = Field(0, ge=0)
+    max_requests: Optional[int] = Field(
+        None,
+        ge=1,
+        description="Stop generating after this many instruction requests even if fewer than "
+        "dataSize instructions were kept (default: dataSize). Guards against a model that "
+        "never produces enough valid instructions.",
+    )
+
+    @field_validator("rouge_l_max")
+    @classmethod
+    def _round(cls, v: float) -> float:
+        return float(v)
+
+
+class AssessmentSpec(Model):
+    prompt: Literal["simple", "combined", "icl"] = Field("combined")
+    criteria: list[Criterion] = Field(
+        default_factory=lambda: ["quality", "following"],
+        description="Any subset of [quality, following]; [] = no self-assessment.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    scoring: Literal["text", "logprobs"] = Field(
+        "text", description="text: decode a judgement and parse its first number (paper); "
+        "logprobs: read the score from the next-token distribution (one forward pass)."
+    )
+    temperature: float = Field(1.0, ge=0, le=5, description="Sampling temperature of text judgements (paper: 1).")
+    max_tokens: int = Field(1000, ge=1, le=32768, description="Token budget of a text judgement (paper: 1000).")
+    rubric_first: bool = Field(
+        False,
+        description="Put the rubric before the pair so it is a shared prefix for prefix caching "
+        "(a deviation from the paper's wording order).",
+    )
+
+    @field_validator("criteria")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("criteria must not repeat")
+        return v
+
+
+class FilterSpec(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.keepFraction) || self.method == 'score'",
+                    "filter.keepFraction applies only to method score",
+                ),
+            ]
+        }
+    )
+
+    rules: bool = Field(True, description="The heuristic rule filter (paper Fig. 2a 'threshold -1' = off).")
+    method: Literal["score", "ppl", "density", "density-ppl"] = Field("score")
+    threshold: float = Field(8, ge=0, le=10, description="Keep pairs whose every criterion score is > threshold.")
+    keep_fraction: Optional[float] = Field(
+        None, gt=0, le=1,
+        description="Keep this best fraction by mean score instead of the threshold (for "
+        "uncalibrated small models).",
+    )
+    ppl_max: float = Field(50, gt=0, description="PPL filter: drop pairs whose perplexity exceeds this.")
+    clusters: int = Field(3000, ge=1, description="Density filter: k-means clusters K.")
+
+    @model_validator(mode="after")
+    def _fraction_only_for_score(self) -> "FilterSpec":
+        if self.keep_fraction is not None and self.method != "score":
+            raise ValueError("filter.keepFraction applies only to method score")
+        return self
+
+
+class LoraSpec(Model):
+    rank: int = Field(8, ge=1, le=1024)
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: Union[str, list[str]] = Field(
+        "all-linear",
+        description="all-linear, or a list of module names.",
+        json_schema_extra={"x-kubernetes-int-or-string": None},
+    )
+
+
+class TrainingSpec(Model):
+    strategy: Literal["one_base", "one_last", "total_base", "direct"] = Field(
+        "one_base",
+        description="one_base: the last model's data trains the BASE (paper default); one_last: "
+        "trains the last model; total_base: all iterations' data trains the base; direct: the "
+        "base generates iterations x dataSize at once and is trained once.",
+    )
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    learning_rate: float = Field(5.0e-5, gt=0, le=1)
+    lr_scheduler: Literal["cosine", "linear", "constant"] = Field("cosine")
+    epochs: float = Field(2, gt=0, le=100)
+    cutoff_length: int = Field(1024, ge=16, le=131072)
+    max_samples: int = Field(3000, ge=1)
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    warmup_steps: int = Field(20, ge=0)
+    per_device_batch_size: int = Field(1, ge=1, le=1024)
+    gradient_accumulation: int = Field(2, ge=1, le=1024)
+    zero_stage: int = Field(3, ge=0, le=3)
+    precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Paper: bf16.")
+    merge: bool = Field(True, description="Merge the adapter into the model of the next iteration.")
+
+
+class EvaluationSpec(Model):
+    enabled: bool = False
+    suites: list[str] = Field(
+        default_factory=lambda: ["ifeval"], json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+
+
+class StoppingSpec(Model):
+    metric: str = Field(min_length=1, description="An evaluation metric, e.g. ifeval.promptStrict.")
+    min_delta: float = Field(0.0, ge=0, description="Improvement needed to count as better.")
+    patience: int = Field(1, ge=1, le=100, description="Iterations without improvement before stopping.")
+
+
+class Toleration(Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    key: Optional[str] = None
+    operator: Optional[Literal["Exists", "Equal"]] = None
+    value: Optional[str] = None
+    effect: Optional[Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]] = None
+    toleration_seconds: Optional[int] = None
+
+
+class StageResources(Model):
+    """What every stage takes: where and how its Job runs."""
+
+    image: Optional[str] = Field(None, description="Container image (default: the operator's worker image).")
+    gpus: int = Field(0, ge=0, le=64, description="nvidia.com/gpu per pod.")
+    resources: Optional[dict[str, dict[str, Union[int, str]]]] = Field(
+        None, description="Kubernetes requests/limits (cpu, memory, ...); GPUs come from gpus."
+    )
+    node_selector: Optional[dict[str, str]] = None
+    tolerations: Optional[list[Toleration]] = None
+    active_deadline_seconds: Optional[int] = Field(None, ge=1)
+    backoff_limit: Optional[int] = Field(
+        None, ge=0, le=100, description="Pod retries of this stage's Job (default: spec.retries)."
+    )
+
+
+class SynthesizeResources(StageResources):
+    gpus: int = Field(8, ge=0, le=64)
+    tensor_parallel: int = Field(8, ge=1, le=64)
+    shards: int = Field(1, ge=1, le=1024, description="Pods of an Indexed Job, each generating a disjoint part.")
+
+
+class TrainResources(StageResources):
+    gpus: int = Field(8, ge=0, le=64)
+    nodes: int = Field(1, ge=1, le=256, description="Pods of a multi-node torchrun (Indexed Job).")
+
+
+class EvaluateResources(StageResources):
+    gpus: int = Field(1, ge=0, le=64)
+
+
+class StagesSpec(Model):
+    synthesize: SynthesizeResources = Field(default_factory=SynthesizeResources)
+    curate: StageResources = Field(default_factory=StageResources)
+    train: TrainResources = Field(default_factory=TrainResources)
+    evaluate: EvaluateResources = Field(default_factory=EvaluateResources)
+
+    def of(self, stage: str) -> StageResources:
+        return getattr(self, stage)
+
+
+class StorageSpec(Model):
+    claim_name: str = Field("sheepdog-data", min_length=1, description="ReadWriteMany PVC with models, seeds and runs.")
+    sub_path: str = Field("", description="Run directory on the volume (default runs/<run name>).")
+
+
+class SchedulingSpec(Model):
+    queue_name: str = Field("", description="Kueue LocalQueue; Jobs are then created suspended.")
+    priority_class_name: str = ""
+
+
+class RunSpec(Model):
+    """spec of a SelfAlignmentRun."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=True,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "size(self.assessment.criteria) > 0 || self.filter.method != 'score' || "
+                    "(self.filter.threshold == 0.0 && !has(self.filter.keepFraction))",
+                    "filter.threshold and filter.keepFraction need assessment criteria: "
+                    "with criteria [] set filter.threshold to 0 (Self-Instruct baseline)",
+                ),
+                cel(
+                    "self.stages.synthesize.shards <= self.synthesis.dataSize",
+                    "stages.synthesize.shards cannot exceed synthesis.dataSize",
+                ),
+                cel(
+                    "!has(self.stopping) || self.evaluation.enabled",
+                    "stopping needs evaluation.enabled: true (it reads evaluation metrics)",
+                ),
+                cel(
+                    "self.training.strategy != 'direct' || !has(self.stopping)",
+                    "training.strategy direct runs one iteration: stopping does not apply",
+                ),
+            ]
+        },
+    )
+
+    model: ModelSpec
+    seed: SeedSpec = Field(default_factory=SeedSpec)
+    iterations: int = Field(3, ge=1, le=100, description="T: iterations to run.")
+    synthesis: SynthesisSpec = Field(default_factory=SynthesisSpec)
+    assessment: AssessmentSpec = Field(default_factory=AssessmentSpec)
+    filter: FilterSpec = Field(default_factory=FilterSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    stopping: Optional[StoppingSpec] = None
+    engine: Literal["auto", "vllm", "transformers"] = "auto"
+    stages: StagesSpec = Field(default_factory=StagesSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
+    retries: int = Field(2, ge=0, le=100, description="Stage retries before the run fails.")
+    suspend: bool = False
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "RunSpec":
+        # Same rules as the CEL above, for `sheepdog run` where no API server checks them.
+        if not self.assessment.criteria and self.filter.method == "score" and (
+            self.filter.threshold != 0 or self.filter.keep_fraction is not None
+        ):
+            raise ValueError(
+                "filter.threshold and filter.keepFraction need assessment criteria: "
+                "with criteria [] set filter.threshold to 0 (Self-Instruct baseline)"
+            )
+        if self.stages.synthesize.shards > self.synthesis.data_size:
+            raise ValueError("stages.synthesize.shards cannot exceed synthesis.dataSize")
+        if self.stopping is not None and not self.evaluation.enabled:
+            raise ValueError("stopping needs evaluation.enabled: true (it reads evaluation metrics)")
+        if self.training.strategy == "direct" and self.stopping is not None:
+            raise ValueError("training.strategy direct runs one iteration: stopping does not apply")
+        return self
+
+    def to_wire(self) -> dict[str, Any]:
+        """The spec as the API server stores it: camelCase, defaults filled in."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Metadata(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    namespace: Optional[str] = None
+
+
+class SelfAlignmentRun(BaseModel):
+    """A whole manifest, as `kubectl apply` takes it."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    api_version: Literal["sheepdog.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["SelfAlignmentRun"]
+    metadata: Metadata
+    spec: RunSpec
+    status: Optional[dict[str, Any]] = None

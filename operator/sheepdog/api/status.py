@@ -1,0 +1,86 @@
+"""The SelfAlignmentRun status: written by the operator (or the local executor) only.
+
+status.iterations[] records are the product's memory of what each iteration produced; the
+local executor's report.json holds the same records. Keys follow shared API.md; `stages`
+is our addition (per-stage phase, attempts and timings) and is what the planner reads back
+after a restart, so nothing it needs lives only in memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
+StagePhase = Literal["Pending", "Running", "Succeeded", "Failed"]
+
+
+class StatusModel(BaseModel):
+    # Status written by an older or newer operator must still load: extra keys are kept.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class StageRecord(StatusModel):
+    phase: StagePhase = "Pending"
+    job: Optional[str] = None
+    attempts: int = 0
+    started_at: Optional[str] = None
+    finished_at: Optional[str] = None
+    message: Optional[str] = None
+    summary: Optional[dict[str, Any]] = None
+
+
+class IterationRecord(StatusModel):
+    iteration: int
+    generated: Optional[int] = None
+    assessed: Optional[int] = None
+    parse_failures: Optional[int] = None
+    kept: Optional[int] = None
+    keep_rate: Optional[float] = None
+    mean_quality: Optional[float] = None
+    mean_following: Optional[float] = None
+    train_loss: Optional[float] = None
+    generator_model: Optional[str] = None
+    base_model: Optional[str] = None
+    model: Optional[str] = None
+    evaluation: Optional[dict[str, float]] = None
+    started_at: Optional[str] = None
+    finished_at: Optional[str] = None
+    stages: dict[str, StageRecord] = Field(default_factory=dict)
+
+
+class Condition(StatusModel):
+    """metav1.Condition."""
+
+    type: Literal["Ready", "Progressing", "Failed", "Suspended"]
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str
+    observed_generation: Optional[int] = None
+
+
+class RunStatus(StatusModel):
+    phase: Phase = "Pending"
+    reason: str = "Created"
+    message: str = ""
+    iteration: int = 0
+    stage: Optional[str] = None
+    observed_generation: Optional[int] = None
+    conditions: list[Condition] = Field(default_factory=list)
+    best_iteration: Optional[int] = None
+    best_model: Optional[str] = None
+    started_at: Optional[str] = None
+    finished_at: Optional[str] = None
+    iterations: list[IterationRecord] = Field(default_factory=list)
+
+    def record(self, iteration: int) -> Optional[IterationRecord]:
+        for rec in self.iterations:
+            if rec.iteration == iteration:
+                return rec
+        return None

@@ -1,0 +1,124 @@
+"""The contract between the control plane and the stage programs.
+
+Both executors (local subprocesses, Kubernetes Jobs) run exactly the command that
+`stage_command` returns; only the storage root differs (a local directory, or the PVC
+mounted at /data). The stage program reads everything it needs from the config: no
+other channel exists, so a Job's command line is a complete record of what it did.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from sheepdog.api.spec import RunSpec, Stage
+
+VOLUME_MOUNT = "/data"
+TERMINATION_LOG = "/dev/termination-log"
+
+
+class Shard(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    index: Optional[int] = Field(
+        None, description="None: take it from JOB_COMPLETION_INDEX (Indexed Job) or 0."
+    )
+    count: int = 1
+
+
+class StageConfig(BaseModel):
+    """Everything one stage execution needs. Paths are absolute inside the executor's view."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    run: str
+    iteration: int
+    stage: Stage
+    spec: RunSpec
+    root: str = Field(description="Volume root: relative model/seed paths resolve against it.")
+    run_dir: str = Field(description="This run's directory (absolute).")
+    out_dir: str = Field(description="This stage's output directory: <runDir>/i<N>/<stage>.")
+    seed_file: str
+    generator_model: str = Field(description="Model that synthesizes (M_t): path or hub id.")
+    base_model: str = Field(description="Model that train starts from (depends on strategy).")
+    train_data: list[str] = Field(
+        default_factory=list, description="Curated data files train reads (total_base: all so far)."
+    )
+    model_out: str = Field(description="Where train leaves the model of this iteration.")
+    data_size: int = Field(description="Instructions to keep (direct: iterations x dataSize).")
+    shard: Shard = Field(default_factory=Shard)
+    previous_eval: Optional[str] = Field(None, description="Unused by stages; reserved.")
+
+    def to_json(self) -> str:
+        return json.dumps(
+            self.model_dump(mode="json", by_alias=True, exclude_none=True),
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+
+
+class Layout(BaseModel):
+    """Where a run lives for one executor.
+
+    Kubernetes: root=/data, run_dir=/data/<subPath or runs/<name>>.
+    Local: root=run_dir=the --workdir directory.
+    Status records name models relative to root, so they read the same in both.
+    """
+
+    root: str
+    run_dir: str
+
+    def iteration_dir(self, iteration: int) -> str:
+        return posixpath.join(self.run_dir, f"i{iteration}")
+
+    def stage_dir(self, iteration: int, stage: str) -> str:
+        return posixpath.join(self.iteration_dir(iteration), stage)
+
+    def model_dir(self, iteration: int) -> str:
+        return posixpath.join(self.iteration_dir(iteration), "model")
+
+    def curated_data(self, iteration: int) -> str:
+        return posixpath.join(self.stage_dir(iteration, "curate"), "kept.jsonl")
+
+    def resolve(self, path: str) -> str:
+        """A user path (seed, model): absolute stays; relative is under root; hub ids stay."""
+        if path.startswith("/"):
+            return path
+        return posixpath.join(self.root, path)
+
+    def relative(self, path: str) -> str:
+        if path.startswith(self.root.rstrip("/") + "/"):
+            return path[len(self.root.rstrip("/")) + 1 :]
+        return path
+
+
+def kube_layout(run_name: str, spec: RunSpec) -> Layout:
+    sub = spec.storage.sub_path or f"runs/{run_name}"
+    return Layout(root=VOLUME_MOUNT, run_dir=posixpath.join(VOLUME_MOUNT, sub))
+
+
+def stage_command(config: StageConfig, python: str = "python", summary_file: str = TERMINATION_LOG) -> list[str]:
+    """The one command line of a stage, for both executors."""
+    return [
+        python,
+        "-m",
+        "sheepdog_jobs",
+        config.stage,
+        "--config",
+        config.to_json(),
+        "--summary-file",
+        summary_file,
+    ]
+
+
+# Keys of each stage's one-line JSON summary (its termination message, < 4 KB).
+SummaryKey = Literal[
+    "stage", "iteration", "ok", "skipped", "seconds",
+    "generated", "assessed", "parseFailures", "meanQuality", "meanFollowing",  # synthesize
+    "kept", "keepRate", "dropped",  # curate
+    "trainLoss", "evalLoss", "samples", "model",  # train
+    "evaluation",  # evaluate
+]

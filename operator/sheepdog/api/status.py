@@ -73,6 +73,10 @@ class RunStatus(StatusModel):
     stage: Optional[str] = None
     observed_generation: Optional[int] = None
     conditions: list[Condition] = Field(default_factory=list)
+    last_kept: Optional[int] = Field(
+        None,
+        description="kept of the last iteration that finished curation (the Kept printer column).",
+    )
     best_iteration: Optional[int] = None
     best_model: Optional[str] = None
     started_at: Optional[str] = None

@@ -1,0 +1,326 @@
+"""Child Jobs (and their pods) -> the planner's StageObservations. Pure: dicts in, values out.
+
+The operator reads Jobs as plain JSON dicts (what the API server returns), so everything here is
+testable without a cluster. A Job is:
+
+  running    no terminal condition yet (pods pending, active, or being retried)
+  succeeded  condition Complete=True
+  failed     condition Failed=True (the Job controller has exhausted backoffLimit, hit
+             activeDeadlineSeconds, or a podFailurePolicy FailJob rule matched)
+
+attempts = status.failed, plus one for the attempt that is running or that succeeded. Pods that a
+podFailurePolicy Ignore rule discounted (disruptions) are not in status.failed, so they are not
+counted either: they did not consume a retry.
+
+The stage summary (a one-line JSON object, < 4 KB) is the termination message of the Job's
+succeeded pod. For an Indexed Job with several pods (synthesize shards, multi-node train), the
+summaries of all succeeded pods are merged (see merge_summaries).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Optional
+
+from sheepdog.planner.actions import StageObservation
+
+LABEL_RUN = "sheepdog.dev/run"
+LABEL_ITERATION = "sheepdog.dev/iteration"
+LABEL_STAGE = "sheepdog.dev/stage"
+# The Job controller labels its pods with both (the first is the long-standing one).
+POD_JOB_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+
+MAX_MESSAGE = 1024  # keep status.message-like fields readable (and small in etcd)
+
+
+def _cond(job: Mapping[str, Any], type_: str) -> Optional[Mapping[str, Any]]:
+    for c in (job.get("status") or {}).get("conditions") or ():
+        if c.get("type") == type_ and c.get("status") == "True":
+            return c
+    return None
+
+
+def job_state(job: Mapping[str, Any]) -> str:
+    if _cond(job, "Complete") is not None:
+        return "succeeded"
+    if _cond(job, "Failed") is not None:
+        return "failed"
+    return "running"
+
+
+def job_identity(job: Mapping[str, Any]) -> Optional[tuple[int, str]]:
+    """(iteration, stage) from the Job's labels; None for a Job that is not a stage Job."""
+    labels = (job.get("metadata") or {}).get("labels") or {}
+    try:
+        iteration = int(labels[LABEL_ITERATION])
+        stage = labels[LABEL_STAGE]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return iteration, stage
+
+
+def job_attempts(job: Mapping[str, Any]) -> int:
+    st = job.get("status") or {}
+    failed = int(st.get("failed") or 0)
+    state = job_state(job)
+    if state == "succeeded":
+        return failed + 1
+    if state == "running" and (int(st.get("active") or 0) > 0 or int(st.get("ready") or 0) > 0):
+        return failed + 1
+    return failed
+
+
+def job_finished_at(job: Mapping[str, Any]) -> Optional[str]:
+    st = job.get("status") or {}
+    state = job_state(job)
+    if state == "succeeded":
+        return st.get("completionTime") or (_cond(job, "Complete") or {}).get("lastTransitionTime")
+    if state == "failed":
+        return (_cond(job, "Failed") or {}).get("lastTransitionTime")
+    return None
+
+
+def parse_time(value: Optional[str]) -> Optional[datetime]:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# pods
+
+
+def pods_of_job(pods: Iterable[Mapping[str, Any]], job_name: str) -> list[Mapping[str, Any]]:
+    out = []
+    for p in pods:
+        labels = (p.get("metadata") or {}).get("labels") or {}
+        if any(labels.get(k) == job_name for k in POD_JOB_LABELS):
+            out.append(p)
+    return out
+
+
+def _terminated(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Terminated states of the pod's containers (main containers first, then init containers)."""
+    st = pod.get("status") or {}
+    out = []
+    for key in ("containerStatuses", "initContainerStatuses"):
+        for cs in st.get(key) or ():
+            term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+            if term:
+                out.append(term)
+    return out
+
+
+def termination_message(pod: Mapping[str, Any]) -> Optional[str]:
+    for term in _terminated(pod):
+        msg = term.get("message")
+        if msg and msg.strip():
+            return msg.strip()
+    return None
+
+
+def _pod_finished(pod: Mapping[str, Any]) -> str:
+    times = [t.get("finishedAt") or "" for t in _terminated(pod)]
+    return max(times, default="") or ((pod.get("metadata") or {}).get("creationTimestamp") or "")
+
+
+def parse_summary(text: Optional[str]) -> Optional[dict[str, Any]]:
+    """The stage's one-line JSON summary; the last line that parses as a JSON object wins."""
+    if not text:
+        return None
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def _index(pod: Mapping[str, Any]) -> int:
+    ann = (pod.get("metadata") or {}).get("annotations") or {}
+    try:
+        return int(ann.get(COMPLETION_INDEX_ANNOTATION, 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+_SUM_KEYS = ("generated", "assessed", "parseFailures", "samples", "kept")
+_MEAN_KEYS = {"meanQuality": "assessed", "meanFollowing": "assessed"}
+
+
+def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary from the summaries of an Indexed Job's pods (ordered by completion index).
+
+    One pod: its summary as is. Several: counts are summed, means weighted by `assessed`,
+    `seconds` is the slowest pod's, `ok` is all pods', and every other key comes from index 0
+    (for multi-node train only rank 0 reports loss and model; its summary is the Job's).
+    """
+    if len(summaries) == 1:
+        return dict(summaries[0])
+    merged = dict(summaries[0])
+    for key in _SUM_KEYS:
+        values = [s[key] for s in summaries if isinstance(s.get(key), (int, float))]
+        if len(values) > 1:
+            merged[key] = sum(values)
+    for key, weight_key in _MEAN_KEYS.items():
+        pairs = [
+            (s[key], s.get(weight_key) or 0)
+            for s in summaries
+            if isinstance(s.get(key), (int, float))
+        ]
+        total = sum(w for _, w in pairs)
+        if len(pairs) > 1 and total > 0:
+            merged[key] = sum(v * w for v, w in pairs) / total
+    secs = [s["seconds"] for s in summaries if isinstance(s.get("seconds"), (int, float))]
+    if secs:
+        merged["seconds"] = max(secs)
+    if any("ok" in s for s in summaries):
+        merged["ok"] = all(s.get("ok", True) for s in summaries)
+    merged["pods"] = len(summaries)
+    return merged
+
+
+def job_summary(pods: Iterable[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
+    """Summary of a succeeded Job from its succeeded pods; None when none is readable."""
+    succeeded = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]
+    by_index: dict[int, dict[str, Any]] = {}
+    for p in sorted(succeeded, key=_pod_finished):
+        summary = parse_summary(termination_message(p))
+        if summary is not None:
+            by_index[_index(p)] = summary  # the latest success of each index wins
+    if not by_index:
+        return None
+    return merge_summaries([by_index[i] for i in sorted(by_index)])
+
+
+def _clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def failure_message(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]] = ()) -> str:
+    """Why a Job failed: its Failed condition (reason: message) and the last failed pod's
+    termination message (the stage's `{"ok": false, "error": ...}` summary when it wrote one,
+    else the raw message, else the container's exit reason and code)."""
+    cond = _cond(job, "Failed") or {}
+    parts = []
+    reason = cond.get("reason") or "Failed"
+    cmsg = (cond.get("message") or "").strip()
+    parts.append(f"{reason}: {cmsg}" if cmsg else reason)
+    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    if failed:
+        last = max(failed, key=_pod_finished)
+        text = termination_message(last)
+        detail = None
+        if text:
+            summary = parse_summary(text)
+            if summary is not None and summary.get("error"):
+                detail = str(summary["error"])
+            else:
+                detail = text
+        else:
+            for term in _terminated(last):
+                if term.get("exitCode") not in (None, 0):
+                    detail = f"{term.get('reason') or 'Error'} (exit code {term.get('exitCode')})"
+                    break
+            if detail is None:
+                st = last.get("status") or {}
+                if st.get("reason") or st.get("message"):
+                    detail = " ".join(x for x in (st.get("reason"), st.get("message")) if x)
+        if detail:
+            parts.append(f"last pod {last['metadata']['name']}: {detail}")
+    return _clip("; ".join(parts))
+
+
+# ---------------------------------------------------------------------------------------------
+# Job -> StageObservation
+
+
+def recorded_stage(status: Mapping[str, Any], iteration: int, stage: str) -> Mapping[str, Any]:
+    for rec in (status or {}).get("iterations") or ():
+        if rec.get("iteration") == iteration:
+            return ((rec.get("stages") or {}).get(stage)) or {}
+    return {}
+
+
+def needs_pods(job: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """True when the Job's outcome is terminal and not yet in status (pods hold what is new:
+    the success summary or the failure's termination message)."""
+    ident = job_identity(job)
+    if ident is None:
+        return False
+    state = job_state(job)
+    if state == "running":
+        return False
+    rec = recorded_stage(status, *ident)
+    want = "Succeeded" if state == "succeeded" else "Failed"
+    return rec.get("phase") != want
+
+
+def observe_job(
+    job: Mapping[str, Any],
+    status: Mapping[str, Any],
+    pods: Optional[Iterable[Mapping[str, Any]]] = None,
+) -> Optional[StageObservation]:
+    """One StageObservation for a stage Job. `pods` (the Job's pods) is only needed when
+    needs_pods(job, status); otherwise what status already records is reused."""
+    ident = job_identity(job)
+    if ident is None:
+        return None
+    iteration, stage = ident
+    state = job_state(job)
+    st = job.get("status") or {}
+    rec = recorded_stage(status, iteration, stage)
+    summary: Optional[dict[str, Any]] = None
+    message = ""
+    if state == "succeeded":
+        if pods is not None:
+            summary = job_summary(pods)
+        else:
+            summary = rec.get("summary")
+        message = "" if summary is not None else "succeeded without a readable summary"
+    elif state == "failed":
+        if pods is not None:
+            message = failure_message(job, pods)
+        else:
+            message = rec.get("message") or failure_message(job)
+    elif st.get("failed"):
+        message = f"retrying: {st.get('failed')} failed attempt(s)"
+    return StageObservation(
+        iteration=iteration,
+        stage=stage,
+        state=state,
+        attempts=job_attempts(job),
+        summary=summary,
+        message=message,
+        started_at=st.get("startTime") or (job.get("metadata") or {}).get("creationTimestamp"),
+        finished_at=job_finished_at(job),
+    )
+
+
+def observe(
+    jobs: Iterable[Mapping[str, Any]],
+    status: Mapping[str, Any],
+    pods: Iterable[Mapping[str, Any]] = (),
+) -> list[StageObservation]:
+    """All stage observations of one run. `pods`: the pods of the Jobs for which needs_pods()."""
+    pods = list(pods)
+    out = []
+    for job in jobs:
+        name = job["metadata"]["name"]
+        job_pods = pods_of_job(pods, name) if needs_pods(job, status) else None
+        obs = observe_job(job, status, job_pods)
+        if obs is not None:
+            out.append(obs)
+    out.sort(key=lambda o: (o.iteration, o.stage))
+    return out

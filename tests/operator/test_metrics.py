@@ -1,0 +1,87 @@
+"""sheepdog.kube.metrics: families, names, labels, and series removal (no cluster)."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sheepdog.kube.metrics import Metrics
+
+STATUS = {
+    "phase": "Running",
+    "iteration": 2,
+    "stage": "train",
+    "bestIteration": 1,
+    "iterations": [
+        {"iteration": 1, "generated": 20, "assessed": 18, "parseFailures": 1, "kept": 9, "keepRate": 0.5,
+         "meanQuality": 7.5, "meanFollowing": 8.0, "trainLoss": 1.25, "evaluation": {"ifeval.promptStrict": 0.3}},
+        {"iteration": 2, "generated": 21},
+    ],
+}
+
+
+def samples(m: Metrics) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for fam in text_string_to_metric_families(generate_latest(m.registry).decode()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def names(m: Metrics) -> set[str]:
+    return {name for name, _ in samples(m)}
+
+
+def test_run_series_from_status():
+    m = Metrics()
+    m.observe_run("ns", "r", STATUS)
+    s = samples(m)
+    assert s[("sheepdog_runs", (("namespace", "ns"), ("phase", "Running")))] == 1
+    assert s[("sheepdog_runs", (("namespace", "ns"), ("phase", "Succeeded")))] == 0
+    assert s[("sheepdog_run_iteration", (("namespace", "ns"), ("run", "r")))] == 2
+    assert s[("sheepdog_run_stage_info", (("iteration", "2"), ("namespace", "ns"), ("run", "r"), ("stage", "train")))] == 1
+    it1 = (("iteration", "1"), ("namespace", "ns"), ("run", "r"))
+    assert s[("sheepdog_iteration_kept_pairs", it1)] == 9
+    assert s[("sheepdog_iteration_keep_ratio", it1)] == 0.5
+    assert s[("sheepdog_iteration_train_loss", it1)] == 1.25
+    assert s[("sheepdog_iteration_evaluation_score", (*it1[:1], ("metric", "ifeval.promptStrict"), *it1[1:]))] == 0.3
+    # unknown figures are absent, not 0
+    assert ("sheepdog_iteration_kept_pairs", (("iteration", "2"), ("namespace", "ns"), ("run", "r"))) not in s
+
+
+def test_stage_change_replaces_the_stage_info_series_and_delete_removes_all():
+    m = Metrics()
+    m.observe_run("ns", "r", STATUS)
+    m.observe_run("ns", "other", {"phase": "Succeeded", "iteration": 1})
+    m.observe_run("ns", "r", {**STATUS, "iteration": 3, "stage": "synthesize"})
+    s = samples(m)
+    info = [k for k in s if k[0] == "sheepdog_run_stage_info"]
+    assert info == [("sheepdog_run_stage_info", (("iteration", "3"), ("namespace", "ns"), ("run", "r"), ("stage", "synthesize")))]
+    m.forget_run("ns", "r")
+    s = samples(m)
+    assert not [k for k in s if ("run", "r") in k[1]]
+    assert s[("sheepdog_runs", (("namespace", "ns"), ("phase", "Running")))] == 0
+    assert s[("sheepdog_runs", (("namespace", "ns"), ("phase", "Succeeded")))] == 1
+
+
+def test_counter_and_histogram_names_follow_conventions():
+    m = Metrics()
+    m.job_created("ns", "synthesize", None)
+    m.job_created("ns", "curate", 0.4)
+    m.stage_finished("ns", "synthesize", "succeeded", 12.0)
+    m.stage_finished("ns", "train", "failed", 3.0)
+    m.stage_retried("ns", "train", 2)
+    m.reconcile_error("ns", "ApiException")
+    m.reconciled("ns", 0.01)
+    n = names(m)
+    for want in (
+        "sheepdog_jobs_created_total", "sheepdog_job_failures_total", "sheepdog_stage_retries_total",
+        "sheepdog_reconcile_errors_total", "sheepdog_stage_duration_seconds_bucket",
+        "sheepdog_stage_transition_latency_seconds_count", "sheepdog_reconcile_duration_seconds_sum",
+    ):
+        assert want in n, want
+    s = samples(m)
+    assert s[("sheepdog_stage_retries_total", (("namespace", "ns"), ("stage", "train")))] == 2
+    assert s[("sheepdog_job_failures_total", (("namespace", "ns"), ("stage", "train")))] == 1
+    assert s[("sheepdog_stage_transition_latency_seconds_count", (("namespace", "ns"), ("stage", "curate")))] == 1
+    assert s[("sheepdog_jobs_created_total", (("namespace", "ns"), ("stage", "synthesize")))] == 1

@@ -1,0 +1,1 @@
+"""sheepdog data plane: the stage programs of I-SHEEP and their pure helpers."""

@@ -1,0 +1,74 @@
+"""What the planner hands to an executor: inputs (StageObservation) and outputs (Plan).
+
+Plain frozen dataclasses: an executor builds observations from whatever it watches (Jobs in
+a cluster, files on a local disk) and carries out a Plan's actions; the planner itself never
+touches either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+from sheepdog.api.status import RunStatus
+from sheepdog.stage_config import StageConfig
+
+StageState = Literal["running", "succeeded", "failed"]
+EventType = Literal["Normal", "Warning"]
+
+
+def stage_name(run_name: str, iteration: int, stage: str) -> str:
+    """The one name of a stage execution (the Job name in a cluster): `<run>-i<N>-<stage>`."""
+    return f"{run_name}-i{iteration}-{stage}"
+
+
+@dataclass(frozen=True)
+class StageObservation:
+    """A stage execution that exists. `failed` means its attempts are exhausted: retries
+    happen below the planner (the Job controller, or the local executor's attempt loop)."""
+
+    iteration: int
+    stage: str
+    state: StageState
+    attempts: int = 1
+    summary: Optional[dict[str, Any]] = None  # the stage's one-line JSON summary, if readable
+    message: str = ""
+    started_at: Optional[str] = None
+    finished_at: Optional[str] = None
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.iteration, self.stage)
+
+
+@dataclass(frozen=True)
+class StartStage:
+    """Create the stage execution named `name` unless it exists (creating is idempotent)."""
+
+    iteration: int
+    stage: str
+    config: StageConfig
+
+    @property
+    def name(self) -> str:
+        return stage_name(self.config.run, self.iteration, self.stage)
+
+
+@dataclass(frozen=True)
+class Event:
+    """To be emitted by the executor only after the status write succeeded."""
+
+    type: EventType
+    reason: str
+    message: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", str(self.reason))  # a Reason, stored as its plain word
+
+
+@dataclass(frozen=True)
+class Plan:
+    status: RunStatus  # the complete new status to write
+    actions: tuple[StartStage, ...] = ()
+    events: tuple[Event, ...] = ()
+    done: bool = False  # terminal: nothing will happen without a spec change

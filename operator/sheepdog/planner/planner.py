@@ -1,0 +1,330 @@
+"""plan(): the I-SHEEP loop as one pure function.
+
+    (spec, last written status, stage executions that exist) -> (new status, actions, events)
+
+Both executors call it in a loop: observe, plan, write plan.status, emit plan.events, carry out
+plan.actions. Nothing here reads a clock, a disk or an API server, so every rule of the loop
+is tested by feeding it observations (tests/planner).
+
+How a reconcile goes:
+1. absorb: each observed stage execution updates its stage record in the status. A finished
+   stage record (Succeeded/Failed) is final, so a summary is recorded exactly once and its
+   event emitted once, however often the same observation is seen again.
+2. walk: the frontier is the latest iteration with a stage record; its latest stage decides
+   what happens next (wait, start the next stage or iteration, stop, fail).
+3. status: phase, reason, message and conditions are derived from that one decision.
+
+Spec edits while a run is going (generation changes) follow one rule: a stage is configured
+from the spec as it is when the stage starts; nothing that started is redone or reconfigured.
+So an edit applies from the next stage that starts. Raising `iterations` runs more (also after
+the run succeeded); lowering it below the current iteration ends the run after the current
+iteration, because an iteration that started is always finished (a half iteration has no
+model). `evaluation.enabled` turned off skips evaluate from the next iteration on (or from
+now on, if this iteration has not reached it). Failed is final: a failed stage is never
+re-run (a new run, or `sheepdog run --retry-failed` locally, is the way forward).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterable, Mapping, Optional, Union
+
+from sheepdog.api.spec import STAGES, RunSpec
+from sheepdog.api.status import IterationRecord, RunStatus, StageRecord
+from sheepdog.planner import stage_order, stopping_policy, suspend_policy
+from sheepdog.planner.actions import Event, Plan, StageObservation, StartStage, stage_name
+from sheepdog.planner.conditions import TERMINAL_PHASES, conditions_for
+from sheepdog.planner.lineage_policy import iteration_count, stage_config
+from sheepdog.planner.reasons import Reason
+from sheepdog.planner.records import apply_summary, describe_summary, record_for
+from sheepdog.planner.retry_policy import max_attempts
+from sheepdog.stage_config import Layout
+
+Observed = Union[Iterable[StageObservation], Mapping[object, StageObservation]]
+
+
+def timestamp(now: Union[datetime, str]) -> str:
+    """RFC 3339 in UTC with a Z, as Kubernetes writes times."""
+    if isinstance(now, str):
+        return now
+    return now.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class _Decision:
+    phase: str
+    reason: str  # a Reason
+    message: str
+    iteration: int
+    stage: Optional[str]
+    actions: list[StartStage] = field(default_factory=list)
+
+
+def plan(
+    run_name: str,
+    spec: RunSpec,
+    status: Optional[RunStatus],
+    observed: Observed,
+    layout: Layout,
+    now: Union[datetime, str],
+    generation: Optional[int] = None,
+) -> Plan:
+    stamp = timestamp(now)
+    previous = status if status is not None else RunStatus()
+    new = previous.model_copy(deep=True)
+    events: list[Event] = []
+
+    if generation is not None:
+        if previous.observed_generation not in (None, generation) and previous.phase != "Failed":
+            events.append(Event("Normal", Reason.SPEC_CHANGED,
+                                f"generation {generation}: changes apply from the next stage that starts"))
+        new.observed_generation = generation
+
+    if previous.phase == "Failed":  # final: nothing is re-run or re-recorded
+        decision = _Decision("Failed", previous.reason, previous.message, previous.iteration, previous.stage)
+        return _finish(new, previous, decision, events, spec, stamp, generation)
+
+    observations = _index(observed)
+    for obs in sorted(observations.values(), key=lambda o: (o.iteration, _stage_rank(o.stage))):
+        events += _absorb(new, obs, run_name, spec, layout, stamp)
+
+    decision = _walk(run_name, spec, previous, new, observations, layout, stamp, events)
+    return _finish(new, previous, decision, events, spec, stamp, generation)
+
+
+def plan_invalid_spec(
+    status: Optional[RunStatus], problems: list[str], now: Union[datetime, str], generation: Optional[int] = None
+) -> Plan:
+    """The spec cannot be loaded (an edit the API server's schema could not catch). Not final:
+    no new stage starts until the spec is fixed; a running stage finishes; the next valid
+    reconcile records it."""
+    stamp = timestamp(now)
+    previous = status if status is not None else RunStatus()
+    new = previous.model_copy(deep=True)
+    if generation is not None:
+        new.observed_generation = generation
+    if previous.phase == "Failed":
+        return Plan(status=new, done=True)
+    message = "spec is invalid: " + "; ".join(problems) + "; no new stage starts until it is fixed"
+    new.reason, new.message = Reason.INVALID_SPEC.value, message
+    new.conditions = conditions_for(new.phase, Reason.INVALID_SPEC, message, previous.conditions, stamp, generation)
+    events = []
+    if (previous.reason, previous.message) != (new.reason, new.message):
+        events.append(Event("Warning", Reason.INVALID_SPEC, message))
+    return Plan(status=new, events=tuple(events), done=False)
+
+
+# --- 1. absorb observations ---------------------------------------------------------------------
+
+
+def _index(observed: Observed) -> dict[tuple[int, str], StageObservation]:
+    values = observed.values() if isinstance(observed, Mapping) else observed
+    return {obs.key: obs for obs in values}
+
+
+def _stage_rank(stage: str) -> int:
+    return STAGES.index(stage) if stage in STAGES else len(STAGES)
+
+
+def _absorb(new: RunStatus, obs: StageObservation, run_name: str, spec: RunSpec, layout: Layout, stamp: str) -> list[Event]:
+    record = record_for(new, spec, obs.iteration, layout, started_at=obs.started_at or stamp)
+    stage = record.stages.get(obs.stage) or StageRecord(job=stage_name(run_name, obs.iteration, obs.stage))
+    record.stages[obs.stage] = stage
+    if stage.phase in ("Succeeded", "Failed"):
+        return []  # recorded once; a finished stage is never re-read
+    where = f"iteration {obs.iteration} {obs.stage}"
+    events: list[Event] = []
+    stage.job = stage.job or stage_name(run_name, obs.iteration, obs.stage)
+    stage.started_at = stage.started_at or obs.started_at or stamp
+
+    if obs.state == "running":
+        if stage.phase == "Running" and obs.attempts > stage.attempts > 0:
+            events.append(Event("Warning", Reason.STAGE_RETRYING,
+                                f"{where}: attempt {obs.attempts} of {max_attempts(spec, obs.stage)}"
+                                + (f" ({obs.message})" if obs.message else "")))
+        stage.phase, stage.attempts = "Running", obs.attempts
+        stage.message = obs.message or None
+        return events
+
+    stage.attempts = obs.attempts
+    stage.finished_at = obs.finished_at or stamp
+    if obs.state == "failed":
+        detail = obs.message or _summary_error(obs.summary) or "no message"
+        stage.phase, stage.message = "Failed", detail
+        events.append(Event("Warning", Reason.STAGE_FAILED,
+                            f"{where} failed after {_attempts(obs.attempts)}: {detail}"))
+        return events
+
+    summary = obs.summary if isinstance(obs.summary, dict) and obs.summary else None
+    stage.phase, stage.summary, stage.message = "Succeeded", summary, None
+    apply_summary(record, obs.stage, summary, layout)
+    events.append(Event("Normal", Reason.STAGE_SUCCEEDED, f"{where} succeeded: {describe_summary(obs.stage, summary)}"))
+    if summary is None:
+        stage.message = "summary missing or unreadable: figures unknown"
+        events.append(Event("Warning", Reason.SUMMARY_MISSING,
+                            f"{where} succeeded but its summary is missing or unreadable; its figures are unknown"))
+    elif obs.stage == "evaluate" and spec.stopping is not None:
+        if stopping_policy.metric_of(record, spec.stopping.metric) is None:
+            events.append(Event("Warning", Reason.METRIC_MISSING,
+                                f"{where}: no {spec.stopping.metric} in the evaluation; "
+                                "this iteration does not count for stopping"))
+    return events
+
+
+def _summary_error(summary: object) -> Optional[str]:
+    if isinstance(summary, dict) and summary.get("error"):
+        return str(summary["error"])
+    return None
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt" + ("" if n == 1 else "s")
+
+
+# --- 2. walk to the next step -------------------------------------------------------------------
+
+
+def _walk(
+    run_name: str,
+    spec: RunSpec,
+    previous: RunStatus,
+    new: RunStatus,
+    observations: Mapping[tuple[int, str], StageObservation],
+    layout: Layout,
+    stamp: str,
+    events: list[Event],
+) -> _Decision:
+    started = [r for r in new.iterations if r.stages]
+    if not started:
+        return _start(run_name, spec, previous, new, 1, "synthesize", layout, stamp, events)
+
+    record = max(started, key=lambda r: r.iteration)
+    frontier = record.iteration
+    _close_earlier_iterations(new, frontier)
+    stage = stage_order.last_started(record.stages)
+    stage_record = record.stages[stage]
+    where = f"iteration {frontier}: {stage}"
+
+    if stage_record.phase == "Failed":
+        return _Decision("Failed", Reason.STAGE_FAILED,
+                         f"iteration {frontier} {stage} failed after {_attempts(stage_record.attempts)}: "
+                         f"{stage_record.message or 'no message'}", frontier, stage)
+
+    if stage_record.phase in ("Pending", "Running"):
+        if (frontier, stage) in observations:
+            if previous.reason == Reason.SUSPENDING and not spec.suspend:
+                events.append(Event("Normal", Reason.RESUMED, f"resumed: {where} running"))
+            attempt = ""
+            if stage_record.attempts > 1:
+                attempt = f" (attempt {stage_record.attempts} of {max_attempts(spec, stage)})"
+            return _Decision("Running", suspend_policy.running_reason(spec), f"{where} running{attempt}",
+                             frontier, stage)
+        # Requested but not (or no longer) seen: start it (again) under the same name. Creating
+        # is idempotent, and the stage programs resume from their checkpoints.
+        if stage_record.phase == "Running":
+            events.append(Event("Warning", Reason.STAGE_RESTARTED,
+                                f"iteration {frontier} {stage} was running but its execution is gone; starting it again"))
+            stage_record.phase = "Pending"
+        return _start(run_name, spec, previous, new, frontier, stage, layout, stamp, events)
+
+    order = stage_order.stages_of(spec, record.stages)
+    following = stage_order.next_stage(order, stage)
+    if following is not None:
+        return _start(run_name, spec, previous, new, frontier, following, layout, stamp, events)
+
+    # The frontier iteration is finished.
+    record.finished_at = record.finished_at or stage_record.finished_at or stamp
+    verdict = stopping_policy.judge(spec.stopping, _finished(new))
+    last = iteration_count(spec)
+    if frontier >= last:
+        return _Decision("Succeeded", Reason.COMPLETED,
+                         f"{frontier} iteration{'s' if frontier != 1 else ''} finished; "
+                         f"best iteration {verdict.best_iteration}", frontier, stage)
+    if verdict.stop:
+        s = spec.stopping
+        return _Decision("Succeeded", Reason.EARLY_STOPPED,
+                         f"stopped after iteration {frontier} of {last}: {s.metric} has not improved by more "
+                         f"than {s.min_delta:g} for {s.patience} iteration{'s' if s.patience != 1 else ''}; "
+                         f"best iteration {verdict.best_iteration} ({s.metric} {verdict.best_value:g})",
+                         frontier, stage)
+    return _start(run_name, spec, previous, new, frontier + 1, "synthesize", layout, stamp, events)
+
+
+def _start(
+    run_name: str,
+    spec: RunSpec,
+    previous: RunStatus,
+    new: RunStatus,
+    iteration: int,
+    stage: str,
+    layout: Layout,
+    stamp: str,
+    events: list[Event],
+) -> _Decision:
+    if not suspend_policy.may_start_stage(spec):
+        if previous.phase != "Suspended":
+            events.append(Event("Normal", Reason.SUSPENDED, suspend_policy.suspended_message((iteration, stage))))
+        return _Decision("Suspended", Reason.SUSPENDED, suspend_policy.suspended_message((iteration, stage)),
+                         iteration, stage)
+
+    record = record_for(new, spec, iteration, layout, started_at=stamp)
+    if stage not in record.stages:
+        record.stages[stage] = StageRecord(phase="Pending", job=stage_name(run_name, iteration, stage))
+        events.append(Event("Normal", Reason.STAGE_STARTING, f"iteration {iteration}: starting {stage}"))
+    action = StartStage(iteration, stage, stage_config(run_name, spec, iteration, stage, layout))
+    reason, message = Reason.STAGE_STARTING, f"iteration {iteration}: starting {stage}"
+    if suspend_policy.resuming(previous, spec):
+        events.append(Event("Normal", Reason.RESUMED, f"resumed: iteration {iteration}: starting {stage}"))
+        reason, message = Reason.RESUMED, f"resumed: {message}"
+    new.started_at = new.started_at or stamp
+    return _Decision("Running", reason, message, iteration, stage, actions=[action])
+
+
+def _close_earlier_iterations(new: RunStatus, frontier: int) -> None:
+    """Iterations before the frontier are finished (the walk only moves on from a finished
+    one); after a restart that rebuilt them from observations, give them their end time."""
+    for record in new.iterations:
+        if record.iteration < frontier and record.finished_at is None:
+            ends = [s.finished_at for s in record.stages.values() if s.finished_at]
+            record.finished_at = max(ends) if ends else None
+
+
+def _finished(new: RunStatus) -> list[IterationRecord]:
+    return [r for r in new.iterations if r.finished_at is not None]
+
+
+# --- 3. write the status ------------------------------------------------------------------------
+
+
+def _finish(
+    new: RunStatus,
+    previous: RunStatus,
+    decision: _Decision,
+    events: list[Event],
+    spec: RunSpec,
+    stamp: str,
+    generation: Optional[int],
+) -> Plan:
+    new.phase = decision.phase
+    new.reason = str(decision.reason)
+    new.message = decision.message
+    new.iteration = decision.iteration
+    new.stage = decision.stage
+    terminal = decision.phase in TERMINAL_PHASES
+    new.finished_at = (new.finished_at or stamp) if terminal else None
+
+    verdict = stopping_policy.judge(spec.stopping, _finished(new))
+    best = new.record(verdict.best_iteration) if verdict.best_iteration is not None else None
+    new.best_iteration = best.iteration if best else None
+    new.best_model = best.model if best else None
+    if "last_kept" in type(new).model_fields:  # the Kept printer column, where the model has it
+        kept = [r.kept for r in new.iterations if r.kept is not None]
+        new.last_kept = kept[-1] if kept else None
+
+    observed_generation = new.observed_generation if generation is None else generation
+    new.conditions = conditions_for(new.phase, new.reason, new.message, previous.conditions, stamp,
+                                    observed_generation)
+    if decision.phase == "Succeeded" and (previous.phase, previous.reason) != (new.phase, new.reason):
+        events.append(Event("Normal", decision.reason, decision.message))
+    return Plan(status=new, actions=tuple(decision.actions), events=tuple(events), done=terminal)

@@ -1,0 +1,93 @@
+"""Iteration records (status.iterations[]) and how a stage's summary fills them.
+
+Summary keys come from the stage contract (docs/design.md); a key that is missing or of the
+wrong type leaves its figure unknown (None) rather than failing the run: the figures are a
+report, the stage's exit code is what says whether it worked.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from sheepdog.api.spec import RunSpec
+from sheepdog.api.status import IterationRecord, RunStatus
+from sheepdog.planner.lineage_policy import lineage
+from sheepdog.stage_config import Layout
+
+# summary key -> (record field, type)
+_FIGURES: dict[str, tuple[tuple[str, str, type], ...]] = {
+    "synthesize": (
+        ("generated", "generated", int),
+        ("assessed", "assessed", int),
+        ("parseFailures", "parse_failures", int),
+        ("meanQuality", "mean_quality", float),
+        ("meanFollowing", "mean_following", float),
+    ),
+    "curate": (("kept", "kept", int), ("keepRate", "keep_rate", float)),
+    "train": (("trainLoss", "train_loss", float),),
+    "evaluate": (),
+}
+
+
+def record_for(status: RunStatus, spec: RunSpec, iteration: int, layout: Layout, started_at: str) -> IterationRecord:
+    """The record of `iteration`, created (with its lineage) when absent; records stay sorted."""
+    existing = status.record(iteration)
+    if existing is not None:
+        return existing
+    line = lineage(spec, iteration, layout)
+    record = IterationRecord(
+        iteration=iteration,
+        generator_model=layout.relative(line.generator),
+        base_model=layout.relative(line.base),
+        started_at=started_at,
+    )
+    status.iterations = sorted([*status.iterations, record], key=lambda r: r.iteration)
+    return record
+
+
+def _number(value: Any, kind: type) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if kind is int:
+        return int(value) if float(value).is_integer() else None
+    return float(value)
+
+
+def apply_summary(record: IterationRecord, stage: str, summary: Optional[dict[str, Any]], layout: Layout) -> None:
+    """Copy the figures of a succeeded stage into its iteration's record."""
+    if stage == "train":
+        # The model's place is fixed by the layout, so it is known even without a summary.
+        model = (summary or {}).get("model")
+        path = model if isinstance(model, str) and model else layout.model_dir(record.iteration)
+        record.model = layout.relative(path)
+    if not summary:
+        return
+    for key, attr, kind in _FIGURES.get(stage, ()):
+        setattr(record, attr, _number(summary.get(key), kind))
+    if stage == "evaluate":
+        raw = summary.get("evaluation")
+        if isinstance(raw, dict):
+            record.evaluation = {
+                str(k): float(v) for k, v in raw.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+
+
+def describe_summary(stage: str, summary: Optional[dict[str, Any]]) -> str:
+    """'generated 20, assessed 18, ...': the counts a person reads in an event or a log line."""
+    if not summary:
+        return "figures unknown (no summary)"
+    parts = []
+    for key, _, kind in _FIGURES.get(stage, ()):
+        value = _number(summary.get(key), kind)
+        if value is not None:
+            label = {"parseFailures": "parse failures", "meanQuality": "mean quality",
+                     "meanFollowing": "mean following", "keepRate": "keep rate",
+                     "trainLoss": "train loss"}.get(key, key)
+            parts.append(f"{label} {value:.3g}" if kind is float else f"{label} {value}")
+    if stage == "evaluate" and isinstance(summary.get("evaluation"), dict):
+        parts += [f"{k} {v:.3g}" for k, v in summary["evaluation"].items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if summary.get("skipped"):
+        parts.append("skipped (already done)")
+    return ", ".join(parts) if parts else "no figures"

@@ -1,0 +1,141 @@
+"""Loading the seed task set Ds (I-SHEEP Algorithm 1 input).
+
+Two line formats are accepted, one JSON object a line (JSONL):
+
+* Self-Instruct: ``{"id", "name", "instruction", "instances": [{"input", "output"}, ...],
+  "is_classification"}``; like Alpaca's generator we use the FIRST instance;
+* flat: ``{"instruction", "input", "output"}`` with an optional ``"id"``.
+
+A seed file is user input that a whole run depends on, so loading is all-or-nothing: every
+problem is collected (file and 1-based line number each) and reported together in one
+``SeedError`` (the first 10, then a count), never a partial list of tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["SeedTask", "SeedError", "load_seed_tasks", "MAX_LINE_BYTES"]
+
+MAX_LINE_BYTES = 1024 * 1024  # a longer line is an error (and is never held in memory whole)
+_MAX_REPORTED = 10
+
+
+@dataclass(frozen=True)
+class SeedTask:
+    instruction: str
+    input: str
+    output: str
+    id: str
+
+
+class SeedError(ValueError):
+    """The seed file cannot be used; ``problems`` lists every problem found."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = list(problems)
+        shown = self.problems[:_MAX_REPORTED]
+        more = len(self.problems) - len(shown)
+        lines = [f"seed file {path}: {len(self.problems)} problem(s)"] + [f"  {p}" for p in shown]
+        if more:
+            lines.append(f"  ... and {more} more")
+        super().__init__("\n".join(lines))
+
+
+def _text_field(obj: dict, key: str, where: str, problems: list[str]) -> str:
+    value = obj.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        problems.append(f"{where}: \"{key}\" must be a string, got {type(value).__name__}")
+        return ""
+    return value
+
+
+def _task_from_object(obj: object, where: str, lineno: int, problems: list[str]):
+    if not isinstance(obj, dict):
+        problems.append(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        return None
+    instruction = obj.get("instruction")
+    if not isinstance(instruction, str) or not instruction.strip():
+        problems.append(f"{where}: missing or empty \"instruction\"")
+        return None
+    before = len(problems)
+    if "instances" in obj:
+        instances = obj["instances"]
+        if not isinstance(instances, list) or not instances or not isinstance(instances[0], dict):
+            problems.append(f"{where}: \"instances\" must be a non-empty list of objects")
+            return None
+        source, label = instances[0], f"{where}: instances[0]"
+    else:
+        source, label = obj, where
+    input_text = _text_field(source, "input", label, problems)
+    output_text = _text_field(source, "output", label, problems)
+    raw_id = obj.get("id")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int, type(None))):
+        problems.append(f"{where}: \"id\" must be a string or an integer")
+    if len(problems) > before:
+        return None
+    task_id = str(raw_id) if raw_id is not None and str(raw_id) else f"line-{lineno}"
+    return SeedTask(instruction.strip(), input_text.strip(), output_text.strip(), task_id)
+
+
+def load_seed_tasks(path: str | os.PathLike) -> list[SeedTask]:
+    """Read a Self-Instruct or flat JSONL seed file; raise SeedError listing all problems."""
+    name = os.fspath(path)
+    p = Path(name)
+    if not p.exists():
+        raise SeedError(name, [f"{name}: file not found"])
+    if p.is_dir():
+        raise SeedError(name, [f"{name}: is a directory, not a JSONL file"])
+    problems: list[str] = []
+    tasks: list[SeedTask] = []
+    first_line_of_id: dict[str, int] = {}
+    try:
+        with open(p, "rb") as fh:
+            lineno = 0
+            while True:
+                raw = fh.readline(MAX_LINE_BYTES + 1)
+                if not raw:
+                    break
+                lineno += 1
+                where = f"{name}: line {lineno}"
+                if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                    while raw and not raw.endswith(b"\n"):  # skip the rest of the line
+                        raw = fh.readline(MAX_LINE_BYTES)
+                    problems.append(f"{where}: line longer than {MAX_LINE_BYTES} bytes")
+                    continue
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    problems.append(f"{where}: not valid UTF-8 (bad byte at column {exc.start + 1})")
+                    continue
+                if lineno == 1:
+                    text = text.removeprefix("\ufeff")  # tolerate a UTF-8 byte order mark
+                if not text.strip():
+                    continue
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    problems.append(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
+                    continue
+                task = _task_from_object(obj, where, lineno, problems)
+                if task is None:
+                    continue
+                if task.id in first_line_of_id:
+                    problems.append(f"{where}: duplicate id {task.id!r} (first on line "
+                                    f"{first_line_of_id[task.id]})")
+                    continue
+                first_line_of_id[task.id] = lineno
+                tasks.append(task)
+    except OSError as exc:
+        raise SeedError(name, [f"{name}: cannot read ({exc.strerror or exc})"]) from exc
+    if problems:
+        raise SeedError(name, problems)
+    if not tasks:
+        raise SeedError(name, [f"{name}: no seed tasks (the file is empty or only blank lines)"])
+    return tasks

@@ -100,12 +100,21 @@ def kube_layout(run_name: str, spec: RunSpec) -> Layout:
     return Layout(root=VOLUME_MOUNT, run_dir=posixpath.join(VOLUME_MOUNT, sub))
 
 
-def stage_command(config: StageConfig, python: str = "python", summary_file: str = TERMINATION_LOG) -> list[str]:
-    """The one command line of a stage, for both executors."""
+STAGE_MODULE = "sheepdog_jobs"
+
+
+def stage_command(
+    config: StageConfig,
+    python: str = "python",
+    summary_file: str = TERMINATION_LOG,
+    module: str = STAGE_MODULE,
+) -> list[str]:
+    """The one command line of a stage, for both executors. `module` exists for tests, which
+    run a fake stage program; products always run sheepdog_jobs."""
     return [
         python,
         "-m",
-        "sheepdog_jobs",
+        module,
         config.stage,
         "--config",
         config.to_json(),

@@ -1,0 +1,86 @@
+{{/* Chart name (63 characters at most: a DNS label). */}}
+{{- define "sheepdog.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name of the release's resources. */}}
+{{- define "sheepdog.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sheepdog.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "sheepdog.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sheepdog.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "sheepdog.labels" -}}
+helm.sh/chart: {{ include "sheepdog.chart" . }}
+{{ include "sheepdog.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: sheepdog
+{{- end -}}
+
+{{- define "sheepdog.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "sheepdog.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* repository[:tag][@digest]; tag defaults to the chart's appVersion. Call with
+     (dict "image" .Values.image "root" $). */}}
+{{- define "sheepdog.image" -}}
+{{- $tag := default .root.Chart.AppVersion .image.tag -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sheepdog.operatorImage" -}}
+{{- include "sheepdog.image" (dict "image" .Values.image "root" .) -}}
+{{- end -}}
+
+{{- define "sheepdog.workerImage" -}}
+{{- include "sheepdog.image" (dict "image" .Values.worker.image "root" .) -}}
+{{- end -}}
+
+{{/* Cluster-wide mode: no watchNamespaces. */}}
+{{- define "sheepdog.clusterWide" -}}
+{{- if not .Values.watchNamespaces -}}true{{- end -}}
+{{- end -}}
+
+{{/* The Prometheus `job` label of the operator's scrape target: the metrics Service's name
+     (what a ServiceMonitor produces), used by the OperatorDown alert and the dashboard. */}}
+{{- define "sheepdog.metricsJob" -}}
+{{- printf "%s-metrics" (include "sheepdog.fullname" .) -}}
+{{- end -}}
+
+{{/* A Prometheus duration of one unit ("90s", "30m", "6h", "2d") in seconds. */}}
+{{- define "sheepdog.durationSeconds" -}}
+{{- $d := toString . -}}
+{{- if not (regexMatch "^[0-9]+[smhd]$" $d) -}}
+{{- fail (printf "%q is not a duration like 30m, 6h or 2d" $d) -}}
+{{- end -}}
+{{- $n := regexFind "^[0-9]+" $d | int -}}
+{{- $unit := regexFind "[smhd]$" $d -}}
+{{- $mult := get (dict "s" 1 "m" 60 "h" 3600 "d" 86400) $unit -}}
+{{- mul $n $mult -}}
+{{- end -}}

@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+# The sheepdog operator: slim Python and the `sheepdog` package with its [operator] extra
+# (kopf, kubernetes, prometheus-client). No torch, no CUDA.
+#
+#   docker build -f images/operator.Dockerfile -t ghcr.io/sheepdog-dev/sheepdog-operator:0.1.0 .
+#
+# Build context: the repository root. tests/chart/test_images.py checks that the chart's
+# defaults (runAsUser, entrypoint, ports) match what this file builds.
+ARG PYTHON_IMAGE=python:3.12.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY requirements/operator.txt requirements/operator.txt
+COPY operator/ operator/
+# A virtual environment is copied whole into the runtime stage; the pinned versions of
+# requirements/operator.txt (kopf, kubernetes) are constraints, so the image runs what CI tested.
+RUN python -m venv /opt/sheepdog \
+ && /opt/sheepdog/bin/pip install --constraint requirements/operator.txt "./operator[operator]" \
+ && /opt/sheepdog/bin/sheepdog --help >/dev/null
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="sheepdog-operator" \
+      org.opencontainers.image.description="Kopf operator for I-SHEEP self-alignment runs (SelfAlignmentRun)" \
+      org.opencontainers.image.source="https://github.com/sheepdog-dev/sheepdog" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /opt/sheepdog /opt/sheepdog
+ENV PATH=/opt/sheepdog/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp
+# A numeric, non-root user: Pod Security "restricted" and runAsNonRoot need a numeric UID to
+# verify. The chart's securityContext.runAsUser is the same number.
+RUN groupadd --system --gid 10001 sheepdog \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin sheepdog
+USER 10001:10001
+# metrics (Prometheus), liveness (Kopf /healthz)
+EXPOSE 8080 8081
+ENTRYPOINT ["sheepdog", "operator"]

@@ -130,3 +130,209 @@ def test_parse_summary_last_json_line_wins():
     assert obs.parse_summary("[1, 2]") is None
     assert obs.parse_summary("") is None
     assert obs.parse_summary("{broken") is None
+
+
+# --- the reconcile around observe: observe -> plan -> act, over a fake API --------------------
+
+import copy  # noqa: E402
+
+import pytest  # noqa: E402
+
+from sheepdog.kube.client import Conflict  # noqa: E402
+from sheepdog.kube.metrics import Metrics  # noqa: E402
+from sheepdog.kube.reconcile import Options, Reconciler, passthrough_annotations  # noqa: E402
+
+
+class FakeKube:
+    """The KubeApi surface of a reconcile, in memory; records every write in order."""
+
+    def __init__(self, run):
+        self.run = run
+        self.jobs: dict[str, dict] = {}
+        self.pods: list[dict] = []
+        self.writes: list[tuple[str, str]] = []
+        self.rv = 1
+        self.run["metadata"]["resourceVersion"] = "1"
+
+    def get_run(self, namespace, name):
+        return copy.deepcopy(self.run) if self.run else None
+
+    def list_runs(self, namespace):
+        return [copy.deepcopy(self.run)] if self.run else []
+
+    def list_jobs(self, namespace, run):
+        return [copy.deepcopy(j) for j in self.jobs.values() if j["metadata"]["labels"][obs.LABEL_RUN] == run]
+
+    def list_pods(self, namespace, job_names):
+        self.writes.append(("list_pods", ",".join(sorted(job_names))))
+        return [p for p in self.pods if p["metadata"]["labels"]["job-name"] in set(job_names)]
+
+    def create(self, namespace, obj):
+        name = obj["metadata"]["name"]
+        if obj["kind"] != "Job":
+            return True
+        if name in self.jobs:
+            self.writes.append(("exists", name))
+            return False
+        obj = copy.deepcopy(obj)
+        obj["status"] = {}
+        self.jobs[name] = obj
+        self.writes.append(("create", name))
+        return True
+
+    def replace_run_status(self, run, status):
+        if run["metadata"]["resourceVersion"] != self.run["metadata"]["resourceVersion"]:
+            raise Conflict("stale")
+        self.rv += 1
+        self.run["status"] = copy.deepcopy(status)
+        self.run["metadata"]["resourceVersion"] = str(self.rv)
+        self.writes.append(("status", status["phase"] + "/" + status["reason"]))
+        return self.run
+
+    def create_event(self, namespace, event):
+        self.writes.append(("event", event["reason"]))
+
+    # the Job controller and kwok, by hand
+    def finish(self, name, ok=True, message=None, failed=0):
+        j = self.jobs[name]
+        t = "2025-01-01T00:00:10Z"
+        j["status"] = {"startTime": "2025-01-01T00:00:01Z", "failed": failed}
+        if ok:
+            j["status"].update(succeeded=1, completionTime=t, conditions=[cond("Complete", at=t)])
+            self.pods.append(pod(name + "-x", name, "Succeeded", message=message))
+        else:
+            j["status"]["conditions"] = [cond("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit", at=t)]
+            self.pods.append(pod(name + "-x", name, "Failed", message=message, exit_code=1))
+
+
+def make_run_obj(**spec):
+    return {
+        "apiVersion": "sheepdog.dev/v1alpha1", "kind": "SelfAlignmentRun",
+        "metadata": {"name": "r", "namespace": "ns", "uid": "u-1", "generation": 1, "annotations": {}},
+        "spec": {"model": {"base": "models/tiny"}, "iterations": 1, "synthesis": {"dataSize": 4}, **spec},
+    }
+
+
+def reconciler(kube, **opts):
+    return Reconciler(kube, Metrics(), Options(**opts), clock=lambda: "2025-01-01T00:00:00Z")
+
+
+def test_reconcile_walks_an_iteration_creating_each_job_once():
+    kube = FakeKube(make_run_obj())
+    rec = reconciler(kube)
+    r = rec.reconcile("ns", "r")
+    assert r.created == ["r-i1-synthesize"] and r.status_written
+    # Job first, then the status, then the events
+    kinds = [w[0] for w in kube.writes]
+    assert kinds.index("create") < kinds.index("status") < kinds.index("event")
+    job = kube.jobs["r-i1-synthesize"]
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+
+    # the Job is observed (running): the stage record says so
+    r = rec.reconcile("ns", "r")
+    assert not r.created and r.status_written
+    # again, nothing new: no create, no status write, no event
+    kube.writes.clear()
+    r = rec.reconcile("ns", "r")
+    assert not r.created and not r.status_written and not r.events
+    assert [w[0] for w in kube.writes] == []
+
+    for stage, summary in (("synthesize", SUMMARY), ("curate", {"kept": 3, "keepRate": 0.75}),
+                           ("train", {"trainLoss": 0.5})):
+        kube.finish(f"r-i1-{stage}", message=json.dumps(summary))
+        r = rec.reconcile("ns", "r")
+    assert r.phase == "Succeeded" and r.done
+    assert sorted(kube.jobs) == ["r-i1-curate", "r-i1-synthesize", "r-i1-train"]
+    rec1 = kube.run["status"]["iterations"][0]
+    assert (rec1["generated"], rec1["kept"], rec1["keepRate"], rec1["trainLoss"]) == (20, 3, 0.75, 0.5)
+    assert rec1["model"] == "runs/r/i1/model"
+    # pods were listed once per finished Job, never again
+    assert [w[1] for w in kube.writes if w[0] == "list_pods"] == ["r-i1-synthesize", "r-i1-curate", "r-i1-train"]
+    kube.writes.clear()
+    r = rec.reconcile("ns", "r")
+    assert kube.writes == [] and r.phase == "Succeeded"
+
+
+def test_an_existing_job_is_not_created_twice():
+    kube = FakeKube(make_run_obj())
+    rec = reconciler(kube)
+    rec.reconcile("ns", "r")
+    kube.run["status"] = {}  # e.g. the status write of the first reconcile was lost
+    kube.writes.clear()
+    r = rec.reconcile("ns", "r")
+    assert r.created == [] and r.existing == []  # the Job is observed: nothing to start
+    assert ("create", "r-i1-synthesize") not in kube.writes
+
+
+def test_job_of_a_previous_run_with_the_same_name_is_ignored():
+    kube = FakeKube(make_run_obj())
+    rec = reconciler(kube)
+    rec.reconcile("ns", "r")
+    kube.jobs["r-i1-synthesize"]["metadata"]["ownerReferences"][0]["uid"] = "old"
+    kube.finish("r-i1-synthesize", message=json.dumps(SUMMARY))
+    r = rec.reconcile("ns", "r")
+    # not observed (not ours) -> the planner asks to start it -> 409 -> waits for the GC
+    assert r.existing == ["r-i1-synthesize"] and r.phase == "Running"
+
+
+def test_failed_stage_fails_the_run_with_the_pod_message():
+    kube = FakeKube(make_run_obj())
+    rec = reconciler(kube)
+    rec.reconcile("ns", "r")
+    kube.finish("r-i1-synthesize", ok=False, failed=3, message='{"ok": false, "error": "model not found"}')
+    r = rec.reconcile("ns", "r")
+    st = kube.run["status"]
+    assert (st["phase"], st["reason"]) == ("Failed", "StageFailed")
+    assert "model not found" in st["message"] and "3 attempts" in st["message"]
+    assert ("Warning", "StageFailed") in r.events
+
+
+def test_conflict_on_status_write_is_raised_for_a_retry():
+    kube = FakeKube(make_run_obj())
+    rec = reconciler(kube)
+    real_get = kube.get_run
+
+    def stale(namespace, name):
+        run = real_get(namespace, name)
+        kube.run["metadata"]["resourceVersion"] = "99"  # someone wrote in between
+        return run
+
+    kube.get_run = stale
+    with pytest.raises(Conflict):
+        rec.reconcile("ns", "r")
+    assert not [w for w in kube.writes if w[0] == "event"]
+
+
+def test_invalid_spec_is_reported_not_acted_on():
+    run = make_run_obj()
+    run["spec"]["synthesis"] = {"dataSize": 0}
+    kube = FakeKube(run)
+    r = reconciler(kube).reconcile("ns", "r")
+    st = kube.run["status"]
+    assert st["reason"] == "InvalidSpec" and "synthesis.dataSize" in st["message"]
+    assert not kube.jobs and ("Warning", "InvalidSpec") in r.events
+
+
+def test_deleting_run_is_left_alone():
+    run = make_run_obj()
+    run["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
+    kube = FakeKube(run)
+    r = reconciler(kube).reconcile("ns", "r")
+    assert r.skipped == "deleting" and kube.writes == []
+
+
+def test_test_pod_annotations_only_with_the_flag_and_only_test_keys():
+    table = {"*": {"sheepdog.test/duration": "2s", "evil.io/x": "1"},
+             "train": {"sheepdog.test/termination-message": '{"iteration": ${iteration}}'},
+             "i2.train": {"sheepdog.test/fail": "true"}}
+    run = make_run_obj()
+    run["metadata"]["annotations"]["sheepdog.test/pod-annotations"] = json.dumps(table)
+    assert passthrough_annotations(run, 1, "train") == {
+        "sheepdog.test/duration": "2s", "sheepdog.test/termination-message": '{"iteration": 1}'}
+    assert passthrough_annotations(run, 2, "train")["sheepdog.test/fail"] == "true"
+    kube = FakeKube(run)
+    reconciler(kube).reconcile("ns", "r")
+    assert "annotations" not in kube.jobs["r-i1-synthesize"]["spec"]["template"]["metadata"]
+    kube = FakeKube(copy.deepcopy(run))
+    reconciler(kube, test_pod_annotations=True).reconcile("ns", "r")
+    assert kube.jobs["r-i1-synthesize"]["spec"]["template"]["metadata"]["annotations"] == {"sheepdog.test/duration": "2s"}

@@ -25,12 +25,10 @@ from typing import Any, Iterable, Mapping, Optional
 
 from sheepdog.planner.actions import StageObservation
 
-LABEL_RUN = "sheepdog.dev/run"
-LABEL_ITERATION = "sheepdog.dev/iteration"
-LABEL_STAGE = "sheepdog.dev/stage"
-# The Job controller labels its pods with both (the first is the long-standing one).
-POD_JOB_LABELS = ("batch.kubernetes.io/job-name", "job-name")
-COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+from sheepdog.kube.jobs import COMPLETION_INDEX_ANNOTATION, JOB_NAME_LABEL, LABEL_ITERATION, LABEL_RUN, LABEL_STAGE
+
+# The Job controller labels its pods with both (job-name is the older one).
+POD_JOB_LABELS = (JOB_NAME_LABEL, "job-name")
 
 MAX_MESSAGE = 1024  # keep status.message-like fields readable (and small in etcd)
 

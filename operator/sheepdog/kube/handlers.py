@@ -1,0 +1,195 @@
+"""Kopf handlers and the per-run reconcile queue.
+
+Triggers (all end in Dispatcher.trigger(namespace, name)):
+  - any watch event of a SelfAlignmentRun (including the initial listing after a start);
+  - any watch event of a Job labelled sheepdog.dev/run (its run is reconciled);
+  - a periodic resync of every run (one background task), the safety net for a lost event.
+
+Only `@kopf.on.event` handlers are registered: Kopf then adds no finalizer and writes no
+progress annotations to runs (those come with on.create/on.update/on.delete, timers and
+daemons). A run can therefore always be deleted, also while the operator is down; its Jobs go
+with it through their ownerReferences (the garbage collector).
+
+Per run, one reconcile runs at a time, and triggers that arrive while one is queued are
+coalesced into it: a reconcile reads everything fresh, so one that *starts* after a trigger
+covers that trigger. Reconciles run in a thread pool (the Kubernetes client is blocking);
+the event loop only queues. A reconcile that raises is retried with backoff (1 s .. 60 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Optional
+
+from sheepdog.api.spec import GROUP, PLURAL, VERSION
+from sheepdog.kube.client import Conflict
+from sheepdog.kube.observe import LABEL_RUN
+from sheepdog.kube.reconcile import Reconciler
+
+log = logging.getLogger("sheepdog.handlers")
+
+RETRY_DELAYS = (1, 2, 5, 10, 30, 60)
+
+
+@dataclass
+class _RunState:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    requested: int = 0
+    covered: int = 0
+    failures: int = 0
+    retry: Optional[asyncio.TimerHandle] = None
+    waiters: int = 0
+
+
+class Dispatcher:
+    def __init__(self, reconciler: Reconciler, executor: concurrent.futures.Executor):
+        self.reconciler = reconciler
+        self.metrics = reconciler.metrics
+        self.executor = executor
+        self._runs: dict[tuple[str, str], _RunState] = {}
+        self.last_resync: Optional[float] = None
+        self.reconciles = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    async def trigger(self, namespace: str, name: str, why: str = "") -> None:
+        key = (namespace, name)
+        st = self._runs.get(key)
+        if st is None:
+            st = self._runs[key] = _RunState()
+        st.requested += 1
+        seq = st.requested
+        st.waiters += 1
+        try:
+            async with st.lock:
+                if st.covered >= seq:
+                    return  # a reconcile that started after this trigger already ran
+                st.covered = st.requested
+                await self._run(key, st, why)
+        finally:
+            st.waiters -= 1
+            if st.waiters == 0 and st.retry is None and not st.lock.locked() and self._runs.get(key) is st:
+                # nothing pending: drop the state (keeps memory bounded by live activity)
+                if st.failures == 0:
+                    del self._runs[key]
+
+    async def _run(self, key: tuple[str, str], st: _RunState, why: str) -> None:
+        namespace, name = key
+        if st.retry is not None:
+            st.retry.cancel()
+            st.retry = None
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self.executor, self.reconciler.reconcile, namespace, name)
+        except Conflict as e:
+            # The run changed between our read and our status write: its change is an event of
+            # its own, but retry soon regardless.
+            log.info("%s/%s: conflict (%s); retrying", namespace, name, e)
+            self.metrics.reconcile_error(namespace, "Conflict")
+            self._schedule(key, st, 0.2)
+            return
+        except Exception as e:  # noqa: BLE001 - logged, counted, retried
+            st.failures += 1
+            delay = RETRY_DELAYS[min(st.failures, len(RETRY_DELAYS)) - 1]
+            self.metrics.reconcile_error(namespace, type(e).__name__)
+            log.exception("%s/%s: reconcile failed (%s); retrying in %ss", namespace, name, why or "event", delay)
+            self._schedule(key, st, delay)
+            return
+        self.reconciles += 1
+        st.failures = 0
+        if result.created or result.status_written or result.events:
+            log.info(
+                "%s/%s: phase %s%s%s%s", namespace, name, result.phase,
+                f", created {', '.join(result.created)}" if result.created else "",
+                ", status written" if result.status_written else "",
+                f", events {', '.join(r for _, r in result.events)}" if result.events else "",
+            )
+
+    def _schedule(self, key: tuple[str, str], st: _RunState, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        if st.retry is not None:
+            st.retry.cancel()
+
+        def fire() -> None:
+            st.retry = None
+            task = loop.create_task(self.trigger(*key, why="retry"))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        st.retry = loop.call_later(delay, fire)
+
+    def forget(self, namespace: str, name: str) -> None:
+        st = self._runs.pop((namespace, name), None)
+        if st is not None and st.retry is not None:
+            st.retry.cancel()
+        self.metrics.forget_run(namespace, name)
+
+    # -----------------------------------------------------------------------------------------
+
+    async def resync(self, namespaces: list[str], concurrency: int) -> int:
+        """Reconcile every run once; forget the metrics of runs that no longer exist."""
+        loop = asyncio.get_running_loop()
+        lists = [None] if not namespaces else list(namespaces)
+        runs: list[tuple[str, str]] = []
+        for ns in lists:
+            items = await loop.run_in_executor(self.executor, self.reconciler.kube.list_runs, ns)
+            runs += [(r["metadata"]["namespace"], r["metadata"]["name"]) for r in items]
+        present = set(runs)
+        for key in self.metrics.known_runs() - present:
+            self.forget(*key)
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(key: tuple[str, str]) -> None:
+            async with sem:
+                await self.trigger(*key, why="resync")
+
+        await asyncio.gather(*(one(k) for k in runs))
+        self.last_resync = time.monotonic()
+        return len(runs)
+
+    async def resync_forever(self, namespaces: list[str], interval: float, concurrency: int) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                n = await self.resync(namespaces, concurrency)
+                log.debug("resync: %d runs", n)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                self.metrics.reconcile_error("", "ResyncFailed")
+                log.exception("resync failed; next in %ss", interval)
+
+
+def register(registry: Any, dispatcher: Dispatcher) -> None:
+    """The Kopf handlers (on.event only; see the module docstring)."""
+    import kopf
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def run_event(type: Optional[str], body: Any, namespace: Optional[str], name: Optional[str], **_: Any) -> None:
+        if not name or not namespace:
+            return
+        if type == "DELETED":
+            dispatcher.forget(namespace, name)
+            return
+        if (body.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        await dispatcher.trigger(namespace, name, why=f"run {type or 'listed'}")
+
+    @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN: kopf.PRESENT}, registry=registry)
+    async def job_event(type: Optional[str], body: Any, namespace: Optional[str], labels: Any, **_: Any) -> None:
+        run = labels.get(LABEL_RUN)
+        if not run or not namespace:
+            return
+        await dispatcher.trigger(namespace, run, why=f"job {body.get('metadata', {}).get('name')} {type or 'listed'}")
+
+    @kopf.on.probe(id="reconciler", registry=registry)
+    def probe(**_: Any) -> dict[str, Any]:
+        age = None if dispatcher.last_resync is None else round(time.monotonic() - dispatcher.last_resync, 1)
+        return {"reconciles": dispatcher.reconciles, "lastResyncAgeSeconds": age}

@@ -1,0 +1,170 @@
+"""`sheepdog operator`: Kopf, embedded, driving SelfAlignmentRuns.
+
+    sheepdog operator [--namespace NS ...] [--metrics-port 8080] [--liveness-port 8081]
+                      [--worker-image IMG] [--workers 16] [--resync-seconds 60]
+
+All namespaces by default (Kopf clusterwide), or only the given ones. Credentials: KUBECONFIG
+(or ~/.kube/config) when present, else the in-cluster service account.
+
+Kopf runs standalone (no peering objects: one replica, the Deployment uses the Recreate
+strategy) with on.event handlers only (handlers.py): no finalizers, no progress annotations.
+Its watch streams are bounded (server_timeout) and checked for silence (client_timeout,
+inactivity_timeout), so a stalled stream is dropped and re-established instead of hanging
+the operator; the periodic resync covers anything missed meanwhile.
+
+Endpoints: Kopf's liveness probe on --liveness-port (GET /healthz), Prometheus metrics on
+--metrics-port (GET /metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import logging
+import os
+import socket
+import sys
+from typing import Any, Optional, Sequence
+
+log = logging.getLogger("sheepdog.operator")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="sheepdog operator", description="Run the SelfAlignmentRun operator.")
+    p.add_argument("--namespace", "-n", action="append", default=[],
+                   help="watch only this namespace (repeatable, or comma-separated); default: all")
+    p.add_argument("--all-namespaces", "-A", action="store_true", help="watch all namespaces (the default)")
+    p.add_argument("--metrics-port", type=int, default=int(os.environ.get("SHEEPDOG_METRICS_PORT", 8080)),
+                   help="Prometheus /metrics port (0: off; default 8080)")
+    p.add_argument("--metrics-address", default=os.environ.get("SHEEPDOG_METRICS_ADDRESS", "0.0.0.0"))
+    p.add_argument("--liveness-port", type=int, default=int(os.environ.get("SHEEPDOG_LIVENESS_PORT", 8081)),
+                   help="liveness endpoint port, GET /healthz (0: off; default 8081)")
+    p.add_argument("--liveness-address", default=os.environ.get("SHEEPDOG_LIVENESS_ADDRESS", "0.0.0.0"))
+    p.add_argument("--worker-image", default=os.environ.get("SHEEPDOG_WORKER_IMAGE", ""),
+                   help="default image of stage Jobs (a stage's own `image` wins; default: "
+                   "ghcr.io/sheepdog-dev/sheepdog-worker:<version>)")
+    p.add_argument("--workers", type=int, default=int(os.environ.get("SHEEPDOG_WORKERS", 16)),
+                   help="reconciles running at once (threads; default 16)")
+    p.add_argument("--resync-seconds", type=float, default=float(os.environ.get("SHEEPDOG_RESYNC_SECONDS", 60)),
+                   help="reconcile every run this often regardless of events (default 60)")
+    p.add_argument("--watch-timeout", type=float, default=float(os.environ.get("SHEEPDOG_WATCH_TIMEOUT", 300)),
+                   help="server-side limit of one watch request, seconds (default 300)")
+    p.add_argument("--log-level", default=os.environ.get("SHEEPDOG_LOG_LEVEL", "INFO"))
+    p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
+    # Test-only (tests/cluster with kwok); see reconcile.passthrough_annotations.
+    p.add_argument("--test-pod-annotations", action="store_true",
+                   default=os.environ.get("SHEEPDOG_TEST_POD_ANNOTATIONS") == "1", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.namespaces = sorted({n.strip() for v in args.namespace for n in v.split(",") if n.strip()})
+    if args.all_namespaces:
+        args.namespaces = []
+    return args
+
+
+def configure_settings(settings: Any, args: argparse.Namespace) -> None:
+    """Kopf settings (see the module docstring)."""
+    # Watch streams: the server ends each after watch-timeout; the client gives up on a stream
+    # that has not finished 60 s after that; connecting must succeed within 15 s; a stream
+    # silent for longer than the bookmark period plus jitter is dropped.
+    settings.watching.server_timeout = args.watch_timeout
+    settings.watching.client_timeout = args.watch_timeout + 60
+    settings.watching.connect_timeout = 15
+    settings.watching.reconnect_backoff = 1.0
+    settings.watching.inactivity_timeout = 90
+    # Jobs: only ours, filtered by the API server.
+    settings.watching.label_selectors["batch", "jobs"] = "sheepdog.dev/run"
+    # Our own Events (events.py) say what happens; Kopf posts only its warnings and errors.
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "sheepdog-operator"
+    settings.posting.reporting_instance = socket.gethostname()[:128]
+    # Sync handlers (login, probe) use Kopf's executor; reconciles use ours (same size).
+    settings.execution.max_workers = max(4, args.workers)
+    # Each run is handled by our own queue; Kopf's per-object workers idle out quickly.
+    settings.queueing.idle_timeout = 10.0
+
+
+async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Event] = None) -> None:
+    import kopf
+    from prometheus_client import start_http_server
+
+    from sheepdog.kube.client import Kube, load_config
+    from sheepdog.kube.handlers import Dispatcher, register
+    from sheepdog.kube.metrics import Metrics
+    from sheepdog.kube.reconcile import Options, Reconciler
+
+    load_config(args.kubeconfig)
+    metrics = Metrics()
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr=args.metrics_address, registry=metrics.registry)
+        log.info("metrics on http://%s:%d/metrics", args.metrics_address, args.metrics_port)
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="reconcile")
+    kube = Kube(pool_size=args.workers + 4)
+    options = Options(
+        image_defaults=image_defaults(args),
+        test_pod_annotations=args.test_pod_annotations,
+        instance=socket.gethostname()[:128],
+    )
+    if args.test_pod_annotations:
+        log.warning("test mode: copying sheepdog.test/* pod annotations from runs into their Jobs")
+    reconciler = Reconciler(kube, metrics, options)
+    dispatcher = Dispatcher(reconciler, executor)
+
+    registry = kopf.OperatorRegistry()
+    register(registry, dispatcher)
+    settings = kopf.OperatorSettings()
+    configure_settings(settings, args)
+
+    liveness = None
+    if args.liveness_port:
+        liveness = f"http://{args.liveness_address}:{args.liveness_port}/healthz"
+    scope = f"namespaces {', '.join(args.namespaces)}" if args.namespaces else "all namespaces"
+    log.info("sheepdog operator starting: %s, %d workers, resync every %gs", scope, args.workers, args.resync_seconds)
+
+    resync = asyncio.create_task(
+        dispatcher.resync_forever(args.namespaces, args.resync_seconds, concurrency=args.workers), name="resync"
+    )
+    try:
+        await kopf.operator(
+            registry=registry,
+            settings=settings,
+            standalone=True,
+            clusterwide=not args.namespaces,
+            namespaces=args.namespaces,
+            liveness_endpoint=liveness,
+            stop_flag=stop_flag,
+        )
+    finally:
+        resync.cancel()
+        try:
+            await resync
+        except (asyncio.CancelledError, Exception):
+            pass
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def image_defaults(args: argparse.Namespace) -> Any:
+    from sheepdog.kube.jobs import ImageDefaults
+
+    return ImageDefaults(image=args.worker_image) if args.worker_image else ImageDefaults()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Kopf logs every handler call at INFO; its warnings are what matter.
+    logging.getLogger("kopf").setLevel(max(logging.WARNING, logging.getLogger().level))
+    logging.getLogger("kopf.activities.startup").setLevel(logging.INFO)
+    try:
+        asyncio.run(run_operator(args))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,323 @@
+"""One reconcile of one run: read, observe, plan, act, write status once, then emit events.
+
+Everything a reconcile decides comes from what it reads fresh from the API server (the run and
+its Jobs) plus the run's own status, so running it again (after a restart, twice for the same
+event, from the periodic resync) is harmless:
+
+  1. GET the run. Gone or being deleted -> nothing to do (the garbage collector removes its
+     Jobs through their ownerReferences; there is no finalizer to remove).
+  2. Load the spec (sheepdog.api.load: camelCase paths in the problems). A spec that slipped
+     past the CRD schema -> the planner's plan_invalid_spec: reason InvalidSpec with the
+     problems; no new stage starts until the spec is fixed (a running stage finishes).
+  3. LIST the run's Jobs (label sheepdog.dev/run=<name>, owned by this run's uid: Jobs of a
+     deleted run of the same name that the garbage collector has not removed yet are ignored).
+     Terminal Jobs whose outcome the status does not record yet get their pods LISTed once
+     (the summary is the succeeded pod's termination message; a failure's detail is the last
+     failed pod's).
+  4. plan(...) -> the complete new status, the stages to start, the events.
+  5. Create the Jobs (and a multi-node train's rendezvous Service). 409 AlreadyExists is a
+     no-op: the Job of a stage is created once, ever.
+  6. Write the status once (PUT of the status subresource with the run's resourceVersion: a
+     run edited meanwhile -> Conflict -> the reconcile is retried with the new spec).
+  7. Only then emit the planner's Events (a failed status write emits nothing).
+
+Why Jobs are created before the status write: a Job that exists is observed by every later
+reconcile, while a status that names a Job that does not exist would need special handling.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import string
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping, Optional
+
+from pydantic import ValidationError
+
+from sheepdog.api.spec import RunSpec
+from sheepdog.api.status import RunStatus
+from sheepdog.kube import observe as obs
+from sheepdog.kube.client import KubeApi
+from sheepdog.kube.events import run_event
+from sheepdog.kube.metrics import Metrics
+from sheepdog.planner.planner import plan, plan_invalid_spec
+from sheepdog.api.load import RunSpecError, parse_run
+from sheepdog.stage_config import kube_layout
+
+log = logging.getLogger("sheepdog.reconcile")
+
+TEST_POD_ANNOTATIONS = "sheepdog.test/pod-annotations"
+TEST_PREFIX = "sheepdog.test/"
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Result:
+    """What one reconcile did (for logs, metrics and tests)."""
+
+    found: bool = True
+    skipped: str = ""  # why nothing was done ("deleting", "gone")
+    phase: Optional[str] = None
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    status_written: bool = False
+    events: list[tuple[str, str]] = field(default_factory=list)
+    done: bool = False
+    latencies: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Options:
+    image_defaults: Any = None
+    # Test-only: copy `sheepdog.test/*` pod annotations from the run's
+    # `sheepdog.test/pod-annotations` annotation into its Jobs' pod templates (see below).
+    test_pod_annotations: bool = False
+    instance: str = ""
+
+
+def passthrough_annotations(run: Mapping[str, Any], iteration: int, stage: str) -> dict[str, str]:
+    """The test-only pod annotations for one stage Job (enabled by `--test-pod-annotations`).
+
+    kwok (the fake kubelet of tests/cluster) finishes pods by their annotations
+    (`sheepdog.test/fail`, `sheepdog.test/termination-message`, `sheepdog.test/duration`), and
+    the operator is what creates the pods. A test therefore puts, on the run,
+
+        sheepdog.test/pod-annotations: '{"*": {...}, "train": {...}, "i2.train": {...}}'
+
+    a JSON map from a selector (`*`, `<stage>`, `i<N>.<stage>`, most specific wins) to pod
+    annotations. Only keys under `sheepdog.test/` are copied, and only when the operator runs
+    with the flag, so a production operator never copies anything. Values may use
+    ${iteration}, ${stage} and ${run}.
+    """
+    raw = ((run.get("metadata") or {}).get("annotations") or {}).get(TEST_POD_ANNOTATIONS)
+    if not raw:
+        return {}
+    try:
+        table = json.loads(raw)
+    except ValueError:
+        log.warning("ignoring %s: not JSON", TEST_POD_ANNOTATIONS)
+        return {}
+    if not isinstance(table, dict):
+        return {}
+    out: dict[str, str] = {}
+    values = {"iteration": str(iteration), "stage": stage, "run": run["metadata"]["name"]}
+    for selector in ("*", stage, f"i{iteration}.{stage}"):
+        for k, v in (table.get(selector) or {}).items():
+            if isinstance(k, str) and k.startswith(TEST_PREFIX):
+                out[k] = string.Template(v if isinstance(v, str) else json.dumps(v)).safe_substitute(values)
+    return out
+
+
+def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or ())
+
+
+def _seconds_between(start: Optional[str], end: Optional[str]) -> Optional[float]:
+    a, b = obs.parse_time(start), obs.parse_time(end)
+    if a is None or b is None:
+        return None
+    return (b - a).total_seconds()
+
+
+def _stage_records(status: Mapping[str, Any]) -> dict[tuple[int, str], Mapping[str, Any]]:
+    out = {}
+    for rec in status.get("iterations") or ():
+        for stage, srec in (rec.get("stages") or {}).items():
+            out[(rec.get("iteration"), stage)] = srec or {}
+    return out
+
+
+class Reconciler:
+    """Synchronous: runs in a worker thread; one reconcile per run at a time (handlers.py)."""
+
+    def __init__(
+        self,
+        kube: KubeApi,
+        metrics: Metrics,
+        options: Optional[Options] = None,
+        clock: Callable[[], str] = utcnow,
+    ):
+        self.kube = kube
+        self.metrics = metrics
+        self.options = options or Options()
+        self.clock = clock
+
+    # -----------------------------------------------------------------------------------------
+
+    def reconcile(self, namespace: str, name: str) -> Result:
+        t0 = time.monotonic()
+        try:
+            return self._reconcile(namespace, name)
+        finally:
+            self.metrics.reconciled(namespace, time.monotonic() - t0)
+
+    def _reconcile(self, namespace: str, name: str) -> Result:
+        run = self.kube.get_run(namespace, name)
+        if run is None:
+            self.metrics.forget_run(namespace, name)
+            return Result(found=False, skipped="gone")
+        meta = run["metadata"]
+        if meta.get("deletionTimestamp"):
+            self.metrics.forget_run(namespace, name)
+            return Result(skipped="deleting")
+        old_raw: dict[str, Any] = run.get("status") or {}
+        generation = meta.get("generation")
+        problems = spec_problems(run)
+        if problems is not None:
+            return self._invalid(run, old_raw, problems, generation)
+        spec = RunSpec.model_validate(run.get("spec") or {})
+        try:
+            old_status = RunStatus.model_validate(old_raw)
+        except ValidationError as e:
+            # A status we cannot read (hand-edited?): start from scratch. Every Job that exists
+            # is still observed, so nothing is created twice.
+            log.warning("%s/%s: unreadable status, rebuilding it: %s", namespace, name, e)
+            old_status = RunStatus()
+            old_raw = {}
+
+        uid = meta["uid"]
+        jobs = [j for j in self.kube.list_jobs(namespace, name) if _owned_by(j, uid)]
+        need = [j["metadata"]["name"] for j in jobs if obs.needs_pods(j, old_raw)]
+        pods = self.kube.list_pods(namespace, need) if need else []
+        observed = obs.observe(jobs, old_raw, pods)
+
+        now = self.clock()
+        p = plan(
+            name, spec, old_status.model_copy(deep=True), observed, kube_layout(name, spec), now,
+            generation=generation,
+        )
+        result = Result(done=p.done)
+
+        # 5. act
+        for action in p.actions:
+            self._start(run, spec, action, observed, result)
+
+        # 6. write status once
+        new_raw = p.status.to_wire()
+        result.phase = new_raw.get("phase")
+        if new_raw != old_raw:
+            self.kube.replace_run_status(run, new_raw)
+            result.status_written = True
+            self._transitions(namespace, old_raw, new_raw)
+            # 7. events, only after the status write succeeded, and only for a status change
+            # (a reconcile that changes nothing already emitted its events the first time)
+            for ev in p.events:
+                self._emit(run, ev.type, ev.reason, ev.message, result)
+        self.metrics.observe_run(namespace, name, new_raw)
+        return result
+
+    # -----------------------------------------------------------------------------------------
+
+    def _start(self, run: Mapping[str, Any], spec: RunSpec, action: Any, observed: list, result: Result) -> None:
+        from sheepdog.kube import jobs as kjobs
+
+        meta = run["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        for obj in self._objects(kjobs, run, spec, action):
+            if obj.get("kind") == "Job" and self.options.test_pod_annotations:
+                extra = passthrough_annotations(run, action.iteration, action.stage)
+                if extra:
+                    tmeta = obj["spec"]["template"].setdefault("metadata", {})
+                    tmeta.setdefault("annotations", {}).update(extra)
+            created = self.kube.create(ns, obj)
+            oname = obj["metadata"]["name"]
+            if obj.get("kind") != "Job":
+                continue
+            if not created:
+                result.existing.append(oname)
+                continue
+            result.created.append(oname)
+            latency = self._latency(observed)
+            if latency is not None:
+                result.latencies.append(latency)
+            self.metrics.job_created(ns, action.stage, latency)
+            log.info(
+                "%s/%s: created Job %s%s", ns, name, oname,
+                f" ({latency:.2f}s after the previous stage completed)" if latency is not None else "",
+            )
+
+    def _objects(self, kjobs: Any, run: Mapping[str, Any], spec: RunSpec, action: Any) -> list[dict]:
+        meta = run["metadata"]
+        return kjobs.build_stage_objects(
+            meta["name"], meta["namespace"], meta["uid"], spec, action.config, self.options.image_defaults
+        )
+
+    def _latency(self, observed: list) -> Optional[float]:
+        """Seconds from the latest completion among the run's Jobs to now (the new Job's
+        creation). Kubernetes timestamps have 1 s resolution, so this is within about 1 s."""
+        finished = [o.finished_at for o in observed if o.state == "succeeded" and o.finished_at]
+        if not finished:
+            return None
+        last = max(finished, key=lambda t: obs.parse_time(t) or datetime.min.replace(tzinfo=timezone.utc))
+        end = obs.parse_time(last)
+        if end is None:
+            return None
+        return (datetime.now(timezone.utc) - end).total_seconds()
+
+    def _transitions(self, namespace: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+        """Counters and histograms of what changed between the written and the previous status:
+        counted once per transition, even across operator restarts (status is the memory)."""
+        before = _stage_records(old)
+        for (iteration, stage), rec in _stage_records(new).items():
+            prev = before.get((iteration, stage), {})
+            # attempts 1 -> 3 means two retries happened (whatever their outcome)
+            retries = max(0, int(rec.get("attempts") or 0) - 1) - max(0, int(prev.get("attempts") or 0) - 1)
+            self.metrics.stage_retried(namespace, stage, retries)
+            phase, prev_phase = rec.get("phase"), prev.get("phase")
+            if phase in ("Succeeded", "Failed") and prev_phase != phase:
+                self.metrics.stage_finished(
+                    namespace, stage, phase.lower(), _seconds_between(rec.get("startedAt"), rec.get("finishedAt"))
+                )
+
+    def _emit(self, run: Mapping[str, Any], type_: str, reason: str, message: str, result: Result) -> None:
+        ns = run["metadata"]["namespace"]
+        try:
+            self.kube.create_event(ns, run_event(run, type_, str(reason), message, self.options.instance))
+        except Exception as e:  # noqa: BLE001 - an event is best effort; the status has it all
+            log.warning("%s/%s: could not emit event %s: %s", ns, run["metadata"]["name"], reason, e)
+            return
+        result.events.append((type_, str(reason)))
+        self.metrics.event_emitted(ns, type_, str(reason))
+
+    def _invalid(self, run: Mapping[str, Any], old_raw: Mapping[str, Any], problems: list[str], generation: Optional[int]) -> Result:
+        """A spec the API server accepted but the models reject (an old CRD, a rule the schema
+        cannot express). The planner decides what that means (plan_invalid_spec)."""
+        meta = run["metadata"]
+        try:
+            old = RunStatus.model_validate(old_raw)
+        except ValidationError:
+            old = RunStatus()
+        p = plan_invalid_spec(old, problems, self.clock(), generation=generation)
+        new_raw = p.status.to_wire()
+        result = Result(phase=new_raw.get("phase"), done=p.done)
+        if new_raw != dict(old_raw):
+            self.kube.replace_run_status(run, new_raw)
+            result.status_written = True
+            for ev in p.events:
+                self._emit(run, ev.type, ev.reason, ev.message, result)
+        self.metrics.observe_run(meta["namespace"], meta["name"], new_raw)
+        return result
+
+
+def spec_problems(run: Mapping[str, Any]) -> Optional[list[str]]:
+    """None when the run's spec loads, else one line per problem (camelCase paths)."""
+    meta = run.get("metadata") or {}
+    manifest = {
+        "apiVersion": run.get("apiVersion", "sheepdog.dev/v1alpha1"),
+        "kind": run.get("kind", "SelfAlignmentRun"),
+        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
+        "spec": run.get("spec") or {},
+    }
+    try:
+        parse_run(manifest, source=f"{meta.get('namespace')}/{meta.get('name')}")
+    except RunSpecError as e:
+        return list(e.problems) or [str(e)]
+    except ValidationError as e:  # not expected: parse_run rewrites these
+        return [f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
+    return None

@@ -1,0 +1,430 @@
+"""Kubernetes objects of one stage execution: pure builders returning plain dicts.
+
+No I/O and no kubernetes client: the operator sends these dicts as they are, `sheepdog render`
+prints them, and tests read them.
+
+One stage of one iteration = one batch/v1 Job named `<run>-i<N>-<stage>` (never recreated),
+owned by the run (controller ownerReference), labelled with the run, iteration and stage.
+Its container runs exactly `stage_command(config)` (the contract shared with the local
+executor); the stage's one-line JSON summary is its termination message. Retries are the Job
+controller's (backoffLimit = the stage's backoffLimit or spec.retries; a podFailurePolicy makes
+disruptions free). Pods pass the Pod Security "restricted" profile.
+
+Two stages can span several pods, as an Indexed Job:
+- synthesize with `stages.synthesize.shards > 1`: completions = parallelism = shards; each pod
+  reads its shard from JOB_COMPLETION_INDEX (StageConfig.shard.index is left unset) and
+  StageConfig.shard.count = shards;
+- train with `stages.train.nodes > 1`: completions = parallelism = nodes, a headless Service
+  `<job>-rdzv` (build_rendezvous_service) gives pod 0 a stable DNS name, and every pod runs
+  `torchrun --nnodes=N --node-rank=$(JOB_COMPLETION_INDEX) --master-addr=<job>-0.<svc> ... -m
+  sheepdog_jobs train ...` (no SSH, no MPI operator).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Union
+
+from sheepdog import __version__
+from sheepdog.api.spec import GROUP, KIND, VERSION, RunSpec, StageResources
+from sheepdog.stage_config import TERMINATION_LOG, VOLUME_MOUNT, Shard, StageConfig, stage_command
+
+try:  # the planner's retry policy is the one rule both executors share
+    from sheepdog.planner.retry_policy import backoff_limit
+except ImportError:  # pragma: no cover - the planner ships in the same package
+
+    def backoff_limit(spec: RunSpec, stage: str) -> int:
+        own = spec.stages.of(stage).backoff_limit
+        return spec.retries if own is None else own
+
+
+# --- names, labels ---------------------------------------------------------------------------
+
+LABEL_RUN = f"{GROUP}/run"
+LABEL_ITERATION = f"{GROUP}/iteration"
+LABEL_STAGE = f"{GROUP}/stage"
+LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set on pods by the Job controller
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+WORKER_IMAGE_REPOSITORY = "ghcr.io/sheepdog-dev/sheepdog-worker"
+DEFAULT_WORKER_IMAGE = f"{WORKER_IMAGE_REPOSITORY}:{__version__}"
+PYTHON = "python"  # the worker image's entrypoint
+# The worker image's numeric user (images/worker.Dockerfile: USER 10001:10001), so files the
+# stages write to the run's volume belong to the image's user whichever image runs them.
+RUN_AS_USER = 10001
+HOME_DIR = "/home/sheepdog"  # an emptyDir: writable whatever the image's home holds
+CACHE_DIR = f"{VOLUME_MOUNT}/.cache"  # on the run's volume: a hub model downloads once
+HF_HOME = f"{CACHE_DIR}/huggingface"
+RENDEZVOUS_PORT = 29500
+CONTAINER_NAME = "stage"
+
+
+def job_name(run: str, iteration: int, stage: str) -> str:
+    """`<run>-i<N>-<stage>`: the one name of a stage execution (the planner's stage_name)."""
+    return f"{run}-i{iteration}-{stage}"
+
+
+def rendezvous_service_name(job: str) -> str:
+    return f"{job}-rdzv"
+
+
+def labels(run: str, iteration: int, stage: str) -> dict[str, str]:
+    return {
+        LABEL_RUN: run,
+        LABEL_ITERATION: str(iteration),
+        LABEL_STAGE: stage,
+        # name is sheepdog-worker, not sheepdog: the operator's own Service selects on
+        # app.kubernetes.io/name=sheepdog and must never select a stage pod.
+        "app.kubernetes.io/name": "sheepdog-worker",
+        "app.kubernetes.io/instance": run,
+        "app.kubernetes.io/component": stage,
+        "app.kubernetes.io/part-of": "sheepdog",
+        "app.kubernetes.io/managed-by": "sheepdog-operator",
+    }
+
+
+def owner_reference(run_name: str, run_uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": run_name,
+        "uid": run_uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+# --- images ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageDefaults:
+    """The operator's defaults for stage Jobs (flags / Helm `worker:` values). A run's own
+    settings always win: a stage's `image` over `stages[stage]` over `image`; a stage's
+    nodeSelector/tolerations over the GPU defaults (applied to stages with gpus > 0 only);
+    spec.scheduling.queueName over `queue_name`."""
+
+    image: str = DEFAULT_WORKER_IMAGE
+    stages: Mapping[str, str] = field(default_factory=dict)
+    pull_policy: Optional[str] = None  # Always | IfNotPresent | Never; None: the cluster default
+    pull_secrets: tuple[str, ...] = ()
+    gpu_node_selector: Mapping[str, str] = field(default_factory=dict)
+    gpu_tolerations: tuple[Mapping[str, Any], ...] = ()
+    queue_name: str = ""
+
+    @classmethod
+    def coerce(cls, value: Union[None, str, Mapping[str, Any], "ImageDefaults"]) -> "ImageDefaults":
+        """None (built-in default), an image string, a mapping (image, stages, pullPolicy,
+        pullSecrets; snake_case also accepted) or an ImageDefaults."""
+        if value is None:
+            return cls()
+        if isinstance(value, ImageDefaults):
+            return value
+        if isinstance(value, str):
+            return cls(image=value or DEFAULT_WORKER_IMAGE)
+        if isinstance(value, Mapping):
+            get = lambda *keys: next((value[k] for k in keys if value.get(k) is not None), None)  # noqa: E731
+            return cls(
+                image=get("image") or DEFAULT_WORKER_IMAGE,
+                stages=dict(get("stages") or {}),
+                pull_policy=get("pullPolicy", "pull_policy"),
+                pull_secrets=tuple(get("pullSecrets", "pull_secrets") or ()),
+                gpu_node_selector=dict(get("gpuNodeSelector", "gpu_node_selector") or {}),
+                gpu_tolerations=tuple(get("gpuTolerations", "gpu_tolerations") or ()),
+                queue_name=get("queueName", "queue_name") or "",
+            )
+        raise TypeError(f"image defaults: expected None, str, mapping or ImageDefaults, got {type(value).__name__}")
+
+    def for_stage(self, stage: str, own: Optional[str] = None) -> str:
+        return own or self.stages.get(stage) or self.image
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def escape_for_kubelet(arg: str) -> str:
+    """The kubelet expands `$(VAR)` in command and args and turns `$$` into `$`: doubling every
+    `$` makes the container receive the argument exactly (a chat template or path may hold one)."""
+    return arg.replace("$", "$$")
+
+
+def multinode(spec: RunSpec, stage: str) -> bool:
+    return stage == "train" and spec.stages.train.nodes > 1
+
+
+def sharded(spec: RunSpec, stage: str) -> bool:
+    return stage == "synthesize" and spec.stages.synthesize.shards > 1
+
+
+def effective_config(spec: RunSpec, config: StageConfig) -> StageConfig:
+    """The config the pods run: a sharded synthesize carries shard.count = shards and no index
+    (each pod takes JOB_COMPLETION_INDEX). Unchanged for every other stage."""
+    if config.stage == "synthesize":
+        shards = spec.stages.synthesize.shards
+        if config.shard.count != shards or (shards > 1 and config.shard.index is not None):
+            return config.model_copy(update={"shard": Shard(index=None if shards > 1 else config.shard.index,
+                                                            count=shards)})
+    return config
+
+
+def container_command(spec: RunSpec, config: StageConfig, job: str) -> list[str]:
+    """The container's command, as written in the Job (kubelet-escaped)."""
+    command = [escape_for_kubelet(a) for a in stage_command(config, python=PYTHON, summary_file=TERMINATION_LOG)]
+    if not multinode(spec, config.stage):
+        return command
+    # python -m sheepdog_jobs train ... -> torchrun <rendezvous> -m sheepdog_jobs train ...
+    assert command[0] == PYTHON and command[1] == "-m", command
+    train = spec.stages.train
+    return [
+        "torchrun",
+        f"--nnodes={train.nodes}",
+        f"--nproc-per-node={max(1, train.gpus)}",
+        "--node-rank=$(JOB_COMPLETION_INDEX)",  # expanded by the kubelet (the Job controller's env)
+        f"--master-addr={job}-0.{rendezvous_service_name(job)}",
+        f"--master-port={RENDEZVOUS_PORT}",
+        *command[1:],
+    ]
+
+
+# --- the pod ---------------------------------------------------------------------------------
+
+
+def _quantity(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def container_resources(res: StageResources) -> dict[str, Any]:
+    """cpu/memory/... from the stage's `resources`; nvidia.com/gpu from `gpus` (always wins)."""
+    out: dict[str, Any] = {}
+    for section, values in (res.resources or {}).items():
+        if isinstance(values, Mapping):
+            vals = {k: _quantity(v) for k, v in values.items() if k != GPU_RESOURCE}
+            if vals:
+                out[section] = vals
+        else:
+            out[section] = copy.deepcopy(values)
+    if res.gpus > 0:
+        for section in ("requests", "limits"):
+            out.setdefault(section, {})[GPU_RESOURCE] = str(res.gpus)
+    return out
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
+        # never chown a volume full of model weights recursively at every pod start
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "privileged": False,
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _env(name: str, value: str) -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+def container_env(spec: RunSpec, config: StageConfig, job: str) -> list[dict[str, Any]]:
+    env = [
+        _env("PYTHONUNBUFFERED", "1"),
+        _env("HOME", HOME_DIR),
+        _env("XDG_CACHE_HOME", CACHE_DIR),
+        _env("TMPDIR", "/tmp"),
+        _env("HF_HOME", HF_HOME),
+        _env("TRANSFORMERS_CACHE", f"{HF_HOME}/hub"),
+        _env("SHEEPDOG_RUN", config.run),
+        _env("SHEEPDOG_ITERATION", str(config.iteration)),
+        _env("SHEEPDOG_STAGE", config.stage),
+    ]
+    ref = spec.model.hub_token_secret_ref
+    if ref is not None:
+        # by reference only: the token's value never appears in the Job, the spec or status
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    if multinode(spec, config.stage):
+        train = spec.stages.train
+        nproc = max(1, train.gpus)
+        env += [
+            _env("MASTER_ADDR", f"{job}-0.{rendezvous_service_name(job)}"),
+            _env("MASTER_PORT", str(RENDEZVOUS_PORT)),
+            {"name": "NODE_RANK", "valueFrom": {"fieldRef": {
+                "fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}}},
+            _env("NNODES", str(train.nodes)),
+            _env("NPROC_PER_NODE", str(nproc)),
+            _env("WORLD_SIZE", str(train.nodes * nproc)),  # processes, as torch.distributed counts
+        ]
+    return env
+
+
+def volumes(spec: RunSpec) -> list[dict[str, Any]]:
+    return [
+        {"name": "data", "persistentVolumeClaim": {"claimName": spec.storage.claim_name}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},  # NCCL / vLLM tensor parallel
+        {"name": "home", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+
+
+def volume_mounts() -> list[dict[str, Any]]:
+    return [
+        {"name": "data", "mountPath": VOLUME_MOUNT},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "home", "mountPath": HOME_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+
+
+def build_pod_spec(spec: RunSpec, config: StageConfig, job: str, images: ImageDefaults) -> dict[str, Any]:
+    stage = config.stage
+    res = spec.stages.of(stage)
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": images.for_stage(stage, res.image),
+        "command": container_command(spec, config, job),
+        "env": container_env(spec, config, job),
+        "resources": container_resources(res),
+        "securityContext": container_security_context(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": volume_mounts(),
+    }
+    if images.pull_policy:
+        container["imagePullPolicy"] = images.pull_policy
+    if multinode(spec, stage):
+        container["ports"] = [{"name": "rdzv", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes(spec),
+    }
+    if images.pull_secrets:
+        pod["imagePullSecrets"] = [{"name": s} for s in images.pull_secrets]
+    if spec.scheduling.priority_class_name:
+        pod["priorityClassName"] = spec.scheduling.priority_class_name
+    if res.node_selector:
+        pod["nodeSelector"] = dict(res.node_selector)
+    elif res.gpus > 0 and images.gpu_node_selector:
+        pod["nodeSelector"] = dict(images.gpu_node_selector)
+    if res.tolerations:
+        pod["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in res.tolerations]
+    elif res.gpus > 0 and images.gpu_tolerations:
+        pod["tolerations"] = [dict(t) for t in images.gpu_tolerations]
+    if multinode(spec, stage):
+        pod["subdomain"] = rendezvous_service_name(job)
+    return pod
+
+
+# --- the Job and the Service -----------------------------------------------------------------
+
+
+def build_stage_job(
+    run_name: str,
+    namespace: str,
+    run_uid: str,
+    spec: RunSpec,
+    config: StageConfig,
+    image_defaults: Union[None, str, Mapping[str, Any], ImageDefaults] = None,
+) -> dict[str, Any]:
+    """The batch/v1 Job of one stage execution (config.stage of config.iteration)."""
+    if config.run != run_name:
+        raise ValueError(f"config is for run {config.run!r}, not {run_name!r}")
+    images = ImageDefaults.coerce(image_defaults)
+    stage, iteration = config.stage, config.iteration
+    config = effective_config(spec, config)
+    name = job_name(run_name, iteration, stage)
+    lab = labels(run_name, iteration, stage)
+    res = spec.stages.of(stage)
+
+    job_labels = dict(lab)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": backoff_limit(spec, stage),
+        # A node drained or lost, a preemption, an eviction: not the stage's fault, no retry spent.
+        "podFailurePolicy": {
+            "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+        },
+        # no ttlSecondsAfterFinished: the operator reads finished Jobs (and the run owns them)
+        "template": {
+            "metadata": {"labels": dict(lab)},
+            "spec": build_pod_spec(spec, config, name, images),
+        },
+    }
+    pods = spec.stages.train.nodes if multinode(spec, stage) else (
+        spec.stages.synthesize.shards if sharded(spec, stage) else 1)
+    if pods > 1:
+        job_spec.update({"completionMode": "Indexed", "completions": pods, "parallelism": pods})
+    if res.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = res.active_deadline_seconds
+    queue = spec.scheduling.queue_name or images.queue_name
+    if queue:
+        # Kueue admits the Job by unsuspending it when the LocalQueue has quota.
+        job_labels[LABEL_QUEUE] = queue
+        job_spec["suspend"] = True
+
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": job_labels,
+            "ownerReferences": [owner_reference(run_name, run_uid)],
+        },
+        "spec": job_spec,
+    }
+
+
+def build_rendezvous_service(run_name: str, namespace: str, run_uid: str, config: StageConfig) -> dict[str, Any]:
+    """The headless Service of a multi-node train Job: pod k of the Indexed Job is reachable as
+    `<job>-k.<job>-rdzv` (its hostname and subdomain), before it is Ready."""
+    job = job_name(run_name, config.iteration, config.stage)
+    svc = rendezvous_service_name(job)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": svc,
+            "namespace": namespace,
+            "labels": labels(run_name, config.iteration, config.stage),
+            "ownerReferences": [owner_reference(run_name, run_uid)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {JOB_NAME_LABEL: job},
+            "ports": [{"name": "rdzv", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT, "protocol": "TCP"}],
+        },
+    }
+
+
+def build_stage_objects(
+    run_name: str,
+    namespace: str,
+    run_uid: str,
+    spec: RunSpec,
+    config: StageConfig,
+    image_defaults: Union[None, str, Mapping[str, Any], ImageDefaults] = None,
+) -> list[dict[str, Any]]:
+    """Everything one stage execution needs, in creation order (Service first, then the Job)."""
+    objs = []
+    if multinode(spec, config.stage):
+        objs.append(build_rendezvous_service(run_name, namespace, run_uid, config))
+    objs.append(build_stage_job(run_name, namespace, run_uid, spec, config, image_defaults))
+    return objs

@@ -1,0 +1,484 @@
+"""The stage Job builders (sheepdog.kube.jobs): pure dicts in, pure dicts out."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from sheepdog.api.spec import STAGES, RunSpec
+from sheepdog.kube import jobs
+from sheepdog.kube.podsecurity import restricted_violations
+from sheepdog.planner.lineage_policy import stage_config
+from sheepdog.stage_config import TERMINATION_LOG, kube_layout, stage_command
+
+RUN = "qwen72b-isheep"
+NS = "research"
+UID = "5f1c0ffe-0000-4000-8000-000000000001"
+
+
+def make_spec(**over: Any) -> RunSpec:
+    data: dict[str, Any] = {"model": {"base": "models/Qwen1.5-72B"}}
+    data.update(over)
+    return RunSpec.model_validate(data)
+
+
+def config_for(spec: RunSpec, stage: str, iteration: int = 1, run: str = RUN):
+    return stage_config(run, spec, iteration, stage, kube_layout(run, spec))
+
+
+def build(spec: RunSpec, stage: str, iteration: int = 1, images: Any = None, run: str = RUN) -> dict[str, Any]:
+    return jobs.build_stage_job(run, NS, UID, spec, config_for(spec, stage, iteration, run), images)
+
+
+def pod_of(job: dict[str, Any]) -> dict[str, Any]:
+    return job["spec"]["template"]["spec"]
+
+
+def container_of(job: dict[str, Any]) -> dict[str, Any]:
+    (c,) = pod_of(job)["containers"]
+    return c
+
+
+def env_of(job: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e for e in container_of(job)["env"]}
+
+
+def kubelet_expand(arg: str, env: dict[str, str]) -> str:
+    """The kubelet's $(VAR) expansion of command/args (k8s third_party/forked/golang/expansion):
+    `$$` -> `$`, `$(NAME)` -> the value when NAME is defined, else left as written."""
+    out, i = [], 0
+    while i < len(arg):
+        ch = arg[i]
+        if ch == "$" and i + 1 < len(arg):
+            nxt = arg[i + 1]
+            if nxt == "$":
+                out.append("$")
+                i += 2
+                continue
+            if nxt == "(":
+                end = arg.find(")", i + 2)
+                if end != -1:
+                    name = arg[i + 2 : end]
+                    out.append(env.get(name, f"$({name})"))
+                    i = end + 1
+                    continue
+                out.append("$(")
+                i += 2
+                continue
+            out.append("$" + nxt)
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def effective_command(job: dict[str, Any], extra_env: dict[str, str] | None = None) -> list[str]:
+    env = {e["name"]: e["value"] for e in container_of(job)["env"] if "value" in e}
+    env.update(extra_env or {})
+    return [kubelet_expand(a, env) for a in container_of(job)["command"]]
+
+
+# --- names, labels, owner ----------------------------------------------------------------------
+
+
+def test_job_name_is_the_planners_stage_name() -> None:
+    from sheepdog.planner.actions import stage_name
+
+    assert jobs.job_name("r", 3, "train") == "r-i3-train" == stage_name("r", 3, "train")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_name_namespace_labels_and_owner(stage: str) -> None:
+    job = build(make_spec(), stage, iteration=2)
+    meta = job["metadata"]
+    assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
+    assert meta["name"] == f"{RUN}-i2-{stage}"
+    assert meta["namespace"] == NS
+    for where in (meta["labels"], job["spec"]["template"]["metadata"]["labels"]):
+        assert where["sheepdog.dev/run"] == RUN
+        assert where["sheepdog.dev/iteration"] == "2"
+        assert where["sheepdog.dev/stage"] == stage
+        assert where["app.kubernetes.io/instance"] == RUN
+        assert where["app.kubernetes.io/component"] == stage
+        assert where["app.kubernetes.io/managed-by"] == "sheepdog-operator"
+        assert all(isinstance(v, str) and len(v) <= 63 for v in where.values())
+    assert meta["ownerReferences"] == [{
+        "apiVersion": "sheepdog.dev/v1alpha1", "kind": "SelfAlignmentRun", "name": RUN, "uid": UID,
+        "controller": True, "blockOwnerDeletion": True,
+    }]
+
+
+def test_longest_names_fit_kubernetes_limits() -> None:
+    run = "r" + "x" * 39  # 40: the CRD's limit
+    spec = make_spec(iterations=100, stages={"train": {"nodes": 2}})
+    for stage in STAGES:
+        name = jobs.job_name(run, 100, stage)
+        assert len(name) <= 63 and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name)
+    svc = jobs.build_rendezvous_service(run, NS, UID, config_for(spec, "train", 100, run))
+    assert len(svc["metadata"]["name"]) <= 63
+    assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", svc["metadata"]["name"])  # DNS-1035
+    hostname = f"{jobs.job_name(run, 100, 'train')}-255"  # pod hostname of an Indexed Job
+    assert len(hostname) <= 63
+
+
+def test_config_of_another_run_is_refused() -> None:
+    spec = make_spec()
+    with pytest.raises(ValueError):
+        jobs.build_stage_job("other", NS, UID, spec, config_for(spec, "train"))
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_command_is_the_stage_command(stage: str) -> None:
+    spec = make_spec()
+    config = config_for(spec, stage)
+    job = jobs.build_stage_job(RUN, NS, UID, spec, config)
+    expected = stage_command(config, python="python", summary_file=TERMINATION_LOG)
+    assert container_of(job)["command"] == expected  # no `$` in it: written as it is
+    assert "args" not in container_of(job)
+    assert expected[:4] == ["python", "-m", "sheepdog_jobs", stage]
+
+
+def test_dollar_signs_reach_the_stage_unchanged() -> None:
+    """A chat template may contain `$(HOME)` or `$$`: the kubelet must not expand them."""
+    spec = make_spec(model={"base": "m", "chatTemplate": "{{ '$(HOME) costs $$5 and $' }}"})
+    config = config_for(spec, "synthesize")
+    job = jobs.build_stage_job(RUN, NS, UID, spec, config)
+    assert effective_command(job) == stage_command(config)
+    assert json.loads(effective_command(job)[5])["spec"]["model"]["chatTemplate"] == "{{ '$(HOME) costs $$5 and $' }}"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_termination_message(stage: str) -> None:
+    c = container_of(build(make_spec(), stage))
+    assert c["terminationMessagePath"] == "/dev/termination-log"
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert c["command"][-2:] == ["--summary-file", "/dev/termination-log"]
+
+
+# --- retries, deadlines, lifecycle ------------------------------------------------------------
+
+
+def test_backoff_limit_is_the_stage_limit_or_retries() -> None:
+    spec = make_spec(retries=4, stages={"train": {"backoffLimit": 0}})
+    assert build(spec, "train")["spec"]["backoffLimit"] == 0
+    assert build(spec, "curate")["spec"]["backoffLimit"] == 4
+    from sheepdog.planner.retry_policy import backoff_limit
+
+    for stage in STAGES:
+        assert build(spec, stage)["spec"]["backoffLimit"] == backoff_limit(spec, stage)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_disruptions_do_not_spend_retries_and_finished_jobs_stay(stage: str) -> None:
+    job = build(make_spec(), stage)
+    assert job["spec"]["podFailurePolicy"] == {
+        "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+    }
+    assert pod_of(job)["restartPolicy"] == "Never"  # required by podFailurePolicy
+    assert "ttlSecondsAfterFinished" not in job["spec"]
+    assert "activeDeadlineSeconds" not in job["spec"]
+    assert "suspend" not in job["spec"]
+
+
+def test_active_deadline() -> None:
+    spec = make_spec(stages={"train": {"activeDeadlineSeconds": 3600}})
+    assert build(spec, "train")["spec"]["activeDeadlineSeconds"] == 3600
+    assert "activeDeadlineSeconds" not in build(spec, "synthesize")["spec"]
+
+
+# --- resources and placement --------------------------------------------------------------------
+
+
+def test_gpus_and_resources() -> None:
+    spec = make_spec(stages={
+        "train": {"gpus": 4, "resources": {"requests": {"cpu": 16, "memory": "256Gi", "nvidia.com/gpu": 1},
+                                           "limits": {"memory": "300Gi"}}},
+        "curate": {"resources": {"requests": {"cpu": "2"}}},
+    })
+    train = container_of(build(spec, "train"))["resources"]
+    assert train == {
+        "requests": {"cpu": "16", "memory": "256Gi", "nvidia.com/gpu": "4"},  # gpus wins over resources
+        "limits": {"memory": "300Gi", "nvidia.com/gpu": "4"},
+    }
+    curate = container_of(build(spec, "curate"))["resources"]
+    assert curate == {"requests": {"cpu": "2"}}  # curate takes no GPU by default
+    synth = container_of(build(spec, "synthesize"))["resources"]
+    assert synth == {"requests": {"nvidia.com/gpu": "8"}, "limits": {"nvidia.com/gpu": "8"}}
+    evaluate = container_of(build(spec, "evaluate"))["resources"]
+    assert evaluate["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_gpu_free_stage_requests_no_gpu() -> None:
+    spec = make_spec(stages={"synthesize": {"gpus": 0, "tensorParallel": 1}})
+    assert container_of(build(spec, "synthesize"))["resources"] == {}
+
+
+def test_node_selector_tolerations_priority() -> None:
+    spec = make_spec(
+        stages={"train": {"nodeSelector": {"gpu": "h100"},
+                          "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}},
+        scheduling={"priorityClassName": "research-high"},
+    )
+    pod = pod_of(build(spec, "train"))
+    assert pod["nodeSelector"] == {"gpu": "h100"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["priorityClassName"] == "research-high"
+    other = pod_of(build(spec, "curate"))
+    assert "nodeSelector" not in other and "tolerations" not in other
+    assert other["priorityClassName"] == "research-high"
+    assert "priorityClassName" not in pod_of(build(make_spec(), "train"))
+
+
+def test_kueue_queue_suspends_and_labels_the_job() -> None:
+    spec = make_spec(scheduling={"queueName": "gpu-queue"})
+    for stage in STAGES:
+        job = build(spec, stage)
+        assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+        assert job["spec"]["suspend"] is True
+        assert "kueue.x-k8s.io/queue-name" not in job["spec"]["template"]["metadata"]["labels"]
+    plain = build(make_spec(), "train")
+    assert "kueue.x-k8s.io/queue-name" not in plain["metadata"]["labels"]
+
+
+# --- storage, environment, secrets --------------------------------------------------------------
+
+
+def test_volumes_and_writable_home() -> None:
+    spec = make_spec(storage={"claimName": "team-data", "subPath": "exp/a"})
+    job = build(spec, "train")
+    pod, c = pod_of(job), container_of(job)
+    vols = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert vols["data"] == {"name": "data", "persistentVolumeClaim": {"claimName": "team-data"}}
+    assert mounts["/data"] == "data"
+    assert vols[mounts["/dev/shm"]]["emptyDir"] == {"medium": "Memory"}
+    env = env_of(job)
+    # HOME and the caches lie on something a non-root user can write: an emptyDir or the volume
+    for var in ("HOME", "HF_HOME", "TRANSFORMERS_CACHE", "XDG_CACHE_HOME", "TMPDIR"):
+        path = env[var]["value"]
+        mount = max((m for m in mounts if path == m or path.startswith(m.rstrip("/") + "/")), key=len)
+        vol = vols[mounts[mount]]
+        assert "emptyDir" in vol or "persistentVolumeClaim" in vol, var
+    assert env["HF_HOME"]["value"].startswith("/data/")
+    # the config's paths are under the mount
+    config = json.loads(c["command"][5])
+    assert config["runDir"] == "/data/exp/a" and config["root"] == "/data"
+
+
+def test_hub_token_by_reference_only() -> None:
+    secret_value = "hf_SUPERSECRETVALUE"  # what the Secret would hold: nothing here may know it
+    spec = make_spec(model={"base": "org/model", "hubTokenSecretRef": {"name": "hf-token", "key": "token"}})
+    for stage in STAGES:
+        job = build(spec, stage)
+        env = env_of(job)
+        assert env["HF_TOKEN"] == {"name": "HF_TOKEN",
+                                   "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
+        text = json.dumps(job)
+        assert secret_value not in text
+        assert all("value" not in e for e in container_of(job)["env"] if "secretKeyRef" in json.dumps(e))
+    assert "HF_TOKEN" not in env_of(build(make_spec(), "train"))
+
+
+# --- pod security --------------------------------------------------------------------------------
+
+
+def all_variants() -> list[tuple[str, dict[str, Any]]]:
+    specs = {
+        "default": make_spec(),
+        "multinode": make_spec(stages={"train": {"nodes": 4}}),
+        "sharded": make_spec(stages={"synthesize": {"shards": 4}}),
+        "everything": make_spec(
+            model={"base": "org/m", "hubTokenSecretRef": {"name": "s", "key": "k"}},
+            scheduling={"queueName": "q", "priorityClassName": "p"},
+            stages={"train": {"nodes": 2, "nodeSelector": {"a": "b"}, "tolerations": [{"operator": "Exists"}]}},
+        ),
+    }
+    out = []
+    for label, spec in specs.items():
+        for stage in STAGES:
+            out.append((f"{label}-{stage}", build(spec, stage)))
+    return out
+
+
+@pytest.mark.parametrize("label,job", all_variants(), ids=[v[0] for v in all_variants()])
+def test_every_built_pod_passes_the_restricted_profile(label: str, job: dict[str, Any]) -> None:
+    pod = pod_of(job)
+    assert restricted_violations(pod) == []
+    assert pod["automountServiceAccountToken"] is False
+    psc = pod["securityContext"]
+    assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 10001  # images/worker.Dockerfile
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container_of(job)["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_restricted_checker_finds_violations() -> None:
+    good = pod_of(build(make_spec(), "train"))
+    assert restricted_violations(good) == []
+
+    def broken(mutate) -> list[str]:
+        pod = json.loads(json.dumps(good))
+        mutate(pod)
+        return restricted_violations(pod)
+
+    c = lambda p: p["containers"][0]  # noqa: E731
+    assert broken(lambda p: c(p)["securityContext"].pop("allowPrivilegeEscalation"))
+    assert broken(lambda p: c(p)["securityContext"].update(capabilities={"drop": ["NET_RAW"]}))
+    assert broken(lambda p: c(p)["securityContext"].update(capabilities={"drop": ["ALL"], "add": ["SYS_ADMIN"]}))
+    assert broken(lambda p: c(p)["securityContext"].update(privileged=True))
+    assert broken(lambda p: c(p)["securityContext"].update(runAsUser=0))
+    assert broken(lambda p: c(p)["securityContext"].update(runAsNonRoot=False))
+
+    def no_non_root(p):
+        p["securityContext"].pop("runAsNonRoot")
+        c(p)["securityContext"].pop("runAsNonRoot")
+
+    assert broken(no_non_root)
+
+    def no_seccomp(p):
+        p["securityContext"].pop("seccompProfile")
+        c(p)["securityContext"].pop("seccompProfile")
+
+    assert broken(no_seccomp)
+    assert broken(lambda p: c(p)["securityContext"].update(seccompProfile={"type": "Unconfined"}))
+    assert broken(lambda p: p.update(hostNetwork=True))
+    assert broken(lambda p: p["volumes"].append({"name": "h", "hostPath": {"path": "/"}}))
+    assert broken(lambda p: c(p).update(ports=[{"containerPort": 80, "hostPort": 80}]))
+    assert broken(lambda p: p["securityContext"].update(sysctls=[{"name": "kernel.msgmax", "value": "1"}]))
+    # allowed: NET_BIND_SERVICE, a pod-level seccomp profile only
+    assert not broken(lambda p: c(p)["securityContext"].update(
+        capabilities={"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}))
+    assert not broken(lambda p: c(p)["securityContext"].pop("seccompProfile"))
+
+
+# --- images --------------------------------------------------------------------------------------
+
+
+def test_images_default_operator_and_stage_overrides() -> None:
+    from sheepdog import __version__
+
+    spec = make_spec(stages={"train": {"image": "my/train:1"}})
+    assert container_of(build(spec, "synthesize"))["image"] == f"ghcr.io/sheepdog-dev/sheepdog-worker:{__version__}"
+    assert container_of(build(spec, "train"))["image"] == "my/train:1"
+    assert container_of(build(spec, "curate", images="reg/worker:2"))["image"] == "reg/worker:2"
+    defaults = jobs.ImageDefaults(image="reg/worker:2", stages={"synthesize": "reg/vllm:2", "train": "reg/ds:2"},
+                                  pull_policy="IfNotPresent", pull_secrets=("regcred",))
+    assert container_of(build(spec, "synthesize", images=defaults))["image"] == "reg/vllm:2"
+    assert container_of(build(spec, "train", images=defaults))["image"] == "my/train:1"  # the spec wins
+    job = build(spec, "curate", images={"image": "reg/worker:3", "pullPolicy": "Always", "pullSecrets": ["a"]})
+    assert container_of(job)["image"] == "reg/worker:3"
+    assert container_of(job)["imagePullPolicy"] == "Always"
+    assert pod_of(job)["imagePullSecrets"] == [{"name": "a"}]
+    assert "imagePullPolicy" not in container_of(build(spec, "curate"))
+    with pytest.raises(TypeError):
+        jobs.ImageDefaults.coerce(42)
+
+
+def test_worker_defaults_for_gpu_stages_and_queue() -> None:
+    defaults = jobs.ImageDefaults.coerce({
+        "gpuNodeSelector": {"nvidia.com/gpu.present": "true"},
+        "gpuTolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "queueName": "default-queue",
+    })
+    spec = make_spec(stages={"train": {"nodeSelector": {"pool": "h100"}}})
+    synth = build(spec, "synthesize", images=defaults)
+    assert pod_of(synth)["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod_of(synth)["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert synth["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "default-queue"
+    assert synth["spec"]["suspend"] is True
+    train = build(spec, "train", images=defaults)
+    assert pod_of(train)["nodeSelector"] == {"pool": "h100"}  # the run's own setting wins
+    curate = build(spec, "curate", images=defaults)  # no GPU: no GPU placement
+    assert "nodeSelector" not in pod_of(curate) and "tolerations" not in pod_of(curate)
+    own_queue = build(make_spec(scheduling={"queueName": "mine"}), "curate", images=defaults)
+    assert own_queue["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "mine"
+
+
+# --- multi-node training -------------------------------------------------------------------------
+
+
+def test_multinode_train_is_an_indexed_job_running_torchrun() -> None:
+    spec = make_spec(stages={"train": {"nodes": 3, "gpus": 8}})
+    config = config_for(spec, "train")
+    job = jobs.build_stage_job(RUN, NS, UID, spec, config)
+    name = f"{RUN}-i1-train"
+    svc = f"{name}-rdzv"
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
+    pod = pod_of(job)
+    assert pod["subdomain"] == svc
+    cmd = container_of(job)["command"]
+    assert cmd[:6] == [
+        "torchrun", "--nnodes=3", "--nproc-per-node=8", "--node-rank=$(JOB_COMPLETION_INDEX)",
+        f"--master-addr={name}-0.{svc}", "--master-port=29500",
+    ]
+    # after torchrun's own flags: exactly the stage command, without its `python`
+    assert cmd[6:] == stage_command(config)[1:]
+    assert not any("ssh" in a.lower() for a in cmd[:6])
+    env = env_of(job)
+    assert env["MASTER_ADDR"]["value"] == f"{name}-0.{svc}"
+    assert env["MASTER_PORT"]["value"] == "29500"
+    assert env["NODE_RANK"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
+    assert env["NNODES"]["value"] == "3"
+    assert env["WORLD_SIZE"]["value"] == "24"
+    # the Job controller's JOB_COMPLETION_INDEX fills the rank in
+    assert effective_command(job, {"JOB_COMPLETION_INDEX": "2"})[3] == "--node-rank=2"
+
+
+def test_rendezvous_service() -> None:
+    spec = make_spec(stages={"train": {"nodes": 2}})
+    svc = jobs.build_rendezvous_service(RUN, NS, UID, config_for(spec, "train", 4))
+    job = f"{RUN}-i4-train"
+    assert svc["apiVersion"] == "v1" and svc["kind"] == "Service"
+    assert svc["metadata"]["name"] == f"{job}-rdzv"
+    assert svc["metadata"]["namespace"] == NS
+    assert svc["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert svc["metadata"]["labels"]["sheepdog.dev/stage"] == "train"
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["publishNotReadyAddresses"] is True
+    assert svc["spec"]["selector"] == {"batch.kubernetes.io/job-name": job}
+    objs = jobs.build_stage_objects(RUN, NS, UID, spec, config_for(spec, "train", 4))
+    assert [o["kind"] for o in objs] == ["Service", "Job"]
+    assert [o["kind"] for o in jobs.build_stage_objects(RUN, NS, UID, make_spec(), config_for(make_spec(), "train"))] == ["Job"]
+
+
+def test_single_node_train_is_a_plain_job() -> None:
+    job = build(make_spec(), "train")
+    assert "completionMode" not in job["spec"] and "subdomain" not in pod_of(job)
+    assert "MASTER_ADDR" not in env_of(job)
+    assert container_of(job)["command"][0] == "python"
+
+
+# --- sharded synthesis -----------------------------------------------------------------------------
+
+
+def test_sharded_synthesize_is_an_indexed_job() -> None:
+    spec = make_spec(stages={"synthesize": {"shards": 4}})
+    config = config_for(spec, "synthesize")
+    job = jobs.build_stage_job(RUN, NS, UID, spec, config)
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 4
+    sent = json.loads(container_of(job)["command"][5])
+    assert sent["shard"] == {"count": 4}  # no index: each pod reads JOB_COMPLETION_INDEX
+    assert container_of(job)["command"] == stage_command(jobs.effective_config(spec, config))
+    assert "subdomain" not in pod_of(job)
+    # only synthesize is sharded
+    assert "completionMode" not in build(spec, "curate")["spec"]
+
+
+def test_output_is_plain_deterministic_json() -> None:
+    spec = make_spec(stages={"train": {"nodes": 2}})
+    a, b = build(spec, "train"), build(spec, "train")
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    assert json.loads(json.dumps(a)) == a

@@ -482,3 +482,57 @@ def test_output_is_plain_deterministic_json() -> None:
     a, b = build(spec, "train"), build(spec, "train")
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
     assert json.loads(json.dumps(a)) == a
+
+
+# --- render ----------------------------------------------------------------------------------------
+
+
+def test_render_iteration_one_of_the_examples() -> None:
+    import pathlib
+
+    import yaml
+
+    from sheepdog.api.spec import SelfAlignmentRun
+    from sheepdog.kube.render import PLACEHOLDER_UID, render_run, render_run_yaml
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    for path in sorted((root / "examples").glob("*.yaml")):
+        run = SelfAlignmentRun.model_validate(yaml.safe_load(path.read_text()))
+        objs = render_run(run, "ns")
+        jobs_ = [o for o in objs if o["kind"] == "Job"]
+        expected = ["synthesize", "curate", "train"] + (["evaluate"] if run.spec.evaluation.enabled else [])
+        assert [j["metadata"]["labels"]["sheepdog.dev/stage"] for j in jobs_] == expected
+        name = run.metadata.name
+        assert [j["metadata"]["name"] for j in jobs_] == [f"{name}-i1-{s}" for s in expected]
+        for o in objs:
+            assert o["metadata"]["namespace"] == "ns"
+            assert o["metadata"]["ownerReferences"][0]["uid"] == PLACEHOLDER_UID
+        for j in jobs_:
+            assert restricted_violations(pod_of(j)) == []
+        text = render_run_yaml(run, "ns")
+        assert text.startswith("# ") and "placeholder uid" in text
+        assert [d for d in yaml.safe_load_all(text) if d] == objs
+
+
+def test_render_uses_the_planners_lineage_and_the_runs_uid() -> None:
+    from sheepdog.api.spec import SelfAlignmentRun
+    from sheepdog.kube.render import render_run
+
+    run = SelfAlignmentRun.model_validate({
+        "apiVersion": "sheepdog.dev/v1alpha1", "kind": "SelfAlignmentRun",
+        "metadata": {"name": "r", "namespace": "team", "uid": UID},
+        "spec": {"model": {"base": "models/b"}, "training": {"strategy": "one_last"},
+                 "evaluation": {"enabled": True}, "stages": {"train": {"nodes": 2}}},
+    })
+    objs = render_run(run, iteration=2)
+    assert [(o["kind"], o["metadata"]["name"]) for o in objs] == [
+        ("Job", "r-i2-synthesize"), ("Job", "r-i2-curate"), ("Service", "r-i2-train-rdzv"),
+        ("Job", "r-i2-train"), ("Job", "r-i2-evaluate"),
+    ]
+    assert all(o["metadata"]["namespace"] == "team" for o in objs)
+    assert all(o["metadata"]["ownerReferences"][0]["uid"] == UID for o in objs)
+    train = objs[3]
+    config = json.loads(container_of(train)["command"][-3])
+    expected = config_for(run.spec, "train", 2, "r")
+    assert config["generatorModel"] == expected.generator_model == "/data/runs/r/i1/model"
+    assert config["baseModel"] == expected.base_model == "/data/runs/r/i1/model"  # one_last

@@ -1,0 +1,344 @@
+"""The Helm chart without a cluster: lint, CRD copy, rendering with several value sets, the
+security and RBAC properties of what renders, and values the schema must reject.
+
+The same value sets are applied to the real control plane in test_chart_cluster.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.chart.helm import CHART, ROOT, find, helm, one, render, template
+
+# name -> values: every set renders, passes the checks here, and is applied with
+# `kubectl apply --dry-run=server` in test_chart_cluster.py.
+VALUE_SETS: dict[str, dict] = {
+    "defaults": {},
+    "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
+    "monitoring": {
+        "serviceMonitor": {"enabled": True, "additionalLabels": {"release": "kube-prometheus-stack"}},
+        "prometheusRule": {
+            "enabled": True,
+            "additionalLabels": {"release": "kube-prometheus-stack"},
+            "alertLabels": {"team": "ml-platform"},
+            # train: its own threshold; curate: null removes the chart's default -> threshold.
+            "alerts": {"stageStuck": {"threshold": "3h", "stages": {"train": "2d", "curate": None}}},
+        },
+    },
+    "dashboards": {"dashboards": {"enabled": True, "additionalLabels": {"team": "ml"}}},
+    "custom-images": {
+        "image": {"repository": "registry.example.com/ml/sheepdog-operator", "tag": "1.2.3", "pullPolicy": "Always"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "worker": {
+            "image": {"repository": "registry.example.com/ml/sheepdog-worker",
+                      "digest": "sha256:" + "a" * 64},
+            "gpuNodeSelector": {"cloud.example.com/accelerator": "h100"},
+            "queueName": "gpu-queue",
+        },
+        "storage": {"create": True, "storageClassName": "cephfs", "size": "2Ti"},
+    },
+}
+
+# What the operator may do: (apiGroup, resource) -> verbs. Anything else in a rendered rule
+# fails test_rbac_rules_are_exactly_these. Keep docs/install.md's table in step.
+NAMESPACED_RULES = {
+    ("sheepdog.dev", "selfalignmentruns"): {"get", "list", "watch", "patch"},
+    ("sheepdog.dev", "selfalignmentruns/status"): {"get", "patch"},
+    ("sheepdog.dev", "selfalignmentruns/finalizers"): {"update"},
+    ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
+    ("", "pods"): {"get", "list", "watch"},
+    ("", "services"): {"create", "get", "list", "watch"},
+    ("", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+CLUSTER_READ_RULES = {
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+}
+
+
+def rules_of(role: dict) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert "resourceNames" not in rule and "nonResourceURLs" not in rule, rule
+        for group in rule["apiGroups"]:
+            for res in rule["resources"]:
+                out.setdefault((group, res), set()).update(rule["verbs"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict]]:
+    return {name: render(values) for name, values in VALUE_SETS.items()}
+
+
+# ---- lint and files ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_helm_lint_strict(name, tmp_path):
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(VALUE_SETS[name]))
+    res = helm("lint", "--strict", str(CHART), "--values", str(values), "--namespace", "sheepdog-system")
+    assert "1 chart(s) linted, 0 chart(s) failed" in res.stdout, res.stdout
+
+
+def test_chart_crds_are_a_copy_of_crds_dir():
+    """charts/sheepdog/crds/ must hold exactly the generated crds/ files, byte for byte
+    (refresh with: cp crds/*.yaml charts/sheepdog/crds/)."""
+    src = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
+    dst = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
+    assert src, "crds/ is empty"
+    assert sorted(dst) == sorted(src), "charts/sheepdog/crds/ and crds/ hold different files"
+    stale = [name for name in src if src[name] != dst[name]]
+    assert not stale, f"charts/sheepdog/crds/ differs from crds/ in {stale}: cp crds/*.yaml charts/sheepdog/crds/"
+
+
+def test_chart_version_and_app_version_agree_with_the_package():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    import sheepdog
+
+    assert chart["appVersion"] == sheepdog.__version__
+    assert chart["apiVersion"] == "v2"
+
+
+def test_values_yaml_is_valid_against_its_own_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    jsonschema.validate(values, schema)
+    for name, v in VALUE_SETS.items():
+        merged = _merge(values, v)
+        jsonschema.validate(merged, schema)
+
+
+def _merge(a: dict, b: dict) -> dict:
+    """Helm's coalescing: b over a, maps merged, null removes a key."""
+    out = dict(a)
+    for k, v in b.items():
+        if v is None:
+            out.pop(k, None)
+            continue
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+# ---- the operator Deployment ---------------------------------------------------------------
+
+
+def test_deployment_is_one_recreated_replica_with_probe_and_resources(rendered):
+    dep = one(rendered["defaults"], "Deployment")
+    spec = dep["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}, "Kopf has no leader election here: never two operators"
+    pod = spec["template"]["spec"]
+    (c,) = pod["containers"]
+    probe = c["livenessProbe"]
+    assert probe["httpGet"] == {"path": "/healthz", "port": "liveness"}
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"metrics": 8080, "liveness": 8081}
+    assert "--metrics-port=8080" in c["args"] and "--liveness-port=8081" in c["args"]
+    assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]
+    assert c["resources"]["limits"]["memory"]
+    assert pod["serviceAccountName"] == one(rendered["defaults"], "ServiceAccount")["metadata"]["name"]
+    assert not any(a.startswith("--namespace") for a in c["args"]), "cluster-wide mode passes no --namespace"
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_pod_security_context_is_restricted(rendered, name):
+    pod = one(rendered[name], "Deployment")["spec"]["template"]["spec"]
+    psc = pod["securityContext"]
+    assert psc["runAsNonRoot"] is True and isinstance(psc["runAsUser"], int) and psc["runAsUser"] > 0
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    for c in pod["containers"]:
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] == psc["runAsUser"]
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        # readOnlyRootFilesystem: /tmp is the one writable place
+        assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+
+
+def test_namespaced_mode_passes_each_namespace(rendered):
+    (c,) = one(rendered["namespaced"], "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert [a for a in c["args"] if a.startswith("--namespace")] == ["--namespace=team-a", "--namespace=team-b"]
+
+
+def test_images_default_to_app_version_and_take_overrides(rendered):
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    (c,) = one(rendered["defaults"], "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == f"ghcr.io/sheepdog-dev/sheepdog-operator:{chart['appVersion']}"
+    assert f"--worker-image=ghcr.io/sheepdog-dev/sheepdog-worker:{chart['appVersion']}" in c["args"]
+    dep = one(rendered["custom-images"], "Deployment")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == "registry.example.com/ml/sheepdog-operator:1.2.3"
+    assert c["imagePullPolicy"] == "Always"
+    assert f"--worker-image=registry.example.com/ml/sheepdog-worker@sha256:{'a' * 64}" in c["args"]
+    assert dep["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def test_optional_pvc(rendered):
+    assert not find(rendered["defaults"], "PersistentVolumeClaim")
+    pvc = one(rendered["custom-images"], "PersistentVolumeClaim")
+    assert pvc["metadata"]["name"] == "sheepdog-data"
+    assert pvc["spec"]["storageClassName"] == "cephfs"
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "2Ti"
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+# ---- RBAC ------------------------------------------------------------------------------------
+
+
+def test_cluster_wide_rbac(rendered):
+    docs = rendered["defaults"]
+    assert not find(docs, "Role") and not find(docs, "RoleBinding")
+    (role,) = find(docs, "ClusterRole")
+    assert rules_of(role) == {**NAMESPACED_RULES, **CLUSTER_READ_RULES}
+    (binding,) = find(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    sa = one(docs, "ServiceAccount")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "sheepdog-system"}
+    ]
+
+
+def test_namespaced_rbac(rendered):
+    docs = rendered["namespaced"]
+    roles = find(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for r in roles:
+        assert rules_of(r) == NAMESPACED_RULES
+    bindings = find(docs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for b in bindings:
+        assert b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": roles[0]["metadata"]["name"]}
+    # Cluster-scoped: only the CRD read Kopf's discovery needs, never the namespaced rules.
+    (cr,) = find(docs, "ClusterRole")
+    assert rules_of(cr) == CLUSTER_READ_RULES
+    (crb,) = find(docs, "ClusterRoleBinding")
+    assert crb["roleRef"]["name"] == cr["metadata"]["name"]
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_rbac_never_grants_secrets_or_wildcards(rendered, name):
+    for role in find(rendered[name], "ClusterRole") + find(rendered[name], "Role"):
+        for rule in role["rules"]:
+            assert "secrets" not in rule["resources"], f"{role['metadata']['name']} grants secrets"
+            assert "*" not in rule["resources"] + rule["verbs"] + rule["apiGroups"], rule
+            assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+
+
+def test_rbac_can_be_left_to_the_user():
+    docs = render({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "my-operator"}})
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ServiceAccount")]
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "my-operator"
+
+
+# ---- metrics, monitoring, dashboards -------------------------------------------------------
+
+
+def test_metrics_service_selects_the_operator_pod(rendered):
+    docs = rendered["defaults"]
+    svc = one(docs, "Service")
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+    assert svc["spec"]["ports"] == [{"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}]
+
+
+def test_monitoring_is_off_by_default(rendered):
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        assert not find(rendered["defaults"], kind)
+    assert not [d for d in rendered["defaults"] if d["kind"] == "ConfigMap"]
+
+
+def test_service_monitor(rendered):
+    docs = rendered["monitoring"]
+    sm = one(docs, "ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    svc = one(docs, "Service")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": ["sheepdog-system"]}
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["port"] == "metrics" and ep["path"] == "/metrics"
+    assert ep["honorLabels"] is True, "the runs' namespace label must survive the scrape"
+
+
+def test_prometheus_rule(rendered):
+    rule = one(rendered["monitoring"], "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    names = {a["alert"] for a in alerts}
+    assert names == {"SheepdogRunFailed", "SheepdogStageStuck", "SheepdogRepeatedJobFailures",
+                     "SheepdogOperatorDown", "SheepdogReconcileErrors"}
+    for a in alerts:
+        assert a["labels"]["team"] == "ml-platform" and a["labels"]["severity"]
+        assert a["annotations"]["summary"] and a["annotations"]["description"]
+    stuck = {a["expr"].split('stage="')[1].split('"')[0]: a for a in alerts if a["alert"] == "SheepdogStageStuck"}
+    assert set(stuck) == {"synthesize", "curate", "train", "evaluate"}
+    assert ") > 172800\n" in stuck["train"]["expr"]  # stages.train: 2d
+    assert ") > 10800\n" in stuck["curate"]["expr"]  # no stage default left: threshold 3h
+    assert ") > 21600\n" in stuck["evaluate"]["expr"]  # the chart's default for evaluate: 6h
+    down = next(a for a in alerts if a["alert"] == "SheepdogOperatorDown")
+    svc = one(rendered["monitoring"], "Service")
+    assert f'job="{svc["metadata"]["name"]}"' in down["expr"], "OperatorDown must select the ServiceMonitor's job"
+
+
+def test_dashboard_configmaps(rendered):
+    docs = rendered["dashboards"]
+    cms = [d for d in docs if d["kind"] == "ConfigMap"]
+    files = sorted(p.name for p in (CHART / "dashboards").glob("*.json"))
+    assert files and len(cms) == len(files)
+    for cm in cms:
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert cm["metadata"]["labels"]["team"] == "ml"
+        assert cm["metadata"]["annotations"]["grafana_folder"] == "sheepdog"
+        (key,) = cm["data"]
+        assert key in files
+        assert json.loads(cm["data"][key]) == json.loads((CHART / "dashboards" / key).read_text())
+
+
+# ---- the schema rejects wrong values --------------------------------------------------------
+
+BAD_VALUES = [
+    (["operator.replicas=2"], "/operator/replicas"),
+    (["operator.replicas=one"], "/operator/replicas"),
+    (["image.pullPolicy=Sometimes"], "/image/pullPolicy"),
+    (["watchNamespaces[0]=team-*"], "/watchNamespaces/0"),
+    (["watchNamespaces[0]=Team_A"], "/watchNamespaces/0"),
+    (["watchNamespaces=team-a"], "/watchNamespaces"),
+    (["operator.metricsPort=70000"], "/operator/metricsPort"),
+    (["storage.accessModes[0]=ReadWriteAll"], "/storage/accessModes/0"),
+    (["storage.size=lots"], "/storage/size"),
+    (["serviceMonitor.enabled=yes please"], "/serviceMonitor/enabled"),
+    (["serviceMonitor.interval=30 seconds"], "/serviceMonitor/interval"),
+    (["prometheusRule.alerts.runFailed.severity=urgent"], "/prometheusRule/alerts/runFailed/severity"),
+    (["prometheusRule.alerts.stageStuck.threshold=1h30m"], "/prometheusRule/alerts/stageStuck/threshold"),
+    (["prometheusRule.alerts.stageStuck.stages.training=3h"], "training"),
+    (["prometheusRule.alerts.jobFailures.count=0"], "/prometheusRule/alerts/jobFailures/count"),
+    (["worker.image.digest=latest"], "/worker/image/digest"),
+    (["worker.image.repository="], "/worker/image/repository"),
+    (["image=null"], "image"),
+    (["replicas=1"], "replicas"),  # a typo of operator.replicas: unknown keys are refused
+    (["worker.gpuTolerations[0].operator=Maybe"], "/worker/gpuTolerations/0/operator"),
+    (["dashboards.enabled=1"], "/dashboards/enabled"),
+]
+
+
+@pytest.mark.parametrize("sets,where", BAD_VALUES, ids=[s[0][0] for s in BAD_VALUES])
+def test_schema_rejects_wrong_values(sets, where):
+    res = template(sets=sets, check=False)
+    assert res.returncode != 0, f"--set {sets} rendered:\n{res.stdout[:500]}"
+    assert "don't meet the specifications of the schema" in res.stderr, res.stderr
+    assert where in res.stderr, res.stderr
+
+
+def test_service_monitor_needs_the_metrics_service():
+    res = template(sets=["serviceMonitor.enabled=true", "metrics.service.enabled=false"], check=False)
+    assert res.returncode != 0 and "needs metrics.service.enabled" in res.stderr

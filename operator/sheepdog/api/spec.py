@@ -74,6 +74,14 @@ class SynthesisSpec(Model):
     max_tokens: int = Field(1000, ge=1, le=32768, description="Token budget of a generation request "
                             "and of a response.")
     random_seed: int = Field(0, ge=0)
+    response_prompt: Optional[str] = Field(
+        None,
+        min_length=1,
+        max_length=16384,
+        description="Template of the response prompt with {instruction} and {input} (e.g. a "
+        "Dromedary-style principle-driven prompt); default: the instruction, then the input, "
+        "zero-shot (paper). Literal braces are written {{ and }}.",
+    )
     max_requests: Optional[int] = Field(
         None,
         ge=1,
@@ -86,6 +94,25 @@ class SynthesisSpec(Model):
     @classmethod
     def _round(cls, v: float) -> float:
         return float(v)
+
+    @field_validator("response_prompt")
+    @classmethod
+    def _template(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
+        import string
+
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"synthesis.responsePrompt is not a valid template: {exc}") from exc
+        unknown = sorted(fields - {"instruction", "input"})
+        if unknown:
+            raise ValueError(f"synthesis.responsePrompt may only use {{instruction}} and {{input}}, "
+                             f"not {{{unknown[0]}}} (write literal braces as {{{{ and }}}})")
+        if "instruction" not in fields:
+            raise ValueError("synthesis.responsePrompt must contain {instruction}")
+        return v
 
 
 class AssessmentSpec(Model):
@@ -180,10 +207,58 @@ class TrainingSpec(Model):
     merge: bool = Field(True, description="Merge the adapter into the model of the next iteration.")
 
 
+# The evaluate stage reads the judge's API key from this environment variable; the operator
+# fills it from evaluation.judge.apiKeySecretRef (by reference, never copied).
+JUDGE_API_KEY_ENV = "SHEEPDOG_JUDGE_API_KEY"
+
+
+class JudgeSpec(Model):
+    url: str = Field(
+        min_length=1,
+        description="Base URL of an OpenAI-compatible API (e.g. http://judge:8000/v1); the stage "
+        "POSTs to <url>/chat/completions.",
+    )
+    model: str = Field(min_length=1, description="Model name sent in each request.")
+    api_key_secret_ref: Optional[SecretKeyRef] = Field(
+        None,
+        description="API key, by reference only: the evaluate Job gets it as the environment "
+        "variable SHEEPDOG_JUDGE_API_KEY (sent as a Bearer token).",
+    )
+    max_tokens: int = Field(16, ge=1, le=4096, description="Token budget of one judgement (the "
+                            "first number of the answer is the score).")
+
+
 class EvaluationSpec(Model):
     enabled: bool = False
     suites: list[str] = Field(
-        default_factory=lambda: ["ifeval"], json_schema_extra={"x-kubernetes-list-type": "set"}
+        default_factory=lambda: ["ifeval"],
+        description="ifeval (the four IFEval accuracies), heldout (held-out seed-style tasks "
+        "scored by a judge), or any lm-evaluation-harness task or group name (needs the lm-eval "
+        "package and the task's data set in the Hugging Face cache).",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    ifeval_file: Optional[str] = Field(
+        None,
+        min_length=1,
+        description="IFEval-format JSONL ({key, prompt, instruction_id_list, kwargs} a line, e.g. "
+        "the official input_data.jsonl), relative to the volume root; default: the small set "
+        "shipped with sheepdog.",
+    )
+    heldout_file: Optional[str] = Field(
+        None,
+        min_length=1,
+        description="Held-out tasks in the seed format (Self-Instruct or flat JSONL), relative to "
+        "the volume root; default: the small set shipped with sheepdog.",
+    )
+    judge: Optional[JudgeSpec] = Field(
+        None,
+        description="Judge of the heldout suite: an OpenAI-compatible endpoint. Default: the "
+        "iteration's model itself, with the run's assessment prompt and scoring.",
+    )
+    max_tokens: int = Field(1280, ge=1, le=32768, description="Token budget of each evaluated "
+                            "answer (greedy decoding; lm-eval's IFEval uses 1280).")
+    limit: Optional[int] = Field(
+        None, ge=1, description="Evaluate only the first N examples of each suite (smoke tests)."
     )
 
 

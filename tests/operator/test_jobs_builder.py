@@ -286,6 +286,18 @@ def test_hub_token_by_reference_only() -> None:
     assert "HF_TOKEN" not in env_of(build(make_spec(), "train"))
 
 
+def test_judge_api_key_by_reference_for_evaluate_only() -> None:
+    from sheepdog.api.spec import JUDGE_API_KEY_ENV
+
+    spec = make_spec(evaluation={"enabled": True, "suites": ["heldout"], "judge": {
+        "url": "http://judge:8000/v1", "model": "judge", "apiKeySecretRef": {"name": "judge", "key": "api-key"}}})
+    env = env_of(build(spec, "evaluate"))
+    assert env[JUDGE_API_KEY_ENV] == {"name": JUDGE_API_KEY_ENV,
+                                      "valueFrom": {"secretKeyRef": {"name": "judge", "key": "api-key"}}}
+    for stage in ("synthesize", "curate", "train"):
+        assert JUDGE_API_KEY_ENV not in env_of(build(spec, stage))
+
+
 # --- pod security --------------------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union
 
 from sheepdog import __version__
-from sheepdog.api.spec import GROUP, KIND, VERSION, RunSpec, StageResources
+from sheepdog.api.spec import GROUP, JUDGE_API_KEY_ENV, KIND, VERSION, RunSpec, StageResources
 from sheepdog.stage_config import TERMINATION_LOG, VOLUME_MOUNT, Shard, StageConfig, stage_command
 
 try:  # the planner's retry policy is the one rule both executors share
@@ -256,6 +256,12 @@ def container_env(spec: RunSpec, config: StageConfig, job: str) -> list[dict[str
     if ref is not None:
         # by reference only: the token's value never appears in the Job, the spec or status
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    judge = spec.evaluation.judge
+    if config.stage == "evaluate" and judge is not None and judge.api_key_secret_ref is not None:
+        # only the stage that calls the judge gets its key
+        jref = judge.api_key_secret_ref
+        env.append({"name": JUDGE_API_KEY_ENV,
+                    "valueFrom": {"secretKeyRef": {"name": jref.name, "key": jref.key}}})
     if multinode(spec, config.stage):
         train = spec.stages.train
         nproc = max(1, train.gpus)

@@ -1,0 +1,200 @@
+"""`sheepdog`: run, validate, render and inspect SelfAlignmentRuns; start the operator.
+
+Exit codes: 0 ok, 1 the run failed (or could not proceed: another executor holds the workdir),
+2 invalid input (run file, seed or model inputs, command line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def _error(message: str) -> None:
+    print(f"sheepdog: {message}", file=sys.stderr, flush=True)
+
+
+# --- sheepdog run ---------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sheepdog.api.load import RunSpecError
+    from sheepdog.local import InputError, WorkdirBusy, run_local
+
+    try:
+        result = run_local(args.run_file, args.workdir, retry_failed=args.retry_failed, plot=not args.no_plot)
+    except (RunSpecError, InputError) as err:
+        _error(str(err))
+        return EXIT_INVALID
+    except WorkdirBusy as err:
+        _error(str(err))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _error("interrupted; run the same command again to resume")
+        return 130
+    if result.exit_code != EXIT_OK:
+        _error(f"run {result.run} failed: {result.status.message}")
+        hint = f"sheepdog run {args.run_file}" + (f" --workdir {args.workdir}" if args.workdir else "")
+        _error(f"after fixing the cause, `{hint} --retry-failed` retries the failed stage")
+    return result.exit_code
+
+
+# --- sheepdog validate ------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from sheepdog.api.load import RunSpecError, load_run
+    from sheepdog.local.inputs import InputError, prepare_local_run
+    from sheepdog.planner import data_size, iteration_count
+
+    try:
+        run = load_run(args.run_file)
+        if args.workdir is not None:
+            run, notes = prepare_local_run(run, Path(args.workdir), Path(args.run_file))
+            for note in notes:
+                print(f"note: {note}")
+    except (RunSpecError, InputError) as err:
+        _error(str(err))
+        return EXIT_INVALID
+    spec = run.spec
+    print(f"{args.run_file}: valid SelfAlignmentRun {run.metadata.name}: {iteration_count(spec)} iteration(s), "
+          f"strategy {spec.training.strategy}, {data_size(spec)} instructions per iteration")
+    return EXIT_OK
+
+
+# --- sheepdog render --------------------------------------------------------------------------
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from sheepdog.api.load import RunSpecError, load_run
+
+    try:
+        run = load_run(args.run_file)
+    except RunSpecError as err:
+        _error(str(err))
+        return EXIT_INVALID
+    if args.iteration < 1:
+        _error("--iteration must be 1 or more")
+        return EXIT_INVALID
+    if not args.commands:
+        try:
+            from sheepdog.kube.render import render_run_yaml
+        except ImportError:
+            render_run_yaml = None
+        if render_run_yaml is not None:
+            print(render_run_yaml(run, args.namespace, iteration=args.iteration), end="")
+            return EXIT_OK
+        print("# sheepdog.kube is not available: printing the stage commands instead of Jobs")
+    print(_stage_commands(run, args.iteration), end="")
+    return EXIT_OK
+
+
+def _stage_commands(run, iteration: int) -> str:
+    """The command of every stage of `iteration`, as a cluster's Jobs would run them."""
+    from sheepdog.planner import stage_config, stage_name
+    from sheepdog.planner.stage_order import stages_of
+    from sheepdog.stage_config import kube_layout, stage_command
+
+    layout = kube_layout(run.metadata.name, run.spec)
+    lines = []
+    for stage in stages_of(run.spec):
+        config = stage_config(run.metadata.name, run.spec, iteration, stage, layout)
+        lines.append(f"# {stage_name(run.metadata.name, iteration, stage)}")
+        lines.append(shlex.join(stage_command(config)))
+    return "\n".join(lines) + "\n"
+
+
+# --- sheepdog status --------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sheepdog.local import default_workdir
+    from sheepdog.local.report import format_report
+    from sheepdog.local.workdir_files import REPORT_FILE, read_json
+
+    if (args.dir is None) == (args.name is None):
+        _error("status: give a workdir DIR or --name RUN (its default workdir runs/RUN)")
+        return EXIT_INVALID
+    workdir = Path(args.dir) if args.dir is not None else default_workdir(args.name)
+    report = read_json(workdir / REPORT_FILE)
+    if not isinstance(report, dict):
+        _error(f"{workdir}: no report.json here (is it a `sheepdog run` workdir?)")
+        return EXIT_INVALID
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+    return EXIT_FAILED if report.get("phase") == "Failed" else EXIT_OK
+
+
+# --- sheepdog operator ------------------------------------------------------------------------
+
+
+def cmd_operator(operator_args: list[str]) -> int:
+    try:
+        from sheepdog.kube.operator import main as operator_main
+    except ImportError as err:
+        _error(f"the operator needs the extra sheepdog[operator] (kopf, kubernetes): {err}")
+        return EXIT_INVALID
+    return int(operator_main(operator_args) or 0)
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sheepdog", description="I-SHEEP iterative self-alignment runs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a SelfAlignmentRun on this machine (resumes where it stopped)")
+    p.add_argument("run_file", metavar="RUN.yaml")
+    p.add_argument("--workdir", help="where the run lives (default runs/<name>); relative seed and model "
+                   "paths are looked up here first, then beside the run file")
+    p.add_argument("--retry-failed", action="store_true", help="retry the stage that failed the run")
+    p.add_argument("--no-plot", action="store_true", help="do not write report.png")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a run file (and, with --workdir, its local inputs)")
+    p.add_argument("run_file", metavar="RUN.yaml")
+    p.add_argument("--workdir", help="also check the seed file and model as `sheepdog run` would")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("render", help="print the Kubernetes objects a run would create")
+    p.add_argument("run_file", metavar="RUN.yaml")
+    p.add_argument("--namespace", "-n", default=None)
+    p.add_argument("--iteration", type=int, default=1, help="which iteration (default 1)")
+    p.add_argument("--commands", action="store_true", help="print the stage commands instead of Jobs")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("status", help="print the report of a local run")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="the run's workdir")
+    p.add_argument("--name", help="a run name: its default workdir runs/<name>")
+    p.add_argument("--json", action="store_true", help="print report.json")
+    p.set_defaults(func=cmd_status)
+
+    # Listed for --help only: main() hands everything after `operator` to the operator's own
+    # parser untouched (argparse would eat options such as --help on the way).
+    sub.add_parser("operator", help="run the Kubernetes operator (sheepdog operator --help)", add_help=False)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["operator"]:
+            return cmd_operator(argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except BrokenPipeError:  # `sheepdog status DIR | head`
+        sys.stderr.close()
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

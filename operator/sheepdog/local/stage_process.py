@@ -1,0 +1,145 @@
+"""One stage execution as subprocess attempts: up to 1 + backoffLimit of them (retry_policy),
+the same budget the Job controller gives a stage on a cluster.
+
+Before each attempt the attempts file is written (attempt number, no exit code yet) and the
+previous attempt's summary removed, so after a kill the disk says exactly how far the stage
+got: an attempt without an exit code was interrupted and is run again under the same number
+(an executor kill is a disruption, not a stage failure, as podFailurePolicy treats evictions).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Optional
+
+from sheepdog.local.observe import attempts_file, log_file, read_summary, summary_file
+from sheepdog.local.workdir_files import read_json, write_json
+from sheepdog.planner import StartStage, max_attempts
+from sheepdog.stage_config import Layout, stage_command
+
+TAIL_LINES = 5
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    exit_code: int
+    attempts: int
+    message: str  # why the last attempt failed; "" on success
+
+
+def _tee(source: BinaryIO, sinks: list[BinaryIO]) -> None:
+    """Copy bytes as they come (tqdm redraws its bar with \\r, so no line buffering)."""
+    while chunk := source.read1(65536) if hasattr(source, "read1") else source.read(65536):
+        for sink in sinks:
+            try:
+                sink.write(chunk)
+                sink.flush()
+            except (OSError, ValueError):
+                pass
+
+
+def _last_lines(path: Path, since: int, n: int = TAIL_LINES) -> str:
+    """The last lines written to the log after byte `since` (this attempt's output)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(since, path.stat().st_size - 8192))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    # A line redrawn with \r (a progress bar) counts as what a terminal would show: its last draw.
+    lines = [line.rsplit("\r", 1)[-1].strip() for line in text.split("\n")]
+    lines = [line for line in lines if line]
+    return " | ".join(lines[-n:])
+
+
+def run_stage(
+    action: StartStage,
+    layout: Layout,
+    now: Callable[[], str],
+    python: str = sys.executable,
+    module: str = "sheepdog_jobs",
+    stream: Optional[BinaryIO] = None,
+    env: Optional[dict[str, str]] = None,
+) -> StageOutcome:
+    spec, iteration, stage = action.config.spec, action.iteration, action.stage
+    limit = max_attempts(spec, stage)
+    record_path = attempts_file(layout, iteration, stage)
+    summary_path = summary_file(layout, iteration, stage)
+    previous = read_json(record_path) if record_path.exists() else None
+    previous = previous if isinstance(previous, dict) else {}
+    done = int(previous.get("attempts") or 0)
+    # An attempt without an exit code was interrupted: it does not count.
+    attempt = done if done and previous.get("exitCode") is None else done + 1
+    started_at = previous.get("startedAt") or now()
+    stream = stream if stream is not None else sys.stderr.buffer
+    command = stage_command(action.config, python=python, summary_file=str(summary_path), module=module)
+
+    exit_code, message = 1, ""
+    while attempt <= limit:
+        summary_path.unlink(missing_ok=True)
+        write_json(record_path, {"attempts": attempt, "maxAttempts": limit, "exitCode": None,
+                                 "startedAt": started_at, "command": command[:2] + [command[2], stage]})
+        if attempt > 1:
+            stream.write(f"[sheepdog] iteration {iteration} {stage}: attempt {attempt} of {limit}\n".encode())
+            stream.flush()
+        exit_code, output_from = _attempt(command, log_file(layout, iteration, stage), stream, env)
+        message = "" if exit_code == 0 else _failure_message(
+            summary_path, log_file(layout, iteration, stage), output_from, exit_code)
+        write_json(record_path, {"attempts": attempt, "maxAttempts": limit, "exitCode": exit_code,
+                                 "startedAt": started_at, "finishedAt": now(), "message": message or None,
+                                 "command": command[:2] + [command[2], stage]})
+        if exit_code == 0:
+            break
+        attempt += 1
+    return StageOutcome(exit_code, min(attempt, limit), message)
+
+
+def _attempt(command: list[str], log_path: Path, stream: BinaryIO, env: Optional[dict[str, str]]) -> tuple[int, int]:
+    """Run once; (exit code, where this attempt's output starts in the log)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        log.write(f"--- {' '.join(command[:4])} ...\n".encode())
+        log.flush()
+        output_from = log.tell()
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent)
+        # stdout (a few lines and the summary) goes to the log only; stderr (progress bars,
+        # warnings) to the terminal as well.
+        pumps = [threading.Thread(target=_tee, args=(proc.stdout, [log]), daemon=True),
+                 threading.Thread(target=_tee, args=(proc.stderr, [log, stream]), daemon=True)]
+        for p in pumps:
+            p.start()
+        try:
+            code = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        for p in pumps:
+            p.join()
+    return code, output_from
+
+
+def _die_with_parent() -> None:
+    """Linux: the stage gets SIGKILL when the executor dies, even by SIGKILL, so a rerun never
+    races an orphaned stage writing the same outputs."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _failure_message(summary_path: Path, log_path: Path, output_from: int, exit_code: int) -> str:
+    summary = read_summary(summary_path)
+    if summary and summary.get("ok") is False and summary.get("error"):
+        return str(summary["error"])
+    tail = _last_lines(log_path, output_from)
+    return f"exit code {exit_code}" + (f": {tail}" if tail else "")

@@ -1,0 +1,93 @@
+"""python -m sheepdog_fake_jobs <stage> --config JSON --summary-file PATH
+
+Behaves like a stage program by contract (outputs, _SUCCESS, summary file + last stdout line,
+exit code) without a model. Knobs, each a comma list of "<iteration>:<stage>":
+  FAKE_FAIL         always fail there (exit 3, summary ok false)
+  FAKE_FAIL_ONCE    fail the first attempt there only
+  FAKE_KILL_PARENT  SIGKILL the executor there (once), as a user's kill -9 would
+  FAKE_NO_SUMMARY   succeed there without writing a summary
+  FAKE_CRASH        die there with a traceback and no summary (exit 4)
+FAKE_LOG: append one JSON line per invocation. FAKE_METRICS: evaluate values per iteration.
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+
+
+def marks(name):
+    return {tuple(x.split(":")) for x in os.environ.get(name, "").split(",") if x}
+
+
+def main(argv):
+    stage = argv[0]
+    config = json.loads(argv[argv.index("--config") + 1])
+    summary_file = argv[argv.index("--summary-file") + 1]
+    it = config["iteration"]
+    here = (str(it), stage)
+    out_dir = config["outDir"]
+    os.makedirs(out_dir, exist_ok=True)
+    iter_dir = os.path.dirname(out_dir)
+
+    if os.environ.get("FAKE_LOG"):
+        with open(os.environ["FAKE_LOG"], "a") as log:
+            log.write(json.dumps({"iteration": it, "stage": stage, "generator": config["generatorModel"],
+                                  "base": config["baseModel"], "trainData": config.get("trainData", []),
+                                  "dataSize": config["dataSize"], "seed": config["seedFile"]}) + "\n")
+    for i in range(3):  # a progress bar on stderr, redrawn with \r as tqdm does
+        sys.stderr.write(f"\r{stage}: {i + 1}/3")
+        sys.stderr.flush()
+    sys.stderr.write("\n")
+
+    once = os.path.join(iter_dir, f".{stage}.killed")
+    if here in marks("FAKE_KILL_PARENT") and not os.path.exists(once):
+        open(once, "w").close()
+        os.kill(os.getppid(), signal.SIGKILL)
+        time.sleep(30)  # the executor's death kills us (PR_SET_PDEATHSIG)
+        return 9
+
+    if here in marks("FAKE_CRASH"):
+        sys.stderr.write("Traceback (most recent call last):\nValueError: the tokenizer is missing\n")
+        return 4
+
+    failed_once = os.path.join(iter_dir, f".{stage}.failed_once")
+    if here in marks("FAKE_FAIL") or (here in marks("FAKE_FAIL_ONCE") and not os.path.exists(failed_once)):
+        open(failed_once, "w").close()
+        summary = {"stage": stage, "iteration": it, "ok": False, "error": f"boom in iteration {it} {stage}"}
+        with open(summary_file, "w") as f:
+            f.write(json.dumps(summary))
+        sys.stderr.write("Traceback: something broke\n")
+        print(json.dumps(summary))
+        return 3
+
+    with open(os.path.join(out_dir, "output.txt"), "w") as f:
+        f.write(stage)
+    if stage == "train":
+        os.makedirs(config["modelOut"], exist_ok=True)
+        with open(os.path.join(config["modelOut"], "config.json"), "w") as f:
+            f.write("{}")
+    summary = {"stage": stage, "iteration": it, "ok": True, "skipped": False, "seconds": 0.01}
+    if stage == "synthesize":
+        summary |= {"generated": 10 * it, "assessed": 9 * it, "parseFailures": it,
+                    "meanQuality": 5.0 + it, "meanFollowing": 4.0 + it, "modelLoads": 1, "engine": "fake"}
+    elif stage == "curate":
+        summary |= {"kept": 4 * it, "keepRate": 0.5, "dropped": {"score": 4 * it}}
+    elif stage == "train":
+        summary |= {"trainLoss": 1.0 / it, "evalLoss": 1.1 / it, "samples": 4 * it, "model": config["modelOut"]}
+    elif stage == "evaluate":
+        values = [float(v) for v in os.environ.get("FAKE_METRICS", "").split(",") if v]
+        value = values[it - 1] if it <= len(values) else 0.1 * it
+        summary |= {"evaluation": {"ifeval.promptStrict": value}}
+    with open(os.path.join(out_dir, "_SUCCESS"), "w") as f:
+        f.write(json.dumps({"counts": {}, "files": {}}))
+    if here not in marks("FAKE_NO_SUMMARY"):
+        with open(summary_file, "w") as f:
+            f.write(json.dumps(summary))
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -166,3 +166,29 @@ def test_a_second_executor_on_the_same_workdir_is_refused(project):
         with pytest.raises(WorkdirBusy, match="another sheepdog run is working here"):
             run(project)
     assert project.invocations() == []
+
+
+def test_a_workdir_of_another_run_is_refused(project):
+    from sheepdog.local import InputError
+
+    run(project)
+    project.run_file.write_text(project.run_file.read_text().replace("name: demo", "name: other"))
+    with pytest.raises(InputError, match="holds run 'demo', not 'other'"):
+        run(project)
+
+
+def test_lowered_retries_still_rerun_an_interrupted_attempt(project):
+    import json
+
+    run(project)
+    record = project.workdir / "i2" / "train.attempts.json"
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps(data | {"attempts": 3, "exitCode": None}))  # killed in attempt 3
+    status = project.status()
+    status["iterations"][1]["stages"]["train"] = {"phase": "Pending", "attempts": 0}
+    status["phase"], status["reason"] = "Running", "StageStarting"
+    (project.workdir / "status.json").write_text(json.dumps(status))
+    project.write_run(retries=0)  # now 1 attempt at most
+    result, _ = run(project)
+    assert result.status.phase == "Succeeded"
+    assert project.invocations().count((2, "train")) == 2

@@ -20,13 +20,13 @@ from typing import Callable, Optional, TextIO, Union
 
 from sheepdog.api.load import dump_run, load_run
 from sheepdog.api.status import RunStatus
-from sheepdog.local.inputs import prepare_local_run
+from sheepdog.local.inputs import InputError, prepare_local_run
 from sheepdog.local.observe import attempts_file, observe_run_dir, summary_file
 from sheepdog.local.plot import plot_report
 from sheepdog.local.report import format_report, report_of
 from sheepdog.local.stage_process import run_stage
 from sheepdog.local.workdir_files import (
-    REPORT_FILE, RUN_FILE, WorkdirLock, read_status, write_atomically, write_json, write_status,
+    REPORT_FILE, RUN_FILE, WorkdirLock, read_json, read_status, write_atomically, write_json, write_status,
 )
 from sheepdog.planner import Event, Plan, plan, timestamp
 from sheepdog.stage_config import STAGE_MODULE, Layout
@@ -75,6 +75,7 @@ def run_local(
     with WorkdirLock(workdir):
         root = str(workdir.resolve())
         layout = Layout(root=root, run_dir=root)
+        _check_workdir_owner(workdir, name)
         status = read_status(workdir)
         generation = _generation(workdir, dump_run(run), status)
         for note in notes:
@@ -82,6 +83,7 @@ def run_local(
         if retry_failed and status is not None and status.phase == "Failed":
             status = _forget_failure(status, layout, out)
 
+        just_ran: Optional[str] = None
         while True:
             p = plan(name, spec, status, observe_run_dir(spec, layout), layout, now(), generation)
             _write(workdir, name, p)
@@ -91,7 +93,11 @@ def run_local(
             if p.done or not p.actions:
                 break
             for action in p.actions:  # the planner starts at most one stage at a time
+                if action.name == just_ran:  # ran to the end, yet the disk shows no outcome
+                    raise RuntimeError(f"{action.name}: the stage ran but left no attempts record in "
+                                       f"{layout.iteration_dir(action.iteration)}; refusing to loop")
                 run_stage(action, layout, now, python=python, module=module)
+                just_ran = action.name
 
         report = report_of(name, status)
         _say(out, "")
@@ -106,6 +112,14 @@ def run_local(
 def _write(workdir: Path, name: str, p: Plan) -> None:
     write_status(workdir, p.status)
     write_json(workdir / REPORT_FILE, report_of(name, p.status))
+
+
+def _check_workdir_owner(workdir: Path, name: str) -> None:
+    """A workdir holds one run: another run's finished stages must not count as this one's."""
+    report = read_json(workdir / REPORT_FILE)
+    owner = report.get("run") if isinstance(report, dict) else None
+    if owner is not None and owner != name:
+        raise InputError([f"{workdir}: holds run {owner!r}, not {name!r}; use another --workdir"])
 
 
 def _generation(workdir: Path, effective_run: str, status: Optional[RunStatus]) -> int:

@@ -43,6 +43,19 @@ def _tee(source: BinaryIO, sinks: list[BinaryIO]) -> None:
                 pass
 
 
+class _TextSink:
+    """Bytes onto a text stream that has no .buffer (a replaced sys.stderr)."""
+
+    def __init__(self, text_stream):
+        self._text = text_stream
+
+    def write(self, data: bytes) -> None:
+        self._text.write(data.decode(errors="replace"))
+
+    def flush(self) -> None:
+        self._text.flush()
+
+
 def _last_lines(path: Path, since: int, n: int = TAIL_LINES) -> str:
     """The last lines written to the log after byte `since` (this attempt's output)."""
     try:
@@ -74,9 +87,10 @@ def run_stage(
     previous = previous if isinstance(previous, dict) else {}
     done = int(previous.get("attempts") or 0)
     # An attempt without an exit code was interrupted: it does not count.
-    attempt = done if done and previous.get("exitCode") is None else done + 1
+    attempt = min(done, limit) if done and previous.get("exitCode") is None else done + 1
     started_at = previous.get("startedAt") or now()
-    stream = stream if stream is not None else sys.stderr.buffer
+    if stream is None:
+        stream = getattr(sys.stderr, "buffer", None) or _TextSink(sys.stderr)
     command = stage_command(action.config, python=python, summary_file=str(summary_path), module=module)
 
     exit_code, message = 1, ""

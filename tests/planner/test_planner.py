@@ -474,3 +474,11 @@ def test_observations_may_be_given_as_a_dict():
     first = plan(RUN, spec, RunStatus(), {}, LAYOUT, "t1", 1)
     obs = {(1, "synthesize"): StageObservation(1, "synthesize", "running")}
     assert plan(RUN, spec, first.status, obs, LAYOUT, "t2", 1).status.reason == "StageRunning"
+
+
+def test_foreign_observations_are_ignored():
+    spec = make_spec(iterations=1)
+    first = plan(RUN, spec, None, [], LAYOUT, "t1", 1)
+    odd = [StageObservation(1, "deploy", "succeeded"), StageObservation(0, "synthesize", "succeeded")]
+    p = plan(RUN, spec, first.status, odd, LAYOUT, "t2", 1)
+    assert p.status == first.status and p.events == ()

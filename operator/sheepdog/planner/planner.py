@@ -108,7 +108,8 @@ def plan_invalid_spec(
         return Plan(status=new, done=True)
     message = "spec is invalid: " + "; ".join(problems) + "; no new stage starts until it is fixed"
     new.reason, new.message = Reason.INVALID_SPEC.value, message
-    new.conditions = conditions_for(new.phase, Reason.INVALID_SPEC, message, previous.conditions, stamp, generation)
+    new.conditions = conditions_for(new.phase, Reason.INVALID_SPEC, message, previous.conditions, stamp,
+                                    new.observed_generation)
     events = []
     if (previous.reason, previous.message) != (new.reason, new.message):
         events.append(Event("Warning", Reason.INVALID_SPEC, message))
@@ -120,7 +121,8 @@ def plan_invalid_spec(
 
 def _index(observed: Observed) -> dict[tuple[int, str], StageObservation]:
     values = observed.values() if isinstance(observed, Mapping) else observed
-    return {obs.key: obs for obs in values}
+    # Anything that is not a stage of an iteration (a foreign Job with our labels) is not ours.
+    return {obs.key: obs for obs in values if obs.stage in STAGES and obs.iteration >= 1}
 
 
 def _stage_rank(stage: str) -> int:

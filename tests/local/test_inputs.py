@@ -89,3 +89,13 @@ def test_a_hub_id_is_accepted_with_a_note(project):
     assert result.status.phase == "Succeeded"
     assert "loading it as a hub id" in out.getvalue()
     assert result.status.iterations[0].generator_model == "HuggingFaceTB/SmolLM2-135M"
+
+
+def test_a_missing_path_under_models_is_not_taken_for_a_hub_id(project, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    project.run_file.write_text(project.run_file.read_text().replace("models/tiny", "models/smollm2"))
+    import shutil
+
+    shutil.rmtree(project.root / "models")
+    [problem] = refused(project)
+    assert problem.startswith("spec.model.base: no model at 'models/smollm2'")

@@ -10,14 +10,18 @@ examples/seeds/...). A path found beside the run file is made absolute.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Optional
 
 from sheepdog.api.spec import SelfAlignmentRun
 
-# "org/name" with nothing on disk under either directory: a Hugging Face hub id.
+# "org/name" with nothing on disk under either directory may be a Hugging Face hub id.
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+# ... but not when it starts like a storage path (models/tiny that is missing is a missing
+# model, not a hub repo of an org called "models"), unless the hub cache already holds it.
+PATH_LIKE_FIRST = {"models", "model", "data", "runs", "seeds", "checkpoints", "outputs", "cache", ".cache"}
 MAX_SEED_PROBLEMS = 5
 
 
@@ -111,7 +115,7 @@ def prepare_local_run(run: SelfAlignmentRun, workdir: Path, run_file: Optional[P
 
     model_value, looked = _resolve(spec.model.base, bases)
     if model_value is None:
-        if HUB_ID.match(spec.model.base) and not any((b / spec.model.base.split('/')[0]).is_dir() for b in bases):
+        if _looks_like_hub_id(spec.model.base, bases):
             model_value = spec.model.base
             notes.append(f"spec.model.base {spec.model.base!r} is not on disk: loading it as a hub id")
         else:
@@ -124,3 +128,18 @@ def prepare_local_run(run: SelfAlignmentRun, workdir: Path, run_file: Optional[P
         "model": spec.model.model_copy(update={"base": model_value}),
     })
     return run.model_copy(update={"spec": resolved}), notes
+
+
+def _hub_cache() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+
+
+def _looks_like_hub_id(ref: str, bases: list[Path]) -> bool:
+    if not HUB_ID.match(ref):
+        return False
+    if (_hub_cache() / ("models--" + ref.replace("/", "--"))).is_dir():
+        return True
+    first = ref.split("/", 1)[0]
+    return first not in PATH_LIKE_FIRST and not any((b / first).is_dir() for b in bases)

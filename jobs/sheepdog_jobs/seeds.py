@@ -84,6 +84,31 @@ def _task_from_object(obj: object, where: str, lineno: int, problems: list[str])
     return SeedTask(instruction.strip(), input_text.strip(), output_text.strip(), task_id)
 
 
+def _lines(fh, name: str, problems: list[str]):
+    """Yield (line number, decoded text) of non-blank lines; record unreadable lines."""
+    lineno = 0
+    while True:
+        raw = fh.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        lineno += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):  # skip the rest of the line
+                raw = fh.readline(MAX_LINE_BYTES)
+            problems.append(f"{name}: line {lineno}: line longer than {MAX_LINE_BYTES} bytes")
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(f"{name}: line {lineno}: not valid UTF-8 "
+                            f"(bad byte at offset {exc.start})")
+            continue
+        if lineno == 1:
+            text = text.removeprefix("\ufeff")  # tolerate a UTF-8 byte order mark
+        if text.strip():
+            yield lineno, text
+
+
 def load_seed_tasks(path: str | os.PathLike) -> list[SeedTask]:
     """Read a Self-Instruct or flat JSONL seed file; raise SeedError listing all problems."""
     name = os.fspath(path)
@@ -97,27 +122,8 @@ def load_seed_tasks(path: str | os.PathLike) -> list[SeedTask]:
     first_line_of_id: dict[str, int] = {}
     try:
         with open(p, "rb") as fh:
-            lineno = 0
-            while True:
-                raw = fh.readline(MAX_LINE_BYTES + 1)
-                if not raw:
-                    break
-                lineno += 1
+            for lineno, text in _lines(fh, name, problems):
                 where = f"{name}: line {lineno}"
-                if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-                    while raw and not raw.endswith(b"\n"):  # skip the rest of the line
-                        raw = fh.readline(MAX_LINE_BYTES)
-                    problems.append(f"{where}: line longer than {MAX_LINE_BYTES} bytes")
-                    continue
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    problems.append(f"{where}: not valid UTF-8 (bad byte at column {exc.start + 1})")
-                    continue
-                if lineno == 1:
-                    text = text.removeprefix("\ufeff")  # tolerate a UTF-8 byte order mark
-                if not text.strip():
-                    continue
                 try:
                     obj = json.loads(text)
                 except json.JSONDecodeError as exc:

@@ -269,6 +269,14 @@ class ControlPlane:
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
+                # Published in kube-system/extension-apiserver-authentication for the delegated
+                # authentication of controller-manager and scheduler; no front-proxy client
+                # certificate is ever issued, so the header identities cannot be used.
+                f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
                 "DefaultTolerationSeconds,PodSecurity,NodeRestriction,ResourceQuota,"
@@ -327,12 +335,19 @@ class ControlPlane:
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--node-lease-duration-seconds=40",
+                # Node and pod addresses are only strings in status: nothing listens there. The
+                # node IP is loopback so that an API server proxy attempt (kubectl logs) stays
+                # on this machine.
+                "--node-ip=127.0.0.1",
                 "--cidr=10.244.0.0/16",
             ]
         raise ValueError(f"unknown component {component!r}")
 
     # ---- processes --------------------------------------------------------------------------
     def is_running(self, component: str) -> bool:
+        proc = self._procs.get(component)
+        if proc is not None:  # started by this process (its cmdline may not show the exec yet)
+            return proc.poll() is None
         pid = self.pids.get(component)
         return bool(pid) and _pid_alive(pid, str(self.bin_dir / component))
 
@@ -473,6 +488,7 @@ class ControlPlane:
         proc = self._procs.get(component)
         if proc is not None and proc.poll() is not None:
             self._procs.pop(component, None)
+            self.pids.pop(component, None)
 
     @staticmethod
     def _signal(pid: int, sig: int) -> None:

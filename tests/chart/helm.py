@@ -85,10 +85,11 @@ def template(
     namespace: str = "sheepdog-system",
     extra: Iterable[str] = (),
     check: bool = True,
+    include_crds: bool = True,
 ) -> subprocess.CompletedProcess:
     """`helm template` of the chart (CRDs included), values given as a dict and/or --set."""
-    args = ["template", release, str(CHART), "--namespace", namespace, "--include-crds",
-            *_value_args(values, sets), *extra]
+    args = ["template", release, str(CHART), "--namespace", namespace,
+            *(["--include-crds"] if include_crds else []), *_value_args(values, sets), *extra]
     return helm(*args, check=check, input=yaml.safe_dump(dict(values)) if values else None)
 
 

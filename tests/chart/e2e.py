@@ -1,0 +1,205 @@
+"""The chart installed for real into the test control plane, and the operator run with the
+chart's ServiceAccount identity: the helpers behind test_install.py and
+tests/metrics/test_prometheus.py.
+
+`sheepdog operator` runs as a local process (kwok's pods run nothing), but it authenticates
+as the release's ServiceAccount: a token from the TokenRequest API (`kubectl create token`)
+in a kubeconfig of its own. Whatever the chart's RBAC does not allow, the operator cannot do,
+so a run that completes proves the RBAC sufficient.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import yaml
+
+from tests.chart.helm import CHART, helm, one
+
+HERE = Path(__file__).resolve().parent
+MONITORING_CRDS = HERE / "monitoring-crds.yaml"
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+    "pod-security.kubernetes.io/warn": "restricted",
+    "pod-security.kubernetes.io/warn-version": "latest",
+}
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def create_namespace(cluster: Any, name: str, labels: Optional[dict[str, str]] = None) -> str:
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": name, "labels": dict(labels or {})}})
+    cluster.wait_for(f"ServiceAccount {name}/default", lambda: cluster.kubectl(
+        "get", "serviceaccount", "default", "-n", name, check=False).returncode == 0, timeout=60, interval=0.2)
+    return name
+
+
+def delete_namespace(cluster: Any, name: str) -> None:
+    cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+def apply_monitoring_crds(cluster: Any) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(MONITORING_CRDS))
+    for name in ("servicemonitors", "prometheusrules"):
+        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}.monitoring.coreos.com")
+
+
+def apply_chart_crds(cluster: Any) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/selfalignmentruns.sheepdog.dev")
+    cluster.wait_for("SelfAlignmentRun discovery", lambda: cluster.kubectl(
+        "get", "selfalignmentruns", "-A", check=False).returncode == 0, timeout=30)
+
+
+def cluster_helm(cluster: Any, *args: str, input: Optional[str] = None, check: bool = True):
+    return helm(*args, input=input, check=check, env={"KUBECONFIG": str(cluster.kubeconfig)})
+
+
+def storage(cluster: Any, namespace: str, claim: str = "sheepdog-data") -> str:
+    """A claim pre-bound to a PV (the scheduler places no pod whose claim is unbound; kwok mounts
+    nothing)."""
+    pv = f"pv-{namespace}"
+    cluster.apply({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                 "persistentVolumeReclaimPolicy": "Delete", "hostPath": {"path": f"/tmp/{pv}"},
+                 "claimRef": {"namespace": namespace, "name": claim}},
+    })
+    cluster.apply({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
+                 "resources": {"requests": {"storage": "1Gi"}}},
+    })
+    cluster.wait_for(f"PVC {namespace}/{claim} bound", lambda: cluster.get_json(
+        "pvc", claim, "-n", namespace).get("status", {}).get("phase") == "Bound", timeout=60)
+    return claim
+
+
+def write_token_kubeconfig(cluster: Any, namespace: str, service_account: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as the ServiceAccount with a TokenRequest token."""
+    token = cluster.kubectl("create", "token", service_account, "-n", namespace, "--duration=2h").stdout.strip()
+    admin = json.loads(Path(cluster.kubeconfig).read_text())
+    (cl,) = admin["clusters"]
+    user = f"system:serviceaccount:{namespace}:{service_account}"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [cl],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": cl["name"], "user": user}}],
+        "current-context": "sa",
+    }, indent=2))
+    path.chmod(0o600)
+    return path
+
+
+class IdentityCluster:
+    """The `cluster` fixture seen through another kubeconfig (for OperatorProcess: Kopf's login
+    reads $KUBECONFIG, so the environment carries the ServiceAccount's)."""
+
+    def __init__(self, cluster: Any, kubeconfig: Path):
+        self._cluster = cluster
+        self.kubeconfig = kubeconfig
+
+    def full_env(self) -> dict[str, str]:
+        env = self._cluster.full_env()
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        return env
+
+
+def can_i(cluster: Any, user: str, verb: str, resource: str, namespace: Optional[str] = None,
+          subresource: Optional[str] = None) -> bool:
+    args = ["auth", "can-i", verb, resource, f"--as={user}"]
+    args += ["-n", namespace] if namespace else ["--all-namespaces"]
+    if subresource:
+        args += [f"--subresource={subresource}"]
+    res = cluster.kubectl(*args, check=False)
+    answer = res.stdout.strip()
+    assert answer in ("yes", "no"), res.stdout + res.stderr
+    return answer == "yes"
+
+
+@dataclass
+class Release:
+    name: str
+    namespace: str
+    values: dict[str, Any]
+    install_output: str
+    manifests: list[dict[str, Any]]
+    service_account: str = ""
+    kubeconfig: Optional[Path] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def user(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+    def get(self, kind: str) -> dict[str, Any]:
+        return one(self.manifests, kind)
+
+
+@contextmanager
+def installed_release(cluster: Any, tmp: Path, name: str, values: dict[str, Any]) -> Iterator[Release]:
+    """`helm install` of the chart into a fresh namespace enforcing Pod Security "restricted"
+    (so the operator's own pod is admitted under it by the real ReplicaSet controller), a
+    kubeconfig for its ServiceAccount; uninstalled afterwards."""
+    ns = create_namespace(cluster, unique(f"{name}-system"), RESTRICTED)
+    try:
+        res = cluster_helm(cluster, "install", name, str(CHART), "--namespace", ns, "--values", "-",
+                           "--wait", "--timeout", "3m", input=yaml.safe_dump(values))
+        manifest = cluster_helm(cluster, "get", "manifest", name, "--namespace", ns).stdout
+        docs = [d for d in yaml.safe_load_all(manifest) if d]
+        rel = Release(name=name, namespace=ns, values=values, install_output=res.stdout, manifests=docs)
+        rel.service_account = one(docs, "ServiceAccount")["metadata"]["name"]
+        rel.kubeconfig = write_token_kubeconfig(cluster, ns, rel.service_account, tmp / f"{name}.kubeconfig")
+        yield rel
+    finally:
+        cluster_helm(cluster, "uninstall", name, "--namespace", ns, "--wait", "--timeout", "2m", check=False)
+        delete_namespace(cluster, ns)
+
+
+def run_operator_as(cluster: Any, release: Release, log_path: Path, namespaces: list[str]):
+    """`sheepdog operator` (tests/operator's OperatorProcess) authenticated as the release's
+    ServiceAccount, with the flags the chart's Deployment passes."""
+    from tests.operator.conftest import OperatorProcess
+
+    assert release.kubeconfig is not None
+    return OperatorProcess(IdentityCluster(cluster, release.kubeconfig), namespaces, log_path)
+
+
+def wait_phase(cluster: Any, namespace: str, name: str, phases: tuple[str, ...], timeout: float = 300) -> dict:
+    def check():
+        st = cluster.get_json("selfalignmentrun", name, "-n", namespace).get("status") or {}
+        return st if st.get("phase") in phases else None
+
+    return cluster.wait_for(f"run {namespace}/{name} in {phases}", check, timeout=timeout, interval=1)
+
+
+def good_run(name: str, namespace: str, iterations: int = 2) -> dict[str, Any]:
+    """A run kwok completes: every stage's pod succeeds with the stage's summary; evaluation on."""
+    from tests.operator.conftest import run_manifest
+
+    return run_manifest(name, namespace, iterations=iterations, evaluation={"enabled": True}, retries=1)
+
+
+def failing_run(name: str, namespace: str) -> dict[str, Any]:
+    """A run whose train pods always fail: one retry, then the Job fails and the run with it."""
+    from tests.operator.conftest import run_manifest
+
+    return run_manifest(name, namespace, iterations=1, retries=1,
+                        extra_annotations={"train": {"sheepdog.test/fail": "true"}})
+
+
+def forbidden_lines(log: str) -> list[str]:
+    """Operator log lines reporting a refused API call."""
+    return [line for line in log.splitlines()
+            if ("403" in line or "Forbidden" in line or "forbidden" in line)]
+

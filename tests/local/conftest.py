@@ -45,7 +45,7 @@ class Project:
         self.write_run()
         self.workdir = root / "work"
 
-    def write_run(self, iterations: int = 2, strategy: str = "one_base", retries: int = 1, extra: str = "") -> Path:
+    def write_run(self, iterations: int = 1, strategy: str = "one_base", retries: int = 1, extra: str = "") -> Path:
         self.run_file.write_text(RUN_YAML.format(iterations=iterations, strategy=strategy, retries=retries,
                                                  extra=extra))
         return self.run_file

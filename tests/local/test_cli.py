@@ -9,7 +9,7 @@ from sheepdog.cli import main
 
 def test_validate(project, capsys):
     assert main(["validate", str(project.run_file)]) == 0
-    assert "valid SelfAlignmentRun demo: 2 iteration(s)" in capsys.readouterr().out
+    assert "valid SelfAlignmentRun demo: 1 iteration(s)" in capsys.readouterr().out
     project.write_run(extra="  filter: {threshold: 12}\n")
     assert main(["validate", str(project.run_file)]) == 2
     assert "spec.filter.threshold: must be between 0 and 10 (got 12)" in capsys.readouterr().err

@@ -26,6 +26,7 @@ def run(project, **kwargs):
 
 
 def test_a_run_goes_to_the_end_and_reports_every_iteration(project):
+    project.write_run(iterations=2)
     result, out = run(project, plot=True)
     assert result.exit_code == 0 and result.status.phase == "Succeeded"
     assert project.invocations() == stages(2)
@@ -57,6 +58,7 @@ def test_lineage_reaches_the_stage_programs(project):
 
 
 def test_a_finished_run_run_again_runs_nothing(project):
+    project.write_run(iterations=2)
     run(project)
     before = project.invocations()
     result, out = run(project)
@@ -65,6 +67,7 @@ def test_a_finished_run_run_again_runs_nothing(project):
 
 
 def test_resume_after_killing_the_executor_mid_run(project):
+    project.write_run(iterations=2)
     env = dict(os.environ, FAKE_KILL_PARENT="2:curate")
     killed = subprocess.run(
         [sys.executable, "-m", "sheepdog.cli", "run", str(project.run_file), "--workdir", str(project.workdir),
@@ -98,6 +101,7 @@ def test_a_failing_stage_is_retried_then_fails_the_run(project, monkeypatch):
 
 
 def test_retry_failed_retries_only_the_failed_stage(project, monkeypatch):
+    project.write_run(iterations=2)
     monkeypatch.setenv("FAKE_FAIL", "1:train")
     assert run(project)[0].exit_code == 1
     monkeypatch.delenv("FAKE_FAIL")
@@ -119,6 +123,7 @@ def test_a_failure_message_without_summary_is_the_stderr_tail(project, monkeypat
 
 
 def test_one_failed_attempt_then_success(project, monkeypatch):
+    project.write_run(iterations=2)
     monkeypatch.setenv("FAKE_FAIL_ONCE", "2:synthesize")
     result, out = run(project)
     assert result.exit_code == 0
@@ -136,19 +141,19 @@ def test_a_missing_summary_warns_and_the_run_goes_on(project, monkeypatch):
 
 
 def test_stopping_locally(project, monkeypatch):
-    project.write_run(iterations=4, extra="  evaluation: {enabled: true}\n  stopping: {metric: ifeval.promptStrict}\n")
-    monkeypatch.setenv("FAKE_METRICS", "0.3,0.4,0.35,0.9")
+    project.write_run(iterations=3, extra="  evaluation: {enabled: true}\n  stopping: {metric: ifeval.promptStrict}\n")
+    monkeypatch.setenv("FAKE_METRICS", "0.4,0.35,0.9")
     result, _ = run(project)
-    assert (result.status.reason, result.status.best_iteration, result.status.best_model) == ("EarlyStopped", 2, "i2/model")
-    assert project.invocations() == stages(3, THREE + ("evaluate",))
+    assert (result.status.reason, result.status.best_iteration, result.status.best_model) == ("EarlyStopped", 1, "i1/model")
+    assert project.invocations() == stages(2, THREE + ("evaluate",))
 
 
 def test_suspend_in_the_file_stops_before_the_next_stage_and_resume_continues(project):
-    project.write_run(extra="  suspend: true\n")
+    project.write_run(iterations=2, extra="  suspend: true\n")
     result, out = run(project)
     assert result.status.phase == "Suspended" and result.exit_code == 0
     assert project.invocations() == [] and "suspended" in out
-    project.write_run()
+    project.write_run(iterations=2)
     result, out = run(project)
     assert result.status.phase == "Succeeded" and project.invocations() == stages(2)
     assert result.status.observed_generation == 2  # the edit was noticed
@@ -156,9 +161,9 @@ def test_suspend_in_the_file_stops_before_the_next_stage_and_resume_continues(pr
 
 def test_raising_iterations_after_the_end_extends_the_run(project):
     run(project)
-    project.write_run(iterations=3)
+    project.write_run(iterations=2)
     result, _ = run(project)
-    assert result.status.phase == "Succeeded" and project.invocations() == stages(3)
+    assert result.status.phase == "Succeeded" and project.invocations() == stages(2)
 
 
 def test_a_second_executor_on_the_same_workdir_is_refused(project):
@@ -169,6 +174,7 @@ def test_a_second_executor_on_the_same_workdir_is_refused(project):
 
 
 def test_a_workdir_of_another_run_is_refused(project):
+    project.write_run(iterations=2)
     from sheepdog.local import InputError
 
     run(project)
@@ -178,6 +184,7 @@ def test_a_workdir_of_another_run_is_refused(project):
 
 
 def test_lowered_retries_still_rerun_an_interrupted_attempt(project):
+    project.write_run(iterations=2)
     import json
 
     run(project)
@@ -188,7 +195,7 @@ def test_lowered_retries_still_rerun_an_interrupted_attempt(project):
     status["iterations"][1]["stages"]["train"] = {"phase": "Pending", "attempts": 0}
     status["phase"], status["reason"] = "Running", "StageStarting"
     (project.workdir / "status.json").write_text(json.dumps(status))
-    project.write_run(retries=0)  # now 1 attempt at most
+    project.write_run(iterations=2, retries=0)  # now 1 attempt at most
     result, _ = run(project)
     assert result.status.phase == "Succeeded"
     assert project.invocations().count((2, "train")) == 2

@@ -63,7 +63,7 @@ def test_seed_and_model_problems_are_reported_together(project):
 
 
 def test_unparsable_yaml_names_the_line(project):
-    project.run_file.write_text(project.run_file.read_text().replace("  iterations: 2", "  iterations: [2"))
+    project.run_file.write_text(project.run_file.read_text().replace("  iterations: 1", "  iterations: [1"))
     [problem] = refused(project, RunSpecError)
     assert problem.startswith(f"{project.run_file}:") and "invalid YAML" in problem
 

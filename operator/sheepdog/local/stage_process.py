@@ -121,7 +121,8 @@ def _attempt(command: list[str], log_path: Path, stream: BinaryIO, env: Optional
         log.flush()
         output_from = log.tell()
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent)
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                                preexec_fn=_die_with_parent)
         # stdout (a few lines and the summary) goes to the log only; stderr (progress bars,
         # warnings) to the terminal as well.
         pumps = [threading.Thread(target=_tee, args=(proc.stdout, [log]), daemon=True),

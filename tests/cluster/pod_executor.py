@@ -395,6 +395,7 @@ class PodExecutor:
         clean_env: bool = False,
         heartbeat_seconds: float = 10.0,
         keep_work: bool = False,
+        work_dir: str | os.PathLike | None = None,
     ):
         self.client = KubeClient(kubeconfig)
         self.node = node
@@ -411,7 +412,11 @@ class PodExecutor:
         self.clean_env = clean_env
         self.heartbeat_seconds = heartbeat_seconds
         self.keep_work = keep_work
-        self.work_dir = Path(tempfile.mkdtemp(prefix=f"pod-executor-{node}-"))
+        if work_dir:
+            self.work_dir = Path(work_dir).resolve()
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            self.work_dir = Path(tempfile.mkdtemp(prefix=f"pod-executor-{node}-"))
         self.runs: dict[str, PodRun] = {}
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -615,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clean-env", action="store_true", help="pods get only PATH/LANG, not this process' env")
     ap.add_argument("--heartbeat-seconds", type=float, default=10.0)
     ap.add_argument("--keep-work", action="store_true", help="keep per-pod work dirs (output.log) for debugging")
+    ap.add_argument("--work-dir", help="where per-pod dirs go (default: a fresh temp dir)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -623,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         args.kubeconfig, args.node, args.volume_root,
         labels=parse_kv(args.label, "label"), capacity=parse_kv(args.capacity, "capacity"),
         clean_env=args.clean_env, heartbeat_seconds=args.heartbeat_seconds, keep_work=args.keep_work,
+        work_dir=args.work_dir,
     ).run_forever()
     return 0
 

@@ -18,6 +18,7 @@ from sheepdog_jobs.engines.base import Completion
 from sheepdog_jobs.evaluation.harness import HarnessError, flatten_results
 from sheepdog_jobs.evaluation.judge import HttpJudge, JudgeError, Pair, SelfJudge
 from sheepdog_jobs.prompts import SCORE_CUE
+from sheepdog_jobs.stages.common import StageError
 from sheepdog_jobs.stages.evaluate import EvaluateError, run
 
 
@@ -198,8 +199,9 @@ def test_stage_judge_secret_missing_fails_before_generating(tmp_path):
         "judge": {"url": "http://127.0.0.1:9/v1", "model": "m", "apiKeySecretRef": {"name": "s", "key": "k"}},
     })
     engine = ScriptedEngine(lambda p: "x")
-    with pytest.raises(JudgeError, match=JUDGE_API_KEY_ENV):
+    with pytest.raises(EvaluateError, match=JUDGE_API_KEY_ENV) as err:
         run(cfg, engine=engine, environ={})
+    assert isinstance(err.value.__cause__, JudgeError)
     assert engine.calls == []
 
 
@@ -287,7 +289,7 @@ def test_stage_limit_and_default_file(tmp_path):
 
 def test_missing_model_dir_is_a_clear_error(tmp_path):
     cfg = make_config(tmp_path, {"suites": ["ifeval"]}, model=str(tmp_path / "i2" / "model"))
-    with pytest.raises(EvaluateError, match="not a directory"):
+    with pytest.raises(StageError, match="does not exist"):
         run(cfg)
 
 
@@ -300,8 +302,9 @@ def test_missing_data_file_names_the_field(tmp_path):
 def test_unknown_suite_is_named(tmp_path):
     cfg = make_config(tmp_path, {"suites": ["ifeval", "no_such_benchmark_xyz"]})
     engine = ScriptedEngine(lambda p: "")
-    with pytest.raises(HarnessError, match="no_such_benchmark_xyz"):
+    with pytest.raises(EvaluateError, match="no_such_benchmark_xyz") as err:
         run(cfg, engine=engine)
+    assert isinstance(err.value.__cause__, HarnessError)
     assert engine.calls == []  # checked before any generation
 
 
@@ -310,7 +313,7 @@ def test_harness_suite_without_lm_eval_installed(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval -> ImportError
     cfg = make_config(tmp_path, {"suites": ["arc_easy"]})
-    with pytest.raises(HarnessError, match="lm-eval package is not installed"):
+    with pytest.raises(EvaluateError, match="lm-eval package is not installed"):
         run(cfg, engine=ScriptedEngine(lambda p: ""))
 
 

@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from sheepdog.stage_config import StageConfig
 from sheepdog_jobs import storage
+from sheepdog_jobs.stages.common import StageError, check_model, log
 
 __all__ = ["run", "EvaluateError", "OWN_SUITES"]
 
@@ -36,12 +36,21 @@ OWN_SUITES = ("ifeval", "heldout")
 SUMMARY_LIMIT = 3500  # bytes; a termination message must stay under 4 KB
 
 
-class EvaluateError(RuntimeError):
-    pass
+class EvaluateError(StageError):
+    """An expected failure of this stage (the CLI reports it as one line)."""
 
 
 def _log(msg: str) -> None:
-    print(f"[evaluate] {msg}", file=sys.stderr, flush=True)
+    log.info("evaluate: %s", msg)
+
+
+def _expected_errors() -> tuple[type, ...]:
+    from sheepdog_jobs.evaluation.harness import HarnessError
+    from sheepdog_jobs.evaluation.ifeval import IfevalError
+    from sheepdog_jobs.evaluation.judge import JudgeError
+    from sheepdog_jobs.evaluation.offline_nltk import PunktUnavailable
+
+    return (HarnessError, IfevalError, JudgeError, PunktUnavailable)
 
 
 def _config(config) -> StageConfig:
@@ -161,7 +170,16 @@ def _run_heldout(cfg, engine, path, out_dir: Path, environ):
 def run(config, *, engine=None, environ=None) -> dict[str, Any]:
     """Evaluate; returns the summary (also recorded in the manifest). ``engine`` may be given
     (tests); otherwise one is created for the ifeval/heldout suites and closed before lm-eval
-    loads the model for the other suites."""
+    loads the model for the other suites. Expected failures raise EvaluateError (a StageError)
+    whose message names the cause."""
+    expected = _expected_errors()
+    try:
+        return _run(config, engine, environ)
+    except expected as exc:
+        raise EvaluateError(str(exc)) from exc
+
+
+def _run(config, engine, environ) -> dict[str, Any]:
     started = time.monotonic()
     cfg = _config(config)
     spec = cfg.spec
@@ -171,12 +189,12 @@ def run(config, *, engine=None, environ=None) -> dict[str, Any]:
     if not suites:
         raise EvaluateError("evaluation.suites is empty: nothing to evaluate")
     others = [s for s in suites if s not in OWN_SUITES]
-    if engine is None and not os.path.isdir(cfg.model_out) and (others or any(s in OWN_SUITES for s in suites)):
-        raise EvaluateError(f"model of iteration {cfg.iteration} not found: {cfg.model_out} is not a directory")
     if others:  # fail fast, before an expensive model load, on a typo or a missing package
         from sheepdog_jobs.evaluation.harness import check_suites
 
         check_suites(others)
+    if engine is None or others:
+        check_model(cfg.model_out, "modelOut (the model of this iteration)")
     files = _files(cfg)
     fp = _fingerprint(cfg, files)
     done = storage.verify_manifest(out_dir, fp)

@@ -257,3 +257,45 @@ def events_of(cluster, namespace: str, name: str) -> list[dict[str, Any]]:
     items = cluster.get_json("events", "-n", namespace, "--field-selector",
                              f"involvedObject.name={name},involvedObject.kind=SelfAlignmentRun")["items"]
     return sorted(items, key=lambda e: e.get("firstTimestamp") or e.get("eventTime") or "")
+
+
+@pytest.fixture
+def storage(cluster, namespace):
+    """The run's volume: PVC `sheepdog-data` in the test's namespace, pre-bound to a PV (the
+    scheduler does not place a pod whose claim is unbound; nothing real is mounted under kwok)."""
+    pv = f"sheepdog-{namespace}"
+    cluster.apply({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": pv},
+        "spec": {
+            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+            "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": f"/tmp/{pv}"},
+            "claimRef": {"namespace": namespace, "name": "sheepdog-data"},
+        },
+    })
+    cluster.apply({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "sheepdog-data", "namespace": namespace},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
+                 "resources": {"requests": {"storage": "1Gi"}}},
+    })
+    cluster.wait_for("PVC sheepdog-data bound", lambda: cluster.get_json(
+        "pvc", "sheepdog-data", "-n", namespace).get("status", {}).get("phase") == "Bound", timeout=60)
+    yield "sheepdog-data"
+    cluster.kubectl("delete", "pv", pv, "--wait=false", "--ignore-not-found", check=False)
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def metric(samples: dict, name: str, **labels: str) -> list[float]:
+    """Values of the samples named `name` whose labels include `labels`."""
+    want = set(labels.items())
+    return [v for (n, ls), v in samples.items() if n == name and want <= set(ls)]

@@ -336,3 +336,24 @@ def test_test_pod_annotations_only_with_the_flag_and_only_test_keys():
     kube = FakeKube(copy.deepcopy(run))
     reconciler(kube, test_pod_annotations=True).reconcile("ns", "r")
     assert kube.jobs["r-i1-synthesize"]["spec"]["template"]["metadata"]["annotations"] == {"sheepdog.test/duration": "2s"}
+
+
+def test_replacing_merge_patch_nulls_what_the_new_status_drops():
+    from sheepdog.kube.client import replacing_merge_patch
+
+    old = {"phase": "Succeeded", "finishedAt": "t", "iterations": [{"iteration": 1}],
+           "x": {"a": 1, "b": {"c": 2, "d": 3}}}
+    new = {"phase": "Running", "iterations": [{"iteration": 1}, {"iteration": 2}], "x": {"a": 1, "b": {"c": 2}}}
+    patch = replacing_merge_patch(old, new)
+    assert patch == {"phase": "Running", "finishedAt": None, "iterations": new["iterations"], "x": {"b": {"d": None}}}
+
+
+def test_attempts_do_not_dip_while_the_job_controller_counts_a_failure():
+    # the sequence of a Job whose pods fail (recorded from the real Job controller)
+    seq = [dict(active=1), dict(uncountedTerminatedPods={"failed": ["u1"]}), dict(failed=1),
+           dict(active=1, failed=1), dict(failed=1, uncountedTerminatedPods={"failed": ["u2"]}),
+           dict(failed=2), dict(active=1, failed=2)]
+    assert [obs.job_attempts(job(**st)) for st in seq] == [1, 1, 1, 2, 2, 2, 3]
+    # and never below what status recorded
+    status = {"iterations": [{"iteration": 1, "stages": {"synthesize": {"phase": "Running", "attempts": 3}}}]}
+    assert obs.observe_job(job(failed=2), status).attempts == 3

@@ -1,8 +1,8 @@
 """The operator's Kubernetes API calls, as plain JSON dicts (the official sync client underneath).
 
-Reconciles run in worker threads (see reconcile.py), so a blocking client is right here; the
-responses are read raw (`_preload_content=False`) and parsed with json: the client's model
-classes are slow and the Job builders work on dicts anyway.
+Reconciles run in worker threads (see reconcile.py), so a blocking client is right here. Bodies
+and responses are plain JSON: the Job builders produce dicts, and the client's model classes
+are slow and (kubernetes>=35) validate request bodies against their models.
 
 `Kube` is the only I/O surface of a reconcile. Tests substitute a fake with the same methods.
 """
@@ -48,8 +48,23 @@ def load_config(kubeconfig: Optional[str] = None, context: Optional[str] = None)
         config.load_incluster_config()
 
 
+def replacing_merge_patch(old: Any, new: Any) -> Any:
+    """A JSON merge patch (RFC 7386) that turns `old` into exactly `new`: keys that `new`
+    drops are set to null (a plain merge patch would keep them), lists are replaced."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for k, v in new.items():
+        if k in old and old[k] == v:
+            continue
+        patch[k] = replacing_merge_patch(old[k], v) if isinstance(old.get(k), dict) and isinstance(v, dict) else v
+    return patch
+
+
 class Kube:
-    """KubeApi over kubernetes.client (sync). Thread-safe: urllib3's pool is."""
+    """KubeApi over the official client's ApiClient (auth, TLS, token refresh), with raw JSON
+    requests: the typed API classes of kubernetes>=35 validate bodies against their models,
+    while the builders produce plain dicts. Thread-safe (urllib3's pool is)."""
 
     def __init__(self, api_client: Any = None, pool_size: int = 32, request_timeout: float = 30.0):
         from kubernetes import client
@@ -59,48 +74,54 @@ class Kube:
             cfg.connection_pool_maxsize = pool_size
             api_client = client.ApiClient(cfg)
         self.api_client = api_client
-        self.custom = client.CustomObjectsApi(api_client)
-        self.batch = client.BatchV1Api(api_client)
-        self.core = client.CoreV1Api(api_client)
         self.timeout = request_timeout
-        self._rest = client.rest.ApiException
+        self._exc = client.ApiException
 
-    # helpers -----------------------------------------------------------------------------
-
-    def _json(self, resp: Any) -> Obj:
-        return json.loads(resp.data)
-
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Obj:
-        kwargs.setdefault("_preload_content", False)
-        kwargs.setdefault("_request_timeout", self.timeout)
-        try:
-            return self._json(fn(*args, **kwargs))
-        except self._rest as e:
-            if e.status == 404:
-                raise NotFound(str(e.reason)) from e
-            if e.status == 409:
-                raise Conflict(_reason(e)) from e
-            raise
+    def request(self, method: str, path: str, body: Any = None, query: Optional[list[tuple[str, str]]] = None,
+                content_type: str = "application/json") -> Obj:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        req = self.api_client.param_serialize(
+            method=method, resource_path=path, query_params=query or None, header_params=headers,
+            body=body, auth_settings=["BearerToken"],
+        )
+        resp = self.api_client.call_api(*req, _request_timeout=self.timeout)
+        resp.read()
+        text = resp.data.decode("utf-8", "replace") if isinstance(resp.data, bytes) else (resp.data or "")
+        if resp.status == 404:
+            raise NotFound(_message(text) or path)
+        if resp.status == 409:
+            raise Conflict(_message(text) or "conflict")
+        if not 200 <= resp.status <= 299:
+            raise self._exc(status=resp.status, reason=f"{resp.reason}: {_message(text)}", body=text)
+        return json.loads(text) if text else {}
 
     # reads -------------------------------------------------------------------------------
 
+    def _runs(self, namespace: Optional[str]) -> str:
+        if namespace:
+            return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+        return f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+
     def get_run(self, namespace: str, name: str) -> Optional[Obj]:
         try:
-            return self._call(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
+            return self.request("GET", f"{self._runs(namespace)}/{name}")
         except NotFound:
             return None
 
     def list_runs(self, namespace: Optional[str]) -> list[Obj]:
-        if namespace:
-            out = self._call(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL)
-        else:
-            out = self._call(self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
-        return out.get("items") or []
+        out = self.request("GET", self._runs(namespace))
+        kind = "SelfAlignmentRun"
+        items = out.get("items") or []
+        for it in items:  # LIST items carry no apiVersion/kind
+            it.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+            it.setdefault("kind", kind)
+        return items
 
     def list_jobs(self, namespace: str, run: str) -> list[Obj]:
-        out = self._call(
-            self.batch.list_namespaced_job, namespace, label_selector=f"sheepdog.dev/run={run}"
-        )
+        out = self.request("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs",
+                           query=[("labelSelector", f"sheepdog.dev/run={run}")])
         return out.get("items") or []
 
     def list_pods(self, namespace: str, job_names: Iterable[str]) -> list[Obj]:
@@ -109,44 +130,43 @@ class Kube:
             return []
         # One LIST for all the Jobs that need their pods read (set-based selector).
         selector = f"batch.kubernetes.io/job-name in ({','.join(names)})"
-        out = self._call(self.core.list_namespaced_pod, namespace, label_selector=selector)
+        out = self.request("GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", selector)])
         return out.get("items") or []
 
     # writes ------------------------------------------------------------------------------
 
     def create(self, namespace: str, obj: Obj) -> bool:
         """Create a Job or a Service. False when it already exists (409): never a duplicate."""
-        kind = obj.get("kind")
-        fn = {"Job": self.batch.create_namespaced_job, "Service": self.core.create_namespaced_service}[kind]
+        path = {
+            "Job": f"/apis/batch/v1/namespaces/{namespace}/jobs",
+            "Service": f"/api/v1/namespaces/{namespace}/services",
+        }[obj["kind"]]
         try:
-            self._call(fn, namespace, obj)
+            self.request("POST", path, body=obj)
         except Conflict:
             return False
         return True
 
     def replace_run_status(self, run: Obj, status: Obj) -> Obj:
-        """PUT the status subresource with the run's resourceVersion: the whole status is
-        written as the planner computed it, and a run that changed since it was read (a user
-        edit, another writer) fails with Conflict instead of being overwritten."""
+        """Make the run's status exactly `status`: a merge patch of the status subresource
+        that nulls what the new status drops, conditional on the resourceVersion we read (a
+        run changed since then -> Conflict, and the reconcile is retried on fresh data)."""
         meta = run["metadata"]
         body = {
-            "apiVersion": run.get("apiVersion", f"{GROUP}/{VERSION}"),
-            "kind": run.get("kind", "SelfAlignmentRun"),
-            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "resourceVersion": meta["resourceVersion"]},
-            "spec": run.get("spec") or {},
-            "status": status,
+            "metadata": {"resourceVersion": meta["resourceVersion"]},
+            "status": replacing_merge_patch(run.get("status") or {}, status) if run.get("status") else status,
         }
-        return self._call(
-            self.custom.replace_namespaced_custom_object_status,
-            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body,
+        return self.request(
+            "PATCH", f"{self._runs(meta['namespace'])}/{meta['name']}/status", body=body,
+            content_type="application/merge-patch+json",
         )
 
     def create_event(self, namespace: str, event: Obj) -> None:
-        self._call(self.core.create_namespaced_event, namespace, event)
+        self.request("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
 
 
-def _reason(e: Any) -> str:
+def _message(text: str) -> str:
     try:
-        return json.loads(e.body).get("message") or str(e.reason)
+        return json.loads(text).get("message") or ""
     except Exception:  # noqa: BLE001
-        return str(getattr(e, "reason", e))
+        return text[:300]

@@ -60,12 +60,16 @@ def job_identity(job: Mapping[str, Any]) -> Optional[tuple[int, str]]:
 
 
 def job_attempts(job: Mapping[str, Any]) -> int:
+    """Attempts so far: failed pods (counted, plus those the Job controller has seen fail but
+    not yet counted: status.uncountedTerminatedPods), plus one that is active or succeeded.
+    Without the uncounted ones the figure dips for a moment after each failure."""
     st = job.get("status") or {}
-    failed = int(st.get("failed") or 0)
+    uncounted = (st.get("uncountedTerminatedPods") or {}).get("failed") or ()
+    failed = int(st.get("failed") or 0) + len(uncounted)
     state = job_state(job)
     if state == "succeeded":
         return failed + 1
-    if state == "running" and (int(st.get("active") or 0) > 0 or int(st.get("ready") or 0) > 0):
+    if state == "running" and int(st.get("active") or 0) > 0:
         return failed + 1
     return failed
 
@@ -294,11 +298,15 @@ def observe_job(
             message = rec.get("message") or failure_message(job)
     elif st.get("failed"):
         message = f"retrying: {st.get('failed')} failed attempt(s)"
+    attempts = job_attempts(job)
+    if state == "running":
+        # never below what status already records (a Job's counters can lag for a moment)
+        attempts = max(attempts, int(rec.get("attempts") or 0))
     return StageObservation(
         iteration=iteration,
         stage=stage,
         state=state,
-        attempts=job_attempts(job),
+        attempts=attempts,
         summary=summary,
         message=message,
         started_at=st.get("startTime") or (job.get("metadata") or {}).get("creationTimestamp"),

@@ -67,7 +67,7 @@ def configure_settings(settings: Any, args: argparse.Namespace) -> None:
     # Watch streams: the server ends each after watch-timeout; the client gives up on a stream
     # that has not finished 60 s after that; connecting must succeed within 15 s; a stream
     # silent for longer than the bookmark period plus jitter is dropped.
-    settings.watching.server_timeout = args.watch_timeout
+    settings.watching.server_timeout = int(args.watch_timeout)  # the API server wants an integer
     settings.watching.client_timeout = args.watch_timeout + 60
     settings.watching.connect_timeout = 15
     settings.watching.reconnect_backoff = 1.0
@@ -159,6 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # Kopf logs every handler call at INFO; its warnings are what matter.
     logging.getLogger("kopf").setLevel(max(logging.WARNING, logging.getLogger().level))
     logging.getLogger("kopf.activities.startup").setLevel(logging.INFO)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
     try:
         asyncio.run(run_operator(args))
     except KeyboardInterrupt:

@@ -17,8 +17,9 @@ event, from the periodic resync) is harmless:
   4. plan(...) -> the complete new status, the stages to start, the events.
   5. Create the Jobs (and a multi-node train's rendezvous Service). 409 AlreadyExists is a
      no-op: the Job of a stage is created once, ever.
-  6. Write the status once (PUT of the status subresource with the run's resourceVersion: a
-     run edited meanwhile -> Conflict -> the reconcile is retried with the new spec).
+  6. Write the status once: a merge patch of the status subresource that makes it exactly the
+     planner's status, conditional on the run's resourceVersion as read (a run edited
+     meanwhile -> Conflict -> the reconcile is retried on fresh data).
   7. Only then emit the planner's Events (a failed status write emits nothing).
 
 Why Jobs are created before the status write: a Job that exists is observed by every later

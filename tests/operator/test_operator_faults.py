@@ -1,0 +1,142 @@
+"""The operator against the real control plane: failures, suspend/resume, deletion while the
+operator is down, and an operator killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.operator.conftest import (
+    events_of,
+    get_run,
+    metric,
+    metric_samples,
+    run_manifest,
+    stage_jobs,
+    wait_phase,
+)
+
+pytestmark = pytest.mark.cluster
+
+
+def _patch_spec(cluster, namespace: str, name: str, patch: dict) -> None:
+    cluster.kubectl("patch", "selfalignmentrun", name, "-n", namespace, "--type=merge",
+                    "-p", json.dumps({"spec": patch}))
+
+
+def _job_names(cluster, namespace: str, name: str) -> list[str]:
+    return sorted(j["metadata"]["name"] for j in stage_jobs(cluster, namespace, name))
+
+
+def test_failing_stage_is_retried_by_the_job_then_fails_the_run(cluster, namespace, storage, operator_process):
+    name = "failing"
+    error = {"ok": False, "error": "curate exploded: no pairs left"}
+    manifest = run_manifest(name, namespace, iterations=2, retries=2, extra_annotations={
+        "i1.curate": {"sheepdog.test/fail": "true", "sheepdog.test/termination-message": json.dumps(error)},
+    })
+    cluster.apply(manifest)
+    # the Job controller backs off 10 s, 20 s between pod retries
+    status = wait_phase(cluster, namespace, name, ("Failed", "Succeeded"), timeout=240)
+    assert (status["phase"], status["reason"]) == ("Failed", "StageFailed"), status
+    msg = status["message"]
+    assert "iteration 1 curate failed after 3 attempts" in msg, msg
+    assert "curate exploded: no pairs left" in msg and "BackoffLimitExceeded" in msg, msg
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Failed"] == "True"
+
+    # one Job for the stage, its backoffLimit spent by the real Job controller: 3 pods
+    assert _job_names(cluster, namespace, name) == [f"{name}-i1-curate", f"{name}-i1-synthesize"]
+    [job] = [j for j in stage_jobs(cluster, namespace, name) if j["metadata"]["name"].endswith("curate")]
+    assert job["spec"]["backoffLimit"] == 2 and job["status"]["failed"] == 3
+    pods = cluster.get_json("pods", "-n", namespace, "-l", f"batch.kubernetes.io/job-name={name}-i1-curate")["items"]
+    assert len(pods) == 3 and all(p["status"]["phase"] == "Failed" for p in pods)
+    curate = status["iterations"][0]["stages"]["curate"]
+    assert curate["phase"] == "Failed" and curate["attempts"] == 3
+
+    events = events_of(cluster, namespace, name)
+    reasons = [e["reason"] for e in events]
+    assert "StageFailed" in reasons and reasons.count("StageRetrying") >= 1, reasons
+    [failed] = [e for e in events if e["reason"] == "StageFailed"]
+    assert failed["type"] == "Warning" and "curate exploded" in failed["message"]
+
+    s = metric_samples(operator_process.metrics())
+    assert metric(s, "sheepdog_job_failures_total", namespace=namespace, stage="curate") == [1]
+    assert metric(s, "sheepdog_stage_retries_total", namespace=namespace, stage="curate") == [2]
+    assert metric(s, "sheepdog_runs", namespace=namespace, phase="Failed") == [1]
+
+    # Failed is final: nothing else is created later
+    time.sleep(3)
+    assert len(_job_names(cluster, namespace, name)) == 2
+
+
+def test_suspend_mid_run_then_resume(cluster, namespace, storage, operator_process):
+    name = "pausable"
+    manifest = run_manifest(name, namespace, iterations=1, extra_annotations={"*": {"sheepdog.test/duration": "4s"}})
+    cluster.apply(manifest)
+    cluster.wait_for("synthesize Job", lambda: _job_names(cluster, namespace, name) == [f"{name}-i1-synthesize"],
+                     timeout=60, interval=0.2)
+    _patch_spec(cluster, namespace, name, {"suspend": True})
+    # the running stage finishes; then no new Job, phase Suspended
+    status = wait_phase(cluster, namespace, name, ("Suspended",), timeout=60)
+    assert status["reason"] == "Suspended" and "curate" in status["message"], status
+    assert status["iterations"][0]["stages"]["synthesize"]["phase"] == "Succeeded"
+    time.sleep(5)
+    assert _job_names(cluster, namespace, name) == [f"{name}-i1-synthesize"]
+    assert get_run(cluster, namespace, name)["status"]["phase"] == "Suspended"
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Suspended"] == "True"
+
+    _patch_spec(cluster, namespace, name, {"suspend": False})
+    status = wait_phase(cluster, namespace, name, ("Succeeded", "Failed"), timeout=120)
+    assert status["phase"] == "Succeeded", status
+    assert _job_names(cluster, namespace, name) == sorted(f"{name}-i1-{s}" for s in ("synthesize", "curate", "train"))
+    reasons = [e["reason"] for e in events_of(cluster, namespace, name)]
+    assert "Suspended" in reasons and "Resumed" in reasons, reasons
+
+
+def test_run_deleted_while_operator_is_down_goes_with_its_jobs(cluster, namespace, storage, operator_process):
+    name = "orphan"
+    manifest = run_manifest(name, namespace, iterations=2, extra_annotations={"*": {"sheepdog.test/duration": "30s"}})
+    cluster.apply(manifest)
+    cluster.wait_for("synthesize Job", lambda: _job_names(cluster, namespace, name) == [f"{name}-i1-synthesize"],
+                     timeout=60, interval=0.2)
+    operator_process.stop()
+
+    t0 = time.monotonic()
+    cluster.kubectl("delete", "selfalignmentrun", name, "-n", namespace, "--timeout=30s")
+    deleted_in = time.monotonic() - t0
+    assert cluster.kubectl("get", "selfalignmentrun", name, "-n", namespace, check=False).returncode != 0
+    # the real garbage collector removes the Job (and its pods) through the ownerReference
+    cluster.wait_for("Jobs garbage-collected", lambda: not stage_jobs(cluster, namespace, name), timeout=90)
+    cluster.wait_for("pods garbage-collected", lambda: not cluster.get_json(
+        "pods", "-n", namespace, "-l", f"sheepdog.dev/run={name}")["items"], timeout=90)
+    print(f"\nrun deleted in {deleted_in:.2f}s with the operator down")
+
+    # the operator starts again with nothing to do for it
+    operator_process.start()
+    time.sleep(2)
+    s = metric_samples(operator_process.metrics())
+    assert not [k for k in s if ("run", name) in k[1]]
+    assert "Traceback" not in operator_process.log()
+
+
+def test_operator_killed_mid_run_resumes_without_duplicates(cluster, namespace, storage, operator_process):
+    name = "sturdy"
+    manifest = run_manifest(name, namespace, iterations=2, extra_annotations={"*": {"sheepdog.test/duration": "2s"}})
+    cluster.apply(manifest)
+    cluster.wait_for("curate Job", lambda: f"{name}-i1-curate" in _job_names(cluster, namespace, name), timeout=90,
+                     interval=0.2)
+    operator_process.kill()  # SIGKILL: no cleanup at all
+    time.sleep(3)  # the curate pod finishes while nobody watches
+    operator_process.start()
+    status = wait_phase(cluster, namespace, name, ("Succeeded", "Failed"), timeout=180)
+    assert status["phase"] == "Succeeded", status
+    jobs = _job_names(cluster, namespace, name)
+    assert jobs == sorted(f"{name}-i{n}-{s}" for n in (1, 2) for s in ("synthesize", "curate", "train"))
+    assert [r["kept"] for r in status["iterations"]] == [9, 9]
+    # each stage's success recorded once: one StageSucceeded event per stage
+    reasons = [e["reason"] for e in events_of(cluster, namespace, name)]
+    assert reasons.count("StageSucceeded") == 6, reasons
+    # Kopf still added nothing to the run
+    run = get_run(cluster, namespace, name)
+    assert not run["metadata"].get("finalizers")

@@ -183,11 +183,14 @@ def wait_phase(cluster: Any, namespace: str, name: str, phases: tuple[str, ...],
     return cluster.wait_for(f"run {namespace}/{name} in {phases}", check, timeout=timeout, interval=1)
 
 
-def good_run(name: str, namespace: str, iterations: int = 2) -> dict[str, Any]:
-    """A run kwok completes: every stage's pod succeeds with the stage's summary; evaluation on."""
+def good_run(name: str, namespace: str, iterations: int = 2, duration: Optional[str] = None) -> dict[str, Any]:
+    """A run kwok completes: every stage's pod succeeds with the stage's summary; evaluation on.
+    `duration` (a Go duration) keeps each stage's pod running that long."""
     from tests.operator.conftest import run_manifest
 
-    return run_manifest(name, namespace, iterations=iterations, evaluation={"enabled": True}, retries=1)
+    extra = {"*": {"sheepdog.test/duration": duration}} if duration else None
+    return run_manifest(name, namespace, iterations=iterations, evaluation={"enabled": True}, retries=1,
+                        extra_annotations=extra)
 
 
 def failing_run(name: str, namespace: str) -> dict[str, Any]:

@@ -487,6 +487,17 @@ class ControlPlane:
         self.pids.pop(component, None)
         self._save_state()
 
+    def ensure_running(self, timeout: float = 180.0) -> list[str]:
+        """Start every component that is not running (after a test stopped or killed one);
+        returns the ones started."""
+        started = [c for c in COMPONENTS if not self.is_running(c)]
+        for c in started:
+            _log(f"{c} was not running: starting it again")
+            self.start(c, timeout=timeout)
+        if started:
+            self.wait_ready(timeout)
+        return started
+
     def restart(self, component: str, timeout: float = 180.0) -> None:
         self.stop(component)
         self.start(component, timeout=timeout)

@@ -165,6 +165,7 @@ def namespace(cluster: Cluster):
         interval=0.2,
     )
     yield name
+    cluster.control_plane.ensure_running()  # a test may have stopped a component
     cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
     cluster.kubectl("delete", "pv", "-l", f"sheepdog.test/namespace={name}", "--wait=false", check=False)
 
@@ -220,6 +221,16 @@ def pod_executor(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory):
         yield ex
     finally:
         ex.stop()
+
+
+@pytest.fixture(autouse=True)
+def _restore_control_plane(request: pytest.FixtureRequest):
+    """After a test that used the cluster, restart any component it left stopped."""
+    yield
+    if "cluster" in request.fixturenames:
+        c = request.config.stash.get(_CLUSTER_KEY, None)
+        if c is not None:
+            c.control_plane.ensure_running()
 
 
 @pytest.hookimpl(hookwrapper=True)

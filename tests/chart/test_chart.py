@@ -342,3 +342,32 @@ def test_schema_rejects_wrong_values(sets, where):
 def test_service_monitor_needs_the_metrics_service():
     res = template(sets=["serviceMonitor.enabled=true", "metrics.service.enabled=false"], check=False)
     assert res.returncode != 0 and "needs metrics.service.enabled" in res.stderr
+
+
+def test_worker_defaults_reach_the_stage_jobs(rendered):
+    """SHEEPDOG_WORKER_DEFAULTS (the chart's worker: values) is the mapping the Job builder's
+    ImageDefaults reads, and a GPU stage Job built with it carries them."""
+    from sheepdog.api.spec import SelfAlignmentRun
+    from sheepdog.kube.jobs import ImageDefaults
+    from sheepdog.kube.render import render_run
+
+    (c,) = one(rendered["custom-images"], "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    defaults = ImageDefaults.coerce(json.loads(env["SHEEPDOG_WORKER_DEFAULTS"]))
+    assert defaults.image == f"registry.example.com/ml/sheepdog-worker@sha256:{'a' * 64}"
+    # Helm merges maps: the chart's default label stays unless set to null
+    assert defaults.gpu_node_selector == {"nvidia.com/gpu.present": "true", "cloud.example.com/accelerator": "h100"}
+    assert defaults.gpu_tolerations == ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
+    assert defaults.queue_name == "gpu-queue"
+    run = SelfAlignmentRun.model_validate({"apiVersion": "sheepdog.dev/v1alpha1", "kind": "SelfAlignmentRun",
+                                           "metadata": {"name": "r"}, "spec": {"model": {"base": "m"}}})
+    jobs = {o["metadata"]["labels"]["sheepdog.dev/stage"]: o for o in render_run(run, "ns", image_defaults=defaults)
+            if o["kind"] == "Job"}
+    pod = jobs["train"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == defaults.gpu_node_selector
+    assert pod["containers"][0]["image"] == defaults.image
+    assert jobs["train"]["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    assert "nodeSelector" not in jobs["curate"]["spec"]["template"]["spec"], "curate needs no GPU"
+    default_env = {e["name"]: e.get("value") for e in
+                   one(rendered["defaults"], "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "queueName" not in json.loads(default_env["SHEEPDOG_WORKER_DEFAULTS"])

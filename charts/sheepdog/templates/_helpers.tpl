@@ -84,3 +84,17 @@ app.kubernetes.io/part-of: sheepdog
 {{- $mult := get (dict "s" 1 "m" 60 "h" 3600 "d" 86400) $unit -}}
 {{- mul $n $mult -}}
 {{- end -}}
+
+{{/* Defaults of the stage Jobs, as the JSON mapping sheepdog.kube.jobs.ImageDefaults.coerce
+     reads (image, pullPolicy, pullSecrets, gpuNodeSelector, gpuTolerations, queueName). */}}
+{{- define "sheepdog.workerDefaults" -}}
+{{- $d := dict "image" (include "sheepdog.workerImage" .) -}}
+{{- with .Values.worker.image.pullPolicy }}{{ $_ := set $d "pullPolicy" . }}{{ end -}}
+{{- $secrets := list -}}
+{{- range .Values.worker.imagePullSecrets }}{{ $secrets = append $secrets .name }}{{ end -}}
+{{- with $secrets }}{{ $_ := set $d "pullSecrets" . }}{{ end -}}
+{{- with .Values.worker.gpuNodeSelector }}{{ $_ := set $d "gpuNodeSelector" . }}{{ end -}}
+{{- with .Values.worker.gpuTolerations }}{{ $_ := set $d "gpuTolerations" . }}{{ end -}}
+{{- with .Values.worker.queueName }}{{ $_ := set $d "queueName" . }}{{ end -}}
+{{- toJson $d -}}
+{{- end -}}

@@ -217,3 +217,38 @@ def test_apply_density_defaults_to_keeping_all_and_empty_input():
     result = apply_model_filter("density", recs(4), FakeEngine(None, x), clusters=2)
     assert len(result.kept) == 4
     assert apply_model_filter("density", [], FakeEngine(None, x)).kept == []
+
+
+# ---- the real engine on the tiny model ------------------------------------------------------
+
+@pytest.mark.model
+def test_model_filters_with_the_transformers_engine():
+    import os
+
+    from sheepdog_jobs.engines.hf import TransformersEngine
+
+    path = os.environ.get("SHEEPDOG_TEST_MODEL")
+    if not path:
+        from sheepdog_jobs.modelprep import prepare_model
+
+        try:
+            path = prepare_model()["model"]
+        except FileNotFoundError as exc:
+            pytest.skip(f"tiny model unavailable: {exc}")
+    engine = TransformersEngine(path, "none", batch_size=4)
+    records = [
+        {"id": "a", "instruction": "Name a primary colour.", "input": "", "output": "Red is a primary colour."},
+        {"id": "b", "instruction": "Name a primary colour.", "input": "", "output": "Blue."},
+        {"id": "c", "instruction": "Add the numbers.", "input": "2 and 3", "output": "2 plus 3 is 5."},
+        {"id": "d", "instruction": "Add the numbers.", "input": "4 and 4", "output": "zq xv kk jj pp ww"},
+    ]
+    result = apply_model_filter("density-ppl", records, engine, clusters=2, keep=2, ppl_max=50)
+    assert len(result.kept) == 2 and len(result.dropped) == 2
+    assert all(r["ppl"] is not None and r["ppl"] > 1 for r in result.kept)
+    assert result.stats["clusters"] == 2
+    assert {r["cluster"] for r in result.kept} == {0, 1}  # one pair from each cluster
+    gibberish = apply_model_filter("ppl", records, engine, ppl_max=1e9)
+    ppl = {r["id"]: r["ppl"] for r in gibberish.kept}
+    assert ppl["d"] > ppl["c"]  # gibberish is more perplexing than arithmetic
+    cut = apply_model_filter("ppl", records, engine, ppl_max=(ppl["c"] + ppl["d"]) / 2)
+    assert "d" in {r["id"] for r, why in cut.dropped if why == "high_ppl"}

@@ -14,8 +14,6 @@ import tempfile
 import urllib.parse
 from typing import Any, Iterator
 
-import yaml
-
 
 class ApiError(Exception):
     def __init__(self, status: int, reason: str, body: str):
@@ -30,7 +28,13 @@ class KubeClient:
 
     def __init__(self, kubeconfig: str, timeout: float = 30.0):
         with open(kubeconfig) as f:
-            cfg = yaml.safe_load(f)
+            text = f.read()
+        try:  # the control plane writes JSON kubeconfigs: no YAML parser needed for those
+            cfg = json.loads(text)
+        except ValueError:
+            import yaml
+
+            cfg = yaml.safe_load(text)
         base = os.path.dirname(os.path.abspath(kubeconfig))
         ctx_name = cfg.get("current-context")
         ctx = next((c["context"] for c in cfg.get("contexts", []) if c["name"] == ctx_name), None)

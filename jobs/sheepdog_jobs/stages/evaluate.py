@@ -1,13 +1,250 @@
-"""Stage evaluate: not implemented yet (IFEval and friends are a separate issue).
+"""The evaluate stage: the model of this iteration (StageConfig.model_out) on the run's suites.
 
-It fails clearly, as an expected error, so a run with evaluation.enabled: true stops with a
-readable reason instead of a traceback."""
+Suites (``evaluation.suites``):
+* ``ifeval``: the IFEval file (``evaluation.ifevalFile``, default the shipped small set)
+  answered greedily within ``evaluation.maxTokens``, checked by lm-evaluation-harness's
+  checkers: ifeval.promptStrict / promptLoose / instructionStrict / instructionLoose;
+* ``heldout``: held-out seed-style tasks (``evaluation.heldoutFile``) answered greedily and
+  judged by the model itself with the run's assessment settings, or by the OpenAI-compatible
+  endpoint of ``evaluation.judge``: heldout.meanScore (+ per criterion, unscored count);
+* anything else: an lm-evaluation-harness task or group, run by lm-eval on the model directory.
+
+Outputs in out_dir, each written atomically, then ``_SUCCESS`` (storage.write_manifest):
+``results.json`` (every metric, per-instruction IFEval accuracy, lm-eval's tables),
+``ifeval.jsonl`` and ``heldout.jsonl`` (each answer with its verdicts or scores).
+A rerun whose manifest matches the inputs (config parts, model identity, data files) returns
+the recorded summary with ``skipped: true``. The summary's ``evaluation`` map holds the
+finite metrics (metric -> number), which the planner's stopping policy reads.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
 from sheepdog.stage_config import StageConfig
-from sheepdog_jobs.stages.common import StageError
+from sheepdog_jobs import storage
+from sheepdog_jobs.stages.common import StageError, check_model, log
+
+__all__ = ["run", "EvaluateError", "OWN_SUITES"]
+
+OWN_SUITES = ("ifeval", "heldout")
+SUMMARY_LIMIT = 3500  # bytes; a termination message must stay under 4 KB
 
 
-def run(config: StageConfig) -> dict:
-    raise StageError("the evaluate stage is not implemented yet; set evaluation.enabled: false")
+class EvaluateError(StageError):
+    """An expected failure of this stage (the CLI reports it as one line)."""
+
+
+def _log(msg: str) -> None:
+    log.info("evaluate: %s", msg)
+
+
+def _expected_errors() -> tuple[type, ...]:
+    from sheepdog_jobs.evaluation.harness import HarnessError
+    from sheepdog_jobs.evaluation.ifeval import IfevalError
+    from sheepdog_jobs.evaluation.judge import JudgeError
+    from sheepdog_jobs.evaluation.offline_nltk import PunktUnavailable
+
+    return (HarnessError, IfevalError, JudgeError, PunktUnavailable)
+
+
+def _config(config) -> StageConfig:
+    if isinstance(config, StageConfig):
+        return config
+    if isinstance(config, str):
+        return StageConfig.model_validate_json(config)
+    return StageConfig.model_validate(config)
+
+
+def _resolve(root: str, path: str) -> str:
+    return path if os.path.isabs(path) else os.path.join(root, path)
+
+
+def _files(cfg: StageConfig) -> dict[str, str]:
+    """The data files the suites read (absolute), by suite."""
+    from sheepdog_jobs.evaluation.heldout import default_heldout_file
+    from sheepdog_jobs.evaluation.ifeval import default_ifeval_file
+
+    ev = cfg.spec.evaluation
+    files = {}
+    if "ifeval" in ev.suites:
+        files["ifeval"] = _resolve(cfg.root, ev.ifeval_file) if ev.ifeval_file else default_ifeval_file()
+    if "heldout" in ev.suites:
+        files["heldout"] = _resolve(cfg.root, ev.heldout_file) if ev.heldout_file else default_heldout_file()
+    for suite, path in files.items():
+        if not os.path.isfile(path):
+            field = "ifevalFile" if suite == "ifeval" else "heldoutFile"
+            raise EvaluateError(f"evaluation.{field}: {path} is not a file")
+    return files
+
+
+def _fingerprint(cfg: StageConfig, files: dict[str, str]) -> str:
+    spec = cfg.spec
+    parts: dict[str, Any] = {
+        "stage": "evaluate",
+        "evaluation": spec.evaluation.model_dump(mode="json", by_alias=True),
+        "chatTemplate": spec.model.chat_template,
+        "engine": spec.engine,
+        "model": storage.model_identity(cfg.model_out),
+    }
+    if "heldout" in spec.evaluation.suites:
+        parts["assessment"] = spec.assessment.model_dump(mode="json", by_alias=True)
+        parts["sampling"] = {"topP": spec.synthesis.top_p, "randomSeed": spec.synthesis.random_seed}
+    return storage.fingerprint(parts, [files[k] for k in sorted(files)])
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def _fit(summary: dict[str, Any]) -> dict[str, Any]:
+    """Drop trailing (harness) metrics until the summary line fits a termination message."""
+    evaluation = dict(summary["evaluation"])
+    dropped = 0
+    while len(json.dumps({**summary, "evaluation": evaluation})) > SUMMARY_LIMIT and evaluation:
+        evaluation.pop(next(reversed(evaluation)))
+        dropped += 1
+    if dropped:
+        _log(f"{dropped} metric(s) left out of the summary (too long); results.json has them all")
+    return {**summary, "evaluation": evaluation}
+
+
+def _make_engine(cfg: StageConfig):
+    from sheepdog_jobs.engines import create_engine
+
+    spec = cfg.spec
+    return create_engine(spec.engine, cfg.model_out, spec.model.chat_template,
+                         tensor_parallel=max(1, spec.stages.evaluate.gpus), seed=spec.synthesis.random_seed)
+
+
+def _greedy(engine, prompts, max_tokens: int, seed: int):
+    return engine.generate(prompts, temperature=0.0, top_p=1.0, max_tokens=max_tokens, seed=seed)
+
+
+def _run_ifeval(cfg, engine, path, out_dir: Path):
+    from sheepdog_jobs.evaluation import ifeval
+
+    ev = cfg.spec.evaluation
+    examples = ifeval.load_ifeval(path, limit=ev.limit)
+    _log(f"ifeval: {len(examples)} prompts from {path}")
+    outs = _greedy(engine, [e.prompt for e in examples], ev.max_tokens, cfg.spec.synthesis.random_seed)
+    results = [ifeval.check_response(e, o.text) for e, o in zip(examples, outs)]
+    storage.write_jsonl(out_dir / "ifeval.jsonl", [{
+        "key": e.key, "prompt": e.prompt, "response": o.text, "finishReason": o.finish_reason,
+        "instruction_id_list": list(e.instruction_id_list), "strict": r.strict, "loose": r.loose,
+    } for e, o, r in zip(examples, outs, results)])
+    metrics = ifeval.aggregate(results)
+    detail = {"file": path, "examples": len(examples), "perInstruction": ifeval.per_instruction(results),
+              "truncated": sum(o.finish_reason == "length" for o in outs)}
+    return metrics, detail
+
+
+def _run_heldout(cfg, engine, path, out_dir: Path, environ):
+    from sheepdog_jobs.evaluation import heldout
+    from sheepdog_jobs.evaluation.judge import HttpJudge, SelfJudge, judge_criteria
+
+    spec = cfg.spec
+    ev = spec.evaluation
+    tasks = heldout.load_heldout(path, limit=ev.limit)
+    _log(f"heldout: {len(tasks)} tasks from {path}")
+    # Build the judge first: a missing API key fails before any generation.
+    judge = HttpJudge.from_spec(spec, environ) if ev.judge is not None else SelfJudge.from_spec(engine, spec)
+    outs = _greedy(engine, heldout.response_prompts(tasks), ev.max_tokens, spec.synthesis.random_seed)
+    responses = [o.text for o in outs]
+    criteria = judge_criteria(spec.assessment.criteria)
+    judgements = judge.judge(heldout.pairs_of(tasks, responses), criteria)
+    storage.write_jsonl(out_dir / "heldout.jsonl", heldout.heldout_records(tasks, responses, judgements))
+    metrics = heldout.aggregate_heldout(judgements, criteria)
+    detail = {"file": path, "tasks": len(tasks), "criteria": criteria,
+              "judge": ev.judge.url if ev.judge is not None else "self",
+              "scoring": "text" if ev.judge is not None else spec.assessment.scoring}
+    return metrics, detail
+
+
+def run(config, *, engine=None, environ=None) -> dict[str, Any]:
+    """Evaluate; returns the summary (also recorded in the manifest). ``engine`` may be given
+    (tests); otherwise one is created for the ifeval/heldout suites and closed before lm-eval
+    loads the model for the other suites. Expected failures raise EvaluateError (a StageError)
+    whose message names the cause."""
+    expected = _expected_errors()
+    try:
+        return _run(config, engine, environ)
+    except expected as exc:
+        raise EvaluateError(str(exc)) from exc
+
+
+def _run(config, engine, environ) -> dict[str, Any]:
+    started = time.monotonic()
+    cfg = _config(config)
+    spec = cfg.spec
+    environ = os.environ if environ is None else environ
+    out_dir = Path(cfg.out_dir)
+    suites = list(spec.evaluation.suites)
+    if not suites:
+        raise EvaluateError("evaluation.suites is empty: nothing to evaluate")
+    others = [s for s in suites if s not in OWN_SUITES]
+    if others:  # fail fast, before an expensive model load, on a typo or a missing package
+        from sheepdog_jobs.evaluation.harness import check_suites
+
+        check_suites(others)
+    if engine is None or others:
+        check_model(cfg.model_out, "modelOut (the model of this iteration)")
+    files = _files(cfg)
+    fp = _fingerprint(cfg, files)
+    done = storage.verify_manifest(out_dir, fp)
+    if done is not None and done.get("summary"):
+        return {**done["summary"], "skipped": True, "seconds": round(time.monotonic() - started, 3)}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    storage.remove_manifest(out_dir)
+    metrics: dict[str, Any] = {}
+    details: dict[str, Any] = {}
+    outputs = ["results.json"]
+    own_engine = None
+    try:
+        if any(s in OWN_SUITES for s in suites):
+            if engine is None:
+                engine = own_engine = _make_engine(cfg)
+            if "ifeval" in suites:
+                m, d = _run_ifeval(cfg, engine, files["ifeval"], out_dir)
+                metrics.update(m)
+                details["ifeval"] = d
+                outputs.append("ifeval.jsonl")
+            if "heldout" in suites:
+                m, d = _run_heldout(cfg, engine, files["heldout"], out_dir, environ)
+                metrics.update(m)
+                details["heldout"] = d
+                outputs.append("heldout.jsonl")
+    finally:
+        if own_engine is not None:
+            own_engine.close()
+    if others:
+        from sheepdog_jobs.evaluation.harness import run_harness
+
+        _log(f"lm-evaluation-harness: {', '.join(others)}")
+        m, table = run_harness(cfg.model_out, others, limit=spec.evaluation.limit,
+                               seed=spec.synthesis.random_seed,
+                               apply_chat_template=spec.model.chat_template != "none")
+        metrics.update(m)
+        details["harness"] = table
+
+    finite = _finite(metrics)
+    storage.atomic_write_json(out_dir / "results.json", {
+        "iteration": cfg.iteration, "model": cfg.model_out, "suites": suites,
+        "metrics": {k: (v if k in finite else None) for k, v in metrics.items()},
+        "details": details,
+    })
+    summary = _fit({
+        "stage": "evaluate", "iteration": cfg.iteration, "ok": True, "skipped": False,
+        "seconds": round(time.monotonic() - started, 3), "evaluation": finite,
+    })
+    storage.write_manifest(out_dir, outputs, fp, counts={k: v.get("examples", v.get("tasks"))
+                                                         for k, v in details.items() if k in OWN_SUITES},
+                           summary=summary)
+    return summary

@@ -2,8 +2,10 @@
 
 Reads the synthesize stage's assessments.jsonl (only when its `_SUCCESS` verifies: a
 half-written input is never curated) and writes kept.jsonl (what train reads) and
-dropped.jsonl (every other pair with the reason it was dropped). No model is needed for
-method: score; ppl/density/density-ppl need one and are not implemented yet.
+dropped.jsonl (every other pair with the reason it was dropped). method: score needs no
+model; ppl/density/density-ppl (paper Table 3) replace the score selection and ask the
+generator of this iteration (the current model) for perplexities / embeddings, through the
+pure selection code in sheepdog_jobs.filters.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from sheepdog.stage_config import StageConfig
 from sheepdog_jobs import storage
 from sheepdog_jobs.curation import select_by_keep_fraction, select_by_threshold
 from sheepdog_jobs.rules import rule_filter_reason
-from sheepdog_jobs.stages.common import StageError, layout, mean
+from sheepdog_jobs.stages.common import StageError, check_model, layout, mean
 
 INPUT = "assessments.jsonl"
 TRAIN_FIELDS = ("id", "instruction", "input", "output", "scores")
@@ -24,14 +26,16 @@ TRAIN_FIELDS = ("id", "instruction", "input", "output", "scores")
 def run(config: StageConfig) -> dict:
     spec, f = config.spec, config.spec.filter
     if f.method != "score":
-        raise StageError(f"filter.method {f.method!r} is not implemented yet (use method: score)")
+        check_model(config.generator_model, "generatorModel")
     src = Path(layout(config).stage_dir(config.iteration, "synthesize"))
     if storage.verify_manifest(src, None) is None:
         raise StageError(f"{src}: no complete synthesize output (missing or damaged _SUCCESS); "
                          "run synthesize for this iteration first")
     fp = storage.fingerprint(
         {"stage": "curate", "iteration": config.iteration, "filter": f.model_dump(mode="json"),
-         "criteria": list(spec.assessment.criteria)},
+         "criteria": list(spec.assessment.criteria),
+         **({"model": storage.model_identity(config.generator_model), "maxSamples": spec.training.max_samples,
+             "chatTemplate": spec.model.chat_template} if f.method != "score" else {})},
         [src / INPUT])
     out = Path(config.out_dir)
     done = storage.verify_manifest(out, fp)
@@ -54,7 +58,10 @@ def run(config: StageConfig) -> dict:
         else:
             candidates.append(r)
     criteria = list(spec.assessment.criteria)
-    if f.keep_fraction is not None:
+    extra = {}
+    if f.method != "score":
+        kept, score_dropped, extra = _model_filter(config, candidates)
+    elif f.keep_fraction is not None:
         kept, score_dropped = select_by_keep_fraction(candidates, criteria, f.keep_fraction)
     else:
         kept, score_dropped = select_by_threshold(candidates, criteria, f.threshold)
@@ -62,9 +69,8 @@ def run(config: StageConfig) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     storage.remove_manifest(out)
-    storage.write_jsonl(out / "kept.jsonl", ({k: r.get(k) for k in TRAIN_FIELDS} for r in kept))
-    storage.write_jsonl(out / "dropped.jsonl",
-                        ({**{k: r.get(k) for k in TRAIN_FIELDS}, "reason": why} for r, why in dropped))
+    storage.write_jsonl(out / "kept.jsonl", (_slim(r) for r in kept))
+    storage.write_jsonl(out / "dropped.jsonl", ({**_slim(r), "reason": why} for r, why in dropped))
     assessed = len(candidates)
     summary = {
         "kept": len(kept),
@@ -73,7 +79,34 @@ def run(config: StageConfig) -> dict:
         "dropped": dict(Counter(why for _, why in dropped)),
         "meanQuality": mean(r.get("scores", {}).get("quality") for r in candidates),
         "meanFollowing": mean(r.get("scores", {}).get("following") for r in candidates),
+        **extra,
     }
     storage.write_manifest(out, ["kept.jsonl", "dropped.jsonl"], fp,
                            counts={"kept": len(kept), "dropped": len(dropped)}, summary=summary)
     return summary
+
+
+def _slim(record: dict) -> dict:
+    # What train and a reader need; the judgements stay in synthesize's assessments.jsonl.
+    notes = tuple(k for k in ("ppl", "cluster") if k in record)  # set by the model filters
+    return {k: record.get(k) for k in TRAIN_FIELDS + notes}
+
+
+def _model_filter(config: StageConfig, candidates: list[dict]):
+    from sheepdog_jobs.engines import create_engine
+    from sheepdog_jobs.filters import apply_model_filter
+
+    spec, f = config.spec, config.spec.filter
+    if not candidates:
+        return [], [], {"method": f.method}
+    # Embeddings come from transformers either way (vLLM would need a second, pooling
+    # instance): for density alone, vLLM would only add its start-up time.
+    engine = create_engine("transformers" if f.method == "density" else spec.engine,
+                           config.generator_model, spec.model.chat_template, seed=spec.synthesis.random_seed)
+    try:
+        result = apply_model_filter(f.method, candidates, engine, ppl_max=f.ppl_max, clusters=f.clusters,
+                                    keep=spec.training.max_samples, seed=spec.synthesis.random_seed)
+        loads = engine.loads
+    finally:
+        engine.close()
+    return result.kept, result.dropped, {**result.stats, "modelLoads": loads}

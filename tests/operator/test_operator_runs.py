@@ -175,3 +175,38 @@ def test_metrics_during_a_run_and_series_removed_on_delete(cluster, namespace, s
     cluster.wait_for("series of the deleted run removed", gone, timeout=30)
     s = metric_samples(operator_process.metrics())
     assert metric(s, "sheepdog_runs", namespace=namespace, phase="Succeeded") == [0]
+
+
+@pytest.mark.slow
+def test_many_runs_at_once(cluster, namespace, storage, operator_process):
+    """100 one-iteration runs applied together (300 Jobs): all succeed, one Job per stage, no
+    reconcile errors but conflicts; prints the time and the transition latencies."""
+    n = 100
+    stages = {s: {"gpus": 0} for s in ("synthesize", "train", "evaluate")}
+    stages["synthesize"]["tensorParallel"] = 1
+    manifests = [run_manifest(f"many-{i:03d}", namespace, iterations=1, stages=stages) for i in range(n)]
+    text = "\n---\n".join(__import__("json").dumps(m) for m in manifests)
+    t0 = time.monotonic()
+    cluster.kubectl("apply", "-f", "-", input=text)
+
+    def all_done():
+        items = cluster.get_json("selfalignmentruns", "-n", namespace)["items"]
+        phases = [((i.get("status") or {}).get("phase")) for i in items]
+        return phases if len(items) == n and all(p in ("Succeeded", "Failed") for p in phases) else None
+
+    phases = cluster.wait_for(f"{n} runs finished", all_done, timeout=900, interval=2)
+    elapsed = time.monotonic() - t0
+    assert phases.count("Succeeded") == n
+    jobs = stage_jobs(cluster, namespace)
+    assert len(jobs) == 3 * n and len({j["metadata"]["name"] for j in jobs}) == 3 * n
+    s = metric_samples(operator_process.metrics())
+    errors = {dict(k[1]).get("reason"): v for k, v in s.items() if k[0] == "sheepdog_reconcile_errors_total"}
+    assert set(errors) <= {"Conflict"}, errors
+    count = sum(metric(s, "sheepdog_reconcile_duration_seconds_count", namespace=namespace))
+    total = sum(metric(s, "sheepdog_reconcile_duration_seconds_sum", namespace=namespace))
+    latencies = _latencies_from_log(operator_process.log())
+    latencies.sort()
+    print(f"\n{n} runs x 3 stages in {elapsed:.1f}s; {count:.0f} reconciles, mean {1000 * total / count:.1f} ms; "
+          f"conflicts {errors.get('Conflict', 0):.0f}; transition latency p50 "
+          f"{latencies[len(latencies) // 2]:.2f}s p95 {latencies[int(len(latencies) * 0.95)]:.2f}s "
+          f"max {latencies[-1]:.2f}s")

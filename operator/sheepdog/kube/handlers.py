@@ -125,6 +125,7 @@ class Dispatcher:
         st = self._runs.pop((namespace, name), None)
         if st is not None and st.retry is not None:
             st.retry.cancel()
+        self.reconciler.forget(namespace, name)
         self.metrics.forget_run(namespace, name)
 
     # -----------------------------------------------------------------------------------------
@@ -178,7 +179,10 @@ def register(registry: Any, dispatcher: Dispatcher) -> None:
         if type == "DELETED":
             dispatcher.forget(namespace, name)
             return
-        if (body.get("metadata") or {}).get("deletionTimestamp"):
+        meta = body.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            return
+        if dispatcher.reconciler.is_own_write(namespace, name, meta.get("resourceVersion")):
             return
         await dispatcher.trigger(namespace, name, why=f"run {type or 'listed'}")
 

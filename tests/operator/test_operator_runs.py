@@ -210,3 +210,24 @@ def test_many_runs_at_once(cluster, namespace, storage, operator_process):
           f"conflicts {errors.get('Conflict', 0):.0f}; transition latency p50 "
           f"{latencies[len(latencies) // 2]:.2f}s p95 {latencies[int(len(latencies) * 0.95)]:.2f}s "
           f"max {latencies[-1]:.2f}s")
+
+
+def test_sharded_synthesize_and_multinode_train(cluster, namespace, storage, operator_process):
+    """Indexed Jobs: synthesize in 2 shards (counts of the pods' summaries add up), train on 2
+    nodes behind its rendezvous Service (rank 0's summary is the Job's)."""
+    name = "wide"
+    stages = {"synthesize": {"gpus": 1, "tensorParallel": 1, "shards": 2}, "train": {"gpus": 1, "nodes": 2}}
+    cluster.apply(run_manifest(name, namespace, iterations=1, stages=stages))
+    status = wait_phase(cluster, namespace, name, ("Succeeded", "Failed"), timeout=180)
+    assert status["phase"] == "Succeeded", status
+    [rec] = status["iterations"]
+    assert (rec["generated"], rec["assessed"], rec["parseFailures"]) == (40, 36, 2)
+    assert rec["meanQuality"] == 7.5 and rec["trainLoss"] == 1.25
+    jobs = {j["metadata"]["name"]: j for j in stage_jobs(cluster, namespace, name)}
+    for stage in ("synthesize", "train"):
+        j = jobs[f"{name}-i1-{stage}"]
+        assert j["spec"]["completionMode"] == "Indexed" and j["spec"]["completions"] == 2
+        assert j["status"]["succeeded"] == 2
+    svc = cluster.get_json("service", f"{name}-i1-train-rdzv", "-n", namespace)
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["metadata"]["ownerReferences"][0]["uid"] == get_run(cluster, namespace, name)["metadata"]["uid"]

@@ -156,7 +156,9 @@ def _index(pod: Mapping[str, Any]) -> int:
         return 0
 
 
-_SUM_KEYS = ("generated", "assessed", "parseFailures", "samples", "kept")
+# Only sharded synthesize splits its work (and counts) over pods; a multi-node train's pods
+# all train on the same data, and rank 0 reports for the Job.
+_SUM_KEYS = ("generated", "assessed", "parseFailures")
 _MEAN_KEYS = {"meanQuality": "assessed", "meanFollowing": "assessed"}
 
 

@@ -121,7 +121,9 @@ def test_three_iterations_reach_succeeded_with_one_job_per_stage(cluster, namesp
     assert metric(s, "sheepdog_iteration_evaluation_score", run=name, iteration="3", metric="ifeval.promptStrict") == [0.25]
     assert sum(metric(s, "sheepdog_stage_transition_latency_seconds_count", namespace=namespace)) == 11
     assert sum(metric(s, "sheepdog_stage_duration_seconds_count", namespace=namespace)) == 12
-    latencies = _latencies_from_log(operator_process.log())
+    log = operator_process.log()
+    assert "Traceback" not in log and " ERROR " not in log, operator_process.log_tail()
+    latencies = _latencies_from_log(log)
     assert len(latencies) == 11
     print(f"\n3 iterations x 4 stages in {elapsed:.1f}s; transition latency (Job completionTime -> next "
           f"Job created, 1 s timestamp resolution): median {statistics.median(latencies):.2f}s, "

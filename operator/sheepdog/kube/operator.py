@@ -160,6 +160,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.getLogger("kopf").setLevel(max(logging.WARNING, logging.getLogger().level))
     logging.getLogger("kopf.activities.startup").setLevel(logging.INFO)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # every liveness probe
     try:
         asyncio.run(run_operator(args))
     except KeyboardInterrupt:

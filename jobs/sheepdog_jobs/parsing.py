@@ -6,6 +6,7 @@ its yield was low (the reference drops silently).
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
@@ -33,10 +34,28 @@ _SECTION_RE = re.compile(
     r"^[ \t]*(?:\d+[ \t]*[.)][ \t]*)?(instruction|input|output)[ \t]*:", re.IGNORECASE | re.M)
 # A header left inside a field means two items ran together or the format leaked.
 _LEAK_RE = re.compile(r"\b(?:Instruction|Input|Output)\s*:")
+# Chat special tokens (never part of a task, in the instruction or the input), and a chat
+# turn header at the start of a line of the INSTRUCTION (the model went on to write a
+# conversation).  Inputs may hold a dialogue to work on ("User: my order is late"), so only
+# the special tokens count there.
+_CHAT_TOKEN_RE = re.compile(
+    r"<\|(?:im_start|im_end|endoftext|user|assistant|system|eot_id)\|>|\[/?INST\]")
+_TURN_RE = re.compile(r"^[ \t]*(?:assistant|user|human|system)[ \t]*:", re.IGNORECASE | re.M)
 
-DROP_REASONS = ("truncated_last", "unparsable", "too_short", "too_long", "blacklisted_word",
-                "starts_with_punctuation", "non_ascii_start", "contains_url", "noinput_marker",
-                "format_leak")
+DROP_REASONS = ("truncated_last", "unparsable", "too_short", "too_long", "no_letters",
+                "blacklisted_word", "starts_with_punctuation", "non_ascii_start", "non_english",
+                "contains_url", "noinput_marker", "format_leak")
+
+
+def _mostly_non_ascii_letters(text: str) -> bool:
+    ascii_letters = other_letters = 0
+    for ch in text:
+        if ch.isalpha():
+            if ch.isascii():
+                ascii_letters += 1
+            else:
+                other_letters += 1
+    return other_letters > ascii_letters
 
 
 @dataclass(frozen=True)
@@ -52,24 +71,37 @@ class ParsedBatch:
     dropped: Counter = field(default_factory=Counter)
 
 
-def instruction_drop_reason(instruction: str, input: str = "") -> str | None:
-    """The stage-1 filters for one parsed item (None = keep).  ``input`` must be normalised."""
+def instruction_drop_reason(instruction: str, input: str = "", language: str = "en"
+                            ) -> str | None:
+    """The stage-1 filters for one parsed item (None = keep).  ``input`` must be normalised.
+
+    Besides the reference's filters: an instruction without a single letter ("11 0 -3 100")
+    is "no_letters"; with ``language == "en"``, an instruction with more non-ASCII letters
+    than ASCII ones ("7. 指令：写一首诗", Cyrillic after a number) is "non_english" (an
+    English instruction quoting a few foreign words is kept; inputs are not checked, since
+    "Translate into English" needs a foreign input); chat special tokens, or a chat turn
+    header at the start of a line of the instruction, are "format_leak"."""
     words = len(instruction.split())
     if words <= 3:
         return "too_short"
     if words > 150:
         return "too_long"
+    if not any(ch.isalpha() for ch in instruction):
+        return "no_letters"
     if _BLACKLIST_RE.search(instruction) or _BLACKLIST_RE.search(input):
         return "blacklisted_word"  # the I-SHEEP scripts check the input too
     if instruction[0] in string.punctuation:
         return "starts_with_punctuation"
     if not instruction[0].isascii():
         return "non_ascii_start"
+    if language == "en" and _mostly_non_ascii_letters(instruction):
+        return "non_english"
     if _URL_RE.search(instruction) or _URL_RE.search(input):
         return "contains_url"
     if _NOINPUT_ANY_RE.search(instruction) or _NOINPUT_ANY_RE.search(input):
         return "noinput_marker"
-    if _LEAK_RE.search(instruction) or _LEAK_RE.search(input):
+    if (_LEAK_RE.search(instruction) or _LEAK_RE.search(input) or _TURN_RE.search(instruction)
+            or _CHAT_TOKEN_RE.search(instruction) or _CHAT_TOKEN_RE.search(input)):
         return "format_leak"
     return None
 
@@ -95,7 +127,7 @@ def _split_sections(piece: str) -> list[dict[str, str]] | None:
 
 
 def parse_generated_instructions(text: str, first_index: int = 6,
-                                 truncated: bool = False) -> ParsedBatch:
+                                 truncated: bool = False, language: str = "en") -> ParsedBatch:
     """Parse a continuation of build_instruction_request's prompt into kept tasks.
 
     ``text`` starts right after "{first_index}. Instruction:".  ``truncated`` is True when the
@@ -104,6 +136,7 @@ def parse_generated_instructions(text: str, first_index: int = 6,
     Inputs that are only a "no input" marker ("<noinput>", "No input.") become "" as in
     Alpaca; a marker inside a longer field drops the item ("noinput_marker"), as the I-SHEEP
     scripts do.  Blank pieces (e.g. after a final "###") are not items and are not counted.
+    ``language`` is the target language of the run (see instruction_drop_reason).
     """
     batch = ParsedBatch()
     pieces = f"{first_index}. Instruction:{text}".split("###")
@@ -123,7 +156,7 @@ def parse_generated_instructions(text: str, first_index: int = 6,
             input_text = item.get("input", "")
             if _NOINPUT_ONLY_RE.match(input_text):
                 input_text = ""
-            reason = instruction_drop_reason(instruction, input_text)
+            reason = instruction_drop_reason(instruction, input_text, language)
             if reason:
                 batch.dropped[reason] += 1
             else:
@@ -142,7 +175,10 @@ _LEADING_NUMBER_RE = re.compile(r"(?:[^\w-]|-(?![0-9]))*(-?)([0-9]+(?:\.[0-9]+)?
 
 def _to_score(sign: str, digits: str) -> int | None:
     # round() is Python's round-half-to-even, as the reference's: 8.5 -> 8, 9.5 -> 10.
-    value = round(float(digits)) * (-1 if sign else 1)
+    number = float(digits)
+    if not math.isfinite(number):  # 309+ digits read as inf, which round() cannot take
+        return None
+    value = round(number) * (-1 if sign else 1)
     return value if 1 <= value <= 10 else None
 
 

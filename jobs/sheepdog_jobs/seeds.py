@@ -46,12 +46,27 @@ class SeedError(ValueError):
         super().__init__("\n".join(lines))
 
 
+def _unpaired_surrogate(value: str) -> str | None:
+    """The first lone surrogate in ``value`` (JSON allows "\\ud800"; UTF-8 cannot hold it,
+    so a prompt built from it would fail later, in the tokenizer or when written)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return value[exc.start]
+    return None
+
+
 def _text_field(obj: dict, key: str, where: str, problems: list[str]) -> str:
     value = obj.get(key, "")
     if value is None:
         return ""
     if not isinstance(value, str):
         problems.append(f"{where}: \"{key}\" must be a string, got {type(value).__name__}")
+        return ""
+    bad = _unpaired_surrogate(value)
+    if bad is not None:
+        problems.append(f"{where}: \"{key}\" contains an unpaired surrogate "
+                        f"(\\u{ord(bad):04x}), which is not valid Unicode")
         return ""
     return value
 
@@ -61,10 +76,15 @@ def _task_from_object(obj: object, where: str, lineno: int, problems: list[str])
         problems.append(f"{where}: expected a JSON object, got {type(obj).__name__}")
         return None
     instruction = obj.get("instruction")
-    if not isinstance(instruction, str) or not instruction.strip():
+    if instruction is not None and not isinstance(instruction, str):
+        problems.append(f"{where}: missing or empty \"instruction\" (it must be a string, "
+                        f"got {type(instruction).__name__})")
+        return None
+    if instruction is None or not instruction.strip():
         problems.append(f"{where}: missing or empty \"instruction\"")
         return None
     before = len(problems)
+    instruction = _text_field(obj, "instruction", where, problems)
     if "instances" in obj:
         instances = obj["instances"]
         if not isinstance(instances, list) or not instances or not isinstance(instances[0], dict):
@@ -85,17 +105,27 @@ def _task_from_object(obj: object, where: str, lineno: int, problems: list[str])
 
 
 def _lines(fh, name: str, problems: list[str]):
-    """Yield (line number, decoded text) of non-blank lines; record unreadable lines."""
+    """Yield (line number, decoded text) of non-blank lines; record unreadable lines.
+
+    A file that starts with a UTF-16/UTF-32 byte order mark is refused at once (every line
+    of it would be garbage)."""
     lineno = 0
     while True:
         raw = fh.readline(MAX_LINE_BYTES + 1)
         if not raw:
             return
         lineno += 1
+        if lineno == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):
+            raise SeedError(name, [f"{name}: line 1: the file is UTF-16 or UTF-32 text (it "
+                                   f"starts with a byte order mark); seed files must be UTF-8"])
         if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
             while raw and not raw.endswith(b"\n"):  # skip the rest of the line
                 raw = fh.readline(MAX_LINE_BYTES)
             problems.append(f"{name}: line {lineno}: line longer than {MAX_LINE_BYTES} bytes")
+            continue
+        if b"\x00" in raw:
+            problems.append(f"{name}: line {lineno}: contains NUL bytes (a binary file, or "
+                            f"UTF-16/UTF-32 text without a byte order mark?)")
             continue
         try:
             text = raw.decode("utf-8")
@@ -127,7 +157,23 @@ def load_seed_tasks(path: str | os.PathLike) -> list[SeedTask]:
                 try:
                     obj = json.loads(text)
                 except json.JSONDecodeError as exc:
-                    problems.append(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
+                    if not text.endswith("\n"):
+                        hint = "; the last line has no newline: is the file truncated?"
+                    elif text.strip() in ("{", "["):
+                        hint = ("; a pretty-printed JSON file? A seed file holds one JSON "
+                                "object per line")
+                    else:
+                        hint = ""
+                    problems.append(f"{where}: invalid JSON ({exc.msg.removesuffix(' at')} "
+                                    f"at column {exc.colno}){hint}")
+                    continue
+                except RecursionError:
+                    problems.append(f"{where}: invalid JSON (nested too deeply)")
+                    continue
+                except ValueError as exc:  # Python refuses integers of more than 4300 digits
+                    reason = ("an integer with too many digits" if "digits" in str(exc)
+                              else str(exc))
+                    problems.append(f"{where}: invalid JSON ({reason})")
                     continue
                 task = _task_from_object(obj, where, lineno, problems)
                 if task is None:

@@ -73,6 +73,9 @@ def prepare_model(out: str | os.PathLike | None = None, gguf: str | os.PathLike 
     clean.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
     (tmp / MARKER).write_text(json.dumps({"source": str(gguf)}) + "\n")
+    if is_complete(out):  # a concurrent conversion finished first: keep its (identical) result
+        shutil.rmtree(tmp, ignore_errors=True)
+        return {"model": str(out), "cached": True, "seconds": round(time.monotonic() - started, 2)}
     if out.exists():  # an incomplete earlier attempt
         shutil.rmtree(out)
     os.replace(tmp, out)

@@ -135,7 +135,10 @@ class Synthesis:
             prompts, seeds = [], []
             for r in indices:
                 rng = random.Random(derive_seed(s.random_seed, it, self.shard, "examples", r))
-                prompts.append(build_instruction_request(rng.sample(self.seeds, k), num_tasks=TASKS_PER_REQUEST))
+                # No Output sections, as the I-SHEEP scripts: responses are generated zero-shot
+                # in phase B, and examples' outputs would cost tokens and invite long items.
+                prompts.append(build_instruction_request(rng.sample(self.seeds, k), num_tasks=TASKS_PER_REQUEST,
+                                                         include_output=False))
                 seeds.append(derive_seed(s.random_seed, it, self.shard, "request", r))
             outs = engine.generate(prompts, temperature=s.temperature, top_p=s.top_p,
                                    max_tokens=s.max_tokens, seed=seeds)

@@ -1,0 +1,225 @@
+"""One real I-SHEEP iteration (synthesize -> curate -> train) on the tiny model with each
+engine, through the stage command; and resuming synthesize after SIGKILL in each phase.
+
+Slow (minutes on 2 CPU cores): marked `model`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from sheepdog_jobs import storage
+
+from .conftest import REPO, read_summary, stage_args, stage_env
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
+PHASE_FILES = ("instructions.jsonl", "responses.jsonl", "assessments.jsonl")
+# Both engines generate the same number of instructions; different numbers of tokens/s.
+SPEC = {"synthesis": {"dataSize": 4, "maxTokens": 160, "maxRequests": 8}}
+TIMEOUT = {"transformers": 900, "vllm": 900}
+
+
+def iteration(workdir: Path, engine: str, make_config, model: str, seeds: str) -> dict:
+    spec = {**SPEC, "engine": engine}
+    results = {}
+    for stage in ("synthesize", "curate", "train"):
+        cfg = make_config(workdir, stage, spec=spec, model=model, seed_file=seeds)
+        summary_path = workdir / "i1" / f"{stage}.summary.json"
+        started = time.monotonic()
+        proc = subprocess.run(stage_args(cfg, summary_path), capture_output=True, text=True,
+                              timeout=TIMEOUT[engine], env=stage_env(), cwd=REPO)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        summary = read_summary(summary_path)
+        assert json.loads(proc.stdout.strip().splitlines()[-1]) == summary
+        results[stage] = {**summary, "wall": time.monotonic() - started}
+    return results
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_model, seed_tasks):
+    """Cache of full iterations by engine (each test module run does each at most once)."""
+    done: dict[str, tuple[Path, dict]] = {}
+
+    def get(engine: str, make_config) -> tuple[Path, dict]:
+        if engine not in done:
+            workdir = tmp_path_factory.mktemp(f"iter-{engine}")
+            done[engine] = (workdir, iteration(workdir, engine, make_config, tiny_model, seed_tasks))
+        return done[engine]
+
+    return get
+
+
+def check_synthesize(out: Path, summary: dict, engine: str) -> list[dict]:
+    assert summary["ok"] and not summary["skipped"]
+    assert summary["engine"] == engine
+    assert summary["modelLoads"] == 1  # one load for all three phases
+    assert 1 <= summary["generated"] <= 4
+    assert storage.is_done(out, storage.read_manifest(out)["fingerprint"])
+    for name in PHASE_FILES:
+        assert len(storage.read_jsonl(out / name)) == summary["generated"]
+    records = storage.read_jsonl(out / "assessments.jsonl")
+    judged = [r for r in records if r["ruleReason"] is None]
+    assert summary["assessed"] == len(judged)
+    for r in judged:
+        for criterion in ("quality", "following"):
+            detail = r["scoreDetail"][criterion]
+            assert set(detail["logprobs"]) == {str(k) for k in range(1, 11)}
+            assert 0 < detail["mass"] <= 1.0 + 1e-6
+            if r["scores"][criterion] is not None:
+                assert 1.0 <= r["scores"][criterion] <= 10.0
+                assert 1 <= detail["argmax"] <= 10
+    quality = [r["scores"]["quality"] for r in judged if r["scores"]["quality"] is not None]
+    if quality:
+        assert summary["meanQuality"] == pytest.approx(sum(quality) / len(quality), abs=1e-3)
+    return records
+
+
+def check_curate_and_train(workdir: Path, results: dict, model: str) -> None:
+    curate, train = results["curate"], results["train"]
+    kept = storage.read_jsonl(workdir / "i1" / "curate" / "kept.jsonl")
+    dropped = storage.read_jsonl(workdir / "i1" / "curate" / "dropped.jsonl")
+    assert curate["kept"] == len(kept) >= 1
+    assert len(kept) + len(dropped) == results["synthesize"]["generated"]
+    assert all(d["reason"] for d in dropped)
+    assert curate["keepRate"] == pytest.approx(len(kept) / curate["assessed"], abs=1e-3)
+    assert set(kept[0]) >= {"instruction", "input", "output", "scores"}
+
+    assert math.isfinite(train["trainLoss"]) and train["trainLoss"] > 0
+    assert train["samples"] >= 1
+    assert train["model"] == "i1/model"
+    model_dir = workdir / "i1" / "model"
+    assert (model_dir / "config.json").is_file() and (model_dir / "model.safetensors").is_file()
+    assert json.loads((model_dir / "sheepdog_model.json").read_text())["merged"] is True
+    assert (workdir / "i1" / "train" / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize("engine", ["transformers", "vllm"])
+def test_one_iteration(engine, runs, make_config, tiny_model, seed_tasks):
+    workdir, results = runs(engine, make_config)
+    check_synthesize(workdir / "i1" / "synthesize", results["synthesize"], engine)
+    check_curate_and_train(workdir, results, tiny_model)
+    print(f"\n[{engine}] iteration: " + ", ".join(
+        f"{s} {r['wall']:.0f}s" for s, r in results.items())
+        + f"; load {results['synthesize'].get('loadSeconds')}s, {results['synthesize'].get('tokensPerSecond')} tok/s")
+
+    # A finished stage with the same inputs is skipped without loading the model.
+    cfg = make_config(workdir, "synthesize", spec={**SPEC, "engine": engine}, model=tiny_model, seed_file=seed_tasks)
+    started = time.monotonic()
+    proc = subprocess.run(stage_args(cfg, workdir / "again.json"), capture_output=True, text=True,
+                          timeout=120, env=stage_env(), cwd=REPO)
+    again = read_summary(workdir / "again.json")
+    assert proc.returncode == 0 and again["skipped"] is True
+    assert again["generated"] == results["synthesize"]["generated"]
+    assert "loading" not in proc.stderr
+    assert time.monotonic() - started < 60
+
+
+def start(cfg, summary: Path):
+    """(process, its stderr file). A new session, so that SIGKILL to the group also takes
+    vLLM's engine process down."""
+    err = summary.with_suffix(".err")
+    with open(err, "w") as fh:
+        proc = subprocess.Popen(stage_args(cfg, summary), stdout=subprocess.DEVNULL, stderr=fh,
+                                env=stage_env(), cwd=REPO, start_new_session=True)
+    return proc, err
+
+
+def kill_when(proc, condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, "the stage ended before the kill point"
+        assert time.monotonic() < deadline, "kill point not reached in time"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
+def stamp(out: Path, name: str) -> tuple[int, str]:
+    return (out / name).stat().st_mtime_ns, storage.sha256_file(out / name)
+
+
+def test_resume_after_kill_in_each_phase_transformers(tmp_path, runs, make_config, tiny_model, seed_tasks):
+    """Kill in phase A (before any checkpoint), in phase B and in phase C; each rerun resumes
+    at the phase it stopped in, and the result equals an uninterrupted run (seeded sampling)."""
+    ref_dir, _ = runs("transformers", make_config)
+    ref = ref_dir / "i1" / "synthesize"
+    cfg = make_config(tmp_path, "synthesize", spec={**SPEC, "engine": "transformers"},
+                      model=tiny_model, seed_file=seed_tasks)
+    out = Path(cfg.out_dir)
+    summary = tmp_path / "s.json"
+
+    # Phase A: killed once the model is loaded and generating, before its checkpoint.
+    proc, err = start(cfg, summary)
+    kill_when(proc, lambda: "model loaded" in err.read_text(), 300)
+    assert not (out / "_SUCCESS.instructions").exists() and not (out / "instructions.jsonl").exists()
+
+    # Phase B: killed right after phase A's checkpoint.
+    proc, err = start(cfg, summary)
+    kill_when(proc, lambda: (out / "_SUCCESS.instructions").exists(), 600)
+    a_stamp = stamp(out, "instructions.jsonl")
+    assert not (out / "_SUCCESS.responses").exists()
+
+    # Phase C: killed after phase B's checkpoint; phase A must not have been redone.
+    proc, err = start(cfg, summary)
+    kill_when(proc, lambda: (out / "_SUCCESS.responses").exists(), 600)
+    assert stamp(out, "instructions.jsonl") == a_stamp
+    b_stamp = stamp(out, "responses.jsonl")
+    assert not (out / storage.MANIFEST).exists()
+
+    # Completes, reusing A and B.
+    proc = subprocess.run(stage_args(cfg, summary), capture_output=True, text=True, timeout=600,
+                          env=stage_env(), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = read_summary(summary)
+    assert result["resumedPhases"] == ["instructions", "responses"]
+    assert result["modelLoads"] == 1
+    assert stamp(out, "instructions.jsonl") == a_stamp and stamp(out, "responses.jsonl") == b_stamp
+    assert storage.verify_manifest(out, None) is not None
+    # Same seeds, same samples: identical to the uninterrupted run.
+    for name in PHASE_FILES:
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+
+
+def test_changed_assessment_setting_redoes_only_phase_c(tmp_path, runs, make_config, tiny_model, seed_tasks):
+    ref_dir, _ = runs("transformers", make_config)
+    out = tmp_path / "i1" / "synthesize"
+    out.mkdir(parents=True)
+    for f in os.listdir(ref_dir / "i1" / "synthesize"):
+        (out / f).write_bytes((ref_dir / "i1" / "synthesize" / f).read_bytes())
+    spec = {**SPEC, "engine": "transformers", "assessment": {"scoring": "logprobs", "criteria": ["quality"]}}
+    cfg = make_config(tmp_path, "synthesize", spec=spec, model=tiny_model, seed_file=seed_tasks)
+    a_stamp = stamp(out, "instructions.jsonl")
+    proc = subprocess.run(stage_args(cfg, tmp_path / "s.json"), capture_output=True, text=True, timeout=600,
+                          env=stage_env(), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = read_summary(tmp_path / "s.json")
+    assert result["skipped"] is False and result["resumedPhases"] == ["instructions", "responses"]
+    assert result["meanFollowing"] is None and result["meanQuality"] is not None
+    assert stamp(out, "instructions.jsonl") == a_stamp
+    records = storage.read_jsonl(out / "assessments.jsonl")
+    assert all(set(r["scores"]) <= {"quality"} for r in records)
+
+
+def test_resume_after_kill_vllm(tmp_path, make_config, tiny_model, seed_tasks):
+    """vLLM: killed (with its engine process) after phase A's checkpoint, resumed at phase B."""
+    cfg = make_config(tmp_path, "synthesize", spec={**SPEC, "engine": "vllm"}, model=tiny_model, seed_file=seed_tasks)
+    out, summary = Path(cfg.out_dir), tmp_path / "s.json"
+    proc, err = start(cfg, summary)
+    kill_when(proc, lambda: (out / "_SUCCESS.instructions").exists(), 800)
+    a_stamp = stamp(out, "instructions.jsonl")
+    proc = subprocess.run(stage_args(cfg, summary), capture_output=True, text=True, timeout=800,
+                          env=stage_env(), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = read_summary(summary)
+    assert result["resumedPhases"] == ["instructions"] and result["engine"] == "vllm"
+    assert stamp(out, "instructions.jsonl") == a_stamp
+    assert storage.verify_manifest(out, None) is not None

@@ -138,6 +138,8 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     import torch.distributed as dist
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
+    from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     from sheepdog_jobs.engines.prompting import PromptFormat
 
@@ -163,14 +165,6 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     per_rank = max(1, len(train_ex) // world)
     mine = train_ex[rank::world][:per_rank]
 
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=torch.float32)
-    model.config.use_cache = False
-    lora = LoraConfig(r=t.lora.rank, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
-                      target_modules=t.lora.target_modules, task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
-    params = [p for p in model.parameters() if p.requires_grad]
-
     micro_per_epoch = math.ceil(len(mine) / t.per_device_batch_size)
     total_steps = max(1, math.ceil(t.epochs * micro_per_epoch / t.gradient_accumulation))
     ds_config = {
@@ -185,6 +179,18 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+    # ZeRO-3: with this object alive, from_pretrained builds the model under zero.Init, so
+    # each rank only ever holds its partition (a 72B model does not fit one node's RAM).
+    ds_hint = HfDeepSpeedConfig(ds_config) if t.zero_stage == 3 else None
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(
+        config.base_model, dtype=torch.bfloat16 if precision == "bf16" else torch.float16 if precision == "fp16"
+        else torch.float32)
+    model.config.use_cache = False
+    lora = LoraConfig(r=t.lora.rank, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
+                      target_modules=t.lora.target_modules, task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=0.0)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, config=ds_config,
@@ -220,6 +226,9 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
         raise StageError(f"training diverged: loss {train_loss}")
 
     lora_state = _gather_trainable(engine)
+    # Off again: the fresh base that _save merges into must be a whole, unpartitioned model.
+    del ds_hint
+    unset_hf_deepspeed_config()
     summary = {
         "trainLoss": round(train_loss, 5), "evalLoss": None if eval_loss is None else round(eval_loss, 5),
         "samples": len(train_ex), "validationSamples": len(val_ex), "steps": total_steps,
@@ -266,13 +275,13 @@ def _gather_trainable(engine) -> dict:
 
 
 def _save(config, lora, lora_state, tokenizer, out: Path, model_out: Path, log_rows, fp, summary) -> None:
-    import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
     t = config.spec.training
-    # A fresh fp32 base, not the DeepSpeed-wrapped (possibly bf16, partitioned) module.
-    base = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=torch.float32)
+    # A fresh base in its checkpoint dtype, not the DeepSpeed-wrapped (partitioned) module;
+    # the merged model keeps the base's dtype.
+    base = AutoModelForCausalLM.from_pretrained(config.base_model, dtype="auto")
     peft_model = get_peft_model(base, lora)
     result = peft_model.load_state_dict(lora_state, strict=False)
     if result.unexpected_keys or len(lora_state) == 0:

@@ -197,3 +197,12 @@ def test_prepare_model_returns_at_once_for_a_complete_dir(tmp_path, run_cli):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"model": str(out), "cached": True, "seconds": 0.0}
     assert time.monotonic() - started < FAST
+
+
+def test_unmerged_adapter_as_generator_is_refused(workdir, make_config, run_cli, tmp_path):
+    seeds = write_seeds(workdir / "seeds.jsonl", [GOOD_SEED])
+    adapter = tmp_path / "adapter-only"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    proc, summary = run_cli(make_config(workdir, "synthesize", model=str(adapter), seed_file=seeds))
+    assert_clean_failure(proc, summary, workdir, "generatorModel", "unmerged LoRA adapter", "merge: true")

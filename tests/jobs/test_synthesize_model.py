@@ -223,3 +223,30 @@ def test_resume_after_kill_vllm(tmp_path, make_config, tiny_model, seed_tasks):
     assert result["resumedPhases"] == ["instructions"] and result["engine"] == "vllm"
     assert stamp(out, "instructions.jsonl") == a_stamp
     assert storage.verify_manifest(out, None) is not None
+
+
+def test_text_scoring_keeps_raw_judgements_and_counts_failures(tmp_path, runs, make_config, tiny_model, seed_tasks):
+    """scoring: text (the paper's): every judgement is kept verbatim, and each one without a
+    score in 1..10 is counted in parseFailures instead of vanishing."""
+    from sheepdog_jobs.parsing import extract_score
+
+    ref_dir, _ = runs("transformers", make_config)
+    out = tmp_path / "i1" / "synthesize"
+    out.mkdir(parents=True)
+    for name in ("instructions.jsonl", "_SUCCESS.instructions", "responses.jsonl", "_SUCCESS.responses"):
+        (out / name).write_bytes((ref_dir / "i1" / "synthesize" / name).read_bytes())
+    spec = {**SPEC, "engine": "transformers", "assessment": {"scoring": "text", "maxTokens": 12}}
+    cfg = make_config(tmp_path, "synthesize", spec=spec, model=tiny_model, seed_file=seed_tasks)
+    proc = subprocess.run(stage_args(cfg, tmp_path / "s.json"), capture_output=True, text=True, timeout=600,
+                          env=stage_env(), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = read_summary(tmp_path / "s.json")
+    judged = [r for r in storage.read_jsonl(out / "assessments.jsonl") if r["ruleReason"] is None]
+    assert result["assessed"] == len(judged) >= 1
+    failures = 0
+    for r in judged:
+        assert set(r["judgements"]) == {"quality", "following"}
+        for criterion, text in r["judgements"].items():
+            assert r["scores"][criterion] == extract_score(text)
+            failures += r["scores"][criterion] is None
+    assert result["parseFailures"] == failures

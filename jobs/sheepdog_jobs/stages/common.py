@@ -42,6 +42,15 @@ def check_model(model: str, field: str) -> None:
         raise StageError(f"{field}: {model} has no config.json (not a Hugging Face model directory)")
 
 
+def check_not_adapter(model: str, field: str) -> None:
+    """An unmerged LoRA adapter (training.merge: false) cannot generate or be trained on
+    directly: say so instead of failing inside the loader."""
+    p = Path(model).expanduser()
+    if (p / "adapter_config.json").is_file() and not (p / "config.json").is_file():
+        raise StageError(f"{field}: {model} is an unmerged LoRA adapter; stages that load it as a model "
+                         "need training.merge: true")
+
+
 def check_file(path: str, field: str) -> None:
     p = Path(path)
     if not p.exists():

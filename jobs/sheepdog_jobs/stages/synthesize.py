@@ -32,8 +32,8 @@ from sheepdog_jobs.rouge import FastDedup
 from sheepdog_jobs.rules import rule_filter_reason
 from sheepdog_jobs.scores import logprob_score
 from sheepdog_jobs.seeds import load_seed_tasks
-from sheepdog_jobs.stages.common import (StageError, check_file, check_model, derive_seed, log, mean,
-                                         progress, shard_of)
+from sheepdog_jobs.stages.common import (StageError, check_file, check_model, check_not_adapter, derive_seed,
+                                         log, mean, progress, shard_of)
 
 PHASES = ("instructions", "responses", "assessments")
 TASKS_PER_REQUEST = 20  # the Alpaca meta prompt asks for 20 tasks (5 shown + 15 new)
@@ -76,6 +76,7 @@ class Synthesis:
         if k >= TASKS_PER_REQUEST:
             raise StageError(f"seed.examplesPerRequest={k} must be below {TASKS_PER_REQUEST}")
         check_model(self.config.generator_model, "generatorModel")
+        check_not_adapter(self.config.generator_model, "generatorModel")
         if self.config.data_size < 1:
             raise StageError(f"dataSize must be >= 1, got {self.config.data_size}")
         s, a = self.spec.synthesis, self.spec.assessment

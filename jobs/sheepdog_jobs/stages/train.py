@@ -25,7 +25,8 @@ from pathlib import Path
 from sheepdog.stage_config import StageConfig
 from sheepdog_jobs import storage
 from sheepdog_jobs.prompts import build_response_prompt
-from sheepdog_jobs.stages.common import StageError, check_file, check_model, derive_seed, layout, log, mean
+from sheepdog_jobs.stages.common import (StageError, check_file, check_model, check_not_adapter, derive_seed,
+                                         layout, log)
 
 IGNORE = -100
 LINEAGE = "sheepdog_model.json"
@@ -116,6 +117,7 @@ def _replace_dir(tmp: Path, final: Path) -> None:
 def run(config: StageConfig) -> dict:
     t = config.spec.training
     check_model(config.base_model, "baseModel")
+    check_not_adapter(config.base_model, "baseModel")
     records = _inputs(config)[: t.max_samples]
     if not records:
         raise StageError(f"trainData {config.train_data}: no samples (curate kept nothing); "
@@ -200,7 +202,7 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     log.info("train: %d examples (%d validation, %d over cutoff), %d steps, ZeRO-%d, %s, world %d",
              len(train_ex), len(val_ex), too_long, total_steps, t.zero_stage, precision, world)
 
-    started, micro, epoch, losses, log_rows = time.monotonic(), 0, 0, {}, []
+    started, micro, epoch, losses, log_rows, step_losses = time.monotonic(), 0, 0, {}, [], []
     engine.train()
     while micro < total_steps * t.gradient_accumulation:
         perm = list(range(len(mine)))
@@ -215,9 +217,11 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
             micro += 1
             value = float(loss.detach().float())
             losses.setdefault(epoch, []).append(value)
-            if micro % t.gradient_accumulation == 0:
-                log_rows.append({"step": micro // t.gradient_accumulation, "epoch": epoch, "loss": round(value, 5),
-                                 "lr": engine.get_lr()[0]})
+            step_losses.append(value)
+            if micro % t.gradient_accumulation == 0:  # an optimizer step: log its mean loss
+                log_rows.append({"step": micro // t.gradient_accumulation, "epoch": epoch,
+                                 "loss": round(sum(step_losses) / len(step_losses), 5), "lr": engine.get_lr()[0]})
+                step_losses = []
         epoch += 1
     train_loss = _mean_across(torch, dist, device, sum(losses[epoch - 1]), len(losses[epoch - 1]))
     eval_loss = _evaluate(torch, dist, engine, val_ex[rank::world], fmt.tokenizer.pad_token_id or 0)

@@ -11,6 +11,7 @@ import math
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -250,3 +251,59 @@ def test_text_scoring_keeps_raw_judgements_and_counts_failures(tmp_path, runs, m
             assert r["scores"][criterion] == extract_score(text)
             failures += r["scores"][criterion] is None
     assert result["parseFailures"] == failures
+
+
+ENGINE_PROBE = r'''
+import json, sys
+from sheepdog_jobs.engines import create_engine
+from sheepdog_jobs.prompts import build_assessment_prompt, build_response_prompt
+
+if __name__ == "__main__":
+    engine = create_engine(sys.argv[1], sys.argv[2], "none", seed=0)
+    judge = [build_assessment_prompt("combined", c, "Name three primary colors.", "", "Red, blue and yellow.")
+             for c in ("quality", "following")]
+    asks = [build_response_prompt("Write a haiku about autumn.", ""),
+            build_response_prompt("Translate to French.", "Good morning")]
+    sampled = engine.generate(asks * 2, temperature=1.0, top_p=0.95, max_tokens=12, seed=[7, 8, 9, 10])
+    alone = engine.generate(asks[:1], temperature=1.0, top_p=0.95, max_tokens=12, seed=[7])
+    print(json.dumps({
+        "ids": [engine.format.encode(p) for p in judge + asks],
+        "plan": list(engine.format.digit_plan(judge[0]).ten),
+        "digits": engine.score_digits(judge),
+        "ppl": engine.perplexity(["The cat sat on the mat.", "Colorless green ideas sleep furiously."]),
+        "sampled": [c.text for c in sampled], "alone": alone[0].text,
+        "tokens": [c.num_tokens for c in sampled], "reasons": [c.finish_reason for c in sampled],
+    }))
+    engine.close()
+'''
+
+
+def test_engines_feed_the_same_tokens_and_agree_on_scores(tmp_path, tiny_model):
+    """Same prompts either way: identical token ids; digit log-probs and perplexities agree up
+    to vLLM's bf16 arithmetic; per-request seeds make a transformers sample independent of its
+    batch neighbours."""
+    import math
+
+    script = tmp_path / "probe.py"
+    script.write_text(ENGINE_PROBE)
+    got = {}
+    for engine in ("transformers", "vllm"):
+        proc = subprocess.run([sys.executable, str(script), engine, tiny_model], capture_output=True,
+                              text=True, timeout=600, env=stage_env(), cwd=REPO)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        got[engine] = json.loads(proc.stdout.strip().splitlines()[-1])
+    hf, vl = got["transformers"], got["vllm"]
+    assert hf["ids"] == vl["ids"]
+    assert hf["plan"][0] == "split"  # SmolLM2 writes "10" as "1" + "0": the second step is taken
+    for a, b in zip(hf["digits"], vl["digits"]):
+        assert set(a) == set(b) == {str(k) for k in range(1, 11)}
+        assert sum(math.exp(v) for v in a.values()) <= 1.0 + 1e-6
+        for k in a:
+            assert abs(a[k] - b[k]) < 0.25, (k, a[k], b[k])
+    for a, b in zip(hf["ppl"], vl["ppl"]):
+        assert abs(a - b) / a < 0.1
+    assert hf["alone"] == hf["sampled"][0]
+    for result in (hf, vl):
+        assert all(0 < n <= 12 for n in result["tokens"])
+        # "length" only at the budget; anything shorter ended on end-of-sequence.
+        assert all(n == 12 if r == "length" else r == "stop" for r, n in zip(result["reasons"], result["tokens"]))

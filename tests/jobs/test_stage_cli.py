@@ -148,14 +148,16 @@ def test_train_with_missing_data_and_model(workdir, make_config, run_cli, model_
     assert_clean_failure(proc, summary, workdir, "baseModel", "gone", stage="train")
 
 
-def test_sharded_synthesis_is_refused_before_anything(workdir, make_config, run_cli, model_dir):
+def test_bad_shard_index_is_refused_before_anything(workdir, make_config, run_cli, model_dir):
     seeds = write_seeds(workdir / "seeds.jsonl", [GOOD_SEED])
-    cfg = make_config(workdir, "synthesize", model=model_dir, seed_file=seeds, shard={"index": 0, "count": 2})
+    cfg = make_config(workdir, "synthesize", model=model_dir, seed_file=seeds, shard={"index": 2, "count": 2})
     proc, summary = run_cli(cfg)
-    assert_clean_failure(proc, summary, workdir, "shard", "not implemented")
-    cfg = make_config(workdir, "synthesize", model=model_dir, seed_file=seeds, shard={"count": 1})
+    assert_clean_failure(proc, summary, workdir, "shard index 2", "0..1")
+    cfg = make_config(workdir, "synthesize", model=model_dir, seed_file=seeds, shard={"count": 2})
     proc, summary = run_cli(cfg, JOB_COMPLETION_INDEX="3")
     assert_clean_failure(proc, summary, workdir, "shard index 3")
+    proc, summary = run_cli(cfg, JOB_COMPLETION_INDEX="x")
+    assert_clean_failure(proc, summary, workdir, "JOB_COMPLETION_INDEX")
 
 
 def test_unexpected_error_gives_summary_and_traceback(tmp_path, make_config, monkeypatch, capsys):
@@ -206,3 +208,31 @@ def test_unmerged_adapter_as_generator_is_refused(workdir, make_config, run_cli,
     (adapter / "adapter_config.json").write_text("{}")
     proc, summary = run_cli(make_config(workdir, "synthesize", model=str(adapter), seed_file=seeds))
     assert_clean_failure(proc, summary, workdir, "generatorModel", "unmerged LoRA adapter", "merge: true")
+
+
+def test_curate_merges_shards_and_drops_cross_shard_duplicates(workdir, make_config, run_cli):
+    from sheepdog_jobs import storage
+
+    def pair(i, instruction, quality):
+        return {"id": f"i1-s{i}", "instruction": instruction, "input": "", "output": "An answer.",
+                "ruleReason": None, "scores": {"quality": quality, "following": quality}}
+
+    shards = [[pair(0, "Write a short poem about the sea at night.", 7.0)],
+              [pair(1, "Write a short poem about the sea at night!", 9.0),  # near-duplicate of shard 0
+               pair(2, "List three ways to save water at home.", 5.0)]]
+    for k, records in enumerate(shards):
+        d = workdir / "i1" / "synthesize" / f"shard-{k}"
+        storage.write_jsonl(d / "assessments.jsonl", records)
+        storage.write_manifest(d, ["assessments.jsonl"], "fp")
+    cfg = make_config(workdir, "curate", spec={"stages": {"synthesize": {"shards": 2}}, "filter": {"keepFraction": 1.0}})
+    proc, summary = run_cli(cfg)
+    assert proc.returncode == 0, proc.stderr
+    assert summary["kept"] == 2 and summary["assessed"] == 2 and summary["keepRate"] == 1.0
+    assert summary["dropped"] == {"rouge_similar_across_shards": 1}
+    kept = storage.read_jsonl(workdir / "i1" / "curate" / "kept.jsonl")
+    assert [r["id"] for r in kept] == ["i1-s0", "i1-s2"]  # the first shard's copy wins
+    # One shard incomplete: refused, naming it.
+    (workdir / "i1" / "synthesize" / "shard-1" / "_SUCCESS").unlink()
+    cfg = make_config(workdir, "curate", spec={"stages": {"synthesize": {"shards": 2}}, "filter": {"keepFraction": 0.5}})
+    proc, summary = run_cli(cfg)
+    assert proc.returncode != 0 and "shard-1" in summary["error"]

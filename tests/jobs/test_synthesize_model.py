@@ -307,3 +307,38 @@ def test_engines_feed_the_same_tokens_and_agree_on_scores(tmp_path, tiny_model):
         assert all(0 < n <= 12 for n in result["tokens"])
         # "length" only at the budget; anything shorter ended on end-of-sequence.
         assert all(n == 12 if r == "length" else r == "stop" for r, n in zip(result["reasons"], result["tokens"]))
+
+
+def test_sharded_synthesize_then_curate_merges(tmp_path, make_config, tiny_model, seed_tasks):
+    """An Indexed Job of 2 pods: each takes its index from JOB_COMPLETION_INDEX, generates its
+    half of dataSize under shard-<k>/; curate merges both shards."""
+    spec = {**SPEC, "engine": "transformers", "stages": {"synthesize": {"shards": 2}}}
+    cfg = make_config(tmp_path, "synthesize", spec=spec, model=tiny_model, seed_file=seed_tasks,
+                      shard={"count": 2})
+    summaries = []
+    for index in (0, 1):
+        summary = tmp_path / f"s{index}.json"
+        proc = subprocess.run(stage_args(cfg, summary), capture_output=True, text=True, timeout=600,
+                              env=stage_env(JOB_COMPLETION_INDEX=str(index)), cwd=REPO)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summaries.append(read_summary(summary))
+    out = Path(cfg.out_dir)
+    assert not (out / "instructions.jsonl").exists()
+    ids = []
+    for index, summary in enumerate(summaries):
+        assert summary["shard"] == index and summary["shards"] == 2
+        assert 1 <= summary["generated"] <= 2  # half of dataSize 4
+        records = storage.read_jsonl(out / f"shard-{index}" / "instructions.jsonl")
+        assert all(r["id"].startswith(f"i1-s{index}-") for r in records)
+        ids += [r["id"] for r in records]
+    assert len(set(ids)) == len(ids)
+
+    curate = make_config(tmp_path, "curate", spec=spec, model=tiny_model, seed_file=seed_tasks)
+    proc = subprocess.run(stage_args(curate, tmp_path / "c.json"), capture_output=True, text=True,
+                          timeout=120, env=stage_env(), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = read_summary(tmp_path / "c.json")
+    kept = storage.read_jsonl(tmp_path / "i1" / "curate" / "kept.jsonl")
+    dropped = storage.read_jsonl(tmp_path / "i1" / "curate" / "dropped.jsonl")
+    assert sorted(r["id"] for r in kept + dropped) == sorted(ids)
+    assert result["kept"] == len(kept) >= 1

@@ -13,6 +13,10 @@ not judged (the paper filters by rules BEFORE assessment); they carry `ruleReaso
 scores, and curate drops them for that reason. "assessed" counts the judged pairs, the pairs
 that enter the score filter (the base of keepRate, as in the reference log "5,875 pairs
 entered the score filter, 3,037 kept").
+
+Sharded (StageConfig.shard.count > 1, an Indexed Job; the index comes from the config or
+JOB_COMPLETION_INDEX): shard k writes the same files under <outDir>/shard-k, generating its
+share of dataSize (and of maxRequests) with request seeds that include k; curate merges.
 """
 
 from __future__ import annotations
@@ -43,6 +47,15 @@ BATCH = {"vllm": 256, "transformers": 8}
 CHUNK = {"vllm": 512, "transformers": 16}  # prompts per call in phases B and C (progress granularity)
 
 
+def shard_dir(index: int) -> str:
+    return f"shard-{index}"
+
+
+def share(total: int, index: int, count: int) -> int:
+    """Shard index's part of total: the parts differ by at most one and sum to total."""
+    return total // count + (1 if index < total % count else 0)
+
+
 def phase_file(phase: str) -> str:
     return f"{phase}.jsonl"
 
@@ -63,13 +76,12 @@ class Synthesis:
     # ---- inputs, checked before anything is loaded or written --------------------------------
     def validate(self) -> None:
         shard, count = shard_of(self.config)
+        self.shard, self.count = shard, count
         if count > 1:
-            # Splitting is easy (disjoint request seeds per shard); the cross-shard ROUGE
-            # dedup and merge are not written yet, and unmerged shards would be silently
-            # partial data for curate.
-            raise StageError(f"shard.count={count}: sharded synthesis is not implemented yet; "
-                             "set stages.synthesize.shards: 1")
-        self.shard = shard
+            # Indexed Job: pod k writes <outDir>/shard-k with its share of dataSize, drawn with
+            # its own request seeds. Each shard dedups against the seeds and itself; curate
+            # merges the shards and removes near-duplicates across them.
+            self.out = Path(self.config.out_dir) / shard_dir(shard)
         check_file(self.config.seed_file, "seedFile")
         self.seeds = load_seed_tasks(self.config.seed_file)
         k = self.spec.seed.examples_per_request
@@ -118,8 +130,10 @@ class Synthesis:
     # ---- phase A: instructions ---------------------------------------------------------------
     def instructions(self) -> tuple[list[dict], dict]:
         s = self.spec.synthesis
-        target, it = self.config.data_size, self.config.iteration
-        max_requests = s.max_requests or target
+        it = self.config.iteration
+        target = share(self.config.data_size, self.shard, self.count)
+        max_requests = max(1, math.ceil((s.max_requests or self.config.data_size) / self.count))
+        prefix = f"i{it}-" if self.count == 1 else f"i{it}-s{self.shard}-"  # ids unique across shards
         k = min(self.spec.seed.examples_per_request, len(self.seeds))
         dedup = FastDedup([t.instruction for t in self.seeds], threshold=s.rouge_l_max)
         kept: list[dict] = []
@@ -152,7 +166,7 @@ class Synthesis:
                     if len(kept) >= target:
                         dropped["over_target"] += 1
                     elif dedup.add_if_novel(task.instruction):
-                        kept.append({"id": f"i{it}-{len(kept):06d}", "instruction": task.instruction,
+                        kept.append({"id": f"{prefix}{len(kept):06d}", "instruction": task.instruction,
                                      "input": task.input, "request": r})
                         bar.update(1)
                     else:
@@ -281,6 +295,7 @@ class Synthesis:
             "dropped": {**counts["instructions"]["dropped"],
                         **{f"rule_{k}": v for k, v in c["ruleDropped"].items()}},
             "resumedPhases": self.reused,
+            **({"shard": self.shard, "shards": self.count} if self.count > 1 else {}),
         }
         if e is not None and e.generate_seconds:
             summary["tokensPerSecond"] = round(e.tokens_per_second, 1)

@@ -84,6 +84,10 @@ def fit_summary(summary: dict) -> str:
 
 
 def write_summary(path: Optional[str], line: str) -> None:
+    # Under torchrun every local rank runs this program; only one may write the pod's
+    # termination message (interleaved writes would corrupt it) and print the summary line.
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        return
     if path:
         from sheepdog_jobs.storage import atomic_write_text
 

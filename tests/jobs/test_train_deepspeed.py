@@ -114,3 +114,34 @@ def test_train_refuses_data_without_success_manifest(tmp_path, make_config, run_
     proc, summary = run_cli(make_config(tmp_path, "train", model=tiny_model, train_data=[data]), timeout=120)
     assert proc.returncode != 0 and "not a complete curate output" in summary["error"]
     assert not (tmp_path / "i1" / "model").exists()
+
+
+def test_torchrun_two_ranks_zero3(tmp_path, make_config, tiny_model):
+    """Two processes under torchrun (what a multi-node Indexed Job runs): ranks train on equal
+    shares, every ZeRO-3 collective is matched (an uneven validation shard once hung here),
+    rank 0 alone writes the model and the summary."""
+    import socket
+    import subprocess
+    import sys
+
+    from .conftest import REPO, read_summary, stage_env
+
+    data = write_curated(tmp_path)
+    spec = {"training": {"zeroStage": 3, "precision": "fp32", "epochs": 1, "validationFraction": 0.2}}
+    cfg = make_config(tmp_path, "train", spec=spec, model=tiny_model, train_data=[data])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    summary_path = tmp_path / "train.json"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--nproc_per_node=2", f"--master_port={port}", "-m", "sheepdog_jobs",
+                           "train", "--config", cfg.to_json(), "--summary-file", str(summary_path)],
+                          capture_output=True, text=True, timeout=600, env=stage_env(), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = read_summary(summary_path)
+    assert summary["ok"] and summary["world"] == 2
+    # 6 samples: 1 for validation, 5 for training, of which 2 ranks x 2 are used.
+    assert summary["validationSamples"] == 1 and summary["samples"] == 4
+    assert math.isfinite(summary["trainLoss"]) and math.isfinite(summary["evalLoss"])
+    assert [line for line in proc.stdout.splitlines() if line.startswith("{")] == [json.dumps(summary, separators=(",", ":"), sort_keys=True)]
+    assert (tmp_path / "i1" / "model" / "model.safetensors").is_file()

@@ -224,7 +224,7 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
                 step_losses = []
         epoch += 1
     train_loss = _mean_across(torch, dist, device, sum(losses[epoch - 1]), len(losses[epoch - 1]))
-    eval_loss = _evaluate(torch, dist, engine, val_ex[rank::world], fmt.tokenizer.pad_token_id or 0)
+    eval_loss = _evaluate(torch, dist, engine, val_ex, fmt.tokenizer.pad_token_id or 0, rank, world)
     train_seconds = time.monotonic() - started
     if not math.isfinite(train_loss):
         raise StageError(f"training diverged: loss {train_loss}")
@@ -235,7 +235,9 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     unset_hf_deepspeed_config()
     summary = {
         "trainLoss": round(train_loss, 5), "evalLoss": None if eval_loss is None else round(eval_loss, 5),
-        "samples": len(train_ex), "validationSamples": len(val_ex), "steps": total_steps,
+        # What was trained on: ranks take equal shares, so up to world-1 examples sit out.
+        "samples": per_rank * world if world > 1 else len(train_ex), "validationSamples": len(val_ex),
+        "steps": total_steps, "world": world,
         "model": layout(config).relative(str(model_out)), "precision": precision, "zeroStage": t.zero_stage,
         "trainSeconds": round(train_seconds, 1),
     }
@@ -251,17 +253,24 @@ def _mean_across(torch, dist, device, total: float, count: int) -> float:
     return float(t[0] / t[1]) if t[1] else float("nan")
 
 
-def _evaluate(torch, dist, engine, examples, pad_id):
-    """Token-weighted mean loss over the validation set (all ranks take part: ZeRO-3 needs
-    every rank in every forward)."""
+def _evaluate(torch, dist, engine, examples, pad_id, rank: int, world: int):
+    """Token-weighted mean loss over the validation set, sharded over ranks. Every rank runs
+    the same number of forwards (a short shard repeats an example with weight 0): under
+    ZeRO-3 each forward gathers parameters collectively and would hang otherwise."""
+    if not examples:
+        return None
     engine.eval()
+    mine = examples[rank::world]
+    rounds = math.ceil(len(examples) / world)
     total, count = 0.0, 0
     with torch.no_grad():
-        for ex in examples:
+        for i in range(rounds):
+            ex = mine[i] if i < len(mine) else examples[0]
             ids, mask, labels = (x.to(engine.device) for x in _collate(torch, [ex], pad_id))
-            n = int((labels[:, 1:] != IGNORE).sum())
-            total += float(engine(input_ids=ids, attention_mask=mask, labels=labels).loss.float()) * n
-            count += n
+            loss = float(engine(input_ids=ids, attention_mask=mask, labels=labels).loss.float())
+            if i < len(mine):
+                n = int((labels[:, 1:] != IGNORE).sum())
+                total, count = total + loss * n, count + n
     t = torch.tensor([total, float(count)], dtype=torch.float64, device=engine.device)
     dist.all_reduce(t)
     return float(t[0] / t[1]) if t[1] else None

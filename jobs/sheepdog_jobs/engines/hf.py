@@ -103,7 +103,10 @@ class TransformersEngine(Engine):
         gens = [torch.Generator(device="cpu").manual_seed(int(s) & 0xFFFF_FFFF_FFFF) for s in seeds]
         ids, mask, pos = self._left_pad(seqs)
         cache = DynamicCache()
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+        # logits_to_keep=1: the prompt's full logits would be batch x length x vocab floats
+        # (GBs for a 150k vocabulary) and only the last position is sampled from.
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
         n = len(seqs)
         tokens: list[list[int]] = [[] for _ in range(n)]
         done = [False] * n
@@ -125,7 +128,7 @@ class TransformersEngine(Engine):
             feed = torch.tensor([self.pad_id if done[i] else tokens[i][-1] for i in range(n)]).to(self.device)
             mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=self.device)], dim=1)
             out = self.model(input_ids=feed[:, None], attention_mask=mask, position_ids=next_pos,
-                             past_key_values=cache, use_cache=True)
+                             past_key_values=cache, use_cache=True, logits_to_keep=1)
             next_pos = next_pos + 1
         results = []
         for i in range(n):
@@ -134,10 +137,11 @@ class TransformersEngine(Engine):
             results.append(Completion(text=text, finish_reason=reasons[i], num_tokens=len(tokens[i])))
         return results
 
-    def _forward_logprobs(self, seqs: list[list[int]]):
-        """log-softmax over the vocabulary at every position, for a left-padded batch."""
+    def _forward_logprobs(self, seqs: list[list[int]], keep: int = 0):
+        """log-softmax over the vocabulary for a left-padded batch, at the last `keep`
+        positions (0 = all)."""
         ids, mask, pos = self._left_pad(seqs)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits
         return self.torch.log_softmax(logits.float(), dim=-1), mask
 
     def _digit_logprobs(self, jobs):
@@ -152,7 +156,7 @@ class TransformersEngine(Engine):
                     # "split": one extra token "1" gives P("0" | ... "1") at the last position
                     # of the same forward pass.
                     seqs.append(ids + [plan.digits["1"]] if plan.ten[0] == "split" else ids)
-                logp, _ = self._forward_logprobs(seqs)
+                logp, _ = self._forward_logprobs(seqs, keep=2)
                 for row, i in enumerate(rows):
                     ids, plan = jobs[i]
                     at = -2 if plan.ten[0] == "split" else -1

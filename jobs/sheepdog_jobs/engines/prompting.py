@@ -8,6 +8,7 @@ I-SHEEP failure: iteration t+1 would generate with a prompt it never learned).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -118,8 +119,6 @@ def combine_digit_logprobs(first: dict[str, float], ten: str, ten_lp: float) -> 
     - ten = "single": ten_lp = log P("10" token);
     - ten = "split":  ten_lp = log P("0" | prompt + "1"); then P(10) = P("1") P("0"|"1") and
       P(1) = P("1") (1 - P("0"|"1")): the first-token "1" is shared by both scores."""
-    import math
-
     out = {d: float(lp) for d, lp in first.items()}
     if ten == "single":
         out["10"] = float(ten_lp)

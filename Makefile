@@ -35,6 +35,8 @@ bench: venv model
 
 crds: venv
 	$(PY) -m sheepdog.api.crd > crds/sheepdog.dev_selfalignmentruns.yaml
+	cp crds/sheepdog.dev_selfalignmentruns.yaml charts/sheepdog/crds/
+	$(PY) -m sheepdog.api.reference > docs/spec.md
 
 clean-demo:
 	rm -rf $(DEMO)

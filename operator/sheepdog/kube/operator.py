@@ -21,11 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import json
 import logging
 import os
 import socket
 import sys
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 log = logging.getLogger("sheepdog.operator")
 
@@ -93,6 +94,9 @@ async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Eve
     from sheepdog.kube.metrics import Metrics
     from sheepdog.kube.reconcile import Options, Reconciler
 
+    if args.kubeconfig:
+        # Kopf's login (login_via_client) reads only $KUBECONFIG; make the flag reach it too.
+        os.environ["KUBECONFIG"] = args.kubeconfig
     load_config(args.kubeconfig)
     metrics = Metrics()
     if args.metrics_port:
@@ -143,10 +147,21 @@ async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Eve
         executor.shutdown(wait=False, cancel_futures=True)
 
 
-def image_defaults(args: argparse.Namespace) -> Any:
+def image_defaults(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None) -> Any:
+    """Stage Job defaults: SHEEPDOG_WORKER_DEFAULTS (JSON, set by the Helm chart: image, GPU
+    node selector, tolerations, pull settings, Kueue queue), with --worker-image on top."""
     from sheepdog.kube.jobs import ImageDefaults
 
-    return ImageDefaults(image=args.worker_image) if args.worker_image else ImageDefaults()
+    raw = (os.environ if environ is None else environ).get("SHEEPDOG_WORKER_DEFAULTS", "").strip()
+    try:
+        mapping = json.loads(raw) if raw else {}
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"SHEEPDOG_WORKER_DEFAULTS is not valid JSON: {exc}") from None
+    if not isinstance(mapping, dict):
+        raise SystemExit("SHEEPDOG_WORKER_DEFAULTS must be a JSON object")
+    if args.worker_image:
+        mapping["image"] = args.worker_image
+    return ImageDefaults.coerce(mapping)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -16,7 +16,9 @@ What a pod gets (single container; others are ignored and reported as never star
 - volumes: persistentVolumeClaim -> <volume-root>/<claimName>, emptyDir -> a temp dir,
   hostPath -> its path, configMap/secret -> a temp dir with their keys as files;
 - volumeMounts: an arg or env value that starts with a mountPath (or `--opt=<mountPath>...`) is
-  rewritten to the local directory; workingDir likewise (default: a per-pod temp dir);
+  rewritten to the local directory; workingDir likewise (default: a per-pod temp dir); an arg or
+  env value that is a JSON object or array (starts with `{`/`[` and parses) has every string
+  value that is a path under a mount rewritten the same way (the stage programs' `--config`);
 - terminationMessagePath (default /dev/termination-log) is mapped to a local file (under a mount
   when the path is, else a per-pod file) and rewritten in args/env the same way; after exit its
   contents become the termination message; with terminationMessagePolicy FallbackToLogsOnError
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
+import json
 import logging
 import os
 import shutil
@@ -226,10 +229,29 @@ class PodRun:
                     return str(local) + s[len(m):]
             return s
 
+        def map_json(value: Any) -> Any:
+            if isinstance(value, str):
+                return map_path(value)
+            if isinstance(value, list):
+                return [map_json(v) for v in value]
+            if isinstance(value, dict):
+                return {k: map_json(v) for k, v in value.items()}
+            return value
+
         def map_string(s: str) -> str:
             mapped = map_path(s)
             if mapped != s:
                 return mapped
+            if s[:1] in ("{", "["):
+                # A JSON document in one argument (e.g. a stage's `--config '{"root": "/data", ...}'`):
+                # every string value that is a path under a mount is mapped; keys and other values
+                # stay, and an argument that is not valid JSON is left alone.
+                try:
+                    doc = json.loads(s)
+                except ValueError:
+                    return s
+                mapped_doc = map_json(doc)
+                return s if mapped_doc == doc else json.dumps(mapped_doc, separators=(",", ":"))
             if s.startswith("-") and "=" in s:
                 opt, val = s.split("=", 1)
                 mv = map_path(val)

@@ -135,3 +135,36 @@ def test_deleting_a_running_pod_stops_its_process(cluster, namespace, pod_execut
     cluster.wait_for("sleeper pod gone", lambda: not cluster.get_json(
         "pods", "-n", namespace, "-l", "job-name=sleeper")["items"], timeout=60)
     cluster.wait_for("sleeper process ended", lambda: not os.path.exists(f"/proc/{pid}"), timeout=30)
+
+
+def test_json_argument_paths_under_a_mount_are_mapped(tmp_path):
+    from tests.cluster.pod_executor import PodRun
+
+    map_path, map_string = PodRun._mapper(None, [("/data", tmp_path / "claim"), ("/tmp", tmp_path / "t")])
+    arg = json.dumps({"root": "/data", "runDir": "/data/runs/r", "nested": {"paths": ["/data/a", "/tmp/b"]},
+                      "other": "/database", "name": "data", "n": 3, "ok": True, "none": None})
+    mapped = json.loads(map_string(arg))
+    assert mapped["root"] == str(tmp_path / "claim")
+    assert mapped["runDir"] == str(tmp_path / "claim" / "runs" / "r")
+    assert mapped["nested"]["paths"] == [str(tmp_path / "claim" / "a"), str(tmp_path / "t" / "b")]
+    assert (mapped["other"], mapped["name"], mapped["n"], mapped["ok"], mapped["none"]) == ("/database", "data", 3, True, None)
+    # untouched: JSON without mount paths (byte for byte), text that only looks like JSON
+    plain = '{"a": "/elsewhere", "b": 1}'
+    assert map_string(plain) == plain
+    assert map_string("{not json /data/x}") == "{not json /data/x}"
+    assert map_string("[/data/x") == "[/data/x"
+
+
+def test_job_with_a_json_config_argument_sees_local_paths(cluster, namespace, pod_executor):
+    cluster.create_pvc(namespace, "jsonwork")
+    code = ("import json, pathlib, sys; c = json.loads(sys.argv[1]); "
+            "p = pathlib.Path(c['outDir']) / 'done.txt'; p.parent.mkdir(parents=True, exist_ok=True); "
+            "p.write_text(c['root'])")
+    config = json.dumps({"root": "/data", "outDir": "/data/runs/x/i1/curate"})
+    job = executor_job("jsonarg", pod_executor.node, [sys.executable, "-c", code], args=[config],
+                       volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "jsonwork"}}],
+                       mounts=[{"name": "data", "mountPath": "/data"}])
+    cluster.apply(job, namespace)
+    assert cluster.wait_for("jsonarg job finished", lambda: finished(cluster, namespace, "jsonarg")) == "Complete"
+    done = pod_executor.volume_root / "jsonwork" / "runs" / "x" / "i1" / "curate" / "done.txt"
+    assert done.read_text() == str(pod_executor.volume_root / "jsonwork")

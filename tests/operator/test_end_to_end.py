@@ -1,0 +1,137 @@
+"""True end to end: the operator's Jobs run the real stage programs on the tiny model.
+
+The real control plane schedules each stage's pod onto a pod-executor node (a local kubelet
+stand-in, tests/cluster/pod_executor.py) that the run's stages select with a nodeSelector; the
+executor runs the Job's own command (`python -m sheepdog_jobs <stage> --config '<json>'
+--summary-file /dev/termination-log`) as a local process with the PVC mapped to
+<volume-root>/<claim> (also inside the JSON config) and reports the termination message, from
+which the operator builds the status. Nothing is faked: no kwok, no test annotations.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.fixture import PodExecutorProcess
+from tests.operator.conftest import get_run, stage_jobs, wait_phase
+
+pytestmark = [pytest.mark.cluster, pytest.mark.model, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+SEEDS = ROOT / "examples" / "seeds" / "quickstart.jsonl"
+STAGES3 = ("synthesize", "curate", "train")
+
+
+def e2e_manifest(name: str, namespace: str, node_label: dict[str, str]) -> dict:
+    """examples/quickstart.yaml, smaller. engine: transformers, not auto: on a CPU-only test
+    machine auto picks transformers anyway, and naming it keeps the test from trying to start
+    vLLM (a second engine process, a GPU-sized memory reservation) where it happens to be
+    installed; the engine choice is not what this test is about, the operator/Job/stage
+    contract is."""
+    stage = {"gpus": 0, "nodeSelector": node_label}
+    return {
+        "apiVersion": "sheepdog.dev/v1alpha1",
+        "kind": "SelfAlignmentRun",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "model": {"base": "models/smollm2-135m-instruct", "chatTemplate": "auto"},
+            "seed": {"path": "seeds/quickstart.jsonl", "examplesPerRequest": 5},
+            "iterations": 2,
+            "synthesis": {"dataSize": 4, "maxTokens": 128, "maxRequests": 8},
+            "assessment": {"prompt": "combined", "criteria": ["quality", "following"], "scoring": "logprobs"},
+            "filter": {"rules": True, "keepFraction": 0.5},
+            "training": {"learningRate": 1.0e-4, "epochs": 1, "cutoffLength": 512, "warmupSteps": 0,
+                         "zeroStage": 2, "precision": "fp32"},
+            "engine": "transformers",
+            "stages": {
+                "synthesize": {**stage, "tensorParallel": 1},
+                "curate": stage,
+                "train": stage,
+                "evaluate": stage,
+            },
+            "retries": 0,  # a broken stage fails the test at once instead of being retried
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> str:
+    """SmolLM2-135M-Instruct as a model directory (cached like tests/jobs' fixture of that name)."""
+    from sheepdog_jobs.modelprep import default_cache_dir, prepare_model
+
+    try:
+        return prepare_model(default_cache_dir())["model"]
+    except FileNotFoundError as exc:
+        pytest.skip(f"tiny model unavailable: {exc}")
+
+
+@pytest.fixture
+def e2e_executor(cluster, namespace, tmp_path, tiny_model, monkeypatch):
+    """A pod-executor node of this test's own, labelled for the run's nodeSelector, whose volume
+    root holds the claim `sheepdog-data` with models/ and seeds/ like the quickstart expects."""
+    volume_root = tmp_path / "volumes"
+    claim = volume_root / "sheepdog-data"
+    (claim / "models").mkdir(parents=True)
+    (claim / "models" / "smollm2-135m-instruct").symlink_to(Path(tiny_model).resolve(), target_is_directory=True)
+    (claim / "seeds").mkdir()
+    shutil.copy(SEEDS, claim / "seeds" / "quickstart.jsonl")
+    # The Job's command is `python` (the worker image's); the executor runs it from PATH, so the
+    # venv's interpreter (with sheepdog_jobs and torch) has to come first there.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("SHEEPDOG_TORCH_THREADS", os.environ.get("SHEEPDOG_TORCH_THREADS", "2"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    label = {"sheepdog.test/e2e": namespace}
+    node = f"e2e-{namespace}"
+    ex = PodExecutorProcess(cluster, node, volume_root, labels=label)
+    try:
+        yield ex, label, claim
+    finally:
+        ex.stop()
+
+
+def test_two_iterations_run_the_real_stages(cluster, namespace, storage, e2e_executor, operator_process):
+    executor, label, claim = e2e_executor
+    assert storage == "sheepdog-data"
+    name = "e2e"
+    cluster.apply(e2e_manifest(name, namespace, label))
+    status = wait_phase(cluster, namespace, name, ("Succeeded", "Failed"), timeout=1500)
+    assert status["phase"] == "Succeeded", status
+
+    recs = status["iterations"]
+    assert [r["iteration"] for r in recs] == [1, 2]
+    for r in recs:
+        n = r["iteration"]
+        assert isinstance(r["generated"], int) and r["generated"] > 0, r
+        assert isinstance(r["kept"], int) and 0 < r["kept"] <= r["generated"], r
+        assert isinstance(r["trainLoss"], (int, float)) and r["trainLoss"] > 0, r
+        assert r["model"] == f"runs/{name}/i{n}/model"
+        for stage in STAGES3:
+            srec = r["stages"][stage]
+            assert srec["phase"] == "Succeeded" and srec["attempts"] == 1, srec
+            assert srec["summary"]["stage"] == stage and srec["summary"]["iteration"] == n
+            assert srec["summary"]["skipped"] is False
+    assert recs[0]["stages"]["synthesize"]["summary"]["engine"] == "transformers"
+
+    # exactly one Job per stage and iteration, all run on the executor's node
+    jobs = stage_jobs(cluster, namespace, name)
+    assert sorted(j["metadata"]["name"] for j in jobs) == sorted(f"{name}-i{n}-{s}" for n in (1, 2) for s in STAGES3)
+    pods = cluster.get_json("pods", "-n", namespace, "-l", f"sheepdog.dev/run={name}")["items"]
+    assert len(pods) == len(jobs)
+    assert {p["spec"]["nodeName"] for p in pods} == {executor.node}
+    for p in pods:
+        assert p["spec"]["nodeSelector"] == label
+        assert p["spec"]["containers"][0]["command"][:3] == ["python", "-m", "sheepdog_jobs"]
+
+    # the final model really is on the volume
+    model = claim / "runs" / name / "i2" / "model"
+    assert (model / "config.json").is_file(), sorted(p.name for p in model.parent.iterdir())
+    assert list(model.glob("*.safetensors")), sorted(p.name for p in model.iterdir())
+    for n in (1, 2):
+        for stage in STAGES3:
+            assert (claim / "runs" / name / f"i{n}" / stage / "_SUCCESS").is_file(), (n, stage)
+    assert get_run(cluster, namespace, name)["status"]["phase"] == "Succeeded"

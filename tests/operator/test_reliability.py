@@ -107,19 +107,22 @@ def test_operator_sigkilled_at_random_moments_of_concurrent_runs(cluster, namesp
         cluster.apply(run_manifest(n, namespace, iterations=iterations, extra_annotations=annotations))
     rng = random.Random(6)
     ledger = JobLedger()
-    kills = 0
+    kills = kills_mid_run = 0
     started = time.monotonic()
     while kills < kills_wanted:
         time.sleep(rng.uniform(0.2, 2.5))
         ledger.observe(_jobs_by_name(cluster, namespace))
         operator_process.kill()
         kills += 1
+        phases = [(get_run(cluster, namespace, n).get("status") or {}).get("phase") for n in names]
+        if any(p not in ("Succeeded", "Failed") for p in phases):
+            kills_mid_run += 1
         time.sleep(rng.uniform(0.0, 1.0))  # sometimes a pod finishes while nobody watches
         operator_process.start()
         if time.monotonic() - started > 400:
             break
     done = {n: get_run(cluster, namespace, n).get("status", {}).get("phase") for n in names}
-    print(f"\n{kills} SIGKILLs; run phases at the last kill: {done}")
+    print(f"\n{kills} SIGKILLs, {kills_mid_run} while runs were going; run phases at the last kill: {done}")
     assert kills >= kills_wanted
 
     finished = _wait_all(cluster, namespace, names, ledger, timeout=400)
@@ -255,6 +258,18 @@ def test_evicted_stage_pod_is_retried(cluster, namespace, storage, operator_proc
                 "metadata": {"name": pod_name, "namespace": namespace}}
     cluster.kubectl("create", "--raw", f"/api/v1/namespaces/{namespace}/pods/{pod_name}/eviction", "-f", "-",
                     input=json.dumps(eviction))
+    # kwok has no kubelet: the evicted pod (DisruptionTarget, deletionTimestamp) would stay Running
+    # forever, and with a podFailurePolicy the Job controller waits for a terminal phase. Do the
+    # kubelet's part: the container is killed, the pod ends Failed.
+    def terminating():
+        p = cluster.get_json("pod", pod_name, "-n", namespace)
+        return p if p["metadata"].get("deletionTimestamp") else None
+
+    evicted = cluster.wait_for("evicted pod terminating", terminating, timeout=30, interval=0.2)
+    assert any(c["type"] == "DisruptionTarget" and c["status"] == "True"
+               for c in evicted["status"].get("conditions", [])), evicted["status"]
+    cluster.kubectl("patch", "pod", pod_name, "-n", namespace, "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": {"phase": "Failed"}}), check=False)
     st = wait_phase(cluster, namespace, name, ("Succeeded", "Failed"), timeout=240)
     outcome = _assert_retried_or_clear(st, job)
     print(f"\nevicted {pod_name}: run {outcome}")
@@ -316,8 +331,10 @@ def test_spec_edit_while_running(cluster, namespace, storage, operator_process):
     assert [r["iteration"] for r in st["iterations"]] == [1, 2, 3]
     jobs = {j["metadata"]["name"]: j for j in stage_jobs(cluster, namespace, name)}
     # what started before the edit keeps its configuration; later stages get the new one
-    assert _max_tokens(jobs[f"{name}-i1-synthesize"]) == {"77"}, jobs[f"{name}-i1-synthesize"]["spec"]["template"]
-    assert _max_tokens(jobs[f"{name}-i2-synthesize"]) == {"93"}
-    assert _max_tokens(jobs[f"{name}-i3-synthesize"]) == {"93"}
+    first = _max_tokens(jobs[f"{name}-i1-synthesize"])
+    assert "77" in first and "93" not in first, first
+    for n in (2, 3):
+        later = _max_tokens(jobs[f"{name}-i{n}-synthesize"])
+        assert "93" in later and "77" not in later, later
     reasons = [e["reason"] for e in events_of(cluster, namespace, name)]
     assert "SpecChanged" in reasons, reasons

@@ -94,7 +94,7 @@ def _operator_errors(op) -> list[str]:
 @pytest.mark.slow
 def test_operator_sigkilled_at_random_moments_of_concurrent_runs(cluster, namespace, storage, operator_process):
     iterations, runs, kills_wanted = 3, 4, 20
-    annotations = {"*": {"sheepdog.test/duration": "1s"}}
+    annotations = {"*": {"sheepdog.test/duration": "3s"}}
 
     # the undisturbed reference run of the same spec, first
     cluster.apply(run_manifest("calm", namespace, iterations=iterations, extra_annotations=annotations))
@@ -109,21 +109,24 @@ def test_operator_sigkilled_at_random_moments_of_concurrent_runs(cluster, namesp
     ledger = JobLedger()
     kills = kills_mid_run = 0
     started = time.monotonic()
-    while kills < kills_wanted:
-        time.sleep(rng.uniform(0.2, 2.5))
+    while kills_mid_run < kills_wanted:  # 20 kills while at least one run is still going
+        time.sleep(rng.uniform(0.2, 1.5))
         ledger.observe(_jobs_by_name(cluster, namespace))
         operator_process.kill()
         kills += 1
         phases = [(get_run(cluster, namespace, n).get("status") or {}).get("phase") for n in names]
         if any(p not in ("Succeeded", "Failed") for p in phases):
             kills_mid_run += 1
-        time.sleep(rng.uniform(0.0, 1.0))  # sometimes a pod finishes while nobody watches
+        else:
+            operator_process.start()
+            break
+        time.sleep(rng.uniform(0.0, 0.5))  # sometimes a pod finishes while nobody watches
         operator_process.start()
         if time.monotonic() - started > 400:
             break
     done = {n: get_run(cluster, namespace, n).get("status", {}).get("phase") for n in names}
     print(f"\n{kills} SIGKILLs, {kills_mid_run} while runs were going; run phases at the last kill: {done}")
-    assert kills >= kills_wanted
+    assert kills_mid_run >= kills_wanted
 
     finished = _wait_all(cluster, namespace, names, ledger, timeout=400)
     ledger.observe(_jobs_by_name(cluster, namespace))
@@ -219,7 +222,7 @@ def test_gpu_node_deleted_under_a_running_stage(cluster, namespace, storage, ope
     name = "quake"
     # synthesize runs long enough for the pod GC (40 s quarantine of orphaned pods) to act first
     cluster.apply(run_manifest(name, namespace, iterations=1, extra_annotations={
-        "*": {"sheepdog.test/duration": "1s"}, "i1.synthesize": {"sheepdog.test/duration": "60s"}}))
+        "*": {"sheepdog.test/duration": "1s"}, "i1.synthesize": {"sheepdog.test/duration": "75s"}}))
     job = f"{name}-i1-synthesize"
     pod = cluster.wait_for("synthesize pod running", lambda: _running_pod(cluster, namespace, job), timeout=120,
                            interval=0.2)
@@ -241,9 +244,15 @@ def test_gpu_node_deleted_under_a_running_stage(cluster, namespace, storage, ope
     print(f"\nnode {node} deleted under {pod['metadata']['name']}: run {outcome} after {time.monotonic() - t0:.1f}s")
     assert sorted(_jobs_by_name(cluster, namespace, name)) == _expected_jobs(name, 1)
     [j] = [j for j in stage_jobs(cluster, namespace, name) if j["metadata"]["name"] == job]
+    pods = cluster.get_json("pods", "-n", namespace, "-l", f"batch.kubernetes.io/job-name={job}")["items"]
+    print(f"Job status {j['status'].get('succeeded')} succeeded / {j['status'].get('failed', 0)} failed; pods "
+          f"{[(p['metadata']['name'], p['status'].get('phase')) for p in pods]}")
     if outcome == "Succeeded":
-        # the disruption did not count against backoffLimit (podFailurePolicy Ignore DisruptionTarget)
-        assert j["status"].get("failed", 0) == 0 or j["status"].get("succeeded") == 1, j["status"]
+        # the pod GC failed the orphaned pod (DisruptionTarget), the Job controller replaced it
+        # without spending a retry (podFailurePolicy Ignore), and the replacement succeeded
+        assert j["status"].get("succeeded") == 1 and j["status"].get("failed", 0) == 0, j["status"]
+        winners = [p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Succeeded"]
+        assert winners and pod["metadata"]["name"] not in winners, (winners, pod["metadata"]["name"])
 
 
 def test_evicted_stage_pod_is_retried(cluster, namespace, storage, operator_process):

@@ -94,7 +94,7 @@ def _operator_errors(op) -> list[str]:
 @pytest.mark.slow
 def test_operator_sigkilled_at_random_moments_of_concurrent_runs(cluster, namespace, storage, operator_process):
     iterations, runs, kills_wanted = 3, 4, 20
-    annotations = {"*": {"sheepdog.test/duration": "3s"}}
+    annotations = {"*": {"sheepdog.test/duration": "5s"}}
 
     # the undisturbed reference run of the same spec, first
     cluster.apply(run_manifest("calm", namespace, iterations=iterations, extra_annotations=annotations))
@@ -110,7 +110,7 @@ def test_operator_sigkilled_at_random_moments_of_concurrent_runs(cluster, namesp
     kills = kills_mid_run = 0
     started = time.monotonic()
     while kills_mid_run < kills_wanted:  # 20 kills while at least one run is still going
-        time.sleep(rng.uniform(0.2, 1.5))
+        time.sleep(rng.uniform(0.1, 1.0))
         ledger.observe(_jobs_by_name(cluster, namespace))
         operator_process.kill()
         kills += 1

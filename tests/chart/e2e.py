@@ -50,12 +50,12 @@ def delete_namespace(cluster: Any, name: str) -> None:
 def apply_monitoring_crds(cluster: Any) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(MONITORING_CRDS))
     for name in ("servicemonitors", "prometheusrules"):
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}.monitoring.coreos.com")
+        cluster.wait_established(f"{name}.monitoring.coreos.com")
 
 
 def apply_chart_crds(cluster: Any) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/selfalignmentruns.sheepdog.dev")
+    cluster.wait_established("selfalignmentruns.sheepdog.dev")
     cluster.wait_for("SelfAlignmentRun discovery", lambda: cluster.kubectl(
         "get", "selfalignmentruns", "-A", check=False).returncode == 0, timeout=30)
 

@@ -66,6 +66,15 @@ class Cluster:
     def get_json(self, *args: str) -> Any:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
+    def wait_established(self, crd: str, timeout: float = 60) -> None:
+        """Polls the CRD's Established condition. `kubectl wait --for=condition=...` fails at
+        once when a just-created CRD has no conditions yet (seen about 1 session in 8)."""
+        def established() -> bool:
+            conds = self.get_json("crd", crd).get("status", {}).get("conditions", [])
+            return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
+
+        self.wait_for(f"CRD {crd} Established", established, timeout=timeout)
+
     def apply(self, manifest: str | dict, namespace: str | None = None) -> None:
         text = manifest if isinstance(manifest, str) else json.dumps(manifest)
         ns = ["-n", namespace] if namespace else []

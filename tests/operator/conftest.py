@@ -140,8 +140,7 @@ class OperatorProcess:
 @pytest.fixture(scope="session")
 def crd(cluster):
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    "crd/selfalignmentruns.sheepdog.dev")
+    cluster.wait_established("selfalignmentruns.sheepdog.dev")
     # discovery can lag the Established condition by a moment
     cluster.wait_for("SelfAlignmentRun discovery",
                      lambda: cluster.kubectl("get", "selfalignmentruns", "-A", check=False).returncode == 0,

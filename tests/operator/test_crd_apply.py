@@ -26,7 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def crd(cluster) -> dict[str, Any]:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=sheepdog-tests",
                     "-f", str(ROOT / CRD_FILE))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    cluster.wait_established(CRD_NAME)
     obj = cluster.get_json("crd", CRD_NAME)
     conds = {c["type"]: c for c in obj["status"].get("conditions", [])}
     assert conds["NamesAccepted"]["status"] == "True", conds

@@ -52,9 +52,9 @@ def tiny_model() -> str:
 
 @pytest.fixture(scope="session")
 def seed_tasks() -> str:
-    if not SEED_TASKS.is_file():
-        pytest.skip(f"seed tasks not found at {SEED_TASKS}")
-    return str(SEED_TASKS)
+    # The Self-Instruct seeds sit beside the checkout (shared/); a checkout without them uses
+    # the project's own quickstart seeds rather than skipping the model tests.
+    return str(SEED_TASKS if SEED_TASKS.is_file() else REPO / "examples" / "seeds" / "quickstart.jsonl")
 
 
 @pytest.fixture

@@ -300,6 +300,9 @@ class PodRun:
 
         env = self._env(container)
         env = {k: map_string(v) for k, v in env.items()}
+        # No images here: the image's `python` is stood in for by this executor's own
+        # interpreter (the project's venv), whatever PATH the executor was started with.
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         argv += list(container.get("args") or [])
         argv = [map_string(self._expand(a, env)) for a in argv]
         wd = container.get("workingDir")

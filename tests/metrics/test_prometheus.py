@@ -97,8 +97,12 @@ def scraped(cluster, tmp_path_factory):
             start = time.time()
             prom.start()
             op.start()
-            # each stage lasts 3 s: several scrapes see every stage of the run
-            cluster.apply(good_run("good", run_ns, duration="3s"))
+            # the runs start only once a scrape of the operator has succeeded: on a loaded
+            # machine Prometheus's first scrapes can come after the first stage has ended
+            cluster.wait_for("first successful scrape of the operator",
+                             lambda: any(t["health"] == "up" for t in prom.targets()), timeout=60, interval=0.5)
+            # each stage lasts 5 s: several 1 s scrapes see every stage even if one times out
+            cluster.apply(good_run("good", run_ns, duration="5s"))
             cluster.apply(failing_run("bad", run_ns))
             try:
                 for name in ("good", "bad"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,25 @@ def test_gpu_job_that_fails_uses_its_backoff_limit(cluster, namespace):
         term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
         assert term["exitCode"] == 3
         assert term["message"] == "out of memory"
+
+
+def test_held_pod_outlives_its_duration(cluster, namespace):
+    # sheepdog.test/hold cancels the end kwok scheduled when the pod started
+    cluster.apply(job_manifest("held", {"sheepdog.test/duration": "6s"}), namespace)
+
+    def running_pod():
+        pods = cluster.get_json("pods", "-n", namespace, "-l", "job-name=held")["items"]
+        return next((p for p in pods if p["status"].get("phase") == "Running"), None)
+
+    name = cluster.wait_for("held pod running", running_pod, timeout=120, interval=0.2)["metadata"]["name"]
+    cluster.kubectl("annotate", "pod", name, "-n", namespace, "sheepdog.test/hold=true")
+    held = cluster.wait_for("pod held", lambda: (p := cluster.get_json("pod", name, "-n", namespace))
+                            ["status"].get("reason") == "SheepdogTestHeld" and p, timeout=60, interval=0.2)
+    assert held["status"]["phase"] == "Running"
+    time.sleep(10)  # past the 6 s the pod would have run
+    pod = cluster.get_json("pod", name, "-n", namespace)
+    assert pod["status"]["phase"] == "Running", pod["status"]
+    assert job_condition(cluster, namespace, "held") is None
 
 
 def test_pod_beyond_gpu_capacity_stays_pending(cluster, namespace):

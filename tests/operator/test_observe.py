@@ -357,3 +357,44 @@ def test_attempts_do_not_dip_while_the_job_controller_counts_a_failure():
     # and never below what status recorded
     status = {"iterations": [{"iteration": 1, "stages": {"synthesize": {"phase": "Running", "attempts": 3}}}]}
     assert obs.observe_job(job(failed=2), status).attempts == 3
+
+
+def test_job_signature_changes_exactly_when_the_observation_can():
+    base = job(active=1)
+    variants = {
+        "ready": job(active=1, ready=1),
+        "terminating": job(active=1, ready=0, terminating=0),
+        "uncounted empty": job(active=1, uncountedTerminatedPods={}),
+    }
+    for what, v in variants.items():
+        assert obs.job_signature(v) == obs.job_signature(base), what
+        assert obs.observe_job(v, {}) == obs.observe_job(base, {}), what
+    changes = {
+        "pod failed, counted": job(active=1, failed=1),
+        "pod failed, not yet counted, next running": job(active=1, uncountedTerminatedPods={"failed": ["u1"]}),
+        "no pod active": job(active=0),
+        "complete": job(succeeded=1, conditions=[cond("Complete")], completionTime="2025-01-01T00:01:00Z"),
+        "failed": job(failed=1, conditions=[cond("Failed", "BackoffLimitExceeded")]),
+    }
+    for what, v in changes.items():
+        assert obs.job_signature(v) != obs.job_signature(base), what
+        assert obs.observe_job(v, {}) != obs.observe_job(base, {}), what
+    unstarted = job()
+    del unstarted["status"]["startTime"]
+    assert obs.job_signature(unstarted) != obs.job_signature(job())
+
+
+def test_dispatcher_drops_job_events_that_change_nothing_it_reads():
+    from types import SimpleNamespace
+
+    from sheepdog.kube.handlers import Dispatcher
+
+    d = Dispatcher(SimpleNamespace(metrics=None), executor=None)
+    assert d.job_changed("u1", job(active=1))  # first sight (also after a restart)
+    assert not d.job_changed("u1", job(active=1, ready=1))
+    assert d.job_changed("u1", job(succeeded=1, conditions=[cond("Complete")]))
+    assert not d.job_changed("u1", job(succeeded=1, conditions=[cond("Complete")]))
+    assert d.job_changed("u2", job(succeeded=1, conditions=[cond("Complete")]))  # another Job
+    assert d.job_changed("u1", None)  # deleted
+    assert d.job_changed("u1", job(succeeded=1, conditions=[cond("Complete")]))  # forgotten with it
+    assert d.job_changed(None, job())  # no uid: never dropped

@@ -2,7 +2,9 @@
 
 Triggers (all end in Dispatcher.trigger(namespace, name)):
   - any watch event of a SelfAlignmentRun (including the initial listing after a start);
-  - any watch event of a Job labelled sheepdog.dev/run (its run is reconciled);
+  - a watch event of a Job labelled sheepdog.dev/run that changes what the planner reads of
+    it (observe.job_signature: state, attempts, start and finish), or deletes it; the other
+    Job events (a pod became ready, counters moving between fields) are dropped here;
   - a periodic resync of every run (one background task), the safety net for a lost event.
 
 Only `@kopf.on.event` handlers are registered: Kopf then adds no finalizer and writes no
@@ -27,7 +29,7 @@ from typing import Any, Awaitable, Callable, Optional
 
 from sheepdog.api.spec import GROUP, PLURAL, VERSION
 from sheepdog.kube.client import Conflict
-from sheepdog.kube.observe import LABEL_RUN
+from sheepdog.kube.observe import LABEL_RUN, job_signature
 from sheepdog.kube.reconcile import Reconciler
 
 log = logging.getLogger("sheepdog.handlers")
@@ -54,6 +56,21 @@ class Dispatcher:
         self.last_resync: Optional[float] = None
         self.reconciles = 0
         self._tasks: set[asyncio.Task] = set()
+        self._job_signatures: dict[str, tuple] = {}  # Job uid -> job_signature last triggered on
+
+    def job_changed(self, uid: Optional[str], body: Optional[Any]) -> bool:
+        """Whether a Job event (body None: deleted) can change its run's plan. The first event
+        of every Job after a start counts, so nothing is missed across restarts."""
+        if not uid:
+            return True
+        if body is None:
+            self._job_signatures.pop(uid, None)
+            return True
+        sig = job_signature(body)
+        if self._job_signatures.get(uid) == sig:
+            return False
+        self._job_signatures[uid] = sig
+        return True
 
     async def trigger(self, namespace: str, name: str, why: str = "") -> None:
         key = (namespace, name)
@@ -187,9 +204,12 @@ def register(registry: Any, dispatcher: Dispatcher) -> None:
         await dispatcher.trigger(namespace, name, why=f"run {type or 'listed'}")
 
     @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN: kopf.PRESENT}, registry=registry)
-    async def job_event(type: Optional[str], body: Any, namespace: Optional[str], labels: Any, **_: Any) -> None:
+    async def job_event(type: Optional[str], body: Any, namespace: Optional[str], labels: Any,
+                        uid: Optional[str] = None, **_: Any) -> None:
         run = labels.get(LABEL_RUN)
         if not run or not namespace:
+            return
+        if not dispatcher.job_changed(uid, None if type == "DELETED" else body):
             return
         await dispatcher.trigger(namespace, run, why=f"job {body.get('metadata', {}).get('name')} {type or 'listed'}")
 

@@ -74,6 +74,14 @@ def job_attempts(job: Mapping[str, Any]) -> int:
     return failed
 
 
+def job_signature(job: Mapping[str, Any]) -> tuple:
+    """Everything of a Job that observe_job reads from it. A Job event that leaves this
+    unchanged (a pod became ready, a finalizer went) cannot change the plan."""
+    st = job.get("status") or {}
+    return (job_state(job), job_attempts(job), int(st.get("failed") or 0), st.get("startTime"),
+            job_finished_at(job))
+
+
 def job_finished_at(job: Mapping[str, Any]) -> Optional[str]:
     st = job.get("status") or {}
     state = job_state(job)

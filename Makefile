@@ -6,7 +6,7 @@ CACHE ?= $(or $(SHEEPDOG_CACHE),$(HOME)/.cache/sheepdog)
 MODEL := $(CACHE)/models/smollm2-135m-instruct
 DEMO := runs/quickstart
 
-.PHONY: venv model demo test test-fast cluster-bin bench crds clean-demo
+.PHONY: venv model demo test test-fast cluster-bin debian-packages bench crds clean-demo
 
 venv:
 	scripts/setup-venv
@@ -23,7 +23,10 @@ demo: model
 cluster-bin:
 	tests/cluster/build
 
-test: venv cluster-bin
+debian-packages:
+	scripts/setup-debian
+
+test: venv cluster-bin debian-packages
 	$(PY) -m pytest
 
 # Unit tests only: no cluster, no model.

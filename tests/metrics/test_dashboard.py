@@ -7,7 +7,6 @@ operator during a simulated run."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
@@ -153,7 +152,6 @@ def test_variables(dashboard):
     assert "$namespace" in vars_["run"]["definition"]
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_every_query_parses(dashboard, tmp_path):
     """promtool checks each query (variables substituted) as a recording rule's expression."""
     rules = []

@@ -12,7 +12,6 @@ passes `promtool check metrics`, and stopping the operator makes SheepdogOperato
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -50,8 +49,6 @@ from tests.metrics.prometheus import Prometheus, scrape_config_from_service_moni
 pytestmark = [
     pytest.mark.cluster,
     pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("prometheus") is None or shutil.which("promtool") is None,
-                       reason="Debian's prometheus package is not installed"),
 ]
 
 VALUES = {

@@ -22,7 +22,6 @@ from tests.metrics.promql import (
 HERE = Path(__file__).resolve().parent
 UNIT_TESTS = HERE / "alerts.test.yaml"
 
-pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (apt-get install prometheus)")
 
 VALUE_SETS = {
     "defaults": None,

@@ -85,3 +85,18 @@ def test_counter_and_histogram_names_follow_conventions():
     assert s[("sheepdog_job_failures_total", (("namespace", "ns"), ("stage", "train")))] == 1
     assert s[("sheepdog_stage_transition_latency_seconds_count", (("namespace", "ns"), ("stage", "curate")))] == 1
     assert s[("sheepdog_jobs_created_total", (("namespace", "ns"), ("stage", "synthesize")))] == 1
+
+
+def test_stage_counters_of_a_namespace_start_at_zero():
+    """increase() only sees the first failure of a namespace if the series existed before it."""
+    m = Metrics()
+    assert not [k for k in samples(m) if k[0] == "sheepdog_job_failures_total"]
+    m.observe_run("ns", "r", STATUS)
+    s = samples(m)
+    for stage in ("synthesize", "curate", "train", "evaluate"):
+        labels = (("namespace", "ns"), ("stage", stage))
+        for name in ("sheepdog_jobs_created_total", "sheepdog_job_failures_total", "sheepdog_stage_retries_total"):
+            assert s[(name, labels)] == 0, (name, stage)
+    m.stage_finished("ns", "train", "failed", 3.0)
+    m.observe_run("ns", "r", STATUS)  # a later reconcile does not reset anything
+    assert samples(m)[("sheepdog_job_failures_total", (("namespace", "ns"), ("stage", "train")))] == 1

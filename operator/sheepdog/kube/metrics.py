@@ -10,6 +10,8 @@ Per-run series are derived from the run's status on every reconcile (`observe_ru
 are right after an operator restart too; they are removed when the run is deleted
 (`forget_run`). Counters and histograms count what this process saw happen (a transition is
 counted once: when a reconcile moves the status record of a stage, which happens once).
+The per-stage counters of a namespace exist at 0 from its first run on: `increase()` and
+`rate()` then see the first Job, retry or failure (a series born at 1 shows no increase).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import threading
 from typing import Any, Mapping, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sheepdog.api.spec import STAGES
 
 PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
 
@@ -91,6 +95,7 @@ class Metrics:
         # (namespace, run) -> the label sets this process has set for the run, to remove them.
         self._series: dict[tuple[str, str], dict[str, set[tuple[str, ...]]]] = {}
         self._phases: dict[tuple[str, str], str] = {}
+        self._namespaces: set[str] = set()
 
     # ----------------------------------------------------------------------------------------
     # per-run gauges, from status
@@ -116,6 +121,7 @@ class Metrics:
         key = (namespace, name)
         fams = self._families()
         with self._lock:
+            self._zero_counters(namespace)
             old = self._series.pop(key, {})
             phase = status.get("phase") or "Pending"
             self._phases[key] = phase
@@ -152,6 +158,14 @@ class Metrics:
                     except KeyError:
                         pass
             self._recount(namespace)
+
+    def _zero_counters(self, namespace: str) -> None:
+        if namespace in self._namespaces:
+            return
+        self._namespaces.add(namespace)
+        for stage in STAGES:
+            for counter in (self.jobs_created, self.job_failures, self.stage_retries):
+                counter.labels(namespace, stage)
 
     def forget_run(self, namespace: str, name: str) -> None:
         """Remove every series of a deleted run."""

@@ -210,29 +210,33 @@ def test_unmerged_adapter_as_generator_is_refused(workdir, make_config, run_cli,
     assert_clean_failure(proc, summary, workdir, "generatorModel", "unmerged LoRA adapter", "merge: true")
 
 
-def test_curate_merges_shards_and_drops_cross_shard_duplicates(workdir, make_config, run_cli):
+def test_curate_of_a_sharded_synthesize_reads_its_one_set_of_files(workdir, make_config, run_cli):
+    """Synthesize's shards write one globally deduplicated assessments.jsonl (every shard count
+    gives the same bytes): curate takes it as it is, with no merge and no dedup of its own, and
+    ignores shard-<k>/ directories an older version left."""
     from sheepdog_jobs import storage
 
     def pair(i, instruction, quality):
-        return {"id": f"i1-s{i}", "instruction": instruction, "input": "", "output": "An answer.",
+        return {"id": f"i1-{i:06d}", "instruction": instruction, "input": "", "output": "An answer.",
                 "ruleReason": None, "scores": {"quality": quality, "following": quality}}
 
-    shards = [[pair(0, "Write a short poem about the sea at night.", 7.0)],
-              [pair(1, "Write a short poem about the sea at night!", 9.0),  # near-duplicate of shard 0
-               pair(2, "List three ways to save water at home.", 5.0)]]
-    for k, records in enumerate(shards):
-        d = workdir / "i1" / "synthesize" / f"shard-{k}"
-        storage.write_jsonl(d / "assessments.jsonl", records)
-        storage.write_manifest(d, ["assessments.jsonl"], "fp")
+    src = workdir / "i1" / "synthesize"
+    records = [pair(0, "Write a short poem about the sea at night.", 7.0),
+               pair(1, "Write a short poem about the sea at night!", 9.0),  # not curate's to dedup
+               pair(2, "List three ways to save water at home.", 5.0)]
+    storage.write_jsonl(src / "assessments.jsonl", records)
+    storage.write_manifest(src, ["assessments.jsonl"], "fp")
+    old = src / "shard-0"
+    storage.write_jsonl(old / "assessments.jsonl", [pair(9, "Name a colour.", 9.0)])
+    storage.write_manifest(old, ["assessments.jsonl"], "fp")
     cfg = make_config(workdir, "curate", spec={"stages": {"synthesize": {"shards": 2}}, "filter": {"keepFraction": 1.0}})
     proc, summary = run_cli(cfg)
     assert proc.returncode == 0, proc.stderr
-    assert summary["kept"] == 2 and summary["assessed"] == 2 and summary["keepRate"] == 1.0
-    assert summary["dropped"] == {"rouge_similar_across_shards": 1}
+    assert summary["kept"] == 3 and summary["assessed"] == 3 and summary["dropped"] == {}
     kept = storage.read_jsonl(workdir / "i1" / "curate" / "kept.jsonl")
-    assert [r["id"] for r in kept] == ["i1-s0", "i1-s2"]  # the first shard's copy wins
-    # One shard incomplete: refused, naming it.
-    (workdir / "i1" / "synthesize" / "shard-1" / "_SUCCESS").unlink()
+    assert [r["id"] for r in kept] == ["i1-000000", "i1-000001", "i1-000002"]
+    # Incomplete (no _SUCCESS): refused, whatever the shard count.
+    (src / "_SUCCESS").unlink()
     cfg = make_config(workdir, "curate", spec={"stages": {"synthesize": {"shards": 2}}, "filter": {"keepFraction": 0.5}})
     proc, summary = run_cli(cfg)
-    assert proc.returncode != 0 and "shard-1" in summary["error"]
+    assert proc.returncode != 0 and "no complete synthesize output" in summary["error"]

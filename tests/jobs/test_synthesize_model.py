@@ -195,7 +195,8 @@ def test_changed_assessment_setting_redoes_only_phase_c(tmp_path, runs, make_con
     out = tmp_path / "i1" / "synthesize"
     out.mkdir(parents=True)
     for f in os.listdir(ref_dir / "i1" / "synthesize"):
-        (out / f).write_bytes((ref_dir / "i1" / "synthesize" / f).read_bytes())
+        if (ref_dir / "i1" / "synthesize" / f).is_file():  # not claims/ and blocks/: phase C is redone
+            (out / f).write_bytes((ref_dir / "i1" / "synthesize" / f).read_bytes())
     spec = {**SPEC, "engine": "transformers", "assessment": {"scoring": "logprobs", "criteria": ["quality"]}}
     cfg = make_config(tmp_path, "synthesize", spec=spec, model=tiny_model, seed_file=seed_tasks)
     a_stamp = stamp(out, "instructions.jsonl")
@@ -309,36 +310,76 @@ def test_engines_feed_the_same_tokens_and_agree_on_scores(tmp_path, tiny_model):
         assert all(n == 12 if r == "length" else r == "stop" for r, n in zip(result["reasons"], result["tokens"]))
 
 
-def test_sharded_synthesize_then_curate_merges(tmp_path, make_config, tiny_model, seed_tasks):
-    """An Indexed Job of 2 pods: each takes its index from JOB_COMPLETION_INDEX, generates its
-    half of dataSize under shard-<k>/; curate merges both shards."""
-    spec = {**SPEC, "engine": "transformers", "stages": {"synthesize": {"shards": 2}}}
-    cfg = make_config(tmp_path, "synthesize", spec=spec, model=tiny_model, seed_file=seed_tasks,
-                      shard={"count": 2})
-    summaries = []
-    for index in (0, 1):
-        summary = tmp_path / f"s{index}.json"
-        proc = subprocess.run(stage_args(cfg, summary), capture_output=True, text=True, timeout=600,
-                              env=stage_env(JOB_COMPLETION_INDEX=str(index)), cwd=REPO)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        summaries.append(read_summary(summary))
-    out = Path(cfg.out_dir)
-    assert not (out / "instructions.jsonl").exists()
-    ids = []
-    for index, summary in enumerate(summaries):
-        assert summary["shard"] == index and summary["shards"] == 2
-        assert 1 <= summary["generated"] <= 2  # half of dataSize 4
-        records = storage.read_jsonl(out / f"shard-{index}" / "instructions.jsonl")
-        assert all(r["id"].startswith(f"i1-s{index}-") for r in records)
-        ids += [r["id"] for r in records]
-    assert len(set(ids)) == len(ids)
+SHARD_SPEC = {"engine": "transformers", "synthesis": {"dataSize": 6, "maxTokens": 160, "maxRequests": 12}}
 
-    curate = make_config(tmp_path, "curate", spec=spec, model=tiny_model, seed_file=seed_tasks)
-    proc = subprocess.run(stage_args(curate, tmp_path / "c.json"), capture_output=True, text=True,
+
+def sharded_config(workdir: Path, make_config, model: str, seeds: str, shards: int):
+    """A synthesize config with blocks of 2 requests and chunks of 2 instructions (plan.json
+    written first, as the first worker would), so that even 6 instructions make several
+    units to share."""
+    from sheepdog_jobs.stages.synthesize import Synthesis
+
+    spec = {**SHARD_SPEC, "stages": {"synthesize": {"shards": shards}}}
+    cfg = make_config(workdir, "synthesize", spec=spec, model=model, seed_file=seeds,
+                      **({"shard": {"count": shards}} if shards > 1 else {}))
+    s = Synthesis(cfg)
+    s.validate()
+    storage.atomic_write_text(s.plan_path(), '{"block":2,"chunk":2}\n')
+    return cfg
+
+
+def run_shards(cfg, workdir: Path, indices) -> list[dict]:
+    """The shards `indices` as processes started at once (JOB_COMPLETION_INDEX, as in pods)."""
+    procs = []
+    for index in indices:
+        err = open(workdir / f"s{index}.err", "w")
+        procs.append((index, err, subprocess.Popen(
+            stage_args(cfg, workdir / f"s{index}.json"), stdout=subprocess.DEVNULL, stderr=err,
+            env=stage_env(JOB_COMPLETION_INDEX=str(index)), cwd=REPO)))
+    summaries = []
+    for index, err, proc in procs:
+        assert proc.wait(timeout=900) == 0, (workdir / f"s{index}.err").read_text()[-3000:]
+        err.close()
+        summaries.append(read_summary(workdir / f"s{index}.json"))
+    return summaries
+
+
+def test_sharded_synthesize_equals_unsharded(tmp_path, make_config, tiny_model, seed_tasks):
+    """shards: 1 and shards: 2 (two processes at once on one output directory) write
+    byte-identical instructions, responses and assessments; the shards' summaries add up to
+    the unsharded one; curate reads the one set of files."""
+    one_dir, two_dir = tmp_path / "k1", tmp_path / "k2"
+    one_dir.mkdir()
+    two_dir.mkdir()
+    [one] = run_shards(sharded_config(one_dir, make_config, tiny_model, seed_tasks, 1), one_dir, [0])
+    cfg = sharded_config(two_dir, make_config, tiny_model, seed_tasks, 2)
+    two = run_shards(cfg, two_dir, [0, 1])
+    ref, out = one_dir / "i1" / "synthesize", Path(cfg.out_dir)
+    assert one["generated"] == len(storage.read_jsonl(ref / "instructions.jsonl")) >= 1
+    for name in PHASE_FILES:
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+    assert [s["shard"] for s in two] == [0, 1] and all(s["shards"] == 2 for s in two)
+    for key in ("generated", "assessed", "parseFailures"):
+        assert sum(s[key] for s in two) == one[key], key
+    # both worked (with block 2 and 6 instructions there are several blocks and chunks)
+    owners = {p.read_text() for p in (out / "claims").rglob("*-*") if "." not in p.name}
+    assert owners == {"0", "1"}
+    assert not any(out.glob("shard-*"))
+
+    curate = make_config(two_dir, "curate", spec={**SHARD_SPEC, "stages": {"synthesize": {"shards": 2}}},
+                         model=tiny_model, seed_file=seed_tasks)
+    proc = subprocess.run(stage_args(curate, two_dir / "c.json"), capture_output=True, text=True,
                           timeout=120, env=stage_env(), cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = read_summary(tmp_path / "c.json")
-    kept = storage.read_jsonl(tmp_path / "i1" / "curate" / "kept.jsonl")
-    dropped = storage.read_jsonl(tmp_path / "i1" / "curate" / "dropped.jsonl")
-    assert sorted(r["id"] for r in kept + dropped) == sorted(ids)
-    assert result["kept"] == len(kept) >= 1
+    kept = storage.read_jsonl(two_dir / "i1" / "curate" / "kept.jsonl")
+    dropped = storage.read_jsonl(two_dir / "i1" / "curate" / "dropped.jsonl")
+    assert sorted(r["id"] for r in kept + dropped) == [r["id"] for r in storage.read_jsonl(ref / "instructions.jsonl")]
+
+    # shards: 2 where shard 1 never starts: shard 0 finishes alone, with the same bytes.
+    alone_dir = tmp_path / "alone"
+    alone_dir.mkdir()
+    cfg = sharded_config(alone_dir, make_config, tiny_model, seed_tasks, 2)
+    [alone] = run_shards(cfg, alone_dir, [0])
+    for name in PHASE_FILES:
+        assert (Path(cfg.out_dir) / name).read_bytes() == (ref / name).read_bytes(), name
+    assert alone["generated"] == one["generated"] and alone["assessed"] == one["assessed"]

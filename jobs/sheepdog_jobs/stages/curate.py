@@ -16,7 +16,6 @@ from pathlib import Path
 from sheepdog.stage_config import StageConfig
 from sheepdog_jobs import storage
 from sheepdog_jobs.curation import select_by_keep_fraction, select_by_threshold
-from sheepdog_jobs.rouge import FastDedup
 from sheepdog_jobs.rules import rule_filter_reason
 from sheepdog_jobs.stages.common import StageError, check_model, layout, mean
 
@@ -31,8 +30,9 @@ def run(config: StageConfig) -> dict:
     sources = _sources(config)
     fp = storage.fingerprint(
         {"stage": "curate", "iteration": config.iteration, "filter": f.model_dump(mode="json"),
+         # "sources" stays so that earlier runs' fingerprints stay valid: there is one source
+         # for every shard count (synthesize's shards write one set of files).
          "criteria": list(spec.assessment.criteria), "sources": len(sources),
-         **({"rougeLMax": spec.synthesis.rouge_l_max} if len(sources) > 1 else {}),
          **({"model": storage.model_identity(config.generator_model), "maxSamples": spec.training.max_samples,
              "chatTemplate": spec.model.chat_template} if f.method != "score" else {})},
         sources)
@@ -58,9 +58,6 @@ def run(config: StageConfig) -> dict:
             dropped.append((r, f"rule_{reason}"))
         else:
             candidates.append(r)
-    if len(sources) > 1:  # after the rules, so a dropped pair never shadows a good one
-        candidates, similar = _dedup_across_shards(candidates, spec.synthesis.rouge_l_max)
-        dropped += similar
     criteria = list(spec.assessment.criteria)
     extra = {}
     if f.method != "score":
@@ -117,27 +114,11 @@ def _model_filter(config: StageConfig, candidates: list[dict]):
 
 
 def _sources(config: StageConfig) -> list[Path]:
-    """assessments.jsonl of synthesize, or of each of its shards; only complete ones."""
+    """assessments.jsonl of synthesize, only when complete. However many shards ran, synthesize
+    writes one set of files, already deduplicated globally (ROUGE-L against everything kept
+    before, in the global request order): there is nothing to merge here."""
     src = Path(layout(config).stage_dir(config.iteration, "synthesize"))
-    if storage.verify_manifest(src, None) is not None:
-        return [src / INPUT]
-    shards = config.spec.stages.synthesize.shards
-    dirs = [src / f"shard-{k}" for k in range(shards)] if shards > 1 else [src]
-    for d in dirs:
-        if storage.verify_manifest(d, None) is None:
-            raise StageError(f"{d}: no complete synthesize output (missing or damaged _SUCCESS); "
-                             "run synthesize for this iteration first")
-    return [d / INPUT for d in dirs]
-
-
-def _dedup_across_shards(records: list[dict], threshold: float):
-    """Each shard deduplicated against the seeds and itself; pairs from different shards can
-    still be near-duplicates. Keep the first (shard order), as phase A would have."""
-    dedup = FastDedup((), threshold=threshold)
-    kept, dropped = [], []
-    for r in records:
-        if dedup.add_if_novel(r["instruction"]):
-            kept.append(r)
-        else:
-            dropped.append((r, "rouge_similar_across_shards"))
-    return kept, dropped
+    if storage.verify_manifest(src, None) is None:
+        raise StageError(f"{src}: no complete synthesize output (missing or damaged _SUCCESS); "
+                         "run synthesize for this iteration first")
+    return [src / INPUT]

@@ -14,18 +14,38 @@ scores, and curate drops them for that reason. "assessed" counts the judged pair
 that enter the score filter (the base of keepRate, as in the reference log "5,875 pairs
 entered the score filter, 3,037 kept").
 
-Sharded (StageConfig.shard.count > 1, an Indexed Job; the index comes from the config or
-JOB_COMPLETION_INDEX): shard k writes the same files under <outDir>/shard-k, generating its
-share of dataSize (and of maxRequests) with request seeds that include k; curate merges.
+Units of work, and shards (docs/cost.md, "Sharded generation"). The request stream is
+global: request r draws its examples and sampling seed from (randomSeed, iteration, r), never
+from a shard. Phase A works in blocks of B requests (one engine call each; B is fixed in
+<outDir>/blocks/<fp>/plan.json by the first worker), phases B and C in chunks of C
+instructions; every unit is defined by its global index, so its output is the same whichever
+worker computes it. Workers claim units by creating `claims/<fp>/<a|b|c>-<n>` with O_EXCL
+(content: the shard index) and write `blocks/<fp>/<a|b|c>-<n>.jsonl` atomically. Phase A
+keeps the first dataSize instructions that survive the global ROUGE-L dedup over the
+contiguous prefix of finished blocks, in (request, position) order, so the kept list is a
+pure function of the block files. StageConfig.shard.count = K > 1 (an Indexed Job; the index
+from the config or JOB_COMPLETION_INDEX, or K local processes) just runs K workers on the same
+<outDir>; K = 1 is the same algorithm with one worker, and every K writes the same bytes.
+A worker that restarts under its index redoes the units it had claimed and not finished; a
+claim whose file stops being touched (a heartbeat every few seconds) for
+SHEEPDOG_CLAIM_STALE_SECONDS is taken over, so any one worker can finish the stage alone.
+Each shard's summary counts the kept instructions and judged pairs of the units it claimed
+(they add up over the shards, as the operator merges an Indexed Job's summaries); the
+`_SUCCESS` manifest holds the totals.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
+import threading
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Callable, Iterable, Optional
 
 from sheepdog.stage_config import StageConfig
 from sheepdog_jobs import storage
@@ -40,20 +60,22 @@ from sheepdog_jobs.stages.common import (StageError, check_file, check_model, ch
                                          log, mean, progress, shard_of)
 
 PHASES = ("instructions", "responses", "assessments")
+UNIT = {"instructions": "a", "responses": "b", "assessments": "c"}  # unit file prefixes
 TASKS_PER_REQUEST = 20  # the Alpaca meta prompt asks for 20 tasks (5 shown + 15 new)
-# Requests per engine call: big batches keep a GPU busy; on CPU a batch is minutes of work
-# and overshooting dataSize wastes it.
+# Requests per block (one engine call) in phase A: big batches keep a GPU busy; on CPU a
+# batch is minutes of work and a block beyond dataSize wastes it.
 BATCH = {"vllm": 256, "transformers": 8}
-CHUNK = {"vllm": 512, "transformers": 16}  # prompts per call in phases B and C (progress granularity)
+CHUNK = {"vllm": 512, "transformers": 16}  # instructions per unit in phases B and C
+PLAN = "plan.json"
+POLL_ENV, STALE_ENV = "SHEEPDOG_SHARD_POLL_SECONDS", "SHEEPDOG_CLAIM_STALE_SECONDS"
 
 
-def shard_dir(index: int) -> str:
-    return f"shard-{index}"
+def poll_seconds() -> float:
+    return float(os.environ.get(POLL_ENV, "2"))
 
 
-def share(total: int, index: int, count: int) -> int:
-    """Shard index's part of total: the parts differ by at most one and sum to total."""
-    return total // count + (1 if index < total % count else 0)
+def stale_seconds() -> float:
+    return float(os.environ.get(STALE_ENV, "300"))
 
 
 def phase_file(phase: str) -> str:
@@ -64,6 +86,227 @@ def phase_manifest(phase: str) -> str:
     return f"{storage.MANIFEST}.{phase}"
 
 
+# ---- units and claims: how workers share a phase through the output directory ----------------
+def create_exclusive(path: Path, text: str) -> bool:
+    """Create path with text unless it exists (O_CREAT|O_EXCL: atomic, on NFS v3+ as well)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
+
+
+def publish_once(path: Path, text: str) -> str:
+    """Write path unless it exists, never half-written (a complete temp file, hard-linked into
+    place); returns the content that won."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        storage.atomic_write_text(tmp, text)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links here (SMB): O_EXCL, and readers wait for the content
+            create_exclusive(path, text)
+        finally:
+            tmp.unlink(missing_ok=True)
+    for _ in range(50):
+        content = path.read_text(encoding="utf-8")
+        if content.endswith("\n"):
+            return content
+        time.sleep(0.1)
+    return content
+
+
+class Heartbeat:
+    """Touches the claims this process is working on, so other workers see they are alive."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self.paths: set[Path] = set()
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread: Optional[threading.Thread] = None
+
+    def add(self, path: Path) -> None:
+        with self.lock:
+            self.paths.add(path)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="claim-heartbeat", daemon=True)
+                self.thread.start()
+
+    def discard(self, path: Path) -> None:
+        with self.lock:
+            self.paths.discard(path)
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            with self.lock:
+                paths = list(self.paths)
+            for p in paths:
+                try:
+                    os.utime(p)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+class Units:
+    """The units n = 0, 1, ... of one phase under one fingerprint: claims and outputs."""
+
+    def __init__(self, out: Path, phase: str, fp: str, shard: int, heartbeat: Heartbeat):
+        self.letter, self.shard, self.heartbeat = UNIT[phase], shard, heartbeat
+        self.claims = out / "claims" / fp[:16]
+        self.outputs = out / "blocks" / fp[:16]
+        self.held: set[int] = set()
+        self.seen: dict[int, tuple[int, float]] = {}  # n -> (claim mtime, when we first saw it)
+
+    def claim_path(self, n: int) -> Path:
+        return self.claims / f"{self.letter}-{n}"
+
+    def output_path(self, n: int) -> Path:
+        return self.outputs / f"{self.letter}-{n}.jsonl"
+
+    def done(self, n: int) -> bool:
+        return self.output_path(n).exists()
+
+    def read(self, n: int) -> list[dict]:
+        return storage.read_jsonl(self.output_path(n))
+
+    def owner(self, n: int) -> Optional[int]:
+        try:
+            return int(self.claim_path(n).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def try_claim(self, n: int) -> bool:
+        """True when unit n is this worker's to compute now: unclaimed (claimed here, O_EXCL),
+        claimed under this shard index by an earlier run of it (a restarted pod), or claimed by
+        a worker whose heartbeat stopped (taken over)."""
+        if self.done(n) or n in self.held:
+            return False
+        path = self.claim_path(n)
+        if create_exclusive(path, str(self.shard)):
+            return self._hold(n)
+        if self.owner(n) == self.shard:
+            log.info("unit %s-%d: claimed by an earlier run of shard %d, redoing it", self.letter, n, self.shard)
+            return self._hold(n)
+        if self._stale(n):
+            try:  # only one worker wins the rename
+                os.rename(path, path.with_name(f"{path.name}.stale-{self.shard}-{uuid.uuid4().hex[:8]}"))
+            except FileNotFoundError:
+                return False
+            if create_exclusive(path, str(self.shard)):
+                log.warning("unit %s-%d: its claim was not renewed for %.0f s; taken over by shard %d",
+                            self.letter, n, stale_seconds(), self.shard)
+                return self._hold(n)
+        return False
+
+    def _hold(self, n: int) -> bool:
+        self.held.add(n)
+        self.heartbeat.add(self.claim_path(n))
+        return True
+
+    def _stale(self, n: int) -> bool:
+        # Compared with this worker's own clock only: pods' clocks need not agree.
+        try:
+            mtime = self.claim_path(n).stat().st_mtime_ns
+        except OSError:
+            return False
+        now, prev = time.monotonic(), self.seen.get(n)
+        if prev is None or prev[0] != mtime:
+            self.seen[n] = (mtime, now)
+            return False
+        return now - prev[1] > stale_seconds()
+
+    def finish(self, n: int, records: Iterable[dict]) -> None:
+        storage.write_jsonl(self.output_path(n), records)
+        self.held.discard(n)
+        self.heartbeat.discard(self.claim_path(n))
+
+    def run_all(self, count: int, compute: Callable[[int], list[dict]]) -> list[dict]:
+        """Every unit 0..count-1 done (computing the unclaimed ones, lowest first, and waiting
+        for those others hold); their records in unit order."""
+        while True:
+            missing = [n for n in range(count) if not self.done(n)]
+            if not missing:
+                break
+            for n in missing:
+                if self.try_claim(n):
+                    self.finish(n, compute(n))
+                    break
+            else:
+                time.sleep(poll_seconds())
+        return [r for n in range(count) for r in self.read(n)]
+
+
+# ---- phase A's merge: a pure function of the block files ----------------------------------
+def block_requests(block: int, size: int, max_requests: int) -> range:
+    return range(block * size, min((block + 1) * size, max_requests))
+
+
+def block_count(size: int, max_requests: int) -> int:
+    return math.ceil(max_requests / size)
+
+
+def chunk_count(records: int, size: int) -> int:
+    return math.ceil(records / size)
+
+
+class PrefixMerge:
+    """The global dedup over blocks 0, 1, ... in order: each candidate, in (request r, position
+    j) order, is kept when its ROUGE-L against the seeds and every instruction kept before it is
+    at most the threshold, until `target` are kept."""
+
+    def __init__(self, seed_instructions: Iterable[str], threshold: float, target: int, id_prefix: str):
+        self.dedup = FastDedup(list(seed_instructions), threshold=threshold)
+        self.target, self.id_prefix = target, id_prefix
+        self.kept: list[dict] = []
+        self.dropped: Counter = Counter()
+        self.blocks = self.requests = 0
+
+    @property
+    def full(self) -> bool:
+        return len(self.kept) >= self.target
+
+    def add(self, lines: list[dict]) -> None:
+        for line in sorted(lines, key=lambda x: x["r"]):
+            self.requests += 1
+            self.dropped.update(line.get("dropped") or {})
+            for c in sorted(line["candidates"], key=lambda x: x["j"]):
+                if self.full:
+                    self.dropped["over_target"] += 1
+                elif self.dedup.add_if_novel(c["instruction"]):
+                    self.kept.append({"id": f"{self.id_prefix}{len(self.kept):06d}", "instruction": c["instruction"],
+                                      "input": c["input"], "request": line["r"]})
+                else:
+                    self.dropped["rouge_similar"] += 1
+        self.blocks += 1
+
+
+def merge_blocks(seed_instructions: Iterable[str], blocks: Iterable[list[dict]], threshold: float, target: int,
+                 id_prefix: str) -> PrefixMerge:
+    """Merge blocks 0, 1, ... until `target` instructions are kept (later blocks are not read)."""
+    merge = PrefixMerge(seed_instructions, threshold, target, id_prefix)
+    for lines in blocks:
+        if merge.full:
+            break
+        merge.add(lines)
+    return merge
+
+
+def candidates_of(lines: list[dict]) -> int:
+    return sum(len(line["candidates"]) for line in lines)
+
+
 class Synthesis:
     def __init__(self, config: StageConfig):
         self.config = config
@@ -72,16 +315,13 @@ class Synthesis:
         self.engine_name = resolve_engine(self.spec.engine)
         self.engine: Engine | None = None
         self.reused: list[str] = []
+        self.heartbeat = Heartbeat(interval=max(0.2, min(10.0, stale_seconds() / 5)))
 
     # ---- inputs, checked before anything is loaded or written --------------------------------
     def validate(self) -> None:
-        shard, count = shard_of(self.config)
-        self.shard, self.count = shard, count
-        if count > 1:
-            # Indexed Job: pod k writes <outDir>/shard-k with its share of dataSize, drawn with
-            # its own request seeds. Each shard dedups against the seeds and itself; curate
-            # merges the shards and removes near-duplicates across them.
-            self.out = Path(self.config.out_dir) / shard_dir(shard)
+        # Every shard works in <outDir> itself: the units it computes are the same whichever
+        # shard computes them (module docstring).
+        self.shard, self.count = shard_of(self.config)
         check_file(self.config.seed_file, "seedFile")
         self.seeds = load_seed_tasks(self.config.seed_file)
         k = self.spec.seed.examples_per_request
@@ -92,9 +332,10 @@ class Synthesis:
         if self.config.data_size < 1:
             raise StageError(f"dataSize must be >= 1, got {self.config.data_size}")
         s, a = self.spec.synthesis, self.spec.assessment
+        # No shard index or count here: the result does not depend on them.
         base = {
             "stage": "synthesize", "iteration": self.config.iteration, "dataSize": self.config.data_size,
-            "shard": [shard, count], "generator": storage.model_identity(self.config.generator_model),
+            "generator": storage.model_identity(self.config.generator_model),
             "chatTemplate": self.spec.model.chat_template,
             "examplesPerRequest": k, "synthesis": s.model_dump(mode="json"),
         }
@@ -112,6 +353,24 @@ class Synthesis:
         return storage.fingerprint({"phase": phase, "prev": self.phase_fp(prev), **self.settings[phase]},
                                    [self.out / phase_file(prev)])
 
+    def plan_path(self) -> Path:
+        return self.out / "blocks" / self.phase_fp("instructions")[:16] / PLAN
+
+    def plan(self) -> dict:
+        """Block and chunk sizes, fixed by the first worker (from its engine) for all of them:
+        the composition of every engine call is then the same for every shard count."""
+        if not hasattr(self, "_plan"):
+            text = publish_once(self.plan_path(), storage.dumps_line(
+                {"block": BATCH[self.engine_name], "chunk": CHUNK[self.engine_name]}) + "\n")
+            plan = json.loads(text)
+            if not all(isinstance(plan.get(k), int) and plan[k] >= 1 for k in ("block", "chunk")):
+                raise StageError(f"{self.plan_path()}: not a valid plan: {text.strip()!r}")
+            self._plan = plan
+        return self._plan
+
+    def units(self, phase: str) -> Units:
+        return Units(self.out, phase, self.phase_fp(phase), self.shard, self.heartbeat)
+
     # ---- engine: loaded on first use, at most once -------------------------------------------
     def get_engine(self) -> Engine:
         if self.engine is None:
@@ -128,117 +387,156 @@ class Synthesis:
         return self.engine
 
     # ---- phase A: instructions ---------------------------------------------------------------
-    def instructions(self) -> tuple[list[dict], dict]:
-        s = self.spec.synthesis
-        it = self.config.iteration
-        target = share(self.config.data_size, self.shard, self.count)
-        max_requests = max(1, math.ceil((s.max_requests or self.config.data_size) / self.count))
-        prefix = f"i{it}-" if self.count == 1 else f"i{it}-s{self.shard}-"  # ids unique across shards
+    def max_requests(self) -> int:
+        return self.spec.synthesis.max_requests or self.config.data_size
+
+    def generate_block(self, block: int) -> list[dict]:
+        """Block `block` of the global request stream: per request, its candidates (position j)
+        after the checks that look at one candidate only, and what those checks dropped."""
+        s, it = self.spec.synthesis, self.config.iteration
         k = min(self.spec.seed.examples_per_request, len(self.seeds))
-        dedup = FastDedup([t.instruction for t in self.seeds], threshold=s.rouge_l_max)
-        kept: list[dict] = []
-        dropped: Counter = Counter()
-        made = 0
-        bar = progress(total=target, desc="instructions", unit="instr")
-        engine = self.get_engine()
-        while len(kept) < target and made < max_requests:
-            # Size the next batch from the yield so far, so we stop close to dataSize.
-            rate = len(kept) / made if made and kept else 1.0
-            n = max(1, math.ceil((target - len(kept)) / max(rate, 0.2)))
-            n = min(n, BATCH[engine.name], max_requests - made)
-            indices = range(made, made + n)
-            prompts, seeds = [], []
-            for r in indices:
-                rng = random.Random(derive_seed(s.random_seed, it, self.shard, "examples", r))
-                # No Output sections, as the I-SHEEP scripts: responses are generated zero-shot
-                # in phase B, and examples' outputs would cost tokens and invite long items.
-                prompts.append(build_instruction_request(rng.sample(self.seeds, k), num_tasks=TASKS_PER_REQUEST,
-                                                         include_output=False))
-                seeds.append(derive_seed(s.random_seed, it, self.shard, "request", r))
-            outs = engine.generate(prompts, temperature=s.temperature, top_p=s.top_p,
-                                   max_tokens=s.max_tokens, seed=seeds)
-            made += n
-            for r, out in zip(indices, outs):  # request order: the result is deterministic
-                batch = parse_generated_instructions(out.text, first_index=k + 1,
-                                                     truncated=out.finish_reason == "length")
-                dropped.update(batch.dropped)
-                for task in batch.tasks:
-                    if len(kept) >= target:
-                        dropped["over_target"] += 1
-                    elif dedup.add_if_novel(task.instruction):
-                        kept.append({"id": f"{prefix}{len(kept):06d}", "instruction": task.instruction,
-                                     "input": task.input, "request": r})
-                        bar.update(1)
-                    else:
-                        dropped["rouge_similar"] += 1
+        requests = block_requests(block, self.plan()["block"], self.max_requests())
+        prompts, seeds = [], []
+        for r in requests:
+            rng = random.Random(derive_seed(s.random_seed, it, "examples", r))
+            # No Output sections, as the I-SHEEP scripts: responses are generated zero-shot
+            # in phase B, and examples' outputs would cost tokens and invite long items.
+            prompts.append(build_instruction_request(rng.sample(self.seeds, k), num_tasks=TASKS_PER_REQUEST,
+                                                     include_output=False))
+            seeds.append(derive_seed(s.random_seed, it, "request", r))
+        outs = self.get_engine().generate(prompts, temperature=s.temperature, top_p=s.top_p,
+                                          max_tokens=s.max_tokens, seed=seeds)
+        lines = []
+        for r, out in zip(requests, outs):
+            batch = parse_generated_instructions(out.text, first_index=k + 1,
+                                                 truncated=out.finish_reason == "length")
+            lines.append({"r": r, "dropped": dict(batch.dropped),
+                          "candidates": [{"j": j, "instruction": t.instruction, "input": t.input}
+                                         for j, t in enumerate(batch.tasks)]})
+        return lines
+
+    def next_block(self, units: Units, merge: PrefixMerge, blocks: int, pending: dict[int, int]) -> Optional[int]:
+        """The lowest block this worker should compute now, or None (wait). Blocks past the
+        point where the finished ones could already hold dataSize are not started."""
+        optimistic = len(merge.kept)
+        for b in range(merge.blocks, blocks):
+            if units.done(b):
+                if b not in pending:
+                    pending[b] = candidates_of(units.read(b))
+                optimistic += pending[b]
+            elif optimistic >= merge.target:
+                return None
+            elif units.try_claim(b):
+                return b
+        return None
+
+    def instructions(self) -> tuple[list[dict], dict]:
+        s, it = self.spec.synthesis, self.config.iteration
+        size, max_requests = self.plan()["block"], self.max_requests()
+        blocks = block_count(size, max_requests)
+        units = self.units("instructions")
+        merge = PrefixMerge((t.instruction for t in self.seeds), s.rouge_l_max, self.config.data_size, f"i{it}-")
+        pending: dict[int, int] = {}  # finished blocks past the prefix -> their candidates
+        bar = progress(total=self.config.data_size, desc="instructions", unit="instr")
+        while True:
+            while merge.blocks < blocks and not merge.full and units.done(merge.blocks):
+                pending.pop(merge.blocks, None)
+                before = len(merge.kept)
+                merge.add(units.read(merge.blocks))
+                bar.update(len(merge.kept) - before)
+            if merge.full or merge.blocks >= blocks:
+                break
+            b = self.next_block(units, merge, blocks, pending)
+            if b is None:
+                time.sleep(poll_seconds())  # others are computing the blocks before ours
+            else:
+                units.finish(b, self.generate_block(b))
         bar.close()
+        kept = merge.kept
         if not kept:
-            raise StageError(f"no instruction survived parsing and filtering after {made} requests "
-                             f"(drops: {dict(dropped)}); raise synthesis.maxRequests or check the model")
-        if len(kept) < target:
-            log.warning("kept %d of %d instructions after maxRequests=%d", len(kept), target, max_requests)
-        return kept, {"requests": made, "dropped": dict(dropped)}
+            raise StageError(f"no instruction survived parsing and filtering after {merge.requests} requests "
+                             f"(drops: {dict(merge.dropped)}); raise synthesis.maxRequests or check the model")
+        if len(kept) < self.config.data_size:
+            log.warning("kept %d of %d instructions after maxRequests=%d", len(kept), self.config.data_size,
+                        max_requests)
+        return kept, {"requests": merge.requests, "dropped": dict(merge.dropped), "block": size,
+                      "blocks": merge.blocks}
 
     # ---- phase B: zero-shot responses --------------------------------------------------------
     def responses(self, records: list[dict]) -> tuple[list[dict], dict]:
-        s, it = self.spec.synthesis, self.config.iteration
-        engine = self.get_engine()
-        out_records, bar, step = [], progress(total=len(records), desc="responses", unit="resp"), CHUNK[engine.name]
-        for i in range(0, len(records), step):
-            chunk = records[i:i + step]
-            outs = engine.generate(
+        s, it, size = self.spec.synthesis, self.config.iteration, self.plan()["chunk"]
+        bar = progress(total=len(records), desc="responses", unit="resp")
+
+        def compute(c: int) -> list[dict]:
+            chunk = records[c * size:(c + 1) * size]
+            outs = self.get_engine().generate(
                 [build_response_prompt(r["instruction"], r["input"]) for r in chunk],
                 temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
                 seed=[derive_seed(s.random_seed, it, "response", r["id"]) for r in chunk])
-            for r, o in zip(chunk, outs):
-                out_records.append({**r, "output": o.text, "finishReason": o.finish_reason,
-                                    "outputTokens": o.num_tokens})
             bar.update(len(chunk))
+            return [{**r, "output": o.text, "finishReason": o.finish_reason, "outputTokens": o.num_tokens}
+                    for r, o in zip(chunk, outs)]
+
+        out_records = self.units("responses").run_all(chunk_count(len(records), size), compute)
         bar.close()
         truncated = sum(r["finishReason"] == "length" for r in out_records)
         return out_records, {"truncatedResponses": truncated}
 
     # ---- phase C: self-assessment ------------------------------------------------------------
-    def assessments(self, records: list[dict]) -> tuple[list[dict], dict]:
+    def assess_chunk(self, chunk: list[dict]) -> list[dict]:
         a, it = self.spec.assessment, self.config.iteration
         out = []
-        for r in records:
+        for r in chunk:
             reason = rule_filter_reason(r["instruction"], r["input"], r["output"]) if self.spec.filter.rules else None
             out.append({**r, "ruleReason": reason, "scores": {}})
         todo = [r for r in out if r["ruleReason"] is None]
-        failures = 0
-        if a.criteria and todo:
-            engine = self.get_engine()
-            jobs = [(r, c) for r in todo for c in a.criteria]
-            bar, step = progress(total=len(jobs), desc="assessments", unit="judge"), CHUNK[engine.name]
-            for i in range(0, len(jobs), step):
-                chunk = jobs[i:i + step]
-                prompts = [build_assessment_prompt(a.prompt, c, r["instruction"], r["input"], r["output"],
-                                                   rubric_first=a.rubric_first) for r, c in chunk]
-                if a.scoring == "text":
-                    outs = engine.generate(prompts, temperature=a.temperature, top_p=self.spec.synthesis.top_p,
-                                           max_tokens=a.max_tokens,
-                                           seed=[derive_seed(self.spec.synthesis.random_seed, it, "assess", c, r["id"])
-                                                 for r, c in chunk])
-                    for (r, c), o in zip(chunk, outs):
-                        score = extract_score(o.text)
-                        r["scores"][c] = score
-                        r.setdefault("judgements", {})[c] = o.text  # kept raw, parsable or not
-                        failures += score is None
-                else:
-                    for (r, c), lps in zip(chunk, engine.score_digits(prompts)):
-                        expected, argmax, mass = logprob_score(lps)
-                        r["scores"][c] = None if expected is None else round(expected, 4)
-                        r.setdefault("scoreDetail", {})[c] = {
-                            "argmax": argmax, "mass": round(mass, 6),
-                            # -inf (a probability of exactly 0) is not JSON: stored as None.
-                            "logprobs": {d: (round(v, 4) if v > -1e30 else None) for d, v in lps.items()},
-                        }
-                        failures += expected is None
-                bar.update(len(chunk))
-            bar.close()
+        if not (a.criteria and todo):
+            return out
+        jobs = [(r, c) for r in todo for c in a.criteria]
+        prompts = [build_assessment_prompt(a.prompt, c, r["instruction"], r["input"], r["output"],
+                                           rubric_first=a.rubric_first) for r, c in jobs]
+        engine = self.get_engine()
+        if a.scoring == "text":
+            outs = engine.generate(prompts, temperature=a.temperature, top_p=self.spec.synthesis.top_p,
+                                   max_tokens=a.max_tokens,
+                                   seed=[derive_seed(self.spec.synthesis.random_seed, it, "assess", c, r["id"])
+                                         for r, c in jobs])
+            for (r, c), o in zip(jobs, outs):
+                r["scores"][c] = extract_score(o.text)
+                r.setdefault("judgements", {})[c] = o.text  # kept raw, parsable or not
+        else:
+            for (r, c), lps in zip(jobs, engine.score_digits(prompts)):
+                expected, argmax, mass = logprob_score(lps)
+                r["scores"][c] = None if expected is None else round(expected, 4)
+                r.setdefault("scoreDetail", {})[c] = {
+                    "argmax": argmax, "mass": round(mass, 6),
+                    # -inf (a probability of exactly 0) is not JSON: stored as None.
+                    "logprobs": {d: (round(v, 4) if v > -1e30 else None) for d, v in lps.items()},
+                }
+        return out
+
+    def judged(self, records: list[dict]) -> tuple[int, int]:
+        """(judged pairs, judgements without a score) of these records."""
+        criteria = list(self.spec.assessment.criteria)
+        todo = [r for r in records if r.get("ruleReason") is None]
+        failures = sum(r["scores"].get(c) is None for r in todo for c in criteria)
+        return len(todo), failures
+
+    def assessments(self, records: list[dict]) -> tuple[list[dict], dict]:
+        size = self.plan()["chunk"]
+        bar = progress(total=len(records), desc="assessments", unit="pair")
+
+        def compute(c: int) -> list[dict]:
+            chunk = self.assess_chunk(records[c * size:(c + 1) * size])
+            bar.update(len(chunk))
+            return chunk
+
+        out = self.units("assessments").run_all(chunk_count(len(records), size), compute)
+        bar.close()
+        todo = [r for r in out if r["ruleReason"] is None]
+        assessed, failures = self.judged(out)
         counts = {
-            "assessed": len(todo),
+            "assessed": assessed,
             "parseFailures": failures,
             "ruleDropped": dict(Counter(r["ruleReason"] for r in out if r["ruleReason"])),
             "meanQuality": mean(r["scores"].get("quality") for r in todo),
@@ -254,10 +552,10 @@ class Synthesis:
             log.info("phase %s: reusing checkpoint", phase)
             self.reused.append(phase)
             return storage.read_jsonl(self.out / phase_file(phase)), manifest["counts"]
-        storage.remove_manifest(self.out, phase_manifest(phase))
         started = time.monotonic()
         records, counts = getattr(self, phase)(*(() if previous is None else (previous,)))
         counts = {**counts, "records": len(records), "seconds": round(time.monotonic() - started, 2)}
+        # Every worker writes the same bytes here (a pure function of the unit files).
         storage.write_jsonl(self.out / phase_file(phase), records)
         storage.write_manifest(self.out, [phase_file(phase)], fp, counts=counts, name=phase_manifest(phase))
         log.info("phase %s: %d records in %.1f s", phase, len(records), counts["seconds"])
@@ -270,19 +568,51 @@ class Synthesis:
         except OSError:
             return None
 
+    def own_share(self, summary: dict) -> dict:
+        """Sharded: this shard's summary counts the kept instructions of the blocks it claimed
+        and the judged pairs of the chunks it claimed, so the shards' summaries add up to the
+        totals (kube/observe.py merges an Indexed Job's summaries by summing). Units whose claim
+        cannot be read count for shard 0. Means stay the totals' (a weighted mean of equal
+        values is that value)."""
+        if self.count == 1:
+            return summary
+        try:
+            plan = self.plan()
+            a_units, c_units = self.units("instructions"), self.units("assessments")
+            instructions = storage.read_jsonl(self.out / phase_file("instructions"))
+            assessments = storage.read_jsonl(self.out / phase_file("assessments"))
+        except (OSError, ValueError, StageError) as exc:
+            log.warning("cannot attribute work to shards (%s): shard 0 reports the totals", exc)
+            mine = self.shard == 0
+            return {**summary, **({} if mine else {"generated": 0, "assessed": 0, "parseFailures": 0}),
+                    "shard": self.shard, "shards": self.count}
+
+        def ours(units: Units, n: int, owners: dict) -> bool:
+            if n not in owners:
+                owners[n] = units.owner(n) or 0
+            return owners[n] == self.shard
+
+        a_owner: dict[int, int] = {}
+        c_owner: dict[int, int] = {}
+        generated = sum(ours(a_units, r["request"] // plan["block"], a_owner) for r in instructions)
+        mine = [r for i, r in enumerate(assessments) if ours(c_units, i // plan["chunk"], c_owner)]
+        assessed, failures = self.judged(mine)
+        return {**summary, "generated": generated, "assessed": assessed, "parseFailures": failures,
+                "shard": self.shard, "shards": self.count}
+
     def run(self) -> dict:
         self.validate()
         fp = self.final_fp()
         done = storage.verify_manifest(self.out, fp) if fp else None
         if done is not None:
-            return {**done["summary"], "skipped": True}
+            return self.own_share({**done["summary"], "skipped": True})
         self.out.mkdir(parents=True, exist_ok=True)
-        storage.remove_manifest(self.out)
         records, counts = None, {}
         try:
             for phase in PHASES:
                 records, counts[phase] = self.run_phase(phase, records)
         finally:
+            self.heartbeat.stop()
             if self.engine is not None:
                 self.engine.close()
         e, c = self.engine, counts["assessments"]
@@ -295,14 +625,14 @@ class Synthesis:
             "dropped": {**counts["instructions"]["dropped"],
                         **{f"rule_{k}": v for k, v in c["ruleDropped"].items()}},
             "resumedPhases": self.reused,
-            **({"shard": self.shard, "shards": self.count} if self.count > 1 else {}),
         }
         if e is not None and e.generate_seconds:
             summary["tokensPerSecond"] = round(e.tokens_per_second, 1)
             summary["loadSeconds"] = round(e.load_seconds, 1)
+        # The manifest holds the totals; several shards may write it, with the same files.
         storage.write_manifest(self.out, [phase_file(p) for p in PHASES], self.final_fp(),
                                counts={p: counts[p]["records"] for p in PHASES}, summary=summary)
-        return summary
+        return self.own_share(summary)
 
 
 def run(config: StageConfig) -> dict:

@@ -5,6 +5,14 @@ Before each attempt the attempts file is written (attempt number, no exit code y
 previous attempt's summary removed, so after a kill the disk says exactly how far the stage
 got: an attempt without an exit code was interrupted and is run again under the same number
 (an executor kill is a disruption, not a stage failure, as podFailurePolicy treats evictions).
+
+A sharded synthesize (`stages.synthesize.shards: K > 1`) runs as K processes at once, as the
+Indexed Job's K pods: shard k gets StageConfig.shard = {index: k, count: K}, its own log
+(`synthesize.shard-<k>.log`) and summary (`synthesize.shard-<k>.summary.json`), and the
+terminal shows the lowest running shard's progress. An attempt succeeds when every shard
+still to run exits 0; a failed attempt reruns only the shards that failed (the others'
+work is on disk either way), within the same 1 + backoffLimit attempts. The stage summary
+is the shards' summaries merged as the operator merges an Indexed Job's (kube/observe.py).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from typing import BinaryIO, Callable, Optional
 from sheepdog.local.observe import attempts_file, log_file, read_summary, summary_file
 from sheepdog.local.workdir_files import read_json, write_json
 from sheepdog.planner import StartStage, max_attempts
-from sheepdog.stage_config import Layout, stage_command
+from sheepdog.stage_config import Layout, Shard, StageConfig, stage_command
 
 TAIL_LINES = 5
 
@@ -92,6 +100,9 @@ def run_stage(
     if stream is None:
         stream = getattr(sys.stderr, "buffer", None) or _TextSink(sys.stderr)
     command = stage_command(action.config, python=python, summary_file=str(summary_path), module=module)
+    shards = shard_count(action)
+    if shards > 1:
+        return _run_shards(action, layout, now, python, module, stream, env, shards, limit, attempt, started_at)
 
     exit_code, message = 1, ""
     while attempt <= limit:
@@ -111,6 +122,106 @@ def run_stage(
             break
         attempt += 1
     return StageOutcome(exit_code, min(attempt, limit), message)
+
+
+def shard_count(action: StartStage) -> int:
+    """Processes a stage runs as: K for a sharded synthesize, else 1."""
+    return action.config.spec.stages.synthesize.shards if action.stage == "synthesize" else 1
+
+
+def shard_config(config: StageConfig, index: int, count: int) -> StageConfig:
+    return config.model_copy(update={"shard": Shard(index=index, count=count)})
+
+
+def shard_summary_file(layout: Layout, iteration: int, stage: str, index: int) -> Path:
+    return Path(layout.iteration_dir(iteration)) / f"{stage}.shard-{index}.summary.json"
+
+
+def shard_log_file(layout: Layout, iteration: int, stage: str, index: int) -> Path:
+    return Path(layout.iteration_dir(iteration)) / f"{stage}.shard-{index}.log"
+
+
+def _run_shards(action: StartStage, layout: Layout, now: Callable[[], str], python: str, module: str,
+                stream: BinaryIO, env: Optional[dict[str, str]], shards: int, limit: int, attempt: int,
+                started_at: str) -> StageOutcome:
+    from sheepdog.kube.observe import merge_summaries  # pure; imports nothing of Kubernetes
+
+    iteration, stage = action.iteration, action.stage
+    record_path, summary_path = attempts_file(layout, iteration, stage), summary_file(layout, iteration, stage)
+    summaries = [shard_summary_file(layout, iteration, stage, k) for k in range(shards)]
+    logs = [shard_log_file(layout, iteration, stage, k) for k in range(shards)]
+    commands = [stage_command(shard_config(action.config, k, shards), python=python,
+                              summary_file=str(summaries[k]), module=module) for k in range(shards)]
+    shown = commands[0][:2] + [commands[0][2], stage]
+    pending = list(range(shards))
+    exit_code, message = 1, ""
+    while attempt <= limit:
+        summary_path.unlink(missing_ok=True)
+        for k in pending:
+            summaries[k].unlink(missing_ok=True)
+        write_json(record_path, {"attempts": attempt, "maxAttempts": limit, "exitCode": None, "shards": shards,
+                                 "startedAt": started_at, "command": shown})
+        stream.write(f"[sheepdog] iteration {iteration} {stage}: attempt {attempt} of {limit}, shards "
+                     f"{', '.join(map(str, pending))} of {shards} (logs: {logs[0].parent}/{stage}.shard-<k>.log)\n"
+                     .encode())
+        stream.flush()
+        results = _attempt_all([(commands[k], logs[k]) for k in pending], stream, env)
+        failed = [(k, code, since) for k, (code, since) in zip(pending, results) if code != 0]
+        if failed:
+            k, exit_code, since = failed[0]
+            message = f"shard {k}: " + _failure_message(summaries[k], logs[k], since, exit_code)
+            summary = read_summary(summaries[k])
+            if summary is not None:
+                write_json(summary_path, {**summary, "error": message} if summary.get("ok") is False else summary)
+        else:
+            exit_code, message = 0, ""
+            got = [read_summary(p) for p in summaries]
+            if all(got):
+                write_json(summary_path, merge_summaries(got))
+        write_json(record_path, {"attempts": attempt, "maxAttempts": limit, "exitCode": exit_code, "shards": shards,
+                                 "startedAt": started_at, "finishedAt": now(), "message": message or None,
+                                 "command": shown})
+        if exit_code == 0:
+            break
+        pending = [k for k, _, _ in failed]
+        attempt += 1
+    return StageOutcome(exit_code, min(attempt, limit), message)
+
+
+def _attempt_all(runs: list[tuple[list[str], Path]], stream: BinaryIO,
+                 env: Optional[dict[str, str]]) -> list[tuple[int, int]]:
+    """Run the commands at once (the first one's stderr also on the terminal); their (exit
+    code, where this attempt's output starts in its log), in order."""
+    procs, pumps, files, froms = [], [], [], []
+    try:
+        for i, (command, log_path) in enumerate(runs):
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = open(log_path, "ab")
+            files.append(log)
+            log.write(f"--- {' '.join(command[:4])} ...\n".encode())
+            log.flush()
+            froms.append(log.tell())
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                                    preexec_fn=_die_with_parent)
+            procs.append(proc)
+            for source, sinks in ((proc.stdout, [log]), (proc.stderr, [log, stream] if i == 0 else [log])):
+                pump = threading.Thread(target=_tee, args=(source, sinks), daemon=True)
+                pump.start()
+                pumps.append(pump)
+        codes = [p.wait() for p in procs]
+    except BaseException:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+        raise
+    finally:
+        for pump in pumps:
+            pump.join(timeout=60)
+        for f in files:
+            f.close()
+    return list(zip(codes, froms))
 
 
 def _attempt(command: list[str], log_path: Path, stream: BinaryIO, env: Optional[dict[str, str]]) -> tuple[int, int]:

@@ -8,6 +8,9 @@ exit code) without a model. Knobs, each a comma list of "<iteration>:<stage>":
   FAKE_NO_SUMMARY   succeed there without writing a summary
   FAKE_CRASH        die there with a traceback and no summary (exit 4)
 FAKE_LOG: append one JSON line per invocation. FAKE_METRICS: evaluate values per iteration.
+Sharded (config shard.count > 1): every shard waits until all have started (they must run at
+once; exit 5 after 20 s otherwise), reports generated = 10 * iteration split over the shards,
+and FAKE_FAIL_SHARD_ONCE=<index> fails that shard's first attempt.
 """
 
 import json
@@ -35,7 +38,29 @@ def main(argv):
         with open(os.environ["FAKE_LOG"], "a") as log:
             log.write(json.dumps({"iteration": it, "stage": stage, "generator": config["generatorModel"],
                                   "base": config["baseModel"], "trainData": config.get("trainData", []),
-                                  "dataSize": config["dataSize"], "seed": config["seedFile"]}) + "\n")
+                                  "dataSize": config["dataSize"], "seed": config["seedFile"],
+                                  "shard": config.get("shard")}) + "\n")
+    shard = config.get("shard") or {}
+    count, index = shard.get("count", 1), shard.get("index")
+    if count > 1:
+        if index is None:
+            index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
+        barrier = os.path.join(iter_dir, f".{stage}.started")
+        os.makedirs(barrier, exist_ok=True)
+        open(os.path.join(barrier, str(index)), "w").close()
+        failed_shard = os.path.join(iter_dir, f".{stage}.shard-{index}.failed_once")
+        if os.environ.get("FAKE_FAIL_SHARD_ONCE") == str(index) and not os.path.exists(failed_shard):
+            open(failed_shard, "w").close()
+            summary = {"stage": stage, "iteration": it, "ok": False, "error": f"shard {index} broke"}
+            with open(summary_file, "w") as f:
+                f.write(json.dumps(summary))
+            return 3
+        deadline = time.monotonic() + 20
+        while len(os.listdir(barrier)) < count:
+            if time.monotonic() > deadline:
+                sys.stderr.write(f"shard {index}: the other shards never started\n")
+                return 5
+            time.sleep(0.05)
     for i in range(3):  # a progress bar on stderr, redrawn with \r as tqdm does
         sys.stderr.write(f"\r{stage}: {i + 1}/3")
         sys.stderr.flush()
@@ -72,6 +97,10 @@ def main(argv):
     if stage == "synthesize":
         summary |= {"generated": 10 * it, "assessed": 9 * it, "parseFailures": it,
                     "meanQuality": 5.0 + it, "meanFollowing": 4.0 + it, "modelLoads": 1, "engine": "fake"}
+        if count > 1:  # each shard its part, as sheepdog_jobs reports
+            part = lambda total: total // count + (1 if index < total % count else 0)
+            summary |= {"generated": part(10 * it), "assessed": part(9 * it), "parseFailures": part(it),
+                        "shard": index, "shards": count}
     elif stage == "curate":
         summary |= {"kept": 4 * it, "keepRate": 0.5, "dropped": {"score": 4 * it}}
     elif stage == "train":

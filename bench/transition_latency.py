@@ -64,6 +64,7 @@ class JobWatch(threading.Thread):
         self.added: dict[str, float] = {}
         self.complete: dict[str, float] = {}
         self.inexact: set[str] = set()
+        self.uids: dict[str, set[str]] = {}  # every uid seen per Job name (a re-created Job: 2)
         self.stop = threading.Event()
         self.ready = threading.Event()
 
@@ -75,6 +76,7 @@ class JobWatch(threading.Thread):
                     listing = self.client.get(self.path)
                     rv = listing["metadata"]["resourceVersion"]
                     for o in listing["items"]:  # seen first in a relist: no exact arrival time
+                        self.uids.setdefault(o["metadata"]["name"], set()).add(o["metadata"]["uid"])
                         if o["metadata"]["name"] not in self.added:
                             self.inexact.add(o["metadata"]["name"])
                             self.added[o["metadata"]["name"]] = time.monotonic()
@@ -94,6 +96,7 @@ class JobWatch(threading.Thread):
                     if ev["type"] == "BOOKMARK":
                         continue
                     name = obj["metadata"]["name"]
+                    self.uids.setdefault(name, set()).add(obj["metadata"]["uid"])
                     if ev["type"] == "ADDED":
                         self.added.setdefault(name, t)
                     conds = (obj.get("status") or {}).get("conditions") or []

@@ -91,11 +91,39 @@ def _operator_errors(op) -> list[str]:
 # --- 1. the operator SIGKILLed at random moments --------------------------------------------------
 
 
+def _attempts_explained(records: list[dict], reference: list[dict], jobs: dict[str, dict]) -> list[str]:
+    """Where a record's attempts differ from the undisturbed run's, the Job itself must say so:
+    the operator records what the cluster did (a pod the cluster really failed is an attempt),
+    never more. Returns the differences the Jobs do not explain."""
+    unexplained = []
+    for rec, ref in zip(records, reference):
+        for stage, srec in rec.get("stages", {}).items():
+            want = ref.get("stages", {}).get(stage, {}).get("attempts")
+            if srec.get("attempts") == want:
+                continue
+            st = jobs.get(srec.get("job"), {}).get("status", {})
+            job_attempts = int(st.get("failed") or 0) + int(st.get("succeeded") or 0)
+            if srec.get("attempts") != job_attempts:
+                unexplained.append(f"{srec.get('job')}: recorded attempts {srec.get('attempts')}, undisturbed "
+                                   f"{want}, the Job's pods: {st}")
+            else:
+                print(f"{srec.get('job')}: {job_attempts} attempts, the cluster failed a pod: {st}")
+    return unexplained
+
+
+def _without_attempts(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_attempts(v) for k, v in value.items() if k != "attempts"}
+    if isinstance(value, list):
+        return [_without_attempts(v) for v in value]
+    return value
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="seen once in a full-suite run on an overloaded machine: a curate stage of a killed-and-restarted run recorded attempts 2 where the undisturbed run recorded 1 (all runs Succeeded, no duplicate Job); not yet explained - see docs/reliability.md")
 def test_operator_sigkilled_at_random_moments_of_concurrent_runs(cluster, namespace, storage, operator_process):
     iterations, runs, kills_wanted = 3, 4, 20
-    annotations = {"*": {"sheepdog.test/duration": "5s"}}
+    # stages long enough that 20 kill-restart cycles (about 3 s each) fall inside the runs
+    annotations = {"*": {"sheepdog.test/duration": "8s"}}
 
     # the undisturbed reference run of the same spec, first
     cluster.apply(run_manifest("calm", namespace, iterations=iterations, extra_annotations=annotations))
@@ -136,7 +164,10 @@ def test_operator_sigkilled_at_random_moments_of_concurrent_runs(cluster, namesp
         st = finished[n]
         assert st["phase"] == "Succeeded", (n, st)
         assert sorted(j for j in _jobs_by_name(cluster, namespace, n)) == _expected_jobs(n, iterations)
-        assert _normalize(st["iterations"], n) == reference, n
+        records = _normalize(st["iterations"], n)
+        assert _without_attempts(records) == _without_attempts(reference), n
+        jobs = {j["metadata"]["name"]: j for j in stage_jobs(cluster, namespace, n)}
+        assert not _attempts_explained(st["iterations"], reference, jobs), n
         assert not get_run(cluster, namespace, n)["metadata"].get("finalizers")
         reasons = [e["reason"] for e in events_of(cluster, namespace, n)]
         assert reasons.count("StageSucceeded") <= 3 * iterations, reasons
@@ -221,12 +252,18 @@ def _assert_retried_or_clear(st: dict, stage_job: str) -> str:
 @pytest.mark.slow
 def test_gpu_node_deleted_under_a_running_stage(cluster, namespace, storage, operator_process):
     name = "quake"
-    # synthesize runs long enough for the pod GC (40 s quarantine of orphaned pods) to act first
     cluster.apply(run_manifest(name, namespace, iterations=1, extra_annotations={
-        "*": {"sheepdog.test/duration": "1s"}, "i1.synthesize": {"sheepdog.test/duration": "75s"}}))
+        "*": {"sheepdog.test/duration": "1s"}, "i1.synthesize": {"sheepdog.test/duration": "30s"}}))
     job = f"{name}-i1-synthesize"
     pod = cluster.wait_for("synthesize pod running", lambda: _running_pod(cluster, namespace, job), timeout=120,
                            interval=0.2)
+    pod_name = pod["metadata"]["name"]
+    # kwok still plays the end it had scheduled for a pod whose node is gone (a CI run saw the
+    # orphan succeed before the pod GC's 40 s quarantine was over): hold the pod, as nothing
+    # ends a pod on a node that no longer exists
+    cluster.kubectl("annotate", "pod", pod_name, "-n", namespace, "sheepdog.test/hold=true")
+    cluster.wait_for("kwok holds the synthesize pod", lambda: cluster.get_json("pod", pod_name, "-n", namespace)
+                     ["status"].get("reason") == "SheepdogTestHeld", timeout=60, interval=0.2)
     node = pod["spec"]["nodeName"]
     node_obj = cluster.get_json("node", node)
     t0 = time.monotonic()

@@ -365,6 +365,8 @@ def test_job_signature_changes_exactly_when_the_observation_can():
         "ready": job(active=1, ready=1),
         "terminating": job(active=1, ready=0, terminating=0),
         "uncounted empty": job(active=1, uncountedTerminatedPods={}),
+        "pod succeeded, not yet counted": job(active=0, uncountedTerminatedPods={"succeeded": ["p1"]}),
+        "pod succeeded, counted, no condition yet": job(active=0, succeeded=1),
     }
     for what, v in variants.items():
         assert obs.job_signature(v) == obs.job_signature(base), what
@@ -384,17 +386,56 @@ def test_job_signature_changes_exactly_when_the_observation_can():
     assert obs.job_signature(unstarted) != obs.job_signature(job())
 
 
-def test_dispatcher_drops_job_events_that_change_nothing_it_reads():
+def test_job_events_that_change_nothing_the_planner_reads_are_dropped():
+    rec = reconciler(FakeKube(make_run_obj()))
+    assert rec.job_changed("ns", "j", job(active=1))  # first sight (also after a restart)
+    assert not rec.job_changed("ns", "j", job(active=1, ready=1))
+    # the pod ended, the Job controller has not counted it yet: still one attempt, no news
+    assert not rec.job_changed("ns", "j", job(active=0, uncountedTerminatedPods={"succeeded": ["p1"]}))
+    assert rec.job_changed("ns", "j", job(succeeded=1, conditions=[cond("Complete")]))
+    assert not rec.job_changed("ns", "j", job(succeeded=1, conditions=[cond("Complete")]))
+    assert rec.job_changed("other", "j", job(succeeded=1, conditions=[cond("Complete")]))  # another namespace
+    assert rec.job_changed("ns", "j", None)  # deleted
+    assert rec.job_changed("ns", "j", job(succeeded=1, conditions=[cond("Complete")]))  # forgotten with it
+
+
+def test_the_added_event_of_a_job_the_reconcile_created_is_no_news():
+    kube = FakeKube(make_run_obj())
+    rec = reconciler(kube)
+    assert rec.reconcile("ns", "r").created == ["r-i1-synthesize"]
+    added = kube.jobs["r-i1-synthesize"]  # as the API server returns it: no status yet
+    assert not rec.job_changed("ns", "r-i1-synthesize", added)
+    started = {**added, "status": {"startTime": "2025-01-01T00:00:01Z", "active": 1}}
+    assert rec.job_changed("ns", "r-i1-synthesize", started)
+
+
+def test_resync_reconciles_the_runs_that_are_not_settled():
+    import asyncio
+    import concurrent.futures
     from types import SimpleNamespace
 
-    from sheepdog.kube.handlers import Dispatcher
+    from sheepdog.kube.handlers import Dispatcher, settled
+    from sheepdog.kube.reconcile import Result
 
-    d = Dispatcher(SimpleNamespace(metrics=None), executor=None)
-    assert d.job_changed("u1", job(active=1))  # first sight (also after a restart)
-    assert not d.job_changed("u1", job(active=1, ready=1))
-    assert d.job_changed("u1", job(succeeded=1, conditions=[cond("Complete")]))
-    assert not d.job_changed("u1", job(succeeded=1, conditions=[cond("Complete")]))
-    assert d.job_changed("u2", job(succeeded=1, conditions=[cond("Complete")]))  # another Job
-    assert d.job_changed("u1", None)  # deleted
-    assert d.job_changed("u1", job(succeeded=1, conditions=[cond("Complete")]))  # forgotten with it
-    assert d.job_changed(None, job())  # no uid: never dropped
+    def run(name, phase=None, generation=1, observed=1):
+        r = make_run_obj()
+        r["metadata"].update(name=name, generation=generation)
+        if phase:
+            r["status"] = {"phase": phase, "observedGeneration": observed}
+        return r
+
+    runs = [run("new"), run("going", "Running"), run("done", "Succeeded"), run("broke", "Failed"),
+            run("edited", "Succeeded", generation=2, observed=1)]
+    assert [settled(r) for r in runs] == [False, False, True, True, False]
+
+    class Kube:
+        def list_runs(self, namespace):
+            return runs
+
+    reconciled = []
+    rec = SimpleNamespace(kube=Kube(), metrics=Metrics(), forget=lambda *a: None,
+                          reconcile=lambda ns, name: reconciled.append(name) or Result())
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        d = Dispatcher(rec, pool)
+        assert asyncio.run(d.resync([], concurrency=2)) == 3
+    assert sorted(reconciled) == ["edited", "going", "new"]

@@ -5,7 +5,8 @@ Triggers (all end in Dispatcher.trigger(namespace, name)):
   - a watch event of a Job labelled sheepdog.dev/run that changes what the planner reads of
     it (observe.job_signature: state, attempts, start and finish), or deletes it; the other
     Job events (a pod became ready, counters moving between fields) are dropped here;
-  - a periodic resync of every run (one background task), the safety net for a lost event.
+  - a periodic resync of every run that is not settled (one background task), the safety net
+    for a lost event; a finished run whose status answers its current spec is skipped.
 
 Only `@kopf.on.event` handlers are registered: Kopf then adds no finalizer and writes no
 progress annotations to runs (those come with on.create/on.update/on.delete, timers and
@@ -29,7 +30,7 @@ from typing import Any, Awaitable, Callable, Optional
 
 from sheepdog.api.spec import GROUP, PLURAL, VERSION
 from sheepdog.kube.client import Conflict
-from sheepdog.kube.observe import LABEL_RUN, job_signature
+from sheepdog.kube.observe import LABEL_RUN
 from sheepdog.kube.reconcile import Reconciler
 
 log = logging.getLogger("sheepdog.handlers")
@@ -56,21 +57,6 @@ class Dispatcher:
         self.last_resync: Optional[float] = None
         self.reconciles = 0
         self._tasks: set[asyncio.Task] = set()
-        self._job_signatures: dict[str, tuple] = {}  # Job uid -> job_signature last triggered on
-
-    def job_changed(self, uid: Optional[str], body: Optional[Any]) -> bool:
-        """Whether a Job event (body None: deleted) can change its run's plan. The first event
-        of every Job after a start counts, so nothing is missed across restarts."""
-        if not uid:
-            return True
-        if body is None:
-            self._job_signatures.pop(uid, None)
-            return True
-        sig = job_signature(body)
-        if self._job_signatures.get(uid) == sig:
-            return False
-        self._job_signatures[uid] = sig
-        return True
 
     async def trigger(self, namespace: str, name: str, why: str = "") -> None:
         key = (namespace, name)
@@ -152,10 +138,14 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         lists = [None] if not namespaces else list(namespaces)
         runs: list[tuple[str, str]] = []
+        present: set[tuple[str, str]] = set()
         for ns in lists:
             items = await loop.run_in_executor(self.executor, self.reconciler.kube.list_runs, ns)
-            runs += [(r["metadata"]["namespace"], r["metadata"]["name"]) for r in items]
-        present = set(runs)
+            for r in items:
+                key = (r["metadata"]["namespace"], r["metadata"]["name"])
+                present.add(key)
+                if not settled(r):
+                    runs.append(key)
         for key in self.metrics.known_runs() - present:
             self.forget(*key)
         sem = asyncio.Semaphore(concurrency)
@@ -181,6 +171,14 @@ class Dispatcher:
                 log.exception("resync failed; next in %ss", interval)
 
 
+def settled(run: Any) -> bool:
+    """A finished run whose status answers its current spec: only an event (an edit, a
+    deletion) can give it anything to do, so the resync skips it."""
+    st = run.get("status") or {}
+    return (st.get("phase") in ("Succeeded", "Failed")
+            and st.get("observedGeneration") == (run.get("metadata") or {}).get("generation"))
+
+
 def register(registry: Any, dispatcher: Dispatcher) -> None:
     """The Kopf handlers (on.event only; see the module docstring)."""
     import kopf
@@ -204,12 +202,12 @@ def register(registry: Any, dispatcher: Dispatcher) -> None:
         await dispatcher.trigger(namespace, name, why=f"run {type or 'listed'}")
 
     @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN: kopf.PRESENT}, registry=registry)
-    async def job_event(type: Optional[str], body: Any, namespace: Optional[str], labels: Any,
-                        uid: Optional[str] = None, **_: Any) -> None:
+    async def job_event(type: Optional[str], body: Any, namespace: Optional[str], name: Optional[str],
+                        labels: Any, **_: Any) -> None:
         run = labels.get(LABEL_RUN)
         if not run or not namespace:
             return
-        if not dispatcher.job_changed(uid, None if type == "DELETED" else body):
+        if name and not dispatcher.reconciler.job_changed(namespace, name, None if type == "DELETED" else body):
             return
         await dispatcher.trigger(namespace, run, why=f"job {body.get('metadata', {}).get('name')} {type or 'listed'}")
 

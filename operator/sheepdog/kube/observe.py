@@ -61,15 +61,17 @@ def job_identity(job: Mapping[str, Any]) -> Optional[tuple[int, str]]:
 
 def job_attempts(job: Mapping[str, Any]) -> int:
     """Attempts so far: failed pods (counted, plus those the Job controller has seen fail but
-    not yet counted: status.uncountedTerminatedPods), plus one that is active or succeeded.
-    Without the uncounted ones the figure dips for a moment after each failure."""
+    not yet counted: status.uncountedTerminatedPods), plus one that is active or succeeded
+    (counted or not yet). Without the uncounted ones the figure would dip for a moment after
+    each pod's end, and every dip is a Job event that looks like news (job_signature)."""
     st = job.get("status") or {}
-    uncounted = (st.get("uncountedTerminatedPods") or {}).get("failed") or ()
-    failed = int(st.get("failed") or 0) + len(uncounted)
+    uncounted = st.get("uncountedTerminatedPods") or {}
+    failed = int(st.get("failed") or 0) + len(uncounted.get("failed") or ())
+    succeeded = int(st.get("succeeded") or 0) + len(uncounted.get("succeeded") or ())
     state = job_state(job)
     if state == "succeeded":
         return failed + 1
-    if state == "running" and int(st.get("active") or 0) > 0:
+    if state == "running" and (int(st.get("active") or 0) > 0 or succeeded > 0):
         return failed + 1
     return failed
 

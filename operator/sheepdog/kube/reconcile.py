@@ -151,6 +151,8 @@ class Reconciler:
 
         # (namespace, name) -> resourceVersion of our last status write
         self._own_writes: dict[tuple[str, str], str] = {}
+        # (namespace, Job name) -> observe.job_signature of the Job as last reconciled on
+        self._job_signatures: dict[tuple[str, str], tuple] = {}
 
     def _written(self, run: Mapping[str, Any], response: Any) -> None:
         meta = run["metadata"]
@@ -163,6 +165,21 @@ class Reconciler:
         nothing this operator does not know (the write was conditional on the version we read),
         so it needs no reconcile. Saves about a third of all reconciles."""
         return bool(resource_version) and self._own_writes.get((namespace, name)) == resource_version
+
+    def job_changed(self, namespace: str, job: str, body: Optional[Mapping[str, Any]]) -> bool:
+        """Whether a Job event (body None: deleted) can change its run's plan: only when it
+        changes what the planner reads of the Job (observe.job_signature). A Job this process
+        just created is known as it was created, so its ADDED event is no news either. The
+        first event of every Job after a start counts: nothing is missed across restarts."""
+        key = (namespace, job)
+        if body is None:
+            self._job_signatures.pop(key, None)
+            return True
+        sig = obs.job_signature(body)
+        if self._job_signatures.get(key) == sig:
+            return False
+        self._job_signatures[key] = sig
+        return True
 
     def forget(self, namespace: str, name: str) -> None:
         self._own_writes.pop((namespace, name), None)
@@ -252,6 +269,7 @@ class Reconciler:
                 result.existing.append(oname)
                 continue
             result.created.append(oname)
+            self._job_signatures[(ns, oname)] = obs.job_signature({})  # as created: no status yet
             latency = self._latency(observed)
             if latency is not None:
                 result.latencies.append(latency)

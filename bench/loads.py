@@ -65,7 +65,6 @@ def main(argv=None) -> int:
         summary_file = Path(work) / "synthesize.summary.json"
         env = dict(os.environ)
         env.setdefault("SHEEPDOG_TORCH_THREADS", "1")
-        env.setdefault("SHEEPDOG_VLLM_MEMORY", "0.1")
         cmd = [sys.executable, "-m", "sheepdog_jobs", "synthesize", "--config", config.to_json(),
                "--summary-file", str(summary_file)]
         log(f"loads bench: real synthesize stage, engine {args.engine}, dataSize {data_size}, "

@@ -82,9 +82,8 @@ def make_config():
 def stage_env(**extra) -> dict:
     env = dict(os.environ)
     # One intra-op thread: on the shared 2-core machine OpenMP spin-waiting made 2 threads
-    # ~10x slower (measured); a small vLLM KV cache leaves RAM to the others.
+    # ~10x slower (measured). vLLM on CPU gets a fixed 1 GiB KV cache (SHEEPDOG_VLLM_KV_CACHE_GIB).
     env.setdefault("SHEEPDOG_TORCH_THREADS", "1")
-    env.setdefault("SHEEPDOG_VLLM_MEMORY", "0.1")
     env.update(extra)
     return env
 

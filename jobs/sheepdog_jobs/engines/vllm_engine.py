@@ -37,9 +37,15 @@ class VllmEngine(Engine):
 
         started = time.monotonic()
         cuda = _cuda()
+        kv_cache_bytes: Optional[int] = None
         if memory_fraction is None:
-            # On CPU this share of system RAM becomes the KV cache; the machine is shared.
-            memory_fraction = float(os.environ.get("SHEEPDOG_VLLM_MEMORY", "0.9" if cuda else "0.15"))
+            memory_fraction = float(os.environ.get("SHEEPDOG_VLLM_MEMORY", "0.9"))
+        if not cuda:
+            # On CPU the KV cache is system RAM. vLLM would size it as a share of the NUMA node
+            # minus what the process holds after warm-up, which left nothing on a 24 GB
+            # machine at a 0.1 share (and crowds out everything else at a big one): ask for a
+            # fixed size instead (the tiny model needs ~0.4 GiB for one full-context sequence).
+            kv_cache_bytes = int(float(os.environ.get("SHEEPDOG_VLLM_KV_CACHE_GIB", "1")) * 2**30)
         if enforce_eager is None:
             # On CPU, graph compilation costs over a minute at start for a few % of speed:
             # not worth it for stage-sized workloads. On GPU CUDA graphs pay off.
@@ -51,6 +57,7 @@ class VllmEngine(Engine):
             seed=seed,
             tensor_parallel_size=tensor_parallel if cuda else 1,
             gpu_memory_utilization=memory_fraction,
+            kv_cache_memory_bytes=kv_cache_bytes,
             enable_prefix_caching=True,  # the ICL meta prompt and rubrics are shared prefixes
             max_model_len=max_model_len,
             enforce_eager=enforce_eager,

@@ -439,3 +439,40 @@ def test_resync_reconciles_the_runs_that_are_not_settled():
         d = Dispatcher(rec, pool)
         assert asyncio.run(d.resync([], concurrency=2)) == 3
     assert sorted(reconciled) == ["edited", "going", "new"]
+
+
+def test_run_events_of_its_own_recent_status_writes_are_recognised():
+    kube = FakeKube(make_run_obj())
+    rec = reconciler(kube)
+    rec.reconcile("ns", "r")  # creates the synthesize Job, writes status
+    first = kube.run["metadata"]["resourceVersion"]
+    kube.finish("r-i1-synthesize", message=json.dumps(SUMMARY))
+    rec.reconcile("ns", "r")  # writes status again before the first write's event came back
+    second = kube.run["metadata"]["resourceVersion"]
+    assert first != second
+    assert rec.is_own_write("ns", "r", first) and rec.is_own_write("ns", "r", second)
+    assert not rec.is_own_write("ns", "r", "1")  # the user's version, before our writes
+    assert not rec.is_own_write("ns", "other", second) and not rec.is_own_write("ns", "r", None)
+    rec.forget("ns", "r")
+    assert not rec.is_own_write("ns", "r", second)
+
+
+def test_a_trigger_whose_event_turns_out_to_be_our_own_write_is_dropped():
+    import asyncio
+    import concurrent.futures
+    from types import SimpleNamespace
+
+    from sheepdog.kube.handlers import Dispatcher
+    from sheepdog.kube.reconcile import Result
+
+    reconciled = []
+    rec = SimpleNamespace(metrics=Metrics(), reconcile=lambda ns, name: reconciled.append(name) or Result())
+
+    async def scenario(d):
+        await d.trigger("ns", "r", no_news=lambda: True)
+        await d.trigger("ns", "r", no_news=lambda: False)
+        await d.trigger("ns", "r")
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        asyncio.run(scenario(Dispatcher(rec, pool)))
+    assert reconciled == ["r", "r"]

@@ -58,7 +58,11 @@ class Dispatcher:
         self.reconciles = 0
         self._tasks: set[asyncio.Task] = set()
 
-    async def trigger(self, namespace: str, name: str, why: str = "") -> None:
+    async def trigger(self, namespace: str, name: str, why: str = "",
+                      no_news: Optional[Callable[[], bool]] = None) -> None:
+        """Reconcile the run (coalesced, see the module docstring). `no_news` is asked once
+        this trigger's turn has come: True drops it (a run event of our own status write
+        whose response had not been recorded when the event arrived)."""
         key = (namespace, name)
         st = self._runs.get(key)
         if st is None:
@@ -70,6 +74,8 @@ class Dispatcher:
             async with st.lock:
                 if st.covered >= seq:
                     return  # a reconcile that started after this trigger already ran
+                if no_news is not None and no_news():
+                    return
                 st.covered = st.requested
                 await self._run(key, st, why)
         finally:
@@ -85,6 +91,7 @@ class Dispatcher:
             st.retry.cancel()
             st.retry = None
         loop = asyncio.get_running_loop()
+        log.debug("%s/%s: reconcile (%s)", namespace, name, why or "event")
         try:
             result = await loop.run_in_executor(self.executor, self.reconciler.reconcile, namespace, name)
         except Conflict as e:
@@ -197,9 +204,11 @@ def register(registry: Any, dispatcher: Dispatcher) -> None:
         meta = body.get("metadata") or {}
         if meta.get("deletionTimestamp"):
             return
-        if dispatcher.reconciler.is_own_write(namespace, name, meta.get("resourceVersion")):
+        rv = meta.get("resourceVersion")
+        own = lambda: dispatcher.reconciler.is_own_write(namespace, name, rv)  # noqa: E731
+        if own():
             return
-        await dispatcher.trigger(namespace, name, why=f"run {type or 'listed'}")
+        await dispatcher.trigger(namespace, name, why=f"run {type or 'listed'}", no_news=own)
 
     @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN: kopf.PRESENT}, registry=registry)
     async def job_event(type: Optional[str], body: Any, namespace: Optional[str], name: Optional[str],

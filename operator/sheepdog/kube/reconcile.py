@@ -32,6 +32,7 @@ import json
 import logging
 import string
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Optional
@@ -52,6 +53,7 @@ log = logging.getLogger("sheepdog.reconcile")
 
 TEST_POD_ANNOTATIONS = "sheepdog.test/pod-annotations"
 TEST_PREFIX = "sheepdog.test/"
+OWN_WRITES_KEPT = 4
 
 
 def utcnow() -> str:
@@ -149,8 +151,9 @@ class Reconciler:
         self.options = options or Options()
         self.clock = clock
 
-        # (namespace, name) -> resourceVersion of our last status write
-        self._own_writes: dict[tuple[str, str], str] = {}
+        # (namespace, name) -> resourceVersions of our last status writes (a few: the watch
+        # event of one write can arrive after the next write)
+        self._own_writes: dict[tuple[str, str], deque[str]] = {}
         # (namespace, Job name) -> observe.job_signature of the Job as last reconciled on
         self._job_signatures: dict[tuple[str, str], tuple] = {}
 
@@ -158,13 +161,13 @@ class Reconciler:
         meta = run["metadata"]
         rv = ((response or {}).get("metadata") or {}).get("resourceVersion") if isinstance(response, dict) else None
         if rv:
-            self._own_writes[(meta["namespace"], meta["name"])] = rv
+            self._own_writes.setdefault((meta["namespace"], meta["name"]), deque(maxlen=OWN_WRITES_KEPT)).append(rv)
 
     def is_own_write(self, namespace: str, name: str, resource_version: Optional[str]) -> bool:
         """True for the watch event of the run version our own status write produced: it holds
         nothing this operator does not know (the write was conditional on the version we read),
         so it needs no reconcile. Saves about a third of all reconciles."""
-        return bool(resource_version) and self._own_writes.get((namespace, name)) == resource_version
+        return bool(resource_version) and resource_version in self._own_writes.get((namespace, name), ())
 
     def job_changed(self, namespace: str, job: str, body: Optional[Mapping[str, Any]]) -> bool:
         """Whether a Job event (body None: deleted) can change its run's plan: only when it
@@ -261,15 +264,21 @@ class Reconciler:
                 if extra:
                     tmeta = obj["spec"]["template"].setdefault("metadata", {})
                     tmeta.setdefault("annotations", {}).update(extra)
-            created = self.kube.create(ns, obj)
             oname = obj["metadata"]["name"]
+            if obj.get("kind") == "Job":
+                # known as created before the POST: its ADDED event can beat the response
+                self._job_signatures[(ns, oname)] = obs.job_signature({})
+            try:
+                created = self.kube.create(ns, obj)
+            except BaseException:
+                self._job_signatures.pop((ns, oname), None)
+                raise
             if obj.get("kind") != "Job":
                 continue
             if not created:
                 result.existing.append(oname)
                 continue
             result.created.append(oname)
-            self._job_signatures[(ns, oname)] = obs.job_signature({})  # as created: no status yet
             latency = self._latency(observed)
             if latency is not None:
                 result.latencies.append(latency)

@@ -2,7 +2,10 @@
 
 There is no container runtime on the test machines. End-to-end tests that need a stage to run
 for real register a node with this executor and steer pods to it (nodeSelector
-kubernetes.io/hostname=<node>); kwok leaves this node alone (it carries no kwok annotation).
+kubernetes.io/hostname=<node>, and a toleration of the node's taint
+`sheepdog.dev/pod-executor=true:NoSchedule`, which keeps every other test's pods off it: a
+CPU-only stage pod of a kwok test once landed here and really ran); kwok leaves this node
+alone (it carries no kwok annotation).
 
     python -m tests.cluster.pod_executor --kubeconfig K --node NAME --volume-root DIR \\
         [--label k=v ...] [--capacity nvidia.com/gpu=8 ...] [--clean-env]
@@ -53,6 +56,9 @@ if __package__ in (None, ""):
 from tests.cluster.kube import ApiError, KubeClient  # noqa: E402
 
 log = logging.getLogger("pod_executor")
+# Only pods that tolerate it are scheduled here (see the module docstring).
+TAINT = {"key": "sheepdog.dev/pod-executor", "value": "true", "effect": "NoSchedule"}
+TOLERATION = {"key": "sheepdog.dev/pod-executor", "operator": "Exists", "effect": "NoSchedule"}
 
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 MAX_MESSAGE = 4096
@@ -481,7 +487,7 @@ class PodExecutor:
             "kind": "Node",
             "metadata": {"name": self.node, "labels": self.labels,
                          "annotations": {"sheepdog.dev/pod-executor": "true"}},
-            "spec": {},
+            "spec": {"taints": [TAINT]},
             "status": self._node_status(),
         }
         try:
@@ -489,7 +495,8 @@ class PodExecutor:
         except ApiError as e:
             if e.status != 409:
                 raise
-            self.client.patch(f"/api/v1/nodes/{self.node}", {"metadata": {"labels": self.labels}})
+            self.client.patch(f"/api/v1/nodes/{self.node}", {"metadata": {"labels": self.labels},
+                                                              "spec": {"taints": [TAINT]}})
         self.client.patch(f"/api/v1/nodes/{self.node}/status", {"status": self._node_status()}, kind="strategic")
         self._renew_lease()
         log.info("node %s registered", self.node)

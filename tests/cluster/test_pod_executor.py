@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from tests.cluster.pod_executor import TAINT, TOLERATION
+
 pytestmark = pytest.mark.cluster
 
 WRITER = r"""
@@ -40,6 +42,7 @@ def executor_job(name: str, node: str, command: list[str], args: list[str] | Non
                 "spec": {
                     "restartPolicy": "Never",
                     "nodeSelector": {"kubernetes.io/hostname": node},
+                    "tolerations": [TOLERATION],
                     "containers": [container],
                     "volumes": volumes or [],
                 }
@@ -59,6 +62,7 @@ def test_executor_node_is_ready_and_not_kwok(cluster, pod_executor):
     node = cluster.get_json("node", pod_executor.node)
     assert "kwok.x-k8s.io/node" not in node["metadata"].get("annotations", {})
     assert node["metadata"]["labels"]["sheepdog.dev/pod-executor"] == "true"
+    assert TAINT in node["spec"]["taints"]  # pods that do not tolerate it stay off
     assert any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
     lease = cluster.get_json("lease", pod_executor.node, "-n", "kube-node-lease")
     assert lease["spec"]["holderIdentity"] == pod_executor.node

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.fixture import PodExecutorProcess
+from tests.cluster.pod_executor import TOLERATION
 from tests.operator.conftest import get_run, stage_jobs, wait_phase
 
 pytestmark = [pytest.mark.cluster, pytest.mark.model, pytest.mark.slow]
@@ -33,7 +34,7 @@ def e2e_manifest(name: str, namespace: str, node_label: dict[str, str]) -> dict:
     vLLM (a second engine process, a GPU-sized memory reservation) where it happens to be
     installed; the engine choice is not what this test is about, the operator/Job/stage
     contract is."""
-    stage = {"gpus": 0, "nodeSelector": node_label}
+    stage = {"gpus": 0, "nodeSelector": node_label, "tolerations": [TOLERATION]}
     return {
         "apiVersion": "sheepdog.dev/v1alpha1",
         "kind": "SelfAlignmentRun",

@@ -22,8 +22,8 @@ def self_instruct_line(i: int, instruction: str = "Do something useful.", inp: s
                        "instances": [{"input": inp, "output": out}], "is_classification": False})
 
 
-@pytest.mark.skipif(not SHARED_SEEDS.exists(), reason="shared Self-Instruct seeds not present")
 def test_real_self_instruct_file_loads_175_tasks():
+    assert SHARED_SEEDS.exists(), f"the shared Self-Instruct seed tasks are missing: {SHARED_SEEDS}"
     tasks = load_seed_tasks(SHARED_SEEDS)
     assert len(tasks) == 175
     assert all(isinstance(t, SeedTask) and t.instruction for t in tasks)

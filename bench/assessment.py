@@ -5,7 +5,7 @@
     .venv/bin/python bench/assessment.py --engine vllm    # the same on vLLM
 
 Data.  N real (instruction, response) pairs: the first N Self-Instruct seed tasks'
-instruction (+ input) and output (/work/shared/data/self-instruct/seed_tasks.jsonl, read in
+instruction (+ input) and output (jobs/sheepdog_jobs/data/self_instruct/seed_tasks.jsonl, read in
 place; falls back to examples/seeds/quickstart.jsonl).  Each pair gets the paper's combined
 QUALITY prompt (build_assessment_prompt("combined", "quality", ...), paper word order).
 
@@ -50,11 +50,10 @@ from sheepdog_jobs.modelprep import default_cache_dir, prepare_model  # noqa: E4
 from sheepdog_jobs.parsing import extract_score, extract_score_strict  # noqa: E402
 from sheepdog_jobs.prompts import build_assessment_prompt  # noqa: E402
 from sheepdog_jobs.scores import logprob_score  # noqa: E402
-from sheepdog_jobs.seeds import load_seed_tasks  # noqa: E402
+from sheepdog_jobs.seeds import SELF_INSTRUCT_SEED_TASKS, load_seed_tasks  # noqa: E402
 from sheepdog_jobs.stages.common import configure_torch_threads  # noqa: E402
 
-SHARED_SEEDS = Path("/work/shared/data/self-instruct/seed_tasks.jsonl")
-FALLBACK_SEEDS = REPO / "examples" / "seeds" / "quickstart.jsonl"
+SHARED_SEEDS = SELF_INSTRUCT_SEED_TASKS  # shipped in jobs/sheepdog_jobs/data/self_instruct
 TEMPERATURE, TOP_P, MAX_TOKENS, SEED = 1.0, 0.95, 256, 1234
 
 
@@ -103,7 +102,7 @@ def main(argv=None) -> int:
 
     configure_torch_threads()
     model = args.model or prepare_model(default_cache_dir())["model"]
-    seed_file = SHARED_SEEDS if SHARED_SEEDS.exists() else FALLBACK_SEEDS
+    seed_file = SHARED_SEEDS  # a missing file fails: no silent fallback
     tasks = [t for t in load_seed_tasks(seed_file) if t.output][:n]
     prompts = [build_assessment_prompt("combined", "quality", t.instruction, t.input, t.output)
                for t in tasks]

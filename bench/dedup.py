@@ -4,7 +4,7 @@
     .venv/bin/python bench/dedup.py --quick    # 2k and 10k, smaller Exact sample (~1 min)
 
 Data.  Instruction-like sentences built deterministically (random.Random(SEED)) from the 175
-Self-Instruct seed tasks (/work/shared/data/self-instruct/seed_tasks.jsonl, read in place,
+Self-Instruct seed tasks (shipped in jobs/sheepdog_jobs/data/self_instruct/,
 never copied), or from examples/seeds/quickstart.jsonl when that file is absent: the opening
 (1-3 words) of a seed instruction ("Write a", "Given a sentence"), continued by a random walk
 on the word bigrams of all the seed texts (instructions, inputs and outputs) that jumps to a
@@ -51,10 +51,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "jobs"))
 
 from sheepdog_jobs.rouge import ExactDedup, FastDedup, tokenize  # noqa: E402
-from sheepdog_jobs.seeds import load_seed_tasks  # noqa: E402
+from sheepdog_jobs.seeds import SELF_INSTRUCT_SEED_TASKS, load_seed_tasks  # noqa: E402
 
-SHARED_SEEDS = Path("/work/shared/data/self-instruct/seed_tasks.jsonl")
-FALLBACK_SEEDS = REPO / "examples" / "seeds" / "quickstart.jsonl"
+SHARED_SEEDS = SELF_INSTRUCT_SEED_TASKS  # shipped in jobs/sheepdog_jobs/data/self_instruct
 SEED = 20240815
 THRESHOLD = 0.7
 INJECT_RATE = 0.10
@@ -228,7 +227,7 @@ def main(argv=None) -> int:
     sample = args.sample or (40 if args.quick else 100)
     labels = [f"{s // 1000}k" if s % 1000 == 0 else str(s) for s in sizes]
 
-    seed_file = SHARED_SEEDS if SHARED_SEEDS.exists() else FALLBACK_SEEDS
+    seed_file = SHARED_SEEDS  # a missing file fails: no silent fallback
     tasks = load_seed_tasks(seed_file)
     pool = [t.instruction for t in tasks]
     log(f"dedup bench: seeds {seed_file} ({len(pool)} tasks), threshold {THRESHOLD}, "

@@ -35,11 +35,10 @@ os.environ.setdefault("SHEEPDOG_TORCH_THREADS", "1")  # see tests/jobs/conftest.
 from sheepdog_jobs.engines import create_engine  # noqa: E402
 from sheepdog_jobs.modelprep import default_cache_dir, prepare_model  # noqa: E402
 from sheepdog_jobs.prompts import build_instruction_request  # noqa: E402
-from sheepdog_jobs.seeds import load_seed_tasks  # noqa: E402
+from sheepdog_jobs.seeds import SELF_INSTRUCT_SEED_TASKS, load_seed_tasks  # noqa: E402
 from sheepdog_jobs.stages.common import configure_torch_threads  # noqa: E402
 
-SHARED_SEEDS = Path("/work/shared/data/self-instruct/seed_tasks.jsonl")
-FALLBACK_SEEDS = REPO / "examples" / "seeds" / "quickstart.jsonl"
+SHARED_SEEDS = SELF_INSTRUCT_SEED_TASKS  # shipped in jobs/sheepdog_jobs/data/self_instruct
 SEED = 7
 
 
@@ -57,7 +56,7 @@ def main(argv=None) -> int:
 
     configure_torch_threads()
     model = args.model or prepare_model(default_cache_dir())["model"]
-    seed_file = SHARED_SEEDS if SHARED_SEEDS.exists() else FALLBACK_SEEDS
+    seed_file = SHARED_SEEDS  # a missing file fails: no silent fallback
     tasks = load_seed_tasks(seed_file)
     rng = random.Random(SEED)
     prompts = [build_instruction_request(rng.sample(tasks, 3), num_tasks=20, include_output=False)

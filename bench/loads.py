@@ -30,9 +30,9 @@ sys.path.insert(0, str(REPO / "operator"))
 from sheepdog.api.spec import RunSpec  # noqa: E402
 from sheepdog.stage_config import StageConfig  # noqa: E402
 from sheepdog_jobs.modelprep import default_cache_dir, prepare_model  # noqa: E402
+from sheepdog_jobs.seeds import SELF_INSTRUCT_SEED_TASKS  # noqa: E402
 
-SHARED_SEEDS = Path("/work/shared/data/self-instruct/seed_tasks.jsonl")
-FALLBACK_SEEDS = REPO / "examples" / "seeds" / "quickstart.jsonl"
+SHARED_SEEDS = SELF_INSTRUCT_SEED_TASKS  # shipped in jobs/sheepdog_jobs/data/self_instruct
 
 
 def log(msg: str) -> None:
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     data_size, max_tokens = (2, 96) if args.quick else (4, 160)
 
     model = prepare_model(default_cache_dir())["model"]
-    seed_file = SHARED_SEEDS if SHARED_SEEDS.exists() else FALLBACK_SEEDS
+    seed_file = SHARED_SEEDS  # a missing file fails: no silent fallback
     spec = RunSpec.model_validate({
         "model": {"base": model}, "engine": args.engine,
         "seed": {"examplesPerRequest": 3},

@@ -18,7 +18,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SeedTask", "SeedError", "load_seed_tasks", "MAX_LINE_BYTES"]
+__all__ = ["SeedTask", "SeedError", "load_seed_tasks", "MAX_LINE_BYTES", "SELF_INSTRUCT_SEED_TASKS"]
+
+# The 175 Self-Instruct seed tasks (Apache-2.0, LICENSE and NOTICE beside the file), shipped as
+# package data: the seed set the paper starts from.
+SELF_INSTRUCT_SEED_TASKS = Path(__file__).resolve().parent / "data" / "self_instruct" / "seed_tasks.jsonl"
 
 MAX_LINE_BYTES = 1024 * 1024  # a longer line is an error (and is never held in memory whole)
 _MAX_REPORTED = 10

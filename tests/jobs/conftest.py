@@ -12,11 +12,11 @@ import pytest
 
 from sheepdog.api.spec import RunSpec
 from sheepdog.stage_config import StageConfig
+from sheepdog_jobs.seeds import SELF_INSTRUCT_SEED_TASKS
 
 REPO = Path(__file__).resolve().parents[2]
-# The 175 Self-Instruct seed tasks live in shared/ beside the repository (read only).
-SEED_TASKS = Path(os.environ.get("SHEEPDOG_SEED_TASKS",
-                                 REPO.parent / "shared" / "data" / "self-instruct" / "seed_tasks.jsonl"))
+# The 175 Self-Instruct seed tasks, shipped in the repository (jobs/sheepdog_jobs/data/self_instruct).
+SEED_TASKS = SELF_INSTRUCT_SEED_TASKS
 
 # Settings a 135M model on 2 shared CPU cores gets through in minutes (see ISHEEP.md, "Measured
 # on the tiny test model": logprob scoring and keepFraction, not the paper's threshold 8).
@@ -52,9 +52,10 @@ def tiny_model() -> str:
 
 @pytest.fixture(scope="session")
 def seed_tasks() -> str:
-    # The Self-Instruct seeds sit beside the checkout (shared/); a checkout without them uses
-    # the project's own quickstart seeds rather than skipping the model tests.
-    return str(SEED_TASKS if SEED_TASKS.is_file() else REPO / "examples" / "seeds" / "quickstart.jsonl")
+    # Shipped in the repository: a missing file is a broken checkout, never a reason to
+    # fall back to other seeds.
+    assert SEED_TASKS.is_file(), f"the Self-Instruct seed tasks are missing: {SEED_TASKS}"
+    return str(SEED_TASKS)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ import random
 import pytest
 
 from sheepdog_jobs.rouge import ExactDedup, FastDedup, lcs_length, rouge_l_f1, tokenize
+from sheepdog_jobs.seeds import SELF_INSTRUCT_SEED_TASKS
 
 
 def test_tokenize_matches_rouge_score_default_tokenizer():
@@ -142,7 +143,7 @@ def test_exact_and_fast_make_identical_decisions(threshold, count):
 def test_fast_dedup_equivalence_on_seed_instructions():
     from pathlib import Path
     import json
-    path = Path("/work/shared/data/self-instruct/seed_tasks.jsonl")
+    path = SELF_INSTRUCT_SEED_TASKS
     assert path.exists(), f"the shared Self-Instruct seed tasks are missing: {path}"
     seeds = [json.loads(line)["instruction"] for line in path.open()]
     rng = random.Random(3)

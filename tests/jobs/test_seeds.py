@@ -5,7 +5,7 @@ import pytest
 
 from sheepdog_jobs.seeds import MAX_LINE_BYTES, SeedError, SeedTask, load_seed_tasks
 
-SHARED_SEEDS = Path("/work/shared/data/self-instruct/seed_tasks.jsonl")
+from sheepdog_jobs.seeds import SELF_INSTRUCT_SEED_TASKS as SHARED_SEEDS
 
 
 def write(tmp_path: Path, content: str | bytes, name: str = "seeds.jsonl") -> Path:

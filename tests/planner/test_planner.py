@@ -82,12 +82,57 @@ def test_direct_is_one_iteration_of_iterations_times_data_size_from_the_base():
     assert final.status.best_iteration == 1
 
 
-def test_evaluate_runs_after_train_when_enabled():
-    sim = Simulation(make_spec(evaluation={"enabled": True}, iterations=2))
+def test_evaluate_runs_after_train_when_enabled_and_m0_first():
+    sim = Simulation(make_spec(evaluation={"enabled": True}, iterations=2), metrics={0: 0.05})
     final = sim.run()
-    assert sim.executed == stages_in_order(2, ALL + ("evaluate",))
+    assert sim.executed == [(0, "evaluate")] + stages_in_order(2, ALL + ("evaluate",))
     assert [r.evaluation for r in final.status.iterations] == [
-        {"ifeval.promptStrict": 0.1}, {"ifeval.promptStrict": 0.2}]
+        {"ifeval.promptStrict": 0.05}, {"ifeval.promptStrict": 0.1}, {"ifeval.promptStrict": 0.2}]
+    assert [r.evaluation_gain for r in final.status.iterations] == [
+        None, {"ifeval.promptStrict": 0.05}, {"ifeval.promptStrict": 0.15}]
+
+
+def test_m0_is_evaluated_once_as_iteration_0_on_the_base_model():
+    sim = Simulation(make_spec(evaluation={"enabled": True}, iterations=1))
+    first = sim.step()
+    [action] = first.actions
+    assert (action.name, action.iteration, action.stage) == ("demo-i0-evaluate", 0, "evaluate")
+    assert action.config.model_out == "/data/models/base"
+    assert action.config.out_dir == f"{D}/i0/evaluate"
+    assert (first.status.iteration, first.status.stage) == (0, "evaluate")
+    final = sim.run()
+    assert sim.executed.count((0, "evaluate")) == 1 and sim.executed[1] == (1, "synthesize")
+    # iteration 1 generates with M_0 as before: the baseline changes no lineage
+    assert sim.configs("synthesize")[1].generator_model == "/data/models/base"
+    wire = final.status.to_wire()["iterations"][0]
+    assert {k for k in wire if k not in ("stages", "startedAt", "finishedAt")} == {
+        "iteration", "model", "evaluation"}
+    assert (wire["iteration"], wire["model"]) == (0, "models/base")
+    assert wire["stages"]["evaluate"]["job"] == "demo-i0-evaluate"
+    assert final.status.best_iteration == 1
+
+
+def test_without_evaluation_there_is_no_iteration_0():
+    final = Simulation(make_spec(iterations=1)).run()
+    assert [r.iteration for r in final.status.iterations] == [1]
+
+
+def test_evaluation_switched_on_after_the_start_evaluates_nothing_past():
+    sim = Simulation(make_spec(iterations=2))
+    sim.step()
+    sim.spec, sim.generation = make_spec(iterations=2, evaluation={"enabled": True}), 2
+    final = sim.run()
+    assert (0, "evaluate") not in sim.executed and (1, "evaluate") in sim.executed
+    assert all(r.evaluation_gain is None for r in final.status.iterations)
+
+
+def test_a_failed_m0_evaluation_fails_the_run():
+    def outcome(i, stage):
+        return ("failed", None, "judge unreachable") if i == 0 else ("succeeded", summary_for(i, stage), "")
+
+    final = Simulation(make_spec(evaluation={"enabled": True}), outcome=outcome).run()
+    assert (final.status.phase, final.status.stage, final.status.iteration) == ("Failed", "evaluate", 0)
+    assert "iteration 0 evaluate failed" in final.status.message
 
 
 # --- what the status records ------------------------------------------------------------------
@@ -96,7 +141,8 @@ def test_evaluate_runs_after_train_when_enabled():
 def test_records_carry_every_figure_and_times():
     sim = Simulation(make_spec(iterations=1, evaluation={"enabled": True}))
     final = sim.run()
-    [r] = final.status.iterations
+    [m0, r] = final.status.iterations
+    assert m0.iteration == 0 and r.evaluation_gain == {"ifeval.promptStrict": 0.1}
     assert (r.generated, r.assessed, r.parse_failures, r.kept, r.keep_rate) == (100, 90, 1, 50, 0.5)
     assert r.mean_quality == pytest.approx(7.1) and r.mean_following == pytest.approx(6.1)
     assert r.train_loss == 2.0 and r.evaluation == {"ifeval.promptStrict": 0.1}
@@ -105,9 +151,9 @@ def test_records_carry_every_figure_and_times():
     assert all(s.phase == "Succeeded" and s.attempts == 1 for s in r.stages.values())
     assert r.stages["curate"].job == "demo-i1-curate"
     assert r.stages["curate"].summary["kept"] == 50
-    wire = final.status.to_wire()["iterations"][0]
+    wire = final.status.to_wire()["iterations"][1]
     for key in ("generated", "assessed", "parseFailures", "kept", "keepRate", "meanQuality",
-                "meanFollowing", "trainLoss", "evaluation", "generatorModel", "baseModel", "model",
+                "meanFollowing", "trainLoss", "evaluation", "evaluationGain", "generatorModel", "baseModel", "model",
                 "startedAt", "finishedAt", "stages"):
         assert key in wire
     assert final.status.started_at and final.status.finished_at
@@ -368,6 +414,15 @@ def test_stopping_min_delta_treats_small_gains_as_no_improvement():
     assert (final.status.reason, final.status.iteration, final.status.best_iteration) == ("EarlyStopped", 2, 1)
 
 
+def test_stopping_compares_with_m0_and_m0_can_stay_the_best():
+    sim = Simulation(stopping_spec(), metrics={0: 0.50, 1: 0.45, 2: 0.9})
+    final = sim.run()
+    s = final.status
+    assert (s.reason, s.iteration, s.best_iteration, s.best_model) == ("EarlyStopped", 1, 0, "models/base")
+    assert s.message.endswith("best iteration 0 (ifeval.promptStrict 0.5)")
+    assert s.record(1).evaluation_gain == {"ifeval.promptStrict": -0.05}
+
+
 def test_stopping_at_the_last_iteration_is_completed_not_early():
     sim = Simulation(stopping_spec(), metrics={1: 0.4, 2: 0.5, 3: 0.5, 4: 0.6, 5: 0.6})
     sim.spec = stopping_spec().model_copy(update={"iterations": 2})
@@ -378,7 +433,8 @@ def test_stopping_at_the_last_iteration_is_completed_not_early():
 def test_a_missing_metric_warns_and_does_not_count():
     def outcome(i, stage):
         if stage == "evaluate":
-            values = {1: {"ifeval.promptStrict": 0.3}, 2: {"other": 1.0}, 3: {"ifeval.promptStrict": 0.2}}
+            values = {0: {"ifeval.promptStrict": 0.1}, 1: {"ifeval.promptStrict": 0.3}, 2: {"other": 1.0},
+                      3: {"ifeval.promptStrict": 0.2}}
             return "succeeded", {"ok": True, "evaluation": values[i]}, ""
         return "succeeded", summary_for(i, stage), ""
 
@@ -436,7 +492,7 @@ def test_evaluation_switched_off_mid_iteration_skips_evaluate_from_now_on():
         sim.step()
     sim.spec, sim.generation = make_spec(iterations=2), 2
     final = sim.run()
-    assert sim.executed == stages_in_order(1, ALL + ("evaluate",)) + stages_in_order(2)[3:]
+    assert sim.executed == [(0, "evaluate")] + stages_in_order(1, ALL + ("evaluate",)) + stages_in_order(2)[3:]
     assert final.status.reason == "Completed"
 
 

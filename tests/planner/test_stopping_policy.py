@@ -63,3 +63,17 @@ def test_metric_of_ignores_non_numbers():
     r = IterationRecord(iteration=1, evaluation={M: 0.5})
     assert metric_of(r, M) == 0.5 and metric_of(r, "other") is None
     assert metric_of(IterationRecord(iteration=1), M) is None
+
+
+def test_m0_is_the_first_value_to_beat_and_can_stay_the_best():
+    m0 = IterationRecord(iteration=0, evaluation={M: 0.5})
+    v = judge(rule(), [m0, *records(0.4)])
+    assert (v.stop, v.best_iteration, v.best_value) == (True, 0, 0.5)
+    v = judge(rule(), [m0, *records(0.6)])
+    assert (v.stop, v.best_iteration) == (False, 1)
+
+
+def test_without_stopping_m0_is_never_the_best():
+    m0 = IterationRecord(iteration=0, evaluation={M: 0.9})
+    assert judge(None, [m0]).best_iteration is None
+    assert judge(None, [m0, *records(0.1)]).best_iteration == 1

@@ -49,6 +49,11 @@ class IterationRecord(StatusModel):
     base_model: Optional[str] = None
     model: Optional[str] = None
     evaluation: Optional[dict[str, float]] = None
+    evaluation_gain: Optional[dict[str, float]] = Field(
+        None,
+        description="metric -> this iteration's evaluation minus that of iteration 0 (M_0, the "
+        "starting model), for the metrics both have; absent without M_0's evaluation.",
+    )
     started_at: Optional[str] = None
     finished_at: Optional[str] = None
     stages: dict[str, StageRecord] = Field(default_factory=dict)

@@ -45,7 +45,7 @@ def render_run(
     spec = run.spec
     layout = kube_layout(name, spec)
     objects: list[dict[str, Any]] = []
-    for stage in stages_of(spec):
+    for stage in stages_of(spec, iteration=iteration):
         config = stage_config(name, spec, iteration, stage, layout)
         objects += build_stage_objects(name, ns, uid, spec, config, image_defaults)
     return objects

@@ -24,7 +24,7 @@ from sheepdog.local.workdir_files import read_json
 from sheepdog.planner import StageObservation, max_attempts
 from sheepdog.stage_config import Layout
 
-ITERATION_DIR = re.compile(r"^i([1-9][0-9]*)$")
+ITERATION_DIR = re.compile(r"^i(0|[1-9][0-9]*)$")  # i0: M_0's evaluation
 
 
 def summary_file(layout: Layout, iteration: int, stage: str) -> Path:

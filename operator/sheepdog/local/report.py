@@ -32,10 +32,13 @@ def _cell(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def _evaluation(value: Optional[dict[str, Any]]) -> str:
+def _evaluation(value: Optional[dict[str, Any]], gain: Optional[dict[str, Any]] = None) -> str:
+    """metric=value, and (+gain) against M_0 (iteration 0) where the record has one."""
     if not value:
         return "-"
-    return " ".join(f"{k}={_cell(v)}" for k, v in sorted(value.items()))
+    gain = gain or {}
+    return " ".join(f"{k}={_cell(v)}" + (f"({gain[k]:+.3g})" if isinstance(gain.get(k), (int, float)) else "")
+                    for k, v in sorted(value.items()))
 
 
 def rows_of(report: dict[str, Any]) -> list[list[str]]:
@@ -47,7 +50,7 @@ def rows_of(report: dict[str, Any]) -> list[list[str]]:
             _cell(r.get("parseFailures")), _cell(r.get("kept")),
             "-" if rate is None else f"{100 * rate:.1f}%",
             _cell(r.get("meanQuality")), _cell(r.get("meanFollowing")), _cell(r.get("trainLoss")),
-            _evaluation(r.get("evaluation")),
+            _evaluation(r.get("evaluation"), r.get("evaluationGain")),
         ])
     return rows
 

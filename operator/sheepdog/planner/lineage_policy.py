@@ -40,9 +40,16 @@ class Lineage:
     train_data: tuple[str, ...]  # absolute curated data files train reads
 
 
+def model_of(spec: RunSpec, iteration: int, layout: Layout) -> str:
+    """The model of `iteration`: M_0 (iteration 0) is the base, M_t the model train left."""
+    return spec.model.base if iteration == 0 else layout.model_dir(iteration)
+
+
 def lineage(spec: RunSpec, iteration: int, layout: Layout) -> Lineage:
     strategy = spec.training.strategy
-    previous = spec.model.base if iteration == 1 else layout.model_dir(iteration - 1)
+    if iteration == 0:  # M_0 is only evaluated (the baseline): nothing generates or trains
+        return Lineage(spec.model.base, spec.model.base, ())
+    previous = model_of(spec, iteration - 1, layout)
     if strategy == "direct":
         return Lineage(spec.model.base, spec.model.base, (layout.curated_data(iteration),))
     if strategy == "one_last":
@@ -69,6 +76,6 @@ def stage_config(run_name: str, spec: RunSpec, iteration: int, stage: str, layou
         generator_model=layout.resolve(line.generator),
         base_model=layout.resolve(line.base),
         train_data=list(line.train_data),
-        model_out=layout.model_dir(iteration),
+        model_out=layout.resolve(model_of(spec, iteration, layout)),
         data_size=data_size(spec),
     )

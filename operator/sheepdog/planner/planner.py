@@ -32,7 +32,7 @@ from typing import Iterable, Mapping, Optional, Union
 
 from sheepdog.api.spec import STAGES, RunSpec
 from sheepdog.api.status import IterationRecord, RunStatus, StageRecord
-from sheepdog.planner import stage_order, stopping_policy, suspend_policy
+from sheepdog.planner import baseline_policy, stage_order, stopping_policy, suspend_policy
 from sheepdog.planner.actions import Event, Plan, StageObservation, StartStage, stage_name
 from sheepdog.planner.conditions import TERMINAL_PHASES, conditions_for
 from sheepdog.planner.lineage_policy import iteration_count, stage_config
@@ -121,8 +121,7 @@ def plan_invalid_spec(
 
 def _index(observed: Observed) -> dict[tuple[int, str], StageObservation]:
     values = observed.values() if isinstance(observed, Mapping) else observed
-    # Anything that is not a stage of an iteration (a foreign Job with our labels) is not ours.
-    return {obs.key: obs for obs in values if obs.stage in STAGES and obs.iteration >= 1}
+    return {obs.key: obs for obs in values if stage_order.is_stage(obs.iteration, obs.stage)}
 
 
 def _stage_rank(stage: str) -> int:
@@ -198,8 +197,9 @@ def _walk(
     events: list[Event],
 ) -> _Decision:
     started = [r for r in new.iterations if r.stages]
-    if not started:
-        return _start(run_name, spec, previous, new, 1, "synthesize", layout, stamp, events)
+    if not started:  # M_0 is evaluated first when evaluation is on (baseline_policy)
+        iteration, stage = baseline_policy.first_stage(spec, new)
+        return _start(run_name, spec, previous, new, iteration, stage, layout, stamp, events)
 
     record = max(started, key=lambda r: r.iteration)
     frontier = record.iteration
@@ -230,7 +230,7 @@ def _walk(
             stage_record.phase = "Pending"
         return _start(run_name, spec, previous, new, frontier, stage, layout, stamp, events)
 
-    order = stage_order.stages_of(spec, record.stages)
+    order = stage_order.stages_of(spec, record.stages, frontier)
     following = stage_order.next_stage(order, stage)
     if following is not None:
         return _start(run_name, spec, previous, new, frontier, following, layout, stamp, events)
@@ -316,6 +316,7 @@ def _finish(
     terminal = decision.phase in TERMINAL_PHASES
     new.finished_at = (new.finished_at or stamp) if terminal else None
 
+    baseline_policy.apply_gains(new)
     verdict = stopping_policy.judge(spec.stopping, _finished(new))
     best = new.record(verdict.best_iteration) if verdict.best_iteration is not None else None
     new.best_iteration = best.iteration if best else None

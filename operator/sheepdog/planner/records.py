@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from sheepdog.api.spec import RunSpec
 from sheepdog.api.status import IterationRecord, RunStatus
-from sheepdog.planner.lineage_policy import lineage
+from sheepdog.planner.lineage_policy import lineage, model_of
 from sheepdog.stage_config import Layout
 
 # summary key -> (record field, type)
@@ -34,13 +34,17 @@ def record_for(status: RunStatus, spec: RunSpec, iteration: int, layout: Layout,
     existing = status.record(iteration)
     if existing is not None:
         return existing
-    line = lineage(spec, iteration, layout)
-    record = IterationRecord(
-        iteration=iteration,
-        generator_model=layout.relative(line.generator),
-        base_model=layout.relative(line.base),
-        started_at=started_at,
-    )
+    if iteration == 0:  # M_0: nothing generates or trains, its model is the base
+        record = IterationRecord(iteration=0, model=layout.relative(model_of(spec, 0, layout)),
+                                 started_at=started_at)
+    else:
+        line = lineage(spec, iteration, layout)
+        record = IterationRecord(
+            iteration=iteration,
+            generator_model=layout.relative(line.generator),
+            base_model=layout.relative(line.base),
+            started_at=started_at,
+        )
     status.iterations = sorted([*status.iterations, record], key=lambda r: r.iteration)
     return record
 

@@ -6,6 +6,11 @@ an improvement only if it beats the best so far by more than minDelta, and only 
 move the best (as Keras' EarlyStopping does): a later iteration that is higher by less than
 minDelta does not replace the best, because the run treats that difference as noise.
 An iteration whose metric is unknown (summary missing) neither improves nor uses patience.
+
+The starting model M_0 (iteration 0, baseline_policy) is the first value to beat: iteration 1
+improves only if it beats M_0 by more than minDelta, and if no iteration does, the best
+iteration is 0 (the base model). Without stopping, or before any metric is known, the best is
+the last finished trained iteration (M_0 is never "last").
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ def judge(stopping: Optional[StoppingSpec], finished: Sequence[IterationRecord])
     """`finished`: the records of finished iterations. Without stopping, or before any metric
     is known, the best iteration is the last finished one."""
     ordered = sorted(finished, key=lambda r: r.iteration)
-    last = ordered[-1].iteration if ordered else None
+    trained = [r.iteration for r in ordered if r.iteration >= 1]
+    last = trained[-1] if trained else None
     if stopping is None:
         return StoppingVerdict(stop=False, best_iteration=last)
     best_it: Optional[int] = None

@@ -145,7 +145,30 @@ def test_stopping_locally(project, monkeypatch):
     monkeypatch.setenv("FAKE_METRICS", "0.4,0.35,0.9")
     result, _ = run(project)
     assert (result.status.reason, result.status.best_iteration, result.status.best_model) == ("EarlyStopped", 1, "i1/model")
-    assert project.invocations() == stages(2, THREE + ("evaluate",))
+    assert project.invocations() == [(0, "evaluate")] + stages(2, THREE + ("evaluate",))
+
+
+def test_m0_is_evaluated_first_and_gains_and_stopping_are_relative_to_it(project, monkeypatch):
+    project.write_run(iterations=3, extra="  evaluation: {enabled: true}\n  stopping: {metric: ifeval.promptStrict}\n")
+    monkeypatch.setenv("FAKE_BASELINE", "0.5")
+    monkeypatch.setenv("FAKE_METRICS", "0.45,0.9")
+    result, out = run(project)
+    assert project.invocations() == [(0, "evaluate")] + stages(1, THREE + ("evaluate",))
+    base = str(project.root / "models" / "tiny")
+    evaluations = {d["iteration"]: d for d in project.logged() if d["stage"] == "evaluate"}
+    assert evaluations[0]["modelOut"] == base  # M_0 is the base model
+    s = result.status
+    assert (s.reason, s.best_iteration, s.best_model) == ("EarlyStopped", 0, base)
+    m0, first = project.report()["iterations"]
+    assert {k for k in m0 if k not in ("stages", "startedAt", "finishedAt")} == {"iteration", "model", "evaluation"}
+    assert (m0["iteration"], m0["model"], m0["evaluation"]) == (0, base, {"ifeval.promptStrict": 0.5})
+    assert first["evaluationGain"] == {"ifeval.promptStrict": -0.05}
+    assert (project.workdir / "i0" / "evaluate.summary.json").is_file()
+    assert "ifeval.promptStrict=0.45(-0.05)" in out
+    # resumed: nothing runs again, M_0 included
+    before = project.invocations()
+    run(project)
+    assert project.invocations() == before
 
 
 def test_suspend_in_the_file_stops_before_the_next_stage_and_resume_continues(project):

@@ -7,7 +7,8 @@ exit code) without a model. Knobs, each a comma list of "<iteration>:<stage>":
   FAKE_KILL_PARENT  SIGKILL the executor there (once), as a user's kill -9 would
   FAKE_NO_SUMMARY   succeed there without writing a summary
   FAKE_CRASH        die there with a traceback and no summary (exit 4)
-FAKE_LOG: append one JSON line per invocation. FAKE_METRICS: evaluate values per iteration.
+FAKE_LOG: append one JSON line per invocation. FAKE_METRICS: evaluate values per iteration
+(from iteration 1); FAKE_BASELINE: iteration 0's (M_0), default 0.
 Sharded (config shard.count > 1): every shard waits until all have started (they must run at
 once; exit 5 after 20 s otherwise), reports generated = 10 * iteration split over the shards,
 and FAKE_FAIL_SHARD_ONCE=<index> fails that shard's first attempt.
@@ -39,6 +40,7 @@ def main(argv):
             log.write(json.dumps({"iteration": it, "stage": stage, "generator": config["generatorModel"],
                                   "base": config["baseModel"], "trainData": config.get("trainData", []),
                                   "dataSize": config["dataSize"], "seed": config["seedFile"],
+                                  "modelOut": config["modelOut"],
                                   "shard": config.get("shard")}) + "\n")
     shard = config.get("shard") or {}
     count, index = shard.get("count", 1), shard.get("index")
@@ -107,7 +109,10 @@ def main(argv):
         summary |= {"trainLoss": 1.0 / it, "evalLoss": 1.1 / it, "samples": 4 * it, "model": config["modelOut"]}
     elif stage == "evaluate":
         values = [float(v) for v in os.environ.get("FAKE_METRICS", "").split(",") if v]
-        value = values[it - 1] if it <= len(values) else 0.1 * it
+        if it == 0:
+            value = float(os.environ.get("FAKE_BASELINE", "0"))
+        else:
+            value = values[it - 1] if it <= len(values) else 0.1 * it
         summary |= {"evaluation": {"ifeval.promptStrict": value}}
     with open(os.path.join(out_dir, "_SUCCESS"), "w") as f:
         f.write(json.dumps({"counts": {}, "files": {}}))

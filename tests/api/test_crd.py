@@ -69,6 +69,9 @@ def test_printer_columns(crd: dict[str, Any]) -> None:
     assert cols["Iteration"]["jsonPath"] == ".status.iteration"
     assert cols["Stage"]["jsonPath"] == ".status.stage"
     assert cols["Kept"]["jsonPath"] == ".status.lastKept"
+    # why a run is stuck (Unschedulable, ImagePullFailing...) shows in plain `kubectl get sar`
+    assert cols["Reason"]["jsonPath"] == ".status.reason" and not cols["Reason"].get("priority")
+    assert cols["Message"] == {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1}
     assert cols["Age"] == {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
     # every column's path names a field the status model has (or metadata)
     status_fields = {f.alias or name for name, f in RunStatus.model_fields.items()}

@@ -151,6 +151,9 @@ class FakeKube:
         self.jobs: dict[str, dict] = {}
         self.pods: list[dict] = []
         self.writes: list[tuple[str, str]] = []
+        self.events: dict[str, list[dict]] = {}  # Job name -> its Events
+        self.event_reads: list[str] = []
+        self.create_error: Exception | None = None  # raised by the next creates
         self.rv = 1
         self.run["metadata"]["resourceVersion"] = "1"
 
@@ -167,8 +170,21 @@ class FakeKube:
         self.writes.append(("list_pods", ",".join(sorted(job_names))))
         return [p for p in self.pods if p["metadata"]["labels"]["job-name"] in set(job_names)]
 
+    def get_job(self, namespace, name):
+        return copy.deepcopy(self.jobs.get(name))
+
+    def list_job_events(self, namespace, job):
+        self.event_reads.append(job)
+        return copy.deepcopy(self.events.get(job, []))
+
+    def suspend_job(self, namespace, name, suspend):
+        self.jobs[name].setdefault("spec", {})["suspend"] = suspend
+        self.writes.append(("suspend", f"{name}:{suspend}"))
+
     def create(self, namespace, obj):
         name = obj["metadata"]["name"]
+        if self.create_error is not None:
+            raise self.create_error
         if obj["kind"] != "Job":
             return True
         if name in self.jobs:
@@ -271,8 +287,11 @@ def test_job_of_a_previous_run_with_the_same_name_is_ignored():
     kube.jobs["r-i1-synthesize"]["metadata"]["ownerReferences"][0]["uid"] = "old"
     kube.finish("r-i1-synthesize", message=json.dumps(SUMMARY))
     r = rec.reconcile("ns", "r")
-    # not observed (not ours) -> the planner asks to start it -> 409 -> waits for the GC
-    assert r.existing == ["r-i1-synthesize"] and r.phase == "Running"
+    # not observed (not ours) -> the planner asks to start it -> 409 -> waits for the GC, and says so
+    assert r.existing == [] and r.created == [] and r.phase == "Running"
+    st = kube.run["status"]
+    assert st["reason"] == "JobConflict" and "earlier run named r" in st["message"]
+    assert r.recheck_after and ("Warning", "JobConflict") in r.events
 
 
 def test_failed_stage_fails_the_run_with_the_pod_message():
@@ -476,3 +495,123 @@ def test_a_trigger_whose_event_turns_out_to_be_our_own_write_is_dropped():
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         asyncio.run(scenario(Dispatcher(rec, pool)))
     assert reconciled == ["r", "r"]
+
+
+# --- stuck stages and Job-creation errors (issue 14) ------------------------------------------
+
+
+def api_error(status, message):
+    from kubernetes.client import ApiException
+
+    return ApiException(status=status, reason="x", body=json.dumps({"kind": "Status", "message": message}))
+
+
+def test_a_stuck_pod_names_the_reason_in_status_and_a_warning():
+    kube = FakeKube(make_run_obj())
+    rec = reconciler(kube)
+    rec.reconcile("ns", "r")
+    kube.jobs["r-i1-synthesize"]["status"] = {"startTime": "2025-01-01T00:00:01Z", "active": 1, "ready": 0}
+    p = pod("r-i1-synthesize-a", "r-i1-synthesize", "Pending")
+    p["status"] = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                                        "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."}]}
+    kube.pods.append(p)
+    r = rec.reconcile("ns", "r")
+    st = kube.run["status"]
+    assert (st["phase"], st["reason"]) == ("Running", "Unschedulable")
+    assert "2 Insufficient nvidia.com/gpu" in st["message"]
+    assert ("Warning", "Unschedulable") in r.events
+    sample = rec.metrics.registry.get_sample_value
+    assert sample("sheepdog_runs_stuck", {"namespace": "ns", "reason": "Unschedulable"}) == 1
+    assert sample("sheepdog_runs_stuck", {"namespace": "ns", "reason": "ImagePullFailing"}) == 0
+    assert sample("sheepdog_run_stuck_since_timestamp_seconds",
+                  {"namespace": "ns", "run": "r", "stage": "synthesize", "reason": "Unschedulable"}) > 0
+
+
+def test_a_job_without_pods_reads_its_events_and_rechecks_until_one_says_why():
+    kube = FakeKube(make_run_obj())
+    rec = reconciler(kube)
+    rec.reconcile("ns", "r")
+    r = rec.reconcile("ns", "r")
+    assert kube.event_reads == ["r-i1-synthesize"] and r.recheck_after  # nothing known yet
+    kube.events["r-i1-synthesize"] = [{"reason": "FailedCreate", "lastTimestamp": "2025-01-01T00:00:02Z",
+                                       "message": 'Error creating: pods "x" is forbidden: exceeded quota: q'}]
+    r = rec.reconcile("ns", "r")
+    assert kube.run["status"]["reason"] == "PodsNotCreated" and "exceeded quota: q" in kube.run["status"]["message"]
+    assert ("Warning", "PodsNotCreated") in r.events and not r.recheck_after
+
+
+def test_a_rejected_job_fails_the_run_with_the_api_servers_message():
+    kube = FakeKube(make_run_obj())
+    kube.create_error = api_error(422, 'Job.batch "r-i1-synthesize" is invalid: spec.template: bad quantity')
+    r = reconciler(kube).reconcile("ns", "r")
+    st = kube.run["status"]
+    assert (st["phase"], st["reason"]) == ("Failed", "StageFailed") and r.done
+    assert "JobRejected" in st["message"] and "bad quantity" in st["message"] and "(422)" in st["message"]
+    assert ("Warning", "StageFailed") in r.events and not kube.jobs
+
+
+def test_a_transient_creation_error_holds_the_stage_and_backs_off():
+    kube = FakeKube(make_run_obj())
+    rec = reconciler(kube)
+    kube.create_error = api_error(500, 'Internal error occurred: failed calling webhook "w.example"')
+    r1 = rec.reconcile("ns", "r")
+    st = kube.run["status"]
+    assert (st["phase"], st["reason"]) == ("Running", "JobCreateFailed") and "failed calling webhook" in st["message"]
+    assert ("Warning", "JobCreateFailed") in r1.events and r1.recheck_after == 2
+    r2 = rec.reconcile("ns", "r")
+    assert r2.recheck_after == 5 and ("Warning", "JobCreateFailed") not in r2.events
+    kube.create_error = None
+    r3 = rec.reconcile("ns", "r")
+    assert r3.created == ["r-i1-synthesize"] and kube.run["status"]["reason"] != "JobCreateFailed"
+
+
+def test_a_job_of_that_name_the_run_does_not_own_fails_the_run():
+    kube = FakeKube(make_run_obj())
+    kube.jobs["r-i1-synthesize"] = {"metadata": {"name": "r-i1-synthesize", "labels": {obs.LABEL_RUN: "other"}},
+                                    "status": {}}
+    r = reconciler(kube).reconcile("ns", "r")
+    st = kube.run["status"]
+    assert (st["phase"], st["reason"]) == ("Failed", "StageFailed") and r.done
+    assert "JobConflict" in st["message"] and "not owned by this run" in st["message"]
+
+
+def test_a_job_deleted_by_hand_is_created_again_once_its_pods_are_gone():
+    kube = FakeKube(make_run_obj())
+    rec = reconciler(kube)
+    rec.reconcile("ns", "r")
+    rec.reconcile("ns", "r")  # observed running
+    del kube.jobs["r-i1-synthesize"]  # orphaning its pod
+    kube.pods.append(pod("r-i1-synthesize-a", "r-i1-synthesize", "Running"))
+    for _ in range(2):
+        r = rec.reconcile("ns", "r")
+        assert r.created == [] and kube.run["status"]["reason"] == "WaitingForOldPods" and r.recheck_after
+    kube.pods[-1]["status"]["phase"] = "Failed"
+    r = rec.reconcile("ns", "r")
+    assert r.created == ["r-i1-synthesize"]
+
+
+def test_suspend_suspends_the_running_job_and_resume_unsuspends_it():
+    kube = FakeKube(make_run_obj())
+    rec = reconciler(kube)
+    rec.reconcile("ns", "r")
+    rec.reconcile("ns", "r")
+    kube.run["spec"]["suspend"] = True
+    r = rec.reconcile("ns", "r")
+    assert ("suspend", "r-i1-synthesize:True") in kube.writes and r.changed == ["r-i1-synthesize:suspend"]
+    r = rec.reconcile("ns", "r")  # the Job is seen suspended
+    assert kube.run["status"]["phase"] == "Suspended" and not r.changed
+    kube.run["spec"]["suspend"] = False
+    r = rec.reconcile("ns", "r")
+    assert ("suspend", "r-i1-synthesize:False") in kube.writes and kube.run["status"]["phase"] == "Running"
+
+
+def test_pod_events_are_news_only_when_the_pod_becomes_or_stops_being_stuck():
+    rec = reconciler(FakeKube(make_run_obj()))
+    pending = pod("p", "r-i1-synthesize", "Pending")
+    pending["status"] = {"phase": "Pending"}
+    assert not rec.pod_changed("ns", "p", pending)
+    stuck = copy.deepcopy(pending)
+    stuck["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "m"}]
+    assert rec.pod_changed("ns", "p", stuck) and not rec.pod_changed("ns", "p", stuck)
+    assert rec.pod_changed("ns", "p", pod("p", "r-i1-synthesize", "Running"))
+    assert not rec.pod_changed("ns", "p", None)  # deleted; it was not stuck any more

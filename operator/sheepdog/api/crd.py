@@ -49,7 +49,9 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Stage", "type": "string", "jsonPath": ".status.stage"},
     {"name": "Kept", "type": "integer", "jsonPath": ".status.lastKept",
      "description": "Pairs kept by curation in the last curated iteration."},
-    {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
+    # visible by default: a stuck stage shows why (Unschedulable, ImagePullFailing, ...)
+    {"name": "Reason", "type": "string", "jsonPath": ".status.reason"},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

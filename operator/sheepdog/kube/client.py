@@ -32,6 +32,9 @@ class KubeApi(Protocol):
     def list_jobs(self, namespace: str, run: str) -> list[Obj]: ...
     def list_pods(self, namespace: str, job_names: Iterable[str]) -> list[Obj]: ...
     def create(self, namespace: str, obj: Obj) -> bool: ...
+    def get_job(self, namespace: str, name: str) -> Optional[Obj]: ...
+    def list_job_events(self, namespace: str, job: str) -> list[Obj]: ...
+    def suspend_job(self, namespace: str, name: str, suspend: bool) -> None: ...
     def replace_run_status(self, run: Obj, status: Obj) -> Obj: ...
     def create_event(self, namespace: str, event: Obj) -> None: ...
 
@@ -133,7 +136,24 @@ class Kube:
         out = self.request("GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", selector)])
         return out.get("items") or []
 
+    def get_job(self, namespace: str, name: str) -> Optional[Obj]:
+        try:
+            return self.request("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
+        except NotFound:
+            return None
+
+    def list_job_events(self, namespace: str, job: str) -> list[Obj]:
+        """Events about one Job (the Job controller's FailedCreate says why it has no pods)."""
+        out = self.request("GET", f"/api/v1/namespaces/{namespace}/events",
+                           query=[("fieldSelector", f"involvedObject.kind=Job,involvedObject.name={job}")])
+        return out.get("items") or []
+
     # writes ------------------------------------------------------------------------------
+
+    def suspend_job(self, namespace: str, name: str, suspend: bool) -> None:
+        """Job.spec.suspend: true deletes its pods (not counted as failures), false resumes it."""
+        self.request("PATCH", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
+                     body={"spec": {"suspend": suspend}}, content_type="application/merge-patch+json")
 
     def create(self, namespace: str, obj: Obj) -> bool:
         """Create a Job or a Service. False when it already exists (409): never a duplicate."""
@@ -163,6 +183,19 @@ class Kube:
 
     def create_event(self, namespace: str, event: Obj) -> None:
         self.request("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
+
+
+def error_status(exc: BaseException) -> tuple[int, str]:
+    """(HTTP status, the API server's message) of a failed request; status 0 without an answer."""
+    status = getattr(exc, "status", None)
+    if isinstance(exc, Conflict):
+        return 409, str(exc)
+    if isinstance(exc, NotFound):
+        return 404, str(exc)
+    if isinstance(status, int):
+        body = getattr(exc, "body", None)
+        return status, (_message(body) if isinstance(body, str) and body else "") or str(getattr(exc, "reason", exc))
+    return 0, f"{type(exc).__name__}: {exc}"
 
 
 def _message(text: str) -> str:

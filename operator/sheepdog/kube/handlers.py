@@ -5,6 +5,11 @@ Triggers (all end in Dispatcher.trigger(namespace, name)):
   - a watch event of a Job labelled sheepdog.dev/run that changes what the planner reads of
     it (observe.job_signature: state, attempts, start and finish), or deletes it; the other
     Job events (a pod became ready, counters moving between fields) are dropped here;
+  - a watch event of a stage pod (label sheepdog.dev/run) that changes whether or why it is
+    stuck (Reconciler.pod_changed: unschedulable, image pull failing, a config error); the
+    ordinary life of a pod is dropped here;
+  - a recheck the reconcile asked for (Result.recheck_after: a Job-creation error's backoff, a
+    Job without pods whose FailedCreate Event may follow, a deleted Job's pods still ending);
   - a periodic resync of every run that is not settled (one background task), the safety net
     for a lost event; a finished run whose status answers its current spec is skipped.
 
@@ -110,6 +115,8 @@ class Dispatcher:
             return
         self.reconciles += 1
         st.failures = 0
+        if result.recheck_after:
+            self._schedule(key, st, result.recheck_after)
         if result.created or result.status_written or result.events:
             log.info(
                 "%s/%s: phase %s%s%s%s", namespace, name, result.phase,
@@ -219,6 +226,16 @@ def register(registry: Any, dispatcher: Dispatcher) -> None:
         if name and not dispatcher.reconciler.job_changed(namespace, name, None if type == "DELETED" else body):
             return
         await dispatcher.trigger(namespace, run, why=f"job {body.get('metadata', {}).get('name')} {type or 'listed'}")
+
+    @kopf.on.event("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT}, registry=registry)
+    async def pod_event(type: Optional[str], body: Any, namespace: Optional[str], name: Optional[str],
+                        labels: Any, **_: Any) -> None:
+        run = labels.get(LABEL_RUN)
+        if not run or not namespace or not name:
+            return
+        if not dispatcher.reconciler.pod_changed(namespace, name, None if type == "DELETED" else body):
+            return
+        await dispatcher.trigger(namespace, run, why=f"pod {name} {type or 'listed'}")
 
     @kopf.on.probe(id="reconciler", registry=registry)
     def probe(**_: Any) -> dict[str, Any]:

@@ -12,6 +12,14 @@ are right after an operator restart too; they are removed when the run is delete
 counted once: when a reconcile moves the status record of a stage, which happens once).
 The per-stage counters of a namespace exist at 0 from its first run on: `increase()` and
 `rate()` then see the first Job, retry or failure (a series born at 1 shows no increase).
+Every series an alert or the dashboard reads exists from the operator's start (`start`: the
+watched namespaces, or namespace "" when it watches all), so "no errors" (0) and "no
+operator" (absent) look different.
+
+Stuck runs (the run's Stuck condition, planner/stuck_policy.py): `sheepdog_runs_stuck` counts
+them by reason, `sheepdog_run_stuck_since_timestamp_seconds` says since when each one is
+stuck (the condition's lastTransitionTime, so it survives operator restarts); the
+SheepdogRunStuck alert compares it with time().
 """
 
 from __future__ import annotations
@@ -22,6 +30,13 @@ from typing import Any, Mapping, Optional
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sheepdog.api.spec import STAGES
+from sheepdog.kube.observe import parse_time
+from sheepdog.planner.reasons import Reason
+from sheepdog.planner.stuck_policy import STUCK_REASONS
+
+# What the Stuck condition can say: the stuck pods' reasons and the Job-creation holds.
+STUCK_METRIC_REASONS = tuple(str(r) for r in (*STUCK_REASONS, Reason.JOB_CREATE_FAILED, Reason.JOB_CONFLICT,
+                                              Reason.WAITING_FOR_OLD_PODS))
 
 PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
 
@@ -35,6 +50,7 @@ ITERATION_FIGURES = {
     "meanQuality": ("sheepdog_iteration_mean_quality_score", "Mean self-assessed quality (0..10)."),
     "meanFollowing": ("sheepdog_iteration_mean_following_score", "Mean self-assessed instruction following (0..10)."),
     "trainLoss": ("sheepdog_iteration_train_loss", "Final training loss."),
+    "gpuSeconds": ("sheepdog_iteration_gpu_seconds", "GPU-seconds of the iteration's stages (GPUs x pod running time)."),
 }
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400)
@@ -82,6 +98,14 @@ class Metrics:
             "sheepdog_reconcile_duration_seconds", "Duration of one reconcile of one run.", ("namespace",),
             buckets=RECONCILE_BUCKETS, registry=r,
         )
+        self.runs_stuck = Gauge(
+            "sheepdog_runs_stuck", "Runs whose current stage is stuck (its pods do not run, or its Job "
+            "cannot be created), by reason.", ("namespace", "reason"), registry=r,
+        )
+        self.run_stuck_since = Gauge(
+            "sheepdog_run_stuck_since_timestamp_seconds", "Unix time since which the run's stage is stuck "
+            "(present only while it is).", (*run, "stage", "reason"), registry=r,
+        )
         self.events_emitted = Counter("sheepdog_events_total", "Kubernetes Events emitted on runs.", ("namespace", "type", "reason"), registry=r)
         it = (*run, "iteration")
         self.iteration_figures = {
@@ -95,6 +119,7 @@ class Metrics:
         # (namespace, run) -> the label sets this process has set for the run, to remove them.
         self._series: dict[tuple[str, str], dict[str, set[tuple[str, ...]]]] = {}
         self._phases: dict[tuple[str, str], str] = {}
+        self._stuck: dict[tuple[str, str], str] = {}  # (namespace, run) -> stuck reason
         self._namespaces: set[str] = set()
 
     # ----------------------------------------------------------------------------------------
@@ -109,6 +134,7 @@ class Metrics:
             "run_iteration": self.run_iteration,
             "run_stage_info": self.run_stage_info,
             "run_best_iteration": self.run_best_iteration,
+            "run_stuck_since": self.run_stuck_since,
             "iteration_evaluation": self.iteration_evaluation,
         }
         for key, g in self.iteration_figures.items():
@@ -134,6 +160,16 @@ class Metrics:
             self.run_best_iteration.labels(namespace, name).set(int(status.get("bestIteration") or 0))
             self._track(key, "run_best_iteration", (namespace, name))
             stage = status.get("stage")
+            stuck = next((c for c in status.get("conditions") or ()
+                          if c.get("type") == "Stuck" and c.get("status") == "True"), None)
+            since = parse_time((stuck or {}).get("lastTransitionTime"))
+            if stuck is not None and phase == "Running" and since is not None:
+                labels = (namespace, name, str(stage or ""), str(stuck.get("reason") or ""))
+                self.run_stuck_since.labels(*labels).set(since.timestamp())
+                self._track(key, "run_stuck_since", labels)
+                self._stuck[key] = labels[-1]
+            else:
+                self._stuck.pop(key, None)
             if stage and phase in ("Running", "Suspended", "Pending"):
                 labels = (namespace, name, str(iteration), str(stage))
                 self.run_stage_info.labels(*labels).set(1)
@@ -159,6 +195,13 @@ class Metrics:
                         pass
             self._recount(namespace)
 
+    def start(self, namespaces: list[str]) -> None:
+        """The series of the watched namespaces (or "" for all) at 0, before any run."""
+        with self._lock:
+            for namespace in namespaces or [""]:
+                self._zero_counters(namespace)
+                self._recount(namespace)
+
     def _zero_counters(self, namespace: str) -> None:
         if namespace in self._namespaces:
             return
@@ -166,6 +209,10 @@ class Metrics:
         for stage in STAGES:
             for counter in (self.jobs_created, self.job_failures, self.stage_retries):
                 counter.labels(namespace, stage)
+        # a conflict is the one error every busy operator sees; its series stands for "0 errors"
+        self.reconcile_errors.labels(namespace, "Conflict")
+        for reason in STUCK_METRIC_REASONS:
+            self.runs_stuck.labels(namespace, reason).set(0)
 
     def forget_run(self, namespace: str, name: str) -> None:
         """Remove every series of a deleted run."""
@@ -179,6 +226,7 @@ class Metrics:
                     except KeyError:
                         pass
             self._phases.pop(key, None)
+            self._stuck.pop(key, None)
             self._recount(namespace)
 
     def _recount(self, namespace: str) -> None:
@@ -188,6 +236,12 @@ class Metrics:
                 counts[phase] += 1
         for p, n in counts.items():
             self.runs.labels(namespace, p).set(n)
+        stuck = {r: 0 for r in STUCK_METRIC_REASONS}
+        for (ns, _), reason in self._stuck.items():
+            if ns == namespace:
+                stuck[reason] = stuck.get(reason, 0) + 1
+        for reason, n in stuck.items():
+            self.runs_stuck.labels(namespace, reason).set(n)
 
     def known_runs(self) -> set[tuple[str, str]]:
         with self._lock:

@@ -25,6 +25,8 @@ from typing import Any, Iterable, Mapping, Optional
 
 from sheepdog.planner.actions import StageObservation
 
+from sheepdog.kube import stuck as stuck_mod
+from sheepdog.kube.gpu_cost import job_gpu_seconds
 from sheepdog.kube.jobs import COMPLETION_INDEX_ANNOTATION, JOB_NAME_LABEL, LABEL_ITERATION, LABEL_RUN, LABEL_STAGE
 
 # The Job controller labels its pods with both (job-name is the older one).
@@ -81,7 +83,7 @@ def job_signature(job: Mapping[str, Any]) -> tuple:
     unchanged (a pod became ready, a finalizer went) cannot change the plan."""
     st = job.get("status") or {}
     return (job_state(job), job_attempts(job), int(st.get("failed") or 0), st.get("startTime"),
-            job_finished_at(job))
+            job_finished_at(job), stuck_mod.suspended(job))
 
 
 def job_finished_at(job: Mapping[str, Any]) -> Optional[str]:
@@ -285,9 +287,11 @@ def observe_job(
     job: Mapping[str, Any],
     status: Mapping[str, Any],
     pods: Optional[Iterable[Mapping[str, Any]]] = None,
+    events: Iterable[Mapping[str, Any]] = (),
 ) -> Optional[StageObservation]:
     """One StageObservation for a stage Job. `pods` (the Job's pods) is only needed when
-    needs_pods(job, status); otherwise what status already records is reused."""
+    needs_pods(job, status) or stuck.needs_pods(job); otherwise what status already records is
+    reused. `events`: the Job's Events, when stuck.needs_events(job)."""
     ident = job_identity(job)
     if ident is None:
         return None
@@ -311,9 +315,11 @@ def observe_job(
     elif st.get("failed"):
         message = f"retrying: {st.get('failed')} failed attempt(s)"
     attempts = job_attempts(job)
+    stuck = None
     if state == "running":
         # never below what status already records (a Job's counters can lag for a moment)
         attempts = max(attempts, int(rec.get("attempts") or 0))
+        stuck = stuck_mod.job_stuck(job, list(pods or ()), events)
     return StageObservation(
         iteration=iteration,
         stage=stage,
@@ -323,6 +329,14 @@ def observe_job(
         message=message,
         started_at=st.get("startTime") or (job.get("metadata") or {}).get("creationTimestamp"),
         finished_at=job_finished_at(job),
+        # counted once, when the finished Job's pods are read (needs_pods)
+        gpu_seconds=(job_gpu_seconds(job, pods, st.get("startTime"), job_finished_at(job))
+                     if state != "running" and pods is not None else None),
+        stuck_reason=str(stuck.reason) if stuck else "",
+        stuck_message=stuck.message if stuck else "",
+        stuck_since=stuck.since if stuck else None,
+        suspended=stuck_mod.suspended(job),
+        queued=stuck_mod.queued(job),
     )
 
 
@@ -330,14 +344,17 @@ def observe(
     jobs: Iterable[Mapping[str, Any]],
     status: Mapping[str, Any],
     pods: Iterable[Mapping[str, Any]] = (),
+    events: Optional[Mapping[str, list[Mapping[str, Any]]]] = None,
 ) -> list[StageObservation]:
-    """All stage observations of one run. `pods`: the pods of the Jobs for which needs_pods()."""
+    """All stage observations of one run. `pods`: the pods of the Jobs for which needs_pods()
+    or stuck.needs_pods(); `events`: Job name -> its Events, for those that stuck.needs_events()."""
     pods = list(pods)
     out = []
     for job in jobs:
         name = job["metadata"]["name"]
-        job_pods = pods_of_job(pods, name) if needs_pods(job, status) else None
-        obs = observe_job(job, status, job_pods)
+        read = needs_pods(job, status) or stuck_mod.needs_pods(job)
+        job_pods = pods_of_job(pods, name) if read else None
+        obs = observe_job(job, status, job_pods, (events or {}).get(name, ()))
         if obs is not None:
             out.append(obs)
     out.sort(key=lambda o: (o.iteration, o.stage))

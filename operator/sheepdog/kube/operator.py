@@ -99,6 +99,7 @@ async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Eve
         os.environ["KUBECONFIG"] = args.kubeconfig
     load_config(args.kubeconfig)
     metrics = Metrics()
+    metrics.start(args.namespaces)  # every series an alert or the dashboard reads, from the start
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address, registry=metrics.registry)
         log.info("metrics on http://%s:%d/metrics", args.metrics_address, args.metrics_port)

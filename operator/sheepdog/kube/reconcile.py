@@ -13,10 +13,16 @@ event, from the periodic resync) is harmless:
      deleted run of the same name that the garbage collector has not removed yet are ignored).
      Terminal Jobs whose outcome the status does not record yet get their pods LISTed once
      (the summary is the succeeded pod's termination message; a failure's detail is the last
-     failed pod's).
+     failed pod's); so do running Jobs with a pod that is not ready (is it stuck? see
+     sheepdog.kube.stuck), and a running Job without pods gets its Events LISTed (FailedCreate).
   4. plan(...) -> the complete new status, the stages to start, the events.
   5. Create the Jobs (and a multi-node train's rendezvous Service). 409 AlreadyExists is a
-     no-op: the Job of a stage is created once, ever.
+     no-op for a Job this run owns: the Job of a stage is created once, ever. Any other
+     creation error is the planner's creation_policy: permanent ones (422, 403 by policy, a
+     Job of that name the run does not own) fail the run with the API server's message,
+     transient ones hold the stage with a reason and are retried with backoff. A Job deleted
+     by hand is created again only once its old pods have ended. Then the plan's job changes
+     (suspend / resume a running Job: spec.suspend, pendingTimeout) are patched.
   6. Write the status once: a merge patch of the status subresource that makes it exactly the
      planner's status, conditional on the run's resourceVersion as read (a run edited
      meanwhile -> Conflict -> the reconcile is retried on fresh data).
@@ -42,10 +48,17 @@ from pydantic import ValidationError
 from sheepdog.api.spec import RunSpec
 from sheepdog.api.status import RunStatus
 from sheepdog.kube import observe as obs
-from sheepdog.kube.client import KubeApi
+from sheepdog.kube import stuck
+from sheepdog.kube.client import KubeApi, error_status
 from sheepdog.kube.events import run_event
 from sheepdog.kube.metrics import Metrics
+from sheepdog.kube.pod_admission import pod_template_problems
+from sheepdog.api.spec import KIND
+from sheepdog.planner import creation_policy
+from sheepdog.planner.actions import Plan, stage_name
+from sheepdog.planner.creation_policy import CreateError
 from sheepdog.planner.planner import plan, plan_invalid_spec
+from sheepdog.planner.reasons import Reason
 from sheepdog.api.load import RunSpecError, parse_run
 from sheepdog.stage_config import kube_layout
 
@@ -54,6 +67,8 @@ log = logging.getLogger("sheepdog.reconcile")
 TEST_POD_ANNOTATIONS = "sheepdog.test/pod-annotations"
 TEST_PREFIX = "sheepdog.test/"
 OWN_WRITES_KEPT = 4
+CREATE_RETRY_DELAYS = (2, 5, 10, 30, 60)  # a transient Job-creation error, retried
+OLD_PODS_RECHECK = 5.0  # seconds between looks at the pods of a Job deleted by hand
 
 
 def utcnow() -> str:
@@ -73,6 +88,8 @@ class Result:
     events: list[tuple[str, str]] = field(default_factory=list)
     done: bool = False
     latencies: list[float] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # Jobs suspended ("name:suspend") or resumed
+    recheck_after: Optional[float] = None  # reconcile again after this many seconds
 
 
 @dataclass
@@ -128,6 +145,29 @@ def _seconds_between(start: Optional[str], end: Optional[str]) -> Optional[float
     return (b - a).total_seconds()
 
 
+def job_conflict(job: Mapping[str, Any], run_name: str) -> CreateError:
+    """The 409 of a Job this run does not own, from the Job that holds the name: transient when
+    it is going away (being deleted, or owned by a deleted run of the same name that the
+    garbage collector will remove), else permanent (foreign)."""
+    meta = job.get("metadata") or {}
+    name = meta.get("name")
+    if meta.get("deletionTimestamp"):
+        return CreateError(409, f"Job {name} is being deleted; it is created again once it is gone")
+    refs = meta.get("ownerReferences") or ()
+    if any(r.get("kind") == KIND and r.get("name") == run_name for r in refs):
+        return CreateError(409, f"Job {name} belongs to an earlier run named {run_name} that the garbage "
+                                "collector has not removed yet; waiting for it to go")
+    owners = ", ".join(f"{r.get('kind')}/{r.get('name')}" for r in refs) or "no owner"
+    return CreateError(409, f"Job {name} already exists and is not owned by this run ({owners}): "
+                            "delete that Job or give the run another name", foreign=True)
+
+
+def live_pods(pods: list[Mapping[str, Any]]) -> list[str]:
+    """Names of the pods that have not ended (a Job deleted by hand can leave them running)."""
+    return sorted(p["metadata"]["name"] for p in pods
+                  if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
+
+
 def _stage_records(status: Mapping[str, Any]) -> dict[tuple[int, str], Mapping[str, Any]]:
     out = {}
     for rec in status.get("iterations") or ():
@@ -156,6 +196,10 @@ class Reconciler:
         self._own_writes: dict[tuple[str, str], deque[str]] = {}
         # (namespace, Job name) -> observe.job_signature of the Job as last reconciled on
         self._job_signatures: dict[tuple[str, str], tuple] = {}
+        # (namespace, pod name) -> stuck.pod_signature of a stage pod that is stuck
+        self._pod_signatures: dict[tuple[str, str], str] = {}
+        # (namespace, run) -> transient Job-creation errors in a row (the backoff)
+        self._create_failures: dict[tuple[str, str], int] = {}
 
     def _written(self, run: Mapping[str, Any], response: Any) -> None:
         meta = run["metadata"]
@@ -184,8 +228,20 @@ class Reconciler:
         self._job_signatures[key] = sig
         return True
 
+    def pod_changed(self, namespace: str, pod: str, body: Optional[Mapping[str, Any]]) -> bool:
+        """Whether a stage pod's event can change whether (or why) its run is stuck: only a
+        pod that becomes stuck, changes why, or stops being stuck (runs, ends, is deleted).
+        Only stuck pods are remembered, so the ordinary life of a pod is no news."""
+        key = (namespace, pod)
+        sig = None if body is None else stuck.pod_signature(body)
+        old = self._pod_signatures.pop(key, None)
+        if sig is not None:
+            self._pod_signatures[key] = sig
+        return sig != old
+
     def forget(self, namespace: str, name: str) -> None:
         self._own_writes.pop((namespace, name), None)
+        self._create_failures.pop((namespace, name), None)
 
     # -----------------------------------------------------------------------------------------
 
@@ -211,6 +267,10 @@ class Reconciler:
         if problems is not None:
             return self._invalid(run, old_raw, problems, generation)
         spec = RunSpec.model_validate(run.get("spec") or {})
+        # a podTemplate whose pods Pod Security would refuse: held before any Job exists
+        problems = pod_template_problems(name, spec, self.options.image_defaults)
+        if problems:
+            return self._invalid(run, old_raw, problems, generation)
         try:
             old_status = RunStatus.model_validate(old_raw)
         except ValidationError as e:
@@ -222,20 +282,24 @@ class Reconciler:
 
         uid = meta["uid"]
         jobs = [j for j in self.kube.list_jobs(namespace, name) if _owned_by(j, uid)]
-        need = [j["metadata"]["name"] for j in jobs if obs.needs_pods(j, old_raw)]
+        need = [j["metadata"]["name"] for j in jobs if obs.needs_pods(j, old_raw) or stuck.needs_pods(j)]
         pods = self.kube.list_pods(namespace, need) if need else []
-        observed = obs.observe(jobs, old_raw, pods)
+        events = {j["metadata"]["name"]: self.kube.list_job_events(namespace, j["metadata"]["name"])
+                  for j in jobs if stuck.needs_events(j)}
+        observed = obs.observe(jobs, old_raw, pods, events)
 
         now = self.clock()
-        p = plan(
-            name, spec, old_status.model_copy(deep=True), observed, kube_layout(name, spec), now,
-            generation=generation,
-        )
+        layout = kube_layout(name, spec)
+        p = plan(name, spec, old_status.model_copy(deep=True), observed, layout, now, generation=generation)
         result = Result(done=p.done)
+        known = {(o.iteration, o.stage) for o in observed if o.stuck_reason}
+        if any(stuck.recheck_events(j, obs.job_identity(j) in known) for j in jobs):
+            # no pod and no FailedCreate yet: the Job controller's Event may still follow, and
+            # no Job or pod event would tell (a Job's status does not change on FailedCreate)
+            result.recheck_after = stuck.EVENTS_RECHECK
 
         # 5. act
-        for action in p.actions:
-            self._start(run, spec, action, observed, result)
+        p = self._act(run, spec, p, observed, old_status, layout, now, generation, result)
 
         # 6. write status once
         new_raw = p.status.to_wire()
@@ -253,7 +317,60 @@ class Reconciler:
 
     # -----------------------------------------------------------------------------------------
 
-    def _start(self, run: Mapping[str, Any], spec: RunSpec, action: Any, observed: list, result: Result) -> None:
+    def _act(self, run: Mapping[str, Any], spec: RunSpec, p: Plan, observed: list, old_status: RunStatus,
+             layout: Any, now: str, generation: Optional[int], result: Result) -> Plan:
+        """Carry out the plan's starts and job changes; returns the plan as it stands after
+        them (a creation error holds a start, or fails the run: creation_policy)."""
+        meta = run["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        for action in list(p.actions):
+            held = self._old_pods(ns, old_status, action)
+            if held is not None:
+                p = creation_policy.hold(p, action.iteration, action.stage, Reason.WAITING_FOR_OLD_PODS, held,
+                                         now, old_status)
+                result.recheck_after = OLD_PODS_RECHECK
+                continue
+            err = self._start(run, spec, action, observed, result)
+            if err is None:
+                self._create_failures.pop((ns, name), None)
+                continue
+            message = creation_policy.describe(err, action.name)
+            if creation_policy.permanent(err):
+                log.warning("%s/%s: %s (permanent: the run fails)", ns, name, message)
+                failed = creation_policy.rejected(action.iteration, action.stage, err, action.name)
+                p = plan(name, spec, old_status.model_copy(deep=True), [*observed, failed], layout, now,
+                         generation=generation)
+                result.done = p.done
+                return p
+            n = self._create_failures[(ns, name)] = self._create_failures.get((ns, name), 0) + 1
+            delay = CREATE_RETRY_DELAYS[min(n, len(CREATE_RETRY_DELAYS)) - 1]
+            log.warning("%s/%s: %s (retrying in %ss)", ns, name, message, delay)
+            p = creation_policy.hold(p, action.iteration, action.stage, creation_policy.reason_of(err),
+                                     f"{message}; retrying in {delay}s", now, old_status)
+            result.recheck_after = delay
+        for change in p.job_changes:
+            job = stage_name(name, change.iteration, change.stage)
+            self.kube.suspend_job(ns, job, change.suspend)
+            result.changed.append(f"{job}:{'suspend' if change.suspend else 'resume'}")
+            log.info("%s/%s: %s Job %s", ns, name, "suspended" if change.suspend else "resumed", job)
+        return p
+
+    def _old_pods(self, namespace: str, old_status: RunStatus, action: Any) -> Optional[str]:
+        """Why a Job deleted by hand cannot be created again yet (its pods still run), or None.
+        Only asked when the status says the stage was running (or waiting for exactly this)."""
+        record = old_status.record(action.iteration)
+        was = record.stages.get(action.stage) if record is not None else None
+        if not ((was is not None and was.phase == "Running") or old_status.reason == Reason.WAITING_FOR_OLD_PODS):
+            return None
+        live = live_pods(self.kube.list_pods(namespace, [action.name]))
+        if not live:
+            return None
+        return (f"iteration {action.iteration} {action.stage}: Job {action.name} is gone but its pods "
+                f"{', '.join(live[:5])} have not ended; it is created again once they have")
+
+    def _start(self, run: Mapping[str, Any], spec: RunSpec, action: Any, observed: list,
+               result: Result) -> Optional[CreateError]:
+        """Create the stage's objects; the error that stopped it, if any."""
         from sheepdog.kube import jobs as kjobs
 
         meta = run["metadata"]
@@ -270,12 +387,21 @@ class Reconciler:
                 self._job_signatures[(ns, oname)] = obs.job_signature({})
             try:
                 created = self.kube.create(ns, obj)
+            except Exception as e:  # noqa: BLE001 - every answer is classified (creation_policy)
+                self._job_signatures.pop((ns, oname), None)
+                return CreateError(*error_status(e))
             except BaseException:
                 self._job_signatures.pop((ns, oname), None)
                 raise
             if obj.get("kind") != "Job":
                 continue
             if not created:
+                existing = self.kube.get_job(ns, oname)
+                if existing is None:  # gone again since: the next attempt creates it
+                    return CreateError(409, f"Job {oname} was being replaced; trying again")
+                if not _owned_by(existing, meta["uid"]):
+                    self._job_signatures.pop((ns, oname), None)
+                    return job_conflict(existing, name)
                 result.existing.append(oname)
                 continue
             result.created.append(oname)
@@ -287,8 +413,13 @@ class Reconciler:
                 "%s/%s: created Job %s%s", ns, name, oname,
                 f" ({latency:.2f}s after the previous stage completed)" if latency is not None else "",
             )
+        return None
 
     def _objects(self, kjobs: Any, run: Mapping[str, Any], spec: RunSpec, action: Any) -> list[dict]:
+        from sheepdog.kube import export_job
+
+        if export_job.is_export(action):  # spec.export (planner/export_policy.py)
+            return export_job.export_objects(run, spec, action, self.options.image_defaults)
         meta = run["metadata"]
         return kjobs.build_stage_objects(
             meta["name"], meta["namespace"], meta["uid"], spec, action.config, self.options.image_defaults

@@ -17,6 +17,17 @@ class Reason(StrEnum):
     COMPLETED = "Completed"
     EARLY_STOPPED = "EarlyStopped"
     INVALID_SPEC = "InvalidSpec"
+    # a running stage whose pods do not run (stuck_policy; kube/stuck.py observes them)
+    NOT_ADMITTED = "NotAdmitted"  # Job suspended until Kueue admits it
+    PODS_NOT_CREATED = "PodsNotCreated"  # FailedCreate: quota, Pod Security, a webhook
+    UNSCHEDULABLE = "Unschedulable"
+    IMAGE_PULL_FAILING = "ImagePullFailing"
+    CONTAINER_CONFIG_ERROR = "ContainerConfigError"  # a missing Secret, ConfigMap or key
+    # a stage Job that could not be created (creation_policy)
+    JOB_CREATE_FAILED = "JobCreateFailed"  # transient: retried with backoff
+    JOB_REJECTED = "JobRejected"  # permanent: the run fails with the API server's message
+    JOB_CONFLICT = "JobConflict"  # a Job of that name exists and this run does not own it
+    WAITING_FOR_OLD_PODS = "WaitingForOldPods"  # a Job deleted by hand; its pods still run
     # events only
     STAGE_SUCCEEDED = "StageSucceeded"
     STAGE_RETRYING = "StageRetrying"

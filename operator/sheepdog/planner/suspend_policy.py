@@ -1,8 +1,12 @@
-"""spec.suspend: no new stage starts while it is true; a running stage finishes.
+"""spec.suspend: no new stage starts while it is true, and the running stage is suspended.
 
-We do not kill a running stage: stages checkpoint at phase boundaries only, so killing one
-loses up to a whole phase of GPU work, while letting it finish loses nothing. The run shows
-phase Running / reason Suspending until that stage ends, then Suspended.
+In a cluster the running stage's Job is suspended (Job.spec.suspend: its pods are deleted, its
+GPUs freed; the Job controller does not count them as failures) and the run is Suspended; on
+resume the Job is unsuspended and its new pods go on from the stage's checkpoints (work since
+the last checkpoint is redone). A Job that Kueue admits (queued) is never unsuspended by the
+operator: it goes back to Kueue's queue. The run shows Running / Suspending until the Job is
+seen suspended. A local executor cannot suspend a process: there the running stage finishes
+(Running / Suspending), then the run is Suspended.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from typing import Optional
 
 from sheepdog.api.spec import RunSpec
 from sheepdog.api.status import RunStatus
+from sheepdog.planner.actions import StageObservation, SuspendStage
 from sheepdog.planner.reasons import Reason
 
 
@@ -33,3 +38,19 @@ def suspended_message(next_step: Optional[tuple[int, str]]) -> str:
         return "suspended"
     iteration, stage = next_step
     return f"suspended before iteration {iteration} {stage}"
+
+
+def job_change(spec: RunSpec, obs: StageObservation) -> Optional[SuspendStage]:
+    """Suspend the running execution while spec.suspend; resume one that is suspended once
+    it is lifted (unless a queue admits it). None: nothing to change."""
+    if obs.state != "running":
+        return None
+    if spec.suspend and not obs.suspended:
+        return SuspendStage(obs.iteration, obs.stage, True)
+    if not spec.suspend and obs.suspended and not obs.queued:
+        return SuspendStage(obs.iteration, obs.stage, False)
+    return None
+
+
+def suspended_running_message(where: str) -> str:
+    return f"suspended during {where}: its Job is suspended and its pods are gone (GPUs freed)"

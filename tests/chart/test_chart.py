@@ -48,10 +48,10 @@ NAMESPACED_RULES = {
     ("sheepdog.dev", "selfalignmentruns"): {"get", "list", "watch", "patch"},
     ("sheepdog.dev", "selfalignmentruns/status"): {"get", "patch"},
     ("sheepdog.dev", "selfalignmentruns/finalizers"): {"update"},
-    ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
+    ("batch", "jobs"): {"create", "get", "list", "watch", "delete", "patch"},
     ("", "pods"): {"get", "list", "watch"},
     ("", "services"): {"create", "get", "list", "watch"},
-    ("", "events"): {"create", "patch"},
+    ("", "events"): {"create", "patch", "list"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 CLUSTER_READ_RULES = {

@@ -100,3 +100,41 @@ def test_stage_counters_of_a_namespace_start_at_zero():
     m.stage_finished("ns", "train", "failed", 3.0)
     m.observe_run("ns", "r", STATUS)  # a later reconcile does not reset anything
     assert samples(m)[("sheepdog_job_failures_total", (("namespace", "ns"), ("stage", "train")))] == 1
+
+
+def test_every_series_an_alert_or_the_dashboard_reads_exists_from_the_start():
+    """'No errors' (a 0) must look different from 'no operator' (nothing): the series the
+    alerts and the dashboard read exist before any run, except the per-run ones."""
+    from tests.metrics.promql import alert_rules, dashboard_queries, load_dashboard, metric_names, rendered_rules
+
+    m = Metrics()
+    m.start(["ns"])
+    present = {name for name, _ in samples(m)}
+    exprs = [r["expr"] for r in alert_rules(rendered_rules())] + [e for _, _, e in dashboard_queries(load_dashboard())]
+    per_run = {fam.name for c in m.registry._collector_to_names for fam in c.describe()  # noqa: SLF001
+               if "run" in getattr(c, "_labelnames", ())}
+    read = {n for e in exprs for n in metric_names(e)} - {"up"}
+    missing = {n for n in read if n not in present and not any(n.startswith(f) for f in per_run)}
+    assert not missing, f"absent until something happens: {sorted(missing)}"
+    assert samples(m)[("sheepdog_reconcile_errors_total", (("namespace", "ns"), ("reason", "Conflict")))] == 0
+    assert samples(m)[("sheepdog_runs_stuck", (("namespace", "ns"), ("reason", "Unschedulable")))] == 0
+
+
+def test_stuck_runs_are_counted_by_reason_with_the_time_they_got_stuck():
+    stuck = dict(STATUS, conditions=[{"type": "Stuck", "status": "True", "reason": "ImagePullFailing",
+                                      "lastTransitionTime": "2026-01-01T00:00:00Z"}])
+    m = Metrics()
+    m.observe_run("ns", "r", stuck)
+    m.observe_run("ns", "q", STATUS)
+    s = samples(m)
+    assert s[("sheepdog_runs_stuck", (("namespace", "ns"), ("reason", "ImagePullFailing")))] == 1
+    assert s[("sheepdog_runs_stuck", (("namespace", "ns"), ("reason", "Unschedulable")))] == 0
+    key = ("sheepdog_run_stuck_since_timestamp_seconds",
+           (("namespace", "ns"), ("reason", "ImagePullFailing"), ("run", "r"), ("stage", "train")))
+    assert s[key] == 1767225600.0
+    m.observe_run("ns", "r", STATUS)  # not stuck any more
+    s = samples(m)
+    assert key not in s and s[("sheepdog_runs_stuck", (("namespace", "ns"), ("reason", "ImagePullFailing")))] == 0
+    # a suspended run is never counted stuck (the planner writes no Stuck=True for it either)
+    m.observe_run("ns", "r", dict(stuck, phase="Suspended"))
+    assert samples(m)[("sheepdog_runs_stuck", (("namespace", "ns"), ("reason", "ImagePullFailing")))] == 0

@@ -211,6 +211,11 @@ class Metrics:
                 counter.labels(namespace, stage)
         # a conflict is the one error every busy operator sees; its series stands for "0 errors"
         self.reconcile_errors.labels(namespace, "Conflict")
+        self.reconcile_duration.labels(namespace)
+        for stage in STAGES:
+            self.transition_latency.labels(namespace, stage)
+            for result in ("succeeded", "failed"):
+                self.stage_duration.labels(namespace, stage, result)
         for reason in STUCK_METRIC_REASONS:
             self.runs_stuck.labels(namespace, reason).set(0)
 

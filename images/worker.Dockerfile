@@ -15,6 +15,7 @@ FROM ${VLLM_IMAGE}
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /opt/sheepdog/src
 COPY requirements/jobs.txt requirements/jobs.txt
+COPY requirements/jobs-nodeps.txt requirements/jobs-nodeps.txt
 COPY operator/ operator/
 COPY jobs/ jobs/
 # torch and vLLM come from the base image and must stay as they are: pip only adds packages
@@ -24,6 +25,7 @@ COPY jobs/ jobs/
 RUN python3 -m pip freeze | grep -iE '^(torch|vllm|transformers)==' > /tmp/keep.txt \
  && DS_BUILD_OPS=0 python3 -m pip install --constraint /tmp/keep.txt \
       -r requirements/jobs.txt ./operator ./jobs \
+ && python3 -m pip install --no-deps -r requirements/jobs-nodeps.txt \
  && rm /tmp/keep.txt \
  && python3 -c "import sheepdog, sheepdog_jobs, deepspeed, peft, vllm"
 # Job commands start with `python`: make sure that name is on PATH whatever the base image

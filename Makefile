@@ -6,7 +6,7 @@ CACHE ?= $(or $(SHEEPDOG_CACHE),$(HOME)/.cache/sheepdog)
 MODEL := $(CACHE)/models/smollm2-135m-instruct
 DEMO := runs/quickstart
 
-.PHONY: venv model demo test test-fast cluster-bin debian-packages bench crds clean-demo
+.PHONY: venv model demo test test-all test-fast setup-test cluster-bin debian-packages bench crds clean-demo
 
 venv:
 	scripts/setup-venv
@@ -26,12 +26,25 @@ cluster-bin:
 debian-packages:
 	scripts/setup-debian
 
-test: venv cluster-bin debian-packages
-	$(PY) -m pytest
+# Debian packages, venv, tiny model and the Go-built control plane (built beside the venv).
+setup-test:
+	MODEL=$(MODEL) scripts/setup-test
+
+# Two lanes (tests/conftest.py): the control-plane tests on one worker, the tiny-model tests on
+# the other. Bulk repetitions are left to test-all; docs/testing.md has the coverage table.
+PYTEST_LANES := -n 2 --dist loadgroup
+
+test: setup-test
+	$(PY) -m pytest $(PYTEST_LANES) -m "not bulk"
+
+# Everything, bulk repetitions included (100 runs at once, the long SIGKILL storm, every
+# strategy on the real model, sharded synthesis on the real model).
+test-all: setup-test
+	$(PY) -m pytest $(PYTEST_LANES)
 
 # Unit tests only: no cluster, no model.
 test-fast: venv
-	$(PY) -m pytest -m "not cluster and not model and not slow"
+	$(PY) -m pytest -m "not cluster and not model and not slow and not bulk"
 
 bench: venv model
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import posixpath
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -101,6 +103,56 @@ def kube_layout(run_name: str, spec: RunSpec) -> Layout:
 
 
 STAGE_MODULE = "sheepdog_jobs"
+LAUNCHER = "torchrun"  # torch's launcher, installed beside the python that has torch
+
+
+@dataclass(frozen=True)
+class Rendezvous:
+    """How the torchrun agents of a multi-node train find each other (Kubernetes only):
+    torchrun's elastic c10d rendezvous at `endpoint` (host:port), whose agents restart the
+    whole group in place, up to `max_restarts` times, when any rank fails."""
+
+    endpoint: str
+    run_id: str
+    max_restarts: int
+
+
+def train_ranks(spec: RunSpec) -> int:
+    """Processes of a train stage: one rank per GPU on every node (gpus x nodes); a CPU
+    stage (gpus: 0) runs one rank per node."""
+    train = spec.stages.train
+    return max(1, train.gpus) * train.nodes
+
+
+def launcher_args(spec: RunSpec, rendezvous: Optional[Rendezvous] = None) -> list[str]:
+    """torchrun's flags for the train stage; [] when one process is the whole world.
+
+    Without a rendezvous (one node, or `sheepdog run`, which runs every rank on its own
+    machine) the ranks meet on localhost (--standalone): the command of a one-node pod and of
+    a laptop are the same. A crash of any rank then ends the launcher with it (no restarts):
+    the attempt fails and the executor's retry reruns the group."""
+    train = spec.stages.train
+    if rendezvous is None:
+        ranks = train_ranks(spec)
+        return [] if ranks == 1 else ["--standalone", "--nnodes=1", f"--nproc-per-node={ranks}"]
+    return [
+        f"--nnodes={train.nodes}",
+        f"--nproc-per-node={max(1, train.gpus)}",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={rendezvous.endpoint}",
+        f"--rdzv-id={rendezvous.run_id}",
+        f"--max-restarts={rendezvous.max_restarts}",
+    ]
+
+
+def _launcher(python: str) -> list[str]:
+    """torchrun of the same environment as `python`: a bare `python` (a pod) finds it on the
+    image's PATH; an interpreter's path (the local executor) has it beside it, else runs it as
+    the module it is."""
+    if "/" not in python:
+        return [LAUNCHER]
+    beside = Path(python).with_name(LAUNCHER)
+    return [str(beside)] if beside.exists() else [python, "-m", "torch.distributed.run"]
 
 
 def stage_command(
@@ -108,11 +160,15 @@ def stage_command(
     python: str = "python",
     summary_file: str = TERMINATION_LOG,
     module: str = STAGE_MODULE,
+    rendezvous: Optional[Rendezvous] = None,
 ) -> list[str]:
     """The one command line of a stage, for both executors. `module` exists for tests, which
-    run a fake stage program; products always run sheepdog_jobs."""
+    run a fake stage program; products always run sheepdog_jobs. A train stage of more than
+    one rank runs under torchrun (`launcher_args`); every other stage is one process."""
+    launch = launcher_args(config.spec, rendezvous) if config.stage == "train" else []
+    head = [*_launcher(python), *launch] if launch else [python]
     return [
-        python,
+        *head,
         "-m",
         module,
         config.stage,

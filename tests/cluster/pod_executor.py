@@ -26,6 +26,10 @@ What a pod gets (single container; others are ignored and reported as never star
   when the path is, else a per-pod file) and rewritten in args/env the same way; after exit its
   contents become the termination message; with terminationMessagePolicy FallbackToLogsOnError
   an empty message on failure falls back to the last 4 KB of output;
+- DNS: every pod here runs on this machine, so a pod with `subdomain` (the headless Service of
+  an Indexed Job, e.g. a multi-node train's rendezvous) finds its peers at a local address: a
+  name `<host>.<subdomain>[.<namespace>[.svc[.cluster.local]]]` in an arg or env value is
+  rewritten to 127.0.0.1 (there is no resolver to teach);
 - status (Running, then Succeeded/Failed with exit code) is written through pods/status;
 - pods with a deletionTimestamp: the process is terminated and the pod deleted.
 restartPolicy OnFailure is treated like Never (the Job controller creates a new pod).
@@ -39,6 +43,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -61,6 +66,7 @@ TAINT = {"key": "sheepdog.dev/pod-executor", "value": "true", "effect": "NoSched
 TOLERATION = {"key": "sheepdog.dev/pod-executor", "operator": "Exists", "effect": "NoSchedule"}
 
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+LOCAL_ADDRESS = "127.0.0.1"  # where every pod of this executor is reached
 MAX_MESSAGE = 4096
 LEASE_SECONDS = 40
 
@@ -100,6 +106,16 @@ def _field_path(pod: dict, path: str) -> str:
         if path.startswith(prefix + "['") and path.endswith("']"):
             return (meta.get(source) or {}).get(path[len(prefix) + 2 : -2], "")
     raise ValueError(f"unsupported fieldRef {path}")
+
+
+def local_dns_of(subdomain: str | None, namespace: str):
+    """A rewrite of strings: names of pods behind `subdomain` (a headless Service) ->
+    LOCAL_ADDRESS, in any of their DNS forms; the identity for a pod without a subdomain."""
+    if not subdomain:
+        return lambda s: s
+    suffix = rf"\.{re.escape(subdomain)}(?:\.{re.escape(namespace)}(?:\.svc(?:\.cluster\.local)?)?)?"
+    name = re.compile(rf"(?<![\w.-])[a-z0-9](?:[-a-z0-9]*[a-z0-9])?{suffix}(?![\w-]|\.[\w-])")
+    return lambda s: name.sub(LOCAL_ADDRESS, s)
 
 
 class PodRun:
@@ -305,12 +321,13 @@ class PodRun:
         term_file.write_text("")
 
         env = self._env(container)
-        env = {k: map_string(v) for k, v in env.items()}
+        local_dns = local_dns_of(self.pod["spec"].get("subdomain"), self.ns)
+        env = {k: local_dns(map_string(v)) for k, v in env.items()}
         # No images here: the image's `python` is stood in for by this executor's own
         # interpreter (the project's venv), whatever PATH the executor was started with.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         argv += list(container.get("args") or [])
-        argv = [map_string(self._expand(a, env)) for a in argv]
+        argv = [local_dns(map_string(self._expand(a, env))) for a in argv]
         wd = container.get("workingDir")
         cwd = Path(map_path(wd)) if wd else self.dir / "work"
         cwd.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ spec:
   retries: {retries}
 {extra}"""
 
+CPU_TRAIN = "    train: {gpus: 0}\n"
+
 SEEDS = [
     {"id": "s0", "instruction": "Name three primary colours.", "instances": [{"input": "", "output": "red, yellow, blue"}]},
     {"id": "s1", "instruction": "Rewrite in the passive voice.", "instances": [{"input": "Ann wrote it.", "output": "It was written by Ann."}]},
@@ -46,6 +48,11 @@ class Project:
         self.workdir = root / "work"
 
     def write_run(self, iterations: int = 1, strategy: str = "one_base", retries: int = 1, extra: str = "") -> Path:
+        # One train rank (gpus: 0): the default train (8 GPUs) would start 8 ranks of the fake
+        # stage here, as `sheepdog run` does on a laptop (tests/local/test_train_ranks.py).
+        if "    train:" not in extra:
+            head, found, rest = extra.partition("  stages:\n")
+            extra = head + "  stages:\n" + CPU_TRAIN + rest if found else extra + "  stages:\n" + CPU_TRAIN
         self.run_file.write_text(RUN_YAML.format(iterations=iterations, strategy=strategy, retries=retries,
                                                  extra=extra))
         return self.run_file

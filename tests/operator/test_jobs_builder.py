@@ -142,7 +142,10 @@ def test_command_is_the_stage_command(stage: str) -> None:
     expected = stage_command(config, python="python", summary_file=TERMINATION_LOG)
     assert container_of(job)["command"] == expected  # no `$` in it: written as it is
     assert "args" not in container_of(job)
-    assert expected[:4] == ["python", "-m", "sheepdog_jobs", stage]
+    program = expected[expected.index("-m"):][:3]
+    assert program == ["-m", "sheepdog_jobs", stage]
+    # the default train (8 GPUs) starts one rank per GPU; every other stage is one process
+    assert expected[0] == ("torchrun" if stage == "train" else "python")
 
 
 def test_dollar_signs_reach_the_stage_unchanged() -> None:
@@ -420,7 +423,7 @@ def test_worker_defaults_for_gpu_stages_and_queue() -> None:
 
 
 def test_multinode_train_is_an_indexed_job_running_torchrun() -> None:
-    spec = make_spec(stages={"train": {"nodes": 3, "gpus": 8}})
+    spec = make_spec(stages={"train": {"nodes": 3, "gpus": 8}}, retries=2)
     config = config_for(spec, "train")
     job = jobs.build_stage_job(RUN, NS, UID, spec, config)
     name = f"{RUN}-i1-train"
@@ -430,22 +433,47 @@ def test_multinode_train_is_an_indexed_job_running_torchrun() -> None:
     pod = pod_of(job)
     assert pod["subdomain"] == svc
     cmd = container_of(job)["command"]
-    assert cmd[:6] == [
-        "torchrun", "--nnodes=3", "--nproc-per-node=8", "--node-rank=$(JOB_COMPLETION_INDEX)",
-        f"--master-addr={name}-0.{svc}", "--master-port=29500",
+    # elastic c10d rendezvous at pod 0: the agents restart the whole group in place
+    assert cmd[:7] == [
+        "torchrun", "--nnodes=3", "--nproc-per-node=8", "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={name}-0.{svc}:29500", f"--rdzv-id={name}", "--max-restarts=2",
     ]
-    # after torchrun's own flags: exactly the stage command, without its `python`
-    assert cmd[6:] == stage_command(config)[1:]
-    assert not any("ssh" in a.lower() for a in cmd[:6])
+    # after torchrun's own flags: exactly the stage program and its arguments
+    assert cmd[7:] == program_of(stage_command(config))
+    assert not any("ssh" in a.lower() for a in cmd[:7])
     env = env_of(job)
-    assert env["MASTER_ADDR"]["value"] == f"{name}-0.{svc}"
-    assert env["MASTER_PORT"]["value"] == "29500"
-    assert env["NODE_RANK"]["valueFrom"] == {
-        "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
     assert env["NNODES"]["value"] == "3"
     assert env["WORLD_SIZE"]["value"] == "24"
-    # the Job controller's JOB_COMPLETION_INDEX fills the rank in
-    assert effective_command(job, {"JOB_COMPLETION_INDEX": "2"})[3] == "--node-rank=2"
+    assert container_of(job)["ports"] == [{"name": "rdzv", "containerPort": 29500, "protocol": "TCP"}]
+    # a stage's own backoffLimit is its restart budget too
+    own = make_spec(stages={"train": {"nodes": 2, "gpus": 1, "backoffLimit": 5}})
+    assert "--max-restarts=5" in container_of(build(own, "train"))["command"]
+
+
+def program_of(command: list[str]) -> list[str]:
+    """`-m sheepdog_jobs <stage> ...`: the command without its launcher (python or torchrun)."""
+    return command[command.index("-m"):]
+
+
+@pytest.mark.parametrize("gpus, nodes, ranks", [(8, 1, 8), (2, 1, 2), (1, 2, 2), (4, 2, 8), (0, 3, 3)])
+def test_train_starts_one_rank_per_gpu_on_every_node(gpus: int, nodes: int, ranks: int) -> None:
+    spec = make_spec(stages={"train": {"gpus": gpus, "nodes": nodes}})
+    cmd = container_of(build(spec, "train"))["command"]
+    assert cmd[0] == "torchrun"
+    per_node = int(next(a for a in cmd if a.startswith("--nproc-per-node=")).split("=")[1])
+    pods = build(spec, "train")["spec"].get("completions", 1)
+    assert (per_node * pods, pods) == (ranks, nodes)
+    if nodes == 1:  # the ranks meet on localhost: the command sheepdog run runs on a laptop
+        assert cmd[1:4] == ["--standalone", "--nnodes=1", f"--nproc-per-node={ranks}"]
+        assert cmd == stage_command(config_for(spec, "train"))
+        assert cmd[4:] == program_of(cmd)
+
+
+def test_a_world_of_one_is_the_plain_stage_command() -> None:
+    for gpus in (0, 1):
+        spec = make_spec(stages={"train": {"gpus": gpus}})
+        assert container_of(build(spec, "train"))["command"] == stage_command(config_for(spec, "train"))
+        assert container_of(build(spec, "train"))["command"][0] == "python"
 
 
 def test_rendezvous_service() -> None:
@@ -468,8 +496,8 @@ def test_rendezvous_service() -> None:
 def test_single_node_train_is_a_plain_job() -> None:
     job = build(make_spec(), "train")
     assert "completionMode" not in job["spec"] and "subdomain" not in pod_of(job)
-    assert "MASTER_ADDR" not in env_of(job)
-    assert container_of(job)["command"][0] == "python"
+    assert "NNODES" not in env_of(job)
+    assert container_of(job)["command"][:2] == ["torchrun", "--standalone"]  # 8 ranks in one pod
 
 
 # --- sharded synthesis -----------------------------------------------------------------------------
@@ -487,6 +515,16 @@ def test_sharded_synthesize_is_an_indexed_job() -> None:
     assert "subdomain" not in pod_of(job)
     # only synthesize is sharded
     assert "completionMode" not in build(spec, "curate")["spec"]
+
+
+def test_each_shard_has_its_own_retries() -> None:
+    spec = make_spec(stages={"synthesize": {"shards": 4, "backoffLimit": 3}}, retries=1)
+    job = build(spec, "synthesize")
+    assert job["spec"]["backoffLimitPerIndex"] == 3
+    # no Job-wide limit: the failures of one shard must not end the others
+    assert "backoffLimit" not in job["spec"]
+    assert build(make_spec(retries=1), "synthesize")["spec"]["backoffLimit"] == 1  # one pod: as before
+    assert "backoffLimitPerIndex" not in build(make_spec(stages={"train": {"nodes": 2}}), "train")["spec"]
 
 
 def test_output_is_plain_deterministic_json() -> None:

@@ -319,10 +319,48 @@ class StageResources(Model):
     )
 
 
+# Parallelism that cannot work is refused before any pod starts (docs/design.md, "GPUs"). The
+# messages carry the numbers; messageExpression gives the API server's the same text.
+SYNTHESIZE_TP_RULE = "self.gpus == 0 || self.tensorParallel == self.gpus"
+SYNTHESIZE_TP_MESSAGE = ("stages.synthesize.tensorParallel ({tp}) must equal stages.synthesize.gpus ({gpus}): "
+                         "a synthesize pod runs one engine over all its GPUs (more engines: shards)")
+EVALUATE_TP_RULE = ("!self.evaluation.enabled || self.stages.evaluate.gpus == 0 || "
+                    "self.stages.synthesize.gpus == 0 || "
+                    "self.stages.synthesize.tensorParallel % self.stages.evaluate.gpus == 0")
+# Evaluate runs M_t as one engine over all its GPUs (tensor parallel = gpus). The model runs with
+# synthesize's tensorParallel, so any divisor of it splits the model evenly too (heads, layers).
+EVALUATE_TP_MESSAGE = ("stages.evaluate.gpus ({gpus}) must divide stages.synthesize.tensorParallel ({tp}): "
+                       "evaluate runs the model as one engine over all its GPUs, split as the model's "
+                       "tensor parallelism allows")
+
+
+def cel_numbers(rule: str, template: str, **numbers: str) -> dict[str, str]:
+    """A CEL rule whose message names the numbers: `template` with each {name} filled by the
+    CEL expression in `numbers` (messageExpression); `message` is the fallback text."""
+    expression = "'" + template + "'"
+    for name, field in numbers.items():
+        expression = expression.replace("{" + name + "}", f"' + string({field}) + '")
+    return {"rule": rule, "message": template.format(**{k: "?" for k in numbers}),
+            "messageExpression": expression}
+
+
 class SynthesizeResources(StageResources):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_default=True,
+        json_schema_extra={"x-kubernetes-validations": [
+            cel_numbers(SYNTHESIZE_TP_RULE, SYNTHESIZE_TP_MESSAGE, tp="self.tensorParallel", gpus="self.gpus"),
+        ]},
+    )
     gpus: int = Field(8, ge=0, le=64)
-    tensor_parallel: int = Field(8, ge=1, le=64)
+    tensor_parallel: int = Field(8, ge=1, le=64, description="GPUs of the one engine of a synthesize pod: "
+                                 "equals gpus (a CPU stage, gpus: 0, ignores it).")
     shards: int = Field(1, ge=1, le=1024, description="Pods of an Indexed Job, each generating a disjoint part.")
+
+    @model_validator(mode="after")
+    def _one_engine(self) -> "SynthesizeResources":
+        if self.gpus and self.tensor_parallel != self.gpus:
+            raise ValueError(SYNTHESIZE_TP_MESSAGE.format(tp=self.tensor_parallel, gpus=self.gpus))
+        return self
 
 
 class TrainResources(StageResources):
@@ -382,6 +420,8 @@ class RunSpec(Model):
                     "self.training.strategy != 'direct' || !has(self.stopping)",
                     "training.strategy direct runs one iteration: stopping does not apply",
                 ),
+                cel_numbers(EVALUATE_TP_RULE, EVALUATE_TP_MESSAGE, gpus="self.stages.evaluate.gpus",
+                            tp="self.stages.synthesize.tensorParallel"),
             ]
         },
     )
@@ -418,6 +458,9 @@ class RunSpec(Model):
             raise ValueError("stopping needs evaluation.enabled: true (it reads evaluation metrics)")
         if self.training.strategy == "direct" and self.stopping is not None:
             raise ValueError("training.strategy direct runs one iteration: stopping does not apply")
+        ev, syn = self.stages.evaluate, self.stages.synthesize
+        if self.evaluation.enabled and ev.gpus and syn.gpus and syn.tensor_parallel % ev.gpus:
+            raise ValueError(EVALUATE_TP_MESSAGE.format(gpus=ev.gpus, tp=syn.tensor_parallel))
         return self
 
     def to_wire(self) -> dict[str, Any]:

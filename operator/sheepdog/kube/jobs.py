@@ -14,10 +14,14 @@ Two stages can span several pods, as an Indexed Job:
 - synthesize with `stages.synthesize.shards > 1`: completions = parallelism = shards; each pod
   reads its shard from JOB_COMPLETION_INDEX (StageConfig.shard.index is left unset) and
   StageConfig.shard.count = shards;
+  each index has its own retries (backoffLimitPerIndex), so one bad shard does not fail the rest;
 - train with `stages.train.nodes > 1`: completions = parallelism = nodes, a headless Service
   `<job>-rdzv` (build_rendezvous_service) gives pod 0 a stable DNS name, and every pod runs
-  `torchrun --nnodes=N --node-rank=$(JOB_COMPLETION_INDEX) --master-addr=<job>-0.<svc> ... -m
-  sheepdog_jobs train ...` (no SSH, no MPI operator).
+  `torchrun --nnodes=N --nproc-per-node=G --rdzv-backend=c10d --rdzv-endpoint=<job>-0.<svc>:29500
+  --max-restarts=R -m sheepdog_jobs train ...` (no SSH, no MPI operator): when any rank fails,
+  every node's agent restarts its ranks together, in the same pods (no Job attempt spent).
+A train of one node with gpus > 1 runs `torchrun --standalone --nproc-per-node=G ...`: one rank
+per GPU, the same command `sheepdog run` runs (stage_config.launcher_args).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from typing import Any, Mapping, Optional, Union
 
 from sheepdog import __version__
 from sheepdog.api.spec import GROUP, JUDGE_API_KEY_ENV, KIND, VERSION, RunSpec, StageResources
-from sheepdog.stage_config import TERMINATION_LOG, VOLUME_MOUNT, Shard, StageConfig, stage_command
+from sheepdog.stage_config import (TERMINATION_LOG, VOLUME_MOUNT, Rendezvous, Shard, StageConfig,
+                                   stage_command, train_ranks)
 
 try:  # the planner's retry policy is the one rule both executors share
     from sheepdog.planner.retry_policy import backoff_limit
@@ -170,23 +175,21 @@ def effective_config(spec: RunSpec, config: StageConfig) -> StageConfig:
     return config
 
 
+def rendezvous(spec: RunSpec, job: str) -> Optional[Rendezvous]:
+    """The c10d rendezvous of a multi-node train: pod 0's stable DNS name, and as many group
+    restarts in place as the stage has retries (a restart spends no Job attempt)."""
+    if not multinode(spec, "train"):
+        return None
+    return Rendezvous(endpoint=f"{job}-0.{rendezvous_service_name(job)}:{RENDEZVOUS_PORT}", run_id=job,
+                      max_restarts=backoff_limit(spec, "train"))
+
+
 def container_command(spec: RunSpec, config: StageConfig, job: str) -> list[str]:
-    """The container's command, as written in the Job (kubelet-escaped)."""
-    command = [escape_for_kubelet(a) for a in stage_command(config, python=PYTHON, summary_file=TERMINATION_LOG)]
-    if not multinode(spec, config.stage):
-        return command
-    # python -m sheepdog_jobs train ... -> torchrun <rendezvous> -m sheepdog_jobs train ...
-    assert command[0] == PYTHON and command[1] == "-m", command
-    train = spec.stages.train
-    return [
-        "torchrun",
-        f"--nnodes={train.nodes}",
-        f"--nproc-per-node={max(1, train.gpus)}",
-        "--node-rank=$(JOB_COMPLETION_INDEX)",  # expanded by the kubelet (the Job controller's env)
-        f"--master-addr={job}-0.{rendezvous_service_name(job)}",
-        f"--master-port={RENDEZVOUS_PORT}",
-        *command[1:],
-    ]
+    """The container's command, as written in the Job (kubelet-escaped): stage_command, which
+    starts a train of several ranks under torchrun (one rank per GPU, `gpus x nodes` in all)."""
+    rdzv = rendezvous(spec, job) if config.stage == "train" else None
+    command = stage_command(config, python=PYTHON, summary_file=TERMINATION_LOG, rendezvous=rdzv)
+    return [escape_for_kubelet(a) for a in command]
 
 
 # --- the pod ---------------------------------------------------------------------------------
@@ -265,14 +268,12 @@ def container_env(spec: RunSpec, config: StageConfig, job: str) -> list[dict[str
     if multinode(spec, config.stage):
         train = spec.stages.train
         nproc = max(1, train.gpus)
+        # For people reading the pod: torchrun's rendezvous assigns the ranks; it sets each
+        # worker's own RANK/WORLD_SIZE/MASTER_* over these.
         env += [
-            _env("MASTER_ADDR", f"{job}-0.{rendezvous_service_name(job)}"),
-            _env("MASTER_PORT", str(RENDEZVOUS_PORT)),
-            {"name": "NODE_RANK", "valueFrom": {"fieldRef": {
-                "fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}}},
             _env("NNODES", str(train.nodes)),
             _env("NPROC_PER_NODE", str(nproc)),
-            _env("WORLD_SIZE", str(train.nodes * nproc)),  # processes, as torch.distributed counts
+            _env("WORLD_SIZE", str(train_ranks(spec))),  # processes, as torch.distributed counts
         ]
     return env
 
@@ -376,6 +377,11 @@ def build_stage_job(
         spec.stages.synthesize.shards if sharded(spec, stage) else 1)
     if pods > 1:
         job_spec.update({"completionMode": "Indexed", "completions": pods, "parallelism": pods})
+    if sharded(spec, stage):
+        # Shards are independent: each index gets its own retries, and a shard that spends
+        # them fails only itself while the others finish (the Job then fails, FailedIndexes).
+        # A Job-wide backoffLimit would let failures of one shard end all of them.
+        job_spec["backoffLimitPerIndex"] = job_spec.pop("backoffLimit")
     if res.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = res.active_deadline_seconds
     queue = spec.scheduling.queue_name or images.queue_name

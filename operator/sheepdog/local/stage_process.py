@@ -99,7 +99,9 @@ def run_stage(
     started_at = previous.get("startedAt") or now()
     if stream is None:
         stream = getattr(sys.stderr, "buffer", None) or _TextSink(sys.stderr)
+    # A train of several ranks starts under torchrun, as its pod does (stage_config.launcher_args).
     command = stage_command(action.config, python=python, summary_file=str(summary_path), module=module)
+    shown = command[:command.index("--config")]  # the program, without the config document
     shards = shard_count(action)
     if shards > 1:
         return _run_shards(action, layout, now, python, module, stream, env, shards, limit, attempt, started_at)
@@ -108,7 +110,7 @@ def run_stage(
     while attempt <= limit:
         summary_path.unlink(missing_ok=True)
         write_json(record_path, {"attempts": attempt, "maxAttempts": limit, "exitCode": None,
-                                 "startedAt": started_at, "command": command[:2] + [command[2], stage]})
+                                 "startedAt": started_at, "command": shown})
         if attempt > 1:
             stream.write(f"[sheepdog] iteration {iteration} {stage}: attempt {attempt} of {limit}\n".encode())
             stream.flush()
@@ -117,7 +119,7 @@ def run_stage(
             summary_path, log_file(layout, iteration, stage), output_from, exit_code)
         write_json(record_path, {"attempts": attempt, "maxAttempts": limit, "exitCode": exit_code,
                                  "startedAt": started_at, "finishedAt": now(), "message": message or None,
-                                 "command": command[:2] + [command[2], stage]})
+                                 "command": shown})
         if exit_code == 0:
             break
         attempt += 1

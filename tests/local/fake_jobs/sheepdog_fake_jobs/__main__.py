@@ -41,7 +41,9 @@ def main(argv):
                                   "base": config["baseModel"], "trainData": config.get("trainData", []),
                                   "dataSize": config["dataSize"], "seed": config["seedFile"],
                                   "modelOut": config["modelOut"],
-                                  "shard": config.get("shard")}) + "\n")
+                                  "shard": config.get("shard"),
+                                  # set by torchrun for each rank of a train of several
+                                  "rank": os.environ.get("RANK"), "worldSize": os.environ.get("WORLD_SIZE")}) + "\n")
     shard = config.get("shard") or {}
     count, index = shard.get("count", 1), shard.get("index")
     if count > 1:
@@ -106,7 +108,8 @@ def main(argv):
     elif stage == "curate":
         summary |= {"kept": 4 * it, "keepRate": 0.5, "dropped": {"score": 4 * it}}
     elif stage == "train":
-        summary |= {"trainLoss": 1.0 / it, "evalLoss": 1.1 / it, "samples": 4 * it, "model": config["modelOut"]}
+        summary |= {"trainLoss": 1.0 / it, "evalLoss": 1.1 / it, "samples": 4 * it, "model": config["modelOut"],
+                    "worldSize": int(os.environ.get("WORLD_SIZE", "1"))}
     elif stage == "evaluate":
         values = [float(v) for v in os.environ.get("FAKE_METRICS", "").split(",") if v]
         if it == 0:
@@ -116,7 +119,8 @@ def main(argv):
         summary |= {"evaluation": {"ifeval.promptStrict": value}}
     with open(os.path.join(out_dir, "_SUCCESS"), "w") as f:
         f.write(json.dumps({"counts": {}, "files": {}}))
-    if here not in marks("FAKE_NO_SUMMARY"):
+    # Under torchrun only local rank 0 writes the summary, as sheepdog_jobs does.
+    if here not in marks("FAKE_NO_SUMMARY") and os.environ.get("LOCAL_RANK", "0") == "0":
         with open(summary_file, "w") as f:
             f.write(json.dumps(summary))
         print(json.dumps(summary))

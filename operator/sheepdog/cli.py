@@ -133,6 +133,76 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.get("phase") == "Failed" else EXIT_OK
 
 
+# --- sheepdog report --------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """A cluster run's report: its status read from the API server, printed and drawn as
+    `sheepdog run` does for a local run."""
+    from sheepdog.api.status import RunStatus
+    from sheepdog.local.report import format_report, report_of
+    from sheepdog.reporting.plot import plot_report
+
+    try:
+        from sheepdog.kube.client import Kube, load_config
+    except ImportError as err:
+        _error(f"report needs the extra sheepdog[operator] (kubernetes): {err}")
+        return EXIT_INVALID
+    try:
+        load_config(args.kubeconfig, args.context)
+        obj = Kube().get_run(args.namespace, args.run)
+    except Exception as err:  # noqa: BLE001 - no kubeconfig, unreachable or forbidden: one clear line
+        _error(f"report: cannot read SelfAlignmentRun {args.namespace}/{args.run}: {type(err).__name__}: {err}")
+        return EXIT_FAILED
+    if obj is None:
+        _error(f"report: no SelfAlignmentRun {args.run} in namespace {args.namespace}")
+        return EXIT_INVALID
+    report = report_of(args.run, RunStatus.model_validate(obj.get("status") or {}))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+    if not args.no_plot and plot_report(report, Path(args.plot)):
+        print(f"plot: {args.plot}")
+    return EXIT_FAILED if report.get("phase") == "Failed" else EXIT_OK
+
+
+# --- sheepdog export --------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """A local run's model as a standalone Hugging Face directory (or S3 prefix) with a model
+    card. A cluster run exports itself: spec.export runs the same export as a Job."""
+    from sheepdog.api.load import RunSpecError, load_run
+    from sheepdog.export import ExportError, export_config, export_model
+    from sheepdog.export.config import is_s3
+    from sheepdog.local.workdir_files import REPORT_FILE, RUN_FILE, read_json
+    from sheepdog.stage_config import Layout
+
+    workdir = Path(args.run).resolve()
+    report = read_json(workdir / REPORT_FILE)
+    if not isinstance(report, dict):
+        _error(f"{args.run}: no report.json here (is it a `sheepdog run` workdir? a cluster run exports "
+               "with spec.export)")
+        return EXIT_INVALID
+    to = args.to if is_s3(args.to) else str(Path(args.to).resolve())
+    try:
+        run = load_run(workdir / RUN_FILE)
+        config = export_config(run.metadata.name, run.spec, report.get("iterations") or [],
+                               Layout(root=str(workdir), run_dir=str(workdir)), to, args.iteration,
+                               report.get("bestIteration"))
+        result = export_model(config)
+    except (RunSpecError, ExportError) as err:
+        _error(f"export: {err}")
+        return EXIT_INVALID
+    except Exception as err:  # noqa: BLE001 - disk or S3 (boto3) errors: one clear line
+        _error(f"export failed: {type(err).__name__}: {err}")
+        return EXIT_FAILED
+    print(f"exported iteration {result['iteration']} of {run.metadata.name} to {result['to']} "
+          f"({result['files']} files, {result['bytes']} bytes of model)")
+    return EXIT_OK
+
+
 # --- sheepdog operator ------------------------------------------------------------------------
 
 
@@ -177,6 +247,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="a run name: its default workdir runs/<name>")
     p.add_argument("--json", action="store_true", help="print report.json")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("report", help="print and plot the report of a run on a cluster")
+    p.add_argument("run", metavar="RUN", help="the SelfAlignmentRun's name")
+    p.add_argument("--namespace", "-n", default="default")
+    p.add_argument("--plot", default="report.png", metavar="PATH", help="where to draw the plot (default report.png)")
+    p.add_argument("--no-plot", action="store_true", help="do not draw the plot")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (the keys of report.json)")
+    p.add_argument("--kubeconfig", help="default: KUBECONFIG or ~/.kube/config")
+    p.add_argument("--context", help="the kubeconfig context (default: its current one)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="write a local run's model with a model card to a directory or S3")
+    p.add_argument("run", metavar="RUN", help="the run's workdir (report.json inside)")
+    p.add_argument("--iteration", default="best", help="best (default) or an iteration number")
+    p.add_argument("--to", required=True, metavar="DIR|s3://BUCKET/PREFIX", help="where the model goes")
+    p.set_defaults(func=cmd_export)
 
     # Listed for --help only: main() hands everything after `operator` to the operator's own
     # parser untouched (argparse would eat options such as --help on the way).

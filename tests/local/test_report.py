@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sheepdog.local.plot import plot_report
+from sheepdog.reporting.plot import plot_report
 from sheepdog.local.report import COLUMNS, format_report, format_table, rows_of
 
 REPORT = {

@@ -22,7 +22,7 @@ from sheepdog.api.load import dump_run, load_run
 from sheepdog.api.status import RunStatus
 from sheepdog.local.inputs import InputError, prepare_local_run
 from sheepdog.local.observe import attempts_file, observe_run_dir, summary_file
-from sheepdog.local.plot import plot_report
+from sheepdog.reporting.plot import plot_report
 from sheepdog.local.report import format_report, report_of
 from sheepdog.local.stage_process import run_stage
 from sheepdog.local.workdir_files import (

@@ -1,0 +1,84 @@
+"""Write an export: the model's files plus README.md (the card) and export.json (what was
+exported, written last: a destination without it is an unfinished export)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sheepdog.export.card import model_card
+from sheepdog.export.config import ExportConfig, ExportError, is_s3
+
+MARKER = "export.json"
+CARD = "README.md"
+
+
+def model_files(model_dir: Path) -> list[Path]:
+    """Every file of the model directory (config, weights, tokenizer, lineage), relative to it;
+    hidden files (temporary or partial writes) are not part of a model."""
+    if not (model_dir / "config.json").is_file() and not (model_dir / "adapter_config.json").is_file():
+        raise ExportError(f"{model_dir}: not a model directory (no config.json or adapter_config.json)")
+    return sorted(p.relative_to(model_dir) for p in model_dir.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(model_dir).parts))
+
+
+def library_of(model_dir: Path) -> str:
+    return "transformers" if (model_dir / "config.json").is_file() else "peft"
+
+
+def manifest(config: ExportConfig, files: list[Path]) -> dict[str, Any]:
+    return {"run": config.run, "iteration": config.iteration, "bestIteration": config.best_iteration,
+            "source": config.model_dir, "files": [str(f) for f in files] + [CARD]}
+
+
+def export_model(config: ExportConfig) -> dict[str, Any]:
+    """Export as configured; returns the summary ({to, files, bytes})."""
+    model_dir = Path(config.model_dir)
+    files = model_files(model_dir)
+    card = model_card(config, library_of(model_dir))
+    if is_s3(config.to):
+        from sheepdog.export.s3 import upload
+
+        size = upload(model_dir, files, card, manifest(config, files), config.to)
+    else:
+        size = _write_dir(model_dir, files, card, manifest(config, files), Path(config.to), config.run)
+    return {"to": config.to, "iteration": config.iteration, "files": len(files) + 2, "bytes": size}
+
+
+def _write_dir(model_dir: Path, files: list[Path], card: str, info: dict[str, Any], to: Path, run: str) -> int:
+    """Build the export beside `to` and rename it into place: a kill leaves either no export or
+    a whole one. An earlier export of the same run at `to` is replaced (a retried export Job);
+    anything else there is never overwritten."""
+    if to.exists() and (not to.is_dir() or any(to.iterdir())):
+        previous = _read(to / MARKER)
+        if previous.get("run") != run:
+            raise ExportError(f"{to}: exists and is not an export of run {run}; choose an empty or new directory")
+    to.parent.mkdir(parents=True, exist_ok=True)
+    tmp = to.parent / f".{to.name}.export-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    size = 0
+    try:
+        for rel in files:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(model_dir / rel, tmp / rel)
+            size += (tmp / rel).stat().st_size
+        (tmp / CARD).write_text(card, encoding="utf-8")
+        (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        if to.exists():
+            shutil.rmtree(to)
+        tmp.replace(to)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return size
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

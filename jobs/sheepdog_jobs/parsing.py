@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "GeneratedTask", "ParsedBatch", "BLACKLIST", "DROP_REASONS",
     "parse_generated_instructions", "instruction_drop_reason",
-    "extract_score", "extract_score_strict",
+    "extract_score", "extract_score_strict", "SCORE_PARSERS",
 ]
 
 # Words an LLM cannot act on (Alpaca's list, ISHEEP.md stage fact 1); whole words, any case.
@@ -42,7 +42,7 @@ _CHAT_TOKEN_RE = re.compile(
     r"<\|(?:im_start|im_end|endoftext|user|assistant|system|eot_id)\|>|\[/?INST\]")
 _TURN_RE = re.compile(r"^[ \t]*(?:assistant|user|human|system)[ \t]*:", re.IGNORECASE | re.M)
 
-DROP_REASONS = ("truncated_last", "unparsable", "too_short", "too_long", "no_letters",
+DROP_REASONS = ("truncated_last", "last_item", "unparsable", "too_short", "too_long", "no_letters",
                 "blacklisted_word", "starts_with_punctuation", "non_ascii_start", "non_english",
                 "contains_url", "noinput_marker", "format_leak")
 
@@ -127,12 +127,15 @@ def _split_sections(piece: str) -> list[dict[str, str]] | None:
 
 
 def parse_generated_instructions(text: str, first_index: int = 6,
-                                 truncated: bool = False, language: str = "en") -> ParsedBatch:
+                                 truncated: bool = False, language: str = "en",
+                                 drop_last: bool = False) -> ParsedBatch:
     """Parse a continuation of build_instruction_request's prompt into kept tasks.
 
     ``text`` starts right after "{first_index}. Instruction:".  ``truncated`` is True when the
     engine stopped for length (finish_reason == "length"): the last "###" piece is then
-    dropped as "truncated_last" (Alpaca does this; the I-SHEEP scripts drop it always).
+    dropped as "truncated_last" (Alpaca does this).  ``drop_last`` drops the last piece
+    whatever the finish reason, as the I-SHEEP scripts do ("last_item" when not truncated;
+    a blank last piece, after a final "###", is no item and is not counted).
     Inputs that are only a "no input" marker ("<noinput>", "No input.") become "" as in
     Alpaca; a marker inside a longer field drops the item ("noinput_marker"), as the I-SHEEP
     scripts do.  Blank pieces (e.g. after a final "###") are not items and are not counted.
@@ -140,10 +143,10 @@ def parse_generated_instructions(text: str, first_index: int = 6,
     """
     batch = ParsedBatch()
     pieces = f"{first_index}. Instruction:{text}".split("###")
-    if truncated and pieces:
+    if (truncated or drop_last) and pieces:
         last = pieces.pop()
         if last.strip():
-            batch.dropped["truncated_last"] += 1
+            batch.dropped["truncated_last" if truncated else "last_item"] += 1
     for piece in pieces:
         if not piece.strip():
             continue
@@ -202,3 +205,7 @@ def extract_score_strict(text: str) -> int | None:
     digits is a sign here ("-3" -> None), where the scripts skip it ("-3" -> 3)."""
     m = _LEADING_NUMBER_RE.match(text)
     return _to_score(m.group(1), m.group(2)) if m else None
+
+
+# assessment.parse -> the rule that reads a text judgement (spec.AssessmentSpec.parse).
+SCORE_PARSERS = {"strict": extract_score_strict, "firstNumber": extract_score}

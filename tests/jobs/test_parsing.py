@@ -43,6 +43,18 @@ def test_truncated_last_item_is_dropped_only_when_truncated():
     assert whole.dropped == {"too_short": 1}  # "Describe how" parsed, then filtered
 
 
+def test_drop_last_drops_the_last_item_whatever_the_finish_reason():
+    # The authors' scripts drop the last parsed item always, not only after a length stop.
+    text = continuation(item(6, GOOD[0]), item(7, GOOD[1])) + "###\n8. Instruction: " + GOOD[2] + "\n8. Input:\n"
+    batch = parse_generated_instructions(text, drop_last=True)
+    assert [t.instruction for t in batch.tasks] == GOOD[:2]
+    assert batch.dropped == {"last_item": 1}
+    assert parse_generated_instructions(text, truncated=True, drop_last=True).dropped == {"truncated_last": 1}
+    # a blank last piece (after a final "###") is no item: nothing real is lost
+    tail = parse_generated_instructions(continuation(item(6, GOOD[0])) + "###\n", drop_last=True)
+    assert len(tail.tasks) == 1 and not tail.dropped
+
+
 def test_truncated_with_blank_tail_counts_nothing():
     text = continuation(item(6, GOOD[0]), item(7, GOOD[1])) + "###\n"
     batch = parse_generated_instructions(text, truncated=True)

@@ -37,7 +37,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "icl-prompt": {"assessment.prompt": "icl"},
     "quality-only": {"assessment.criteria": ["quality"]},
     "following-only": {"assessment.criteria": ["following"]},
-    "no-rules": {"filter.rules": False},
+    # Fig. 2a "threshold -1": the score filter off (every scored pair kept), the rules on.
+    "threshold-minus-one": {"filter.threshold": -1.0, "filter.keepFraction": None},
 }
 
 

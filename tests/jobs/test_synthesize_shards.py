@@ -156,7 +156,7 @@ class FakeEngine(Engine):
         self.loads = 1
         self.calls = []
 
-    def generate(self, prompts, *, temperature, top_p, max_tokens, seed):
+    def generate(self, prompts, *, temperature, top_p, max_tokens, seed, stop=()):
         self.calls.append(len(prompts))
         time.sleep(0.01)  # lets other workers interleave
         outs = []

@@ -35,9 +35,11 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def generate(self, prompts: Sequence[str], *, temperature: float, top_p: float,
-                 max_tokens: int, seed: Sequence[int] | int) -> list[Completion]:
+                 max_tokens: int, seed: Sequence[int] | int, stop: Sequence[str] = ()) -> list[Completion]:
         """One completion per prompt; seed is one int per prompt (or a base: seed + index),
-        so a prompt's sample does not depend on what else is in the batch."""
+        so a prompt's sample does not depend on what else is in the batch. ``stop``: strings
+        that end a completion as soon as one is generated; the text before it is returned
+        (the stop string itself is not) with finish_reason "stop", as vLLM does."""
 
     def score_digits(self, prompts: Sequence[str]) -> list[dict[str, float]]:
         """log P(score = k) for k = "1".."10" as the next thing after each prompt.
@@ -83,3 +85,9 @@ def seeds_for(seed: Sequence[int] | int, n: int) -> list[int]:
     if len(seeds) != n:
         raise ValueError(f"{len(seeds)} seeds for {n} prompts")
     return seeds
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """(text before the first stop string, whether one occurred)."""
+    cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return (text[:min(cuts)], True) if cuts else (text, False)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from sheepdog_jobs.engines.base import Completion, Engine, seeds_for
+from sheepdog_jobs.engines.base import Completion, Engine, cut_at_stop, seeds_for
 from sheepdog_jobs.engines.prompting import PromptFormat
 
 _GREEDY_BELOW = 1e-5
+_STOP_WINDOW = 8  # tokens decoded after each step to see a stop string appear
 
 
 def _batches(order: list[int], size: int):
@@ -79,7 +80,7 @@ class TransformersEngine(Engine):
         return torch.stack(out)
 
     # ---- Engine API --------------------------------------------------------------------------
-    def generate(self, prompts, *, temperature, top_p, max_tokens, seed):
+    def generate(self, prompts, *, temperature, top_p, max_tokens, seed, stop=()):
         torch = self.torch
         seeds = seeds_for(seed, len(prompts))
         encoded = [self.format.encode(p) for p in prompts]
@@ -90,13 +91,13 @@ class TransformersEngine(Engine):
         with torch.inference_mode():
             for rows in _batches(order, self.batch_size):
                 for i, c in zip(rows, self._generate_batch([encoded[i] for i in rows], [seeds[i] for i in rows],
-                                                           temperature, top_p, max_tokens)):
+                                                           temperature, top_p, max_tokens, tuple(stop))):
                     results[i] = c
         self.generate_seconds += time.monotonic() - started
         self.generated_tokens += sum(c.num_tokens for c in results)
         return results
 
-    def _generate_batch(self, seqs, seeds, temperature, top_p, max_tokens):
+    def _generate_batch(self, seqs, seeds, temperature, top_p, max_tokens, stop=()):
         torch = self.torch
         from transformers import DynamicCache
 
@@ -121,6 +122,9 @@ class TransformersEngine(Engine):
                 tokens[i].append(t)
                 if t in self.eos:
                     done[i], reasons[i] = True, "stop"
+                elif stop and cut_at_stop(self.tokenizer.decode(tokens[i][-_STOP_WINDOW:]), stop)[1]:
+                    # A few tokens back is enough to see a short stop string appear.
+                    done[i], reasons[i] = True, "stop"
             if all(done):
                 break
             # Finished rows keep decoding padding; their outputs are ignored (cheaper than
@@ -133,7 +137,7 @@ class TransformersEngine(Engine):
         results = []
         for i in range(n):
             body = [t for t in tokens[i] if t not in self.eos]
-            text = self.tokenizer.decode(body, skip_special_tokens=True)
+            text, _ = cut_at_stop(self.tokenizer.decode(body, skip_special_tokens=True), stop)
             results.append(Completion(text=text, finish_reason=reasons[i], num_tokens=len(tokens[i])))
         return results
 

@@ -71,12 +71,13 @@ class VllmEngine(Engine):
     def _run(self, prompts_ids, params):
         return self.llm.generate([{"prompt_token_ids": ids} for ids in prompts_ids], params, use_tqdm=False)
 
-    def generate(self, prompts, *, temperature, top_p, max_tokens, seed):
+    def generate(self, prompts, *, temperature, top_p, max_tokens, seed, stop=()):
         from vllm import SamplingParams
 
         seeds = seeds_for(seed, len(prompts))
         ids = [self.format.encode(p) for p in prompts]
-        params = [SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=s)
+        params = [SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=s,
+                                 stop=list(stop) or None)
                   for s in seeds]
         started = time.monotonic()
         outs = self._run(ids, params)

@@ -340,8 +340,10 @@ def cel_numbers(rule: str, template: str, **numbers: str) -> dict[str, str]:
     expression = "'" + template + "'"
     for name, field in numbers.items():
         expression = expression.replace("{" + name + "}", f"' + string({field}) + '")
-    return {"rule": rule, "message": template.format(**{k: "?" for k in numbers}),
-            "messageExpression": expression}
+    message = template
+    for name in numbers:
+        message = message.replace(f" ({{{name}}})", "")
+    return {"rule": rule, "message": message, "messageExpression": expression}
 
 
 class SynthesizeResources(StageResources):

@@ -18,7 +18,7 @@ import re
 from typing import Protocol, Sequence
 
 __all__ = [
-    "ASSESSMENT_KINDS", "CRITERIA", "SCORE_CUE", "ALPACA_META_PROMPT",
+    "ASSESSMENT_KINDS", "CRITERIA", "SCORE_CUE", "ALPACA_META_PROMPT", "DEFAULT_RESPONSE_PROMPT",
     "build_instruction_request", "build_response_prompt", "build_assessment_prompt",
 ]
 
@@ -92,14 +92,24 @@ def build_instruction_request(examples: Sequence[_Example], num_tasks: int = 20,
     return "".join(parts)
 
 
-def build_response_prompt(instruction: str, input: str) -> str:
-    """Zero-shot response prompt: the instruction, the input (if any) as its own paragraph.
+# The authors' scripts (generate_output.py) prompt for a response with the instruction and the
+# input glued together, then a newline. It is the default so that a reproduction sends what
+# they sent; any other layout (the blank-line join, a Dromedary-style principle prompt) is a
+# synthesis.responsePrompt away.
+DEFAULT_RESPONSE_PROMPT = "{instruction}{input}\n"
 
-    It ends with a newline, as the reference's "{instruction}...\\n" does, so that a base model
-    starts its answer on a new line instead of continuing the instruction's sentence.
+
+def build_response_prompt(instruction: str, input: str, template: str | None = None) -> str:
+    """The zero-shot response prompt: ``template`` (synthesis.responsePrompt, with
+    {instruction} and {input}) or DEFAULT_RESPONSE_PROMPT, filled with the stripped fields.
+
+    The ONE place a response prompt is built: synthesis, the training examples, the model
+    filters' pair text and both evaluations call it, so a model is trained, filtered and
+    evaluated on the very prompt it answered during synthesis.  The default ends with a
+    newline so that a base model starts its answer on a new line.
     """
-    instruction, input = instruction.strip(), input.strip()
-    return f"{instruction}\n\n{input}\n" if input else f"{instruction}\n"
+    return (template or DEFAULT_RESPONSE_PROMPT).format(instruction=instruction.strip(),
+                                                        input=input.strip())
 
 
 # Source: Liang et al. 2024 (I-SHEEP), Appendix A, prompt settings 1 and 2 (quoted).

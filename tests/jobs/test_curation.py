@@ -40,6 +40,19 @@ def test_threshold_unscored():
     assert ids(kept) == ["a", "b"] and dropped == []
 
 
+def test_threshold_minus_one_keeps_every_scored_pair():
+    # Paper Fig. 2a "threshold -1" (the authors' post-filter: quality > -1 and following > -1):
+    # the score filter is off, but a pair without a parsable score is still dropped.
+    from sheepdog.api.spec import RunSpec
+
+    spec = RunSpec.model_validate({"model": {"base": "m"}, "filter": {"threshold": -1}})
+    assert spec.filter.threshold == -1 and spec.filter.rules is True
+    records = [rec("a", 1, 1), rec("b", 10, 1.2), rec("c", 9)]
+    kept, dropped = select_by_threshold(records, BOTH, spec.filter.threshold)
+    assert ids(kept) == ["a", "b"]
+    assert [(r["id"], why) for r, why in dropped] == [("c", "unscored")]
+
+
 def test_no_criteria_drops_nothing_by_score():
     records = [rec("a", 1, 1), rec("b")]
     assert select_by_threshold(records, [], 8) == (records, [])

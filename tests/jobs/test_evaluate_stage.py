@@ -25,11 +25,12 @@ from sheepdog_jobs.stages.evaluate import EvaluateError, run
 # ---- helpers ----------------------------------------------------------------------------------
 
 def make_config(tmp_path: Path, evaluation: dict, model: str = "/nonexistent/model",
-                assessment: dict | None = None, filter: dict | None = None) -> StageConfig:
+                assessment: dict | None = None, filter: dict | None = None,
+                synthesis: dict | None = None) -> StageConfig:
     spec = RunSpec.model_validate({
         "model": {"base": model}, "engine": "transformers",
         "assessment": assessment or {"scoring": "text"},
-        "filter": filter or {},
+        "filter": filter or {}, "synthesis": synthesis or {},
         "evaluation": {"enabled": True, **evaluation},
     })
     return StageConfig(run="t", iteration=2, stage="evaluate", spec=spec, root=str(tmp_path),
@@ -45,7 +46,7 @@ class ScriptedEngine:
         self.answer, self.judgement = answer, judgement
         self.calls = []
 
-    def generate(self, prompts, *, temperature, top_p, max_tokens, seed):
+    def generate(self, prompts, *, temperature, top_p, max_tokens, seed, stop=()):
         self.calls.append(("generate", list(prompts), temperature))
         return [Completion(self.judgement if p.endswith(SCORE_CUE) else self.answer(p), "stop", 3)
                 for p in prompts]
@@ -218,6 +219,14 @@ def test_self_judge_text_scoring_uses_assessment_settings():
     assert "(The response is incorrect.)" in prompts[0]  # the simple rubric
 
 
+@pytest.mark.parametrize("parse, score", [("strict", None), ("firstNumber", 7.0)])
+def test_self_judge_reads_text_with_the_runs_parse_rule(parse, score):
+    engine = ScriptedEngine(lambda p: "x", judgement="Score: 7 out of 10")
+    spec = RunSpec.model_validate({"model": {"base": "m"}, "assessment": {"scoring": "text", "parse": parse}})
+    out = SelfJudge.from_spec(engine, spec).judge([Pair("Say hi.", "", "Hi")], ["quality"])
+    assert out[0]["quality"].score == score
+
+
 def test_self_judge_logprob_scoring():
     engine = ScriptedEngine(lambda p: "x")
     spec = RunSpec.model_validate({"model": {"base": "m"}, "assessment": {"scoring": "logprobs"}})
@@ -251,13 +260,14 @@ def test_stage_ifeval_metrics_outputs_manifest_and_skip(tmp_path):
         "End with Any other questions?": "Done.\nAny other questions?\n",  # passes
     }
     cfg = make_config(tmp_path, {"suites": ["ifeval"], "ifevalFile": "if.jsonl", "maxTokens": 7})
-    engine = ScriptedEngine(lambda p: answers[p])
+    # The model is asked in the response prompt it was trained on: "{instruction}{input}\n".
+    engine = ScriptedEngine(lambda p: answers[p.removesuffix("\n")])
     summary = run(cfg, engine=engine)
     ev = summary["evaluation"]
     assert ev == {"ifeval.promptStrict": pytest.approx(2 / 3), "ifeval.promptLoose": pytest.approx(2 / 3),
                   "ifeval.instructionStrict": pytest.approx(3 / 4), "ifeval.instructionLoose": pytest.approx(3 / 4)}
     name, prompts, temperature = engine.calls[0]
-    assert prompts == list(answers) and temperature == 0.0
+    assert prompts == [f"{a}\n" for a in answers] and temperature == 0.0
     out = Path(cfg.out_dir)
     lines = storage.read_jsonl(out / "ifeval.jsonl")
     assert lines[1]["strict"] == [False, True]
@@ -273,8 +283,27 @@ def test_stage_ifeval_metrics_outputs_manifest_and_skip(tmp_path):
     with open(tmp_path / "if.jsonl", "a") as fh:
         fh.write(json.dumps({"key": 9, "prompt": "Answer in lowercase.",
                              "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]}) + "\n")
-    third = run(cfg, engine=ScriptedEngine(lambda p: answers[p]))
+    third = run(cfg, engine=ScriptedEngine(lambda p: answers[p.removesuffix("\n")]))
     assert third["skipped"] is False and third["evaluation"]["ifeval.promptStrict"] == pytest.approx(3 / 4)
+
+
+DROMEDARY_LIKE = "Be helpful.\n\nInstruction: {instruction}\nInput: {input}\n\nAnswer:"
+
+
+def test_stage_asks_both_suites_in_the_runs_response_prompt(tmp_path):
+    # IFEval prompts used to go raw while the model was trained on the response prompt.
+    write_ifeval(tmp_path / "if.jsonl", [("Answer in lowercase.", ["change_case:english_lowercase"], [{}])])
+    write_heldout(tmp_path / "h.jsonl", 1)
+    cfg = make_config(tmp_path, {"suites": ["ifeval", "heldout"], "ifevalFile": "if.jsonl",
+                                 "heldoutFile": "h.jsonl"}, synthesis={"responsePrompt": DROMEDARY_LIKE})
+    engine = ScriptedEngine(lambda p: "fine")
+    run(cfg, engine=engine)
+    asked = [p for name, prompts, _ in engine.calls if name == "generate" for p in prompts
+             if not p.endswith(SCORE_CUE)]
+    assert asked == [
+        "Be helpful.\n\nInstruction: Answer in lowercase.\nInput: \n\nAnswer:",
+        "Be helpful.\n\nInstruction: Explain idea number 0 briefly.\nInput: \n\nAnswer:",
+    ]
 
 
 def test_stage_limit_and_default_file(tmp_path):

@@ -187,19 +187,46 @@ def test_needs():
 
 
 def test_pair_text_is_response_prompt_then_response():
-    text = pair_text({"instruction": "Add.", "input": "2 and 3", "output": "5"})
-    assert text == "Add.\n\n2 and 3\n5"
+    record = {"instruction": "Add.", "input": "2 and 3", "output": "5"}
+    assert pair_text(record) == "Add.2 and 3\n5"  # the authors' "{instruction}{input}\n"
+    # synthesis.responsePrompt: the pair as the model answered it
+    assert pair_text(record, "Q: {instruction}\nIn: {input}\nA:") == "Q: Add.\nIn: 2 and 3\nA:5"
+
+
+def test_select_by_ppl_checks_the_output_too():
+    records = recs(4)
+    kept, dropped = select_by_ppl(records, [10, 10, 80, None], 50, output_ppl=[10, 60, 10, 10])
+    assert [r["id"] for r in kept] == ["r0"]
+    assert [(r["id"], why) for r, why in dropped] == [
+        ("r1", "high_output_ppl"), ("r2", "high_ppl"), ("r3", "unscored_ppl")]
+    _, dropped = select_by_ppl(recs(1), [10], 50, output_ppl=[float("nan")])
+    assert [why for _, why in dropped] == ["unscored_ppl"]
 
 
 def test_apply_ppl_filter_asks_only_for_perplexity_and_annotates():
     engine = FakeEngine([10, 80, 20], None)
     result = apply_model_filter("ppl", recs(3), engine, ppl_max=50)
     assert isinstance(result, FilterResult)
-    assert [k for k, _ in engine.texts] == ["ppl"]
+    assert [k for k, _ in engine.texts] == ["ppl", "ppl"]  # the pairs, then the outputs alone
+    assert engine.texts[1][1] == ["answer 0", "answer 1", "answer 2"]
     assert [r["id"] for r in result.kept] == ["r0", "r2"]
     assert result.kept[0]["ppl"] == 10
     assert [(r["id"], r["ppl"], why) for r, why in result.dropped] == [("r1", 80, "high_ppl")]
     assert result.stats["meanPpl"] == pytest.approx(110 / 3)
+
+
+class SplitPplEngine(FakeEngine):
+    """Pair texts (the response prompt ends with a newline) get 10; outputs alone get 90."""
+
+    def perplexity(self, texts):
+        return [10.0 if "\n" in t else 90.0 for t in texts]
+
+
+def test_apply_ppl_filter_drops_a_pair_whose_output_alone_is_perplexing():
+    result = apply_model_filter("ppl", recs(2), SplitPplEngine(None, None), ppl_max=50)
+    assert result.kept == []
+    assert [(r["id"], r["ppl"], r["outputPpl"], why) for r, why in result.dropped] == [
+        ("r0", 10.0, 90.0, "high_output_ppl"), ("r1", 10.0, 90.0, "high_output_ppl")]
 
 
 def test_apply_density_ppl_uses_both_and_budget():

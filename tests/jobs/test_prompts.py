@@ -60,7 +60,14 @@ def test_request_round_trips_through_the_parser():
 
 def test_response_prompt():
     assert build_response_prompt("Give three tips.", "") == "Give three tips.\n"
-    assert build_response_prompt(" Sort these. ", " 3, 1, 2 ") == "Sort these.\n\n3, 1, 2\n"
+    # The authors' join: "{instruction}{input}\n", nothing between the two (issue 13, point 7).
+    assert build_response_prompt(" Sort these. ", " 3, 1, 2 ") == "Sort these.3, 1, 2\n"
+
+
+def test_response_prompt_template():
+    blank_line = "{instruction}\n\n{input}\n"
+    assert build_response_prompt(" Sort these. ", " 3, 1, 2 ", blank_line) == "Sort these.\n\n3, 1, 2\n"
+    assert build_response_prompt("Hi", "", "Q: {instruction} [{input}] {{x}}") == "Q: Hi [] {x}"
 
 
 @pytest.mark.parametrize("kind", ASSESSMENT_KINDS)

@@ -2,8 +2,10 @@
 
 The tasks are a Self-Instruct or flat JSONL file (the seed format, seeds.load_seed_tasks), by
 default the small set shipped with sheepdog (data/heldout_small.jsonl, written for the
-project and disjoint from the Self-Instruct seeds). The model answers each task zero-shot
-with the response prompt of synthesize (prompts.build_response_prompt), greedily; a judge
+project and disjoint from the Self-Instruct seeds and the quickstart seeds). A held-out task
+must not be one of the run's seeds (check_disjoint, run by synthesize and evaluate, fails the
+stage on an overlap). The model answers each task zero-shot with the run's response prompt
+(prompts.build_response_prompt, synthesis.responsePrompt), greedily; a judge
 (judge.SelfJudge or judge.HttpJudge) scores every answer on each criterion.
 
 Metrics (all numbers, for the summary's ``evaluation`` map):
@@ -14,19 +16,61 @@ Metrics (all numbers, for the summary's ``evaluation`` map):
 
 from __future__ import annotations
 
+import os
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from sheepdog_jobs.evaluation.judge import Judgement, Pair
 from sheepdog_jobs.prompts import build_response_prompt
+from sheepdog_jobs.rouge import FastDedup
 from sheepdog_jobs.seeds import SeedTask, load_seed_tasks
 
-__all__ = ["default_heldout_file", "load_heldout", "response_prompts", "aggregate_heldout",
-           "heldout_records"]
+__all__ = ["default_heldout_file", "heldout_file", "load_heldout", "response_prompts", "aggregate_heldout",
+           "heldout_records", "overlaps", "check_disjoint", "HeldoutOverlap"]
+
+
+class HeldoutOverlap(ValueError):
+    """The held-out set shares tasks with the run's seeds: its scores would measure recall."""
 
 
 def default_heldout_file() -> str:
     return str(resources.files("sheepdog_jobs.data") / "heldout_small.jsonl")
+
+
+def heldout_file(spec, root: str) -> Optional[str]:
+    """The held-out file a run evaluates on (absolute), or None when it runs no heldout suite."""
+    ev = spec.evaluation
+    if not ev.enabled or "heldout" not in ev.suites:
+        return None
+    if ev.heldout_file is None:
+        return default_heldout_file()
+    return ev.heldout_file if os.path.isabs(ev.heldout_file) else os.path.join(root, ev.heldout_file)
+
+
+def overlaps(tasks: Sequence[SeedTask], seeds: Sequence[SeedTask], threshold: float) -> list[str]:
+    """One line per held-out task that is one of the seeds: its instruction's ROUGE-L F1
+    against a seed instruction exceeds ``threshold`` (the run's synthesis.rougeLMax, the very
+    test that calls two instructions the same task), or its non-empty input is a seed's."""
+    dedup = FastDedup([s.instruction for s in seeds], threshold=threshold)
+    inputs = {s.input.strip(): s.id for s in seeds if s.input.strip()}
+    found = []
+    for t in tasks:
+        similarity = dedup.max_similarity(t.instruction)
+        if similarity > threshold:
+            found.append(f"{t.id}: instruction {t.instruction!r} matches a seed (ROUGE-L {similarity:.2f})")
+        elif t.input.strip() in inputs:
+            found.append(f"{t.id}: the same input as seed {inputs[t.input.strip()]}")
+    return found
+
+
+def check_disjoint(heldout_path: str, seed_path: str, threshold: float) -> None:
+    """Raise HeldoutOverlap naming every held-out task that is one of the seeds."""
+    found = overlaps(load_seed_tasks(heldout_path), load_seed_tasks(seed_path), threshold)
+    if found:
+        raise HeldoutOverlap(
+            f"the held-out set {heldout_path} shares {len(found)} task(s) with the seeds {seed_path}, "
+            "so its scores would reward remembering them; use other tasks (evaluation.heldoutFile) "
+            "or other seeds: " + "; ".join(found[:5]) + (" ..." if len(found) > 5 else ""))
 
 
 def load_heldout(path: str, limit: int | None = None) -> list[SeedTask]:
@@ -34,8 +78,9 @@ def load_heldout(path: str, limit: int | None = None) -> list[SeedTask]:
     return tasks[:limit] if limit is not None else tasks
 
 
-def response_prompts(tasks: Sequence[SeedTask]) -> list[str]:
-    return [build_response_prompt(t.instruction, t.input) for t in tasks]
+def response_prompts(tasks: Sequence[SeedTask], template: str | None = None) -> list[str]:
+    """The prompts the model was trained on (synthesis.responsePrompt), one per task."""
+    return [build_response_prompt(t.instruction, t.input, template) for t in tasks]
 
 
 def aggregate_heldout(judgements: Sequence[dict[str, Judgement]], criteria: Sequence[str]

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Iterable, Sequence
 
+from sheepdog_jobs.prompts import build_response_prompt
+
 __all__ = [
     "IfevalExample", "IfevalResult", "IfevalError", "METRICS",
     "default_ifeval_file", "load_ifeval", "parse_ifeval_line", "check_response", "aggregate",
-    "instruction_ids",
+    "instruction_ids", "response_prompts",
 ]
 
 METRICS = ("ifeval.promptStrict", "ifeval.promptLoose", "ifeval.instructionStrict",
@@ -145,6 +147,12 @@ def load_ifeval(path: str | os.PathLike, limit: int | None = None) -> list[Ifeva
     if not examples:
         raise IfevalError(f"IFEval file {path}: no examples")
     return examples
+
+
+def response_prompts(examples: Sequence[IfevalExample], template: str | None = None) -> list[str]:
+    """What the model is asked: each IFEval prompt as the instruction of the run's response
+    prompt (synthesis.responsePrompt, no input), the format it was trained on."""
+    return [build_response_prompt(e.prompt, "", template) for e in examples]
 
 
 def check_response(example: IfevalExample, response: str) -> IfevalResult:

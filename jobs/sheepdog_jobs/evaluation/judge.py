@@ -6,7 +6,7 @@ read a score 1..10 from the answer:
 
 * ``SelfJudge``: the model under evaluation, scored like synthesize scores
   (``assessment.scoring``): ``text`` decodes a judgement at ``assessment.temperature`` within
-  ``assessment.maxTokens`` and takes its first number (parsing.extract_score); ``logprobs``
+  ``assessment.maxTokens`` and reads it with the run's ``assessment.parse`` rule; ``logprobs``
   reads the expected score from the next-token distribution (scores.logprob_score);
 * ``HttpJudge``: any OpenAI-compatible server (``POST {url}/chat/completions``), the prompt as
   one user message, greedy, a few tokens; its first number is the score. The API key comes
@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from sheepdog_jobs.parsing import extract_score
+from sheepdog_jobs.parsing import SCORE_PARSERS, extract_score
 from sheepdog_jobs.prompts import build_assessment_prompt
 from sheepdog_jobs.scores import logprob_score
 
@@ -77,8 +77,9 @@ class SelfJudge:
     """The current model judges its own held-out answers (assessment settings of the run)."""
 
     def __init__(self, engine, *, kind: str, scoring: str, temperature: float, top_p: float,
-                 max_tokens: int, seed: int, rubric_first: bool = False):
+                 max_tokens: int, seed: int, rubric_first: bool = False, parse: str = "strict"):
         self.engine, self.kind, self.scoring = engine, kind, scoring
+        self.parse = SCORE_PARSERS[parse]
         self.temperature, self.top_p, self.max_tokens = temperature, top_p, max_tokens
         self.seed, self.rubric_first = seed, rubric_first
 
@@ -87,7 +88,7 @@ class SelfJudge:
         a = spec.assessment
         return cls(engine, kind=a.prompt, scoring=a.scoring, temperature=a.temperature,
                    top_p=spec.synthesis.top_p, max_tokens=a.max_tokens,
-                   seed=spec.synthesis.random_seed, rubric_first=a.rubric_first)
+                   seed=spec.synthesis.random_seed, rubric_first=a.rubric_first, parse=a.parse)
 
     def judge(self, pairs: Sequence[Pair], criteria: Sequence[str]) -> list[dict[str, Judgement]]:
         prompts = _prompts(pairs, self.kind, criteria, self.rubric_first)
@@ -103,7 +104,7 @@ class SelfJudge:
                                         max_tokens=self.max_tokens, seed=self.seed)
             flat = []
             for out in outs:
-                score = extract_score(out.text)
+                score = self.parse(out.text)
                 flat.append(Judgement(None if score is None else float(score), out.text))
         return _regroup(flat, len(pairs), criteria)
 

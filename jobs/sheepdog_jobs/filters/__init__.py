@@ -36,9 +36,9 @@ class FilterResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def pair_text(record: Record) -> str:
-    """The pair as one text: the response prompt, then the response."""
-    return build_response_prompt(str(record.get("instruction", "")), str(record.get("input", ""))) \
+def pair_text(record: Record, template: Optional[str] = None) -> str:
+    """The pair as one text: the response prompt (synthesis.responsePrompt), then the response."""
+    return build_response_prompt(str(record.get("instruction", "")), str(record.get("input", "")), template) \
         + str(record.get("output", ""))
 
 
@@ -49,12 +49,15 @@ def needs(method: str) -> tuple[bool, bool]:
     return method in ("ppl", "density-ppl"), method in ("density", "density-ppl")
 
 
-def _annotate(result_kept, result_dropped, ppl_by_id, label_by_id):
+def _annotate(result_kept, result_dropped, ppl_by_id, label_by_id, out_ppl_by_id=None):
     def note(r):
         extra = {}
         if ppl_by_id is not None:
             v = ppl_by_id[id(r)]
             extra["ppl"] = v if v is not None and v != float("inf") else None
+        if out_ppl_by_id is not None:
+            v = out_ppl_by_id[id(r)]
+            extra["outputPpl"] = v if v is not None and v != float("inf") else None
         if label_by_id is not None:
             extra["cluster"] = label_by_id[id(r)]
         return {**r, **extra}
@@ -76,6 +79,9 @@ def apply_model_filter(method: str, records: Sequence[Record], engine, *, ppl_ma
         return FilterResult([], [], {"method": method})
     texts = [text_of(r) for r in records]
     ppl = [usable_ppl(p) for p in engine.perplexity(texts)] if want_ppl else None
+    # The PPL filter also checks the output alone, as the authors' scripts do.
+    out_ppl = [usable_ppl(p) for p in engine.perplexity([str(r.get("output", "")) for r in records])] \
+        if method == "ppl" else None
     emb = engine.embed(texts) if want_emb else None
     stats: dict[str, Any] = {"method": method}
     labels = None
@@ -84,7 +90,7 @@ def apply_model_filter(method: str, records: Sequence[Record], engine, *, ppl_ma
         stats["clusters"] = int(len(set(labels.tolist())))
     budget = len(records) if keep is None else keep
     if method == "ppl":
-        kept, dropped = select_by_ppl(records, ppl, ppl_max)
+        kept, dropped = select_by_ppl(records, ppl, ppl_max, out_ppl)
     elif method == "density":
         kept, dropped = select_by_density(records, emb, clusters, budget, seed, labels=labels)
     else:
@@ -94,5 +100,6 @@ def apply_model_filter(method: str, records: Sequence[Record], engine, *, ppl_ma
         stats["meanPpl"] = round(sum(finite) / len(finite), 4) if finite else None
     ppl_by_id = {id(r): p for r, p in zip(records, ppl)} if ppl is not None else None
     label_by_id = {id(r): int(c) for r, c in zip(records, labels)} if labels is not None else None
-    kept, dropped = _annotate(kept, dropped, ppl_by_id, label_by_id)
+    out_by_id = {id(r): p for r, p in zip(records, out_ppl)} if out_ppl is not None else None
+    kept, dropped = _annotate(kept, dropped, ppl_by_id, label_by_id, out_by_id)
     return FilterResult(kept, dropped, stats)

@@ -89,13 +89,13 @@ def run(config: StageConfig) -> dict:
 
 def _slim(record: dict) -> dict:
     # What train and a reader need; the judgements stay in synthesize's assessments.jsonl.
-    notes = tuple(k for k in ("ppl", "cluster") if k in record)  # set by the model filters
+    notes = tuple(k for k in ("ppl", "outputPpl", "cluster") if k in record)  # set by the model filters
     return {k: record.get(k) for k in TRAIN_FIELDS + notes}
 
 
 def _model_filter(config: StageConfig, candidates: list[dict]):
     from sheepdog_jobs.engines import create_engine
-    from sheepdog_jobs.filters import apply_model_filter
+    from sheepdog_jobs.filters import apply_model_filter, pair_text
 
     spec, f = config.spec, config.spec.filter
     if not candidates:
@@ -105,8 +105,10 @@ def _model_filter(config: StageConfig, candidates: list[dict]):
     engine = create_engine("transformers" if f.method == "density" else spec.engine,
                            config.generator_model, spec.model.chat_template, seed=spec.synthesis.random_seed)
     try:
+        template = spec.synthesis.response_prompt
         result = apply_model_filter(f.method, candidates, engine, ppl_max=f.ppl_max, clusters=f.clusters,
-                                    keep=spec.training.max_samples, seed=spec.synthesis.random_seed)
+                                    keep=spec.training.max_samples, seed=spec.synthesis.random_seed,
+                                    text_of=lambda r: pair_text(r, template))
         loads = engine.loads
     finally:
         engine.close()

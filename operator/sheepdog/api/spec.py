@@ -394,6 +394,27 @@ class SchedulingSpec(Model):
     priority_class_name: str = ""
 
 
+class SecretRef(Model):
+    name: str = Field(min_length=1, description="Secret name, in the run's namespace.")
+
+
+class ExportSpec(Model):
+    """Export the best iteration's model once it is known (after the last iteration, or when
+    stopping ends the run): a standalone Hugging Face directory with a model card."""
+
+    to: str = Field(
+        min_length=1,
+        pattern=r"^(s3://[^/]+(/.*)?|[^:]+)$",
+        description="s3://bucket/prefix, or a directory on the run's storage (relative to its root).",
+    )
+    credentials_secret_ref: Optional[SecretRef] = Field(
+        None,
+        description="S3 only: a Secret whose keys become the export Job's environment "
+        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optionally AWS_ENDPOINT_URL, AWS_DEFAULT_REGION); "
+        "by reference only.",
+    )
+
+
 class RunSpec(Model):
     """spec of a SelfAlignmentRun."""
 
@@ -443,6 +464,9 @@ class RunSpec(Model):
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
     retries: int = Field(2, ge=0, le=100, description="Stage retries before the run fails.")
     suspend: bool = False
+    export: Optional[ExportSpec] = Field(
+        None, description="Export the best iteration's model when the run ends (a Job on a cluster)."
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> "RunSpec":

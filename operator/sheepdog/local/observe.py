@@ -22,6 +22,7 @@ from typing import Any, Optional
 from sheepdog.api.spec import STAGES, RunSpec
 from sheepdog.local.workdir_files import read_json
 from sheepdog.planner import StageObservation, max_attempts
+from sheepdog.planner.export_policy import EXPORT
 from sheepdog.stage_config import Layout
 
 ITERATION_DIR = re.compile(r"^i(0|[1-9][0-9]*)$")  # i0: M_0's evaluation
@@ -79,7 +80,7 @@ def observe_run_dir(spec: RunSpec, layout: Layout) -> list[StageObservation]:
     )
     out = []
     for iteration in iterations:
-        for stage in STAGES:
+        for stage in (*STAGES, EXPORT):  # the export of spec.export runs as a stage does
             obs = observe_stage(spec, layout, iteration, stage)
             if obs is not None:
                 out.append(obs)

@@ -28,6 +28,8 @@ from typing import BinaryIO, Callable, Optional
 from sheepdog.local.observe import attempts_file, log_file, read_summary, summary_file
 from sheepdog.local.workdir_files import read_json, write_json
 from sheepdog.planner import StartStage, max_attempts
+from sheepdog.planner.export_policy import EXPORT
+from sheepdog.export.config import export_command
 from sheepdog.stage_config import Layout, Shard, StageConfig, stage_command
 
 TAIL_LINES = 5
@@ -101,6 +103,8 @@ def run_stage(
         stream = getattr(sys.stderr, "buffer", None) or _TextSink(sys.stderr)
     # A train of several ranks starts under torchrun, as its pod does (stage_config.launcher_args).
     command = stage_command(action.config, python=python, summary_file=str(summary_path), module=module)
+    if action.stage == EXPORT:  # spec.export (planner/export_policy.py): a stage's attempts, its own program
+        command = export_command(action.config, python=python, summary_file=str(summary_path))
     shown = command[:command.index("--config")]  # the program, without the config document
     shards = shard_count(action)
     if shards > 1:

@@ -35,6 +35,7 @@ from sheepdog.api.status import IterationRecord, RunStatus, StageRecord
 from sheepdog.planner import baseline_policy, stage_order, stopping_policy, suspend_policy
 from sheepdog.planner.actions import Event, Plan, StageObservation, StartStage, stage_name
 from sheepdog.planner.conditions import TERMINAL_PHASES, conditions_for
+from sheepdog.planner import export_policy
 from sheepdog.planner.lineage_policy import iteration_count, stage_config
 from sheepdog.planner.reasons import Reason
 from sheepdog.planner.records import apply_summary, describe_summary, record_for
@@ -85,12 +86,26 @@ def plan(
         decision = _Decision("Failed", previous.reason, previous.message, previous.iteration, previous.stage)
         return _finish(new, previous, decision, events, spec, stamp, generation)
 
+    observed = list(observed.values() if isinstance(observed, Mapping) else observed)  # read twice
     observations = _index(observed)
     for obs in sorted(observations.values(), key=lambda o: (o.iteration, _stage_rank(o.stage))):
         events += _absorb(new, obs, run_name, spec, layout, stamp)
 
     decision = _walk(run_name, spec, previous, new, observations, layout, stamp, events)
+    if decision.phase == "Succeeded":  # spec.export: the best model goes out before the run succeeds
+        decision = _export(run_name, spec, new, decision, observed, layout, stamp, events)
     return _finish(new, previous, decision, events, spec, stamp, generation)
+
+
+def _export(run_name: str, spec: RunSpec, new: RunStatus, decision: _Decision, observed: list[StageObservation],
+            layout: Layout, stamp: str, events: list[Event]) -> _Decision:
+    best = stopping_policy.judge(spec.stopping, _finished(new)).best_iteration
+    found = export_policy.observation(observed, best) if best is not None else None
+    step = export_policy.step(run_name, spec, new, best, found, layout, stamp, events)
+    if step is None:
+        return decision
+    return _Decision(step.phase, step.reason, step.message, best, export_policy.EXPORT,
+                     actions=[step.action] if step.action else [])
 
 
 def plan_invalid_spec(

@@ -7,12 +7,13 @@ this module, so the two executors retry the same number of times.
 
 from __future__ import annotations
 
-from sheepdog.api.spec import RunSpec
+from sheepdog.api.spec import STAGES, RunSpec
 
 
 def backoff_limit(spec: RunSpec, stage: str) -> int:
-    """Retries of `stage`: its own stages.<stage>.backoffLimit, else spec.retries."""
-    own = spec.stages.of(stage).backoff_limit
+    """Retries of `stage`: its own stages.<stage>.backoffLimit, else spec.retries (also for
+    the export, which has no stages entry: export_policy)."""
+    own = spec.stages.of(stage).backoff_limit if stage in STAGES else None
     return spec.retries if own is None else own
 
 

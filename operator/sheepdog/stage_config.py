@@ -47,6 +47,9 @@ class StageConfig(BaseModel):
     generator_model: str = Field(description="Model that synthesizes (M_t): path or hub id.")
     base_model: str = Field(description="Model that train starts from (depends on strategy).")
     train_data: list[str] = Field(
+    judge_model: Optional[str] = Field(
+        None, description="Model that self-assesses (assessment.judge); None: the generator."
+    )
         default_factory=list, description="Curated data files train reads (total_base: all so far)."
     )
     model_out: str = Field(description="Where train leaves the model of this iteration.")

@@ -21,7 +21,7 @@ from sheepdog_jobs import storage
 
 from .conftest import REPO, read_summary, stage_args, stage_env
 
-pytestmark = [pytest.mark.model, pytest.mark.slow]
+pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(900)]
 
 PHASE_FILES = ("instructions.jsonl", "responses.jsonl", "assessments.jsonl")
 # Both engines generate the same number of instructions; different numbers of tokens/s.
@@ -229,8 +229,9 @@ def test_resume_after_kill_vllm(tmp_path, make_config, tiny_model, seed_tasks):
 
 def test_text_scoring_keeps_raw_judgements_and_counts_failures(tmp_path, runs, make_config, tiny_model, seed_tasks):
     """scoring: text (the paper's): every judgement is kept verbatim, and each one without a
-    score in 1..10 is counted in parseFailures instead of vanishing."""
-    from sheepdog_jobs.parsing import extract_score
+    score in 1..10 is counted in parseFailures instead of vanishing. The default rule is the
+    authors' (assessment.parse: strict); the summary counts both rules' failures."""
+    from sheepdog_jobs.parsing import extract_score, extract_score_strict
 
     ref_dir, _ = runs("transformers", make_config)
     out = tmp_path / "i1" / "synthesize"
@@ -245,13 +246,15 @@ def test_text_scoring_keeps_raw_judgements_and_counts_failures(tmp_path, runs, m
     result = read_summary(tmp_path / "s.json")
     judged = [r for r in storage.read_jsonl(out / "assessments.jsonl") if r["ruleReason"] is None]
     assert result["assessed"] == len(judged) >= 1
-    failures = 0
+    failures = first_number_failures = 0
     for r in judged:
         assert set(r["judgements"]) == {"quality", "following"}
         for criterion, text in r["judgements"].items():
-            assert r["scores"][criterion] == extract_score(text)
+            assert r["scores"][criterion] == extract_score_strict(text)
             failures += r["scores"][criterion] is None
+            first_number_failures += extract_score(text) is None
     assert result["parseFailures"] == failures
+    assert result["parseFailuresBy"] == {"strict": failures, "firstNumber": first_number_failures}
 
 
 ENGINE_PROBE = r'''
@@ -344,6 +347,9 @@ def run_shards(cfg, workdir: Path, indices) -> list[dict]:
     return summaries
 
 
+# Bulk (make test-all): make test proves shard independence with a fake engine
+# (tests/jobs/test_synthesize_shards.py) and the sharded Job shape on the control plane.
+@pytest.mark.bulk
 def test_sharded_synthesize_equals_unsharded(tmp_path, make_config, tiny_model, seed_tasks):
     """shards: 1 and shards: 2 (two processes at once on one output directory) write
     byte-identical instructions, responses and assessments; the shards' summaries add up to

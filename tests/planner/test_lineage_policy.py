@@ -61,3 +61,14 @@ def test_stage_config_resolves_paths_under_the_root():
 def test_absolute_base_stays_absolute():
     spec = make_spec(model={"base": "/models/qwen"})
     assert stage_config("r", spec, 1, "synthesize", L).generator_model == "/models/qwen"
+
+
+@pytest.mark.parametrize("strategy", ["one_base", "one_last", "total_base"])
+def test_judge_current_is_the_generator_and_base_is_the_base(strategy):
+    # assessment.judge: current = M_t (the paper's Algorithm 1); base = the base model in
+    # every iteration (the authors' scripts), whichever model generates or trains.
+    for judge, expected in (("current", ["/w/m", "/w/runs/r/i1/model", "/w/runs/r/i2/model"]),
+                            ("base", ["/w/m", "/w/m", "/w/m"])):
+        spec = make_spec(model={"base": "m"}, training={"strategy": strategy}, assessment={"judge": judge})
+        got = [stage_config("r", spec, t, "synthesize", L).judge_model for t in (1, 2, 3)]
+        assert got == expected, judge

@@ -265,7 +265,7 @@ def test_a_failed_stage_fails_the_run_naming_iteration_stage_and_message():
     assert s.message == "iteration 2 curate failed after 1 attempt: kept.jsonl: disk full"
     assert sim.executed == stages_in_order(1) + [(2, "synthesize"), (2, "curate")]
     assert {c.type: c.status for c in s.conditions} == {
-        "Ready": "False", "Progressing": "False", "Failed": "True", "Suspended": "False"}
+        "Ready": "False", "Progressing": "False", "Failed": "True", "Suspended": "False", "Stuck": "False"}
     warnings = [e for e in sim.events if e.type == "Warning"]
     assert [e.reason for e in warnings] == ["StageFailed"]
     assert s.best_iteration == 1  # what finished is still usable

@@ -50,11 +50,12 @@ def _log(msg: str) -> None:
 
 def _expected_errors() -> tuple[type, ...]:
     from sheepdog_jobs.evaluation.harness import HarnessError
+    from sheepdog_jobs.evaluation.heldout import HeldoutOverlap
     from sheepdog_jobs.evaluation.ifeval import IfevalError
     from sheepdog_jobs.evaluation.judge import JudgeError
     from sheepdog_jobs.evaluation.offline_nltk import PunktUnavailable
 
-    return (HarnessError, IfevalError, JudgeError, PunktUnavailable)
+    return (HarnessError, HeldoutOverlap, IfevalError, JudgeError, PunktUnavailable)
 
 
 def _config(config) -> StageConfig:
@@ -94,12 +95,24 @@ def _files(cfg: StageConfig) -> dict[str, str]:
     return files
 
 
+def _check_heldout(cfg: StageConfig, files: dict[str, str]) -> None:
+    """The held-out set must not share tasks with the run's seeds (synthesize checked it at
+    the start of the run; M_0's evaluation may come first)."""
+    from sheepdog_jobs.evaluation.heldout import check_disjoint
+    from sheepdog_jobs.seeds import SELF_INSTRUCT_SEED_TASKS
+
+    seed_file = cfg.seed_file or str(SELF_INSTRUCT_SEED_TASKS)
+    if "heldout" in files and os.path.isfile(seed_file):
+        check_disjoint(files["heldout"], seed_file, cfg.spec.synthesis.rouge_l_max)
+
+
 def _fingerprint(cfg: StageConfig, files: dict[str, str]) -> str:
     spec = cfg.spec
     parts: dict[str, Any] = {
         "stage": "evaluate",
         "evaluation": spec.evaluation.model_dump(mode="json", by_alias=True),
         "chatTemplate": spec.model.chat_template,
+        "responsePrompt": spec.synthesis.response_prompt,
         "engine": spec.engine,
         "model": storage.model_identity(cfg.model_out),
     }
@@ -144,7 +157,10 @@ def _run_ifeval(cfg, engine, path, out_dir: Path):
     ev = cfg.spec.evaluation
     examples = ifeval.load_ifeval(path, limit=ev.limit)
     _log(f"ifeval: {len(examples)} prompts from {path}")
-    outs = _greedy(engine, [e.prompt for e in examples], ev.max_tokens, cfg.spec.synthesis.random_seed)
+    # In the format the model was trained on (the response prompt, then the chat template the
+    # engine applies), as the held-out suite: a raw IFEval prompt is a format it never saw.
+    outs = _greedy(engine, ifeval.response_prompts(examples, cfg.spec.synthesis.response_prompt), ev.max_tokens,
+                   cfg.spec.synthesis.random_seed)
     results = [ifeval.check_response(e, o.text) for e, o in zip(examples, outs)]
     storage.write_jsonl(out_dir / "ifeval.jsonl", [{
         "key": e.key, "prompt": e.prompt, "response": o.text, "finishReason": o.finish_reason,
@@ -166,7 +182,7 @@ def _run_heldout(cfg, engine, path, out_dir: Path, environ):
     _log(f"heldout: {len(tasks)} tasks from {path}")
     # Build the judge first: a missing API key fails before any generation.
     judge = HttpJudge.from_spec(spec, environ) if ev.judge is not None else SelfJudge.from_spec(engine, spec)
-    outs = _greedy(engine, heldout.response_prompts(tasks), ev.max_tokens, spec.synthesis.random_seed)
+    outs = _greedy(engine, heldout.response_prompts(tasks, spec.synthesis.response_prompt), ev.max_tokens, spec.synthesis.random_seed)
     responses = [o.text for o in outs]
     criteria = judge_criteria(spec.assessment.criteria)
     judgements = judge.judge(heldout.pairs_of(tasks, responses), criteria)
@@ -249,6 +265,7 @@ def _run(config, engine, environ) -> dict[str, Any]:
     if engine is None or others:
         check_model(cfg.model_out, "modelOut (the model of this iteration)")
     files = _files(cfg)
+    _check_heldout(cfg, files)
     fp = _fingerprint(cfg, files)
     done = storage.verify_manifest(out_dir, fp)
     if done is not None and done.get("summary"):

@@ -50,18 +50,21 @@ from typing import Callable, Iterable, Optional
 from sheepdog.stage_config import StageConfig
 from sheepdog_jobs import storage
 from sheepdog_jobs.engines import Engine, create_engine, resolve_engine
-from sheepdog_jobs.parsing import extract_score, parse_generated_instructions
+from sheepdog_jobs.parsing import SCORE_PARSERS, parse_generated_instructions
 from sheepdog_jobs.prompts import build_assessment_prompt, build_instruction_request, build_response_prompt
 from sheepdog_jobs.rouge import FastDedup
 from sheepdog_jobs.rules import rule_filter_reason
 from sheepdog_jobs.scores import logprob_score
-from sheepdog_jobs.seeds import load_seed_tasks
+from sheepdog_jobs.seeds import SELF_INSTRUCT_SEED_TASKS, load_seed_tasks
 from sheepdog_jobs.stages.common import (StageError, check_file, check_model, check_not_adapter, derive_seed,
                                          log, mean, progress, shard_of)
 
 PHASES = ("instructions", "responses", "assessments")
 UNIT = {"instructions": "a", "responses": "b", "assessments": "c"}  # unit file prefixes
 TASKS_PER_REQUEST = 20  # the Alpaca meta prompt asks for 20 tasks (5 shown + 15 new)
+# The authors' scripts stop a request when the model writes "17" (the 17th item's number) and
+# drop the last parsed item: at most 10 new items a request with 5 examples (6..16, minus one).
+STOP_ITEM = 17
 # Requests per block (one engine call) in phase A: big batches keep a GPU busy; on CPU a
 # batch is minutes of work and a block beyond dataSize wastes it.
 BATCH = {"vllm": 256, "transformers": 8}
@@ -314,6 +317,11 @@ class Synthesis:
         self.out = Path(config.out_dir)
         self.engine_name = resolve_engine(self.spec.engine)
         self.engine: Engine | None = None
+        self.engine_model: str | None = None  # the model self.engine holds
+        self.model_loads = 0
+        # assessment.judge: the model that self-assesses (StageConfig.judgeModel; an older
+        # config without it: the generator, the paper's Algorithm 1).
+        self.judge_model = config.judge_model or config.generator_model
         self.reused: list[str] = []
         self.heartbeat = Heartbeat(interval=max(0.2, min(10.0, stale_seconds() / 5)))
 
@@ -322,8 +330,11 @@ class Synthesis:
         # Every shard works in <outDir> itself: the units it computes are the same whichever
         # shard computes them (module docstring).
         self.shard, self.count = shard_of(self.config)
-        check_file(self.config.seed_file, "seedFile")
-        self.seeds = load_seed_tasks(self.config.seed_file)
+        # seedFile unset (spec.seed.path null): the 175 Self-Instruct tasks shipped with this package
+        self.seed_file = self.config.seed_file or str(SELF_INSTRUCT_SEED_TASKS)
+        check_file(self.seed_file, "seedFile")
+        self.seeds = load_seed_tasks(self.seed_file)
+        self.check_heldout()
         k = self.spec.seed.examples_per_request
         if k >= TASKS_PER_REQUEST:
             raise StageError(f"seed.examplesPerRequest={k} must be below {TASKS_PER_REQUEST}")
@@ -338,12 +349,34 @@ class Synthesis:
             "generator": storage.model_identity(self.config.generator_model),
             "chatTemplate": self.spec.model.chat_template,
             "examplesPerRequest": k, "synthesis": s.model_dump(mode="json"),
+            "stop": self.stop_strings(), "dropLast": True,
         }
-        self.fp = {"instructions": storage.fingerprint(base, [self.config.seed_file])}
+        self.fp = {"instructions": storage.fingerprint(base, [self.seed_file])}
+        if self.judge_model != self.config.generator_model and a.criteria:
+            check_model(self.judge_model, "judgeModel")
+            check_not_adapter(self.judge_model, "judgeModel")
         self.settings = {
             "responses": {},
-            "assessments": {"assessment": a.model_dump(mode="json"), "rules": self.spec.filter.rules},
+            "assessments": {"assessment": a.model_dump(mode="json"), "rules": self.spec.filter.rules,
+                            # Only a judge other than the generator is named, so that the
+                            # fingerprints of runs judged by M_t stay what they were.
+                            **({"judge": storage.model_identity(self.judge_model)}
+                               if self.judge_model != self.config.generator_model else {})},
         }
+
+    def check_heldout(self) -> None:
+        """Fail before any work when the held-out set the run evaluates on shares tasks with
+        its seeds (synthesize is where a run starts; evaluate checks again)."""
+        from sheepdog_jobs.evaluation.heldout import HeldoutOverlap, check_disjoint, heldout_file
+
+        path = heldout_file(self.spec, self.config.root)
+        if path is None:
+            return
+        check_file(path, "evaluation.heldoutFile")
+        try:
+            check_disjoint(path, self.seed_file, self.spec.synthesis.rouge_l_max)
+        except HeldoutOverlap as exc:
+            raise StageError(str(exc)) from None
 
     def phase_fp(self, phase: str) -> str:
         i = PHASES.index(phase)
@@ -372,12 +405,21 @@ class Synthesis:
         return Units(self.out, phase, self.phase_fp(phase), self.shard, self.heartbeat)
 
     # ---- engine: loaded on first use, at most once -------------------------------------------
-    def get_engine(self) -> Engine:
+    def get_engine(self, model: str | None = None) -> Engine:
+        """The engine holding ``model`` (default: the generator). A judge other than the
+        generator (assessment.judge: base) replaces it: phases run in order, so the generator
+        is not needed again, and two large models need not fit at once."""
+        model = model or self.config.generator_model
+        if self.engine is not None and self.engine_model != model:
+            self.engine.close()
+            self.engine = None
         if self.engine is None:
-            log.info("loading %s with engine %s", self.config.generator_model, self.engine_name)
+            log.info("loading %s with engine %s", model, self.engine_name)
             started = time.monotonic()
+            self.engine_model = model
+            self.model_loads += 1
             self.engine = create_engine(
-                self.engine_name, self.config.generator_model, self.spec.model.chat_template,
+                self.engine_name, model, self.spec.model.chat_template,
                 seed=self.spec.synthesis.random_seed,
                 tensor_parallel=self.spec.stages.synthesize.tensor_parallel,
             )
@@ -389,6 +431,12 @@ class Synthesis:
     # ---- phase A: instructions ---------------------------------------------------------------
     def max_requests(self) -> int:
         return self.spec.synthesis.max_requests or self.config.data_size
+
+    def stop_strings(self) -> list[str]:
+        """The stop string of an instruction request: the number of item STOP_ITEM, unless the
+        examples alone reach it (then the model's first own item would already stop it)."""
+        k = min(self.spec.seed.examples_per_request, len(self.seeds))
+        return [str(STOP_ITEM)] if k + 1 < STOP_ITEM else []
 
     def generate_block(self, block: int) -> list[dict]:
         """Block `block` of the global request stream: per request, its candidates (position j)
@@ -405,11 +453,11 @@ class Synthesis:
                                                      include_output=False))
             seeds.append(derive_seed(s.random_seed, it, "request", r))
         outs = self.get_engine().generate(prompts, temperature=s.temperature, top_p=s.top_p,
-                                          max_tokens=s.max_tokens, seed=seeds)
+                                          max_tokens=s.max_tokens, seed=seeds, stop=self.stop_strings())
         lines = []
         for r, out in zip(requests, outs):
             batch = parse_generated_instructions(out.text, first_index=k + 1,
-                                                 truncated=out.finish_reason == "length")
+                                                 truncated=out.finish_reason == "length", drop_last=True)
             lines.append({"r": r, "dropped": dict(batch.dropped),
                           "candidates": [{"j": j, "instruction": t.instruction, "input": t.input}
                                          for j, t in enumerate(batch.tasks)]})
@@ -470,7 +518,7 @@ class Synthesis:
         def compute(c: int) -> list[dict]:
             chunk = records[c * size:(c + 1) * size]
             outs = self.get_engine().generate(
-                [build_response_prompt(r["instruction"], r["input"]) for r in chunk],
+                [build_response_prompt(r["instruction"], r["input"], s.response_prompt) for r in chunk],
                 temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
                 seed=[derive_seed(s.random_seed, it, "response", r["id"]) for r in chunk])
             bar.update(len(chunk))
@@ -495,14 +543,15 @@ class Synthesis:
         jobs = [(r, c) for r in todo for c in a.criteria]
         prompts = [build_assessment_prompt(a.prompt, c, r["instruction"], r["input"], r["output"],
                                            rubric_first=a.rubric_first) for r, c in jobs]
-        engine = self.get_engine()
+        engine = self.get_engine(self.judge_model)
         if a.scoring == "text":
             outs = engine.generate(prompts, temperature=a.temperature, top_p=self.spec.synthesis.top_p,
                                    max_tokens=a.max_tokens,
                                    seed=[derive_seed(self.spec.synthesis.random_seed, it, "assess", c, r["id"])
                                          for r, c in jobs])
+            parse = SCORE_PARSERS[a.parse]
             for (r, c), o in zip(jobs, outs):
-                r["scores"][c] = extract_score(o.text)
+                r["scores"][c] = parse(o.text)
                 r.setdefault("judgements", {})[c] = o.text  # kept raw, parsable or not
         else:
             for (r, c), lps in zip(jobs, engine.score_digits(prompts)):
@@ -522,6 +571,14 @@ class Synthesis:
         failures = sum(r["scores"].get(c) is None for r in todo for c in criteria)
         return len(todo), failures
 
+    def failures_by_rule(self, records: list[dict]) -> dict[str, int]:
+        """Text scoring: the judgements each assessment.parse rule could not read, so a run
+        shows what the other rule would have dropped ({} for logprobs scoring)."""
+        if self.spec.assessment.scoring != "text":
+            return {}
+        texts = [t for r in records if r.get("ruleReason") is None for t in (r.get("judgements") or {}).values()]
+        return {rule: sum(parse(t) is None for t in texts) for rule, parse in SCORE_PARSERS.items()}
+
     def assessments(self, records: list[dict]) -> tuple[list[dict], dict]:
         size = self.plan()["chunk"]
         bar = progress(total=len(records), desc="assessments", unit="pair")
@@ -538,6 +595,7 @@ class Synthesis:
         counts = {
             "assessed": assessed,
             "parseFailures": failures,
+            "parseFailuresBy": self.failures_by_rule(out),
             "ruleDropped": dict(Counter(r["ruleReason"] for r in out if r["ruleReason"])),
             "meanQuality": mean(r["scores"].get("quality") for r in todo),
             "meanFollowing": mean(r["scores"].get("following") for r in todo),
@@ -598,7 +656,7 @@ class Synthesis:
         mine = [r for i, r in enumerate(assessments) if ours(c_units, i // plan["chunk"], c_owner)]
         assessed, failures = self.judged(mine)
         return {**summary, "generated": generated, "assessed": assessed, "parseFailures": failures,
-                "shard": self.shard, "shards": self.count}
+                "parseFailuresBy": self.failures_by_rule(mine), "shard": self.shard, "shards": self.count}
 
     def run(self) -> dict:
         self.validate()
@@ -619,8 +677,9 @@ class Synthesis:
         summary = {
             "generated": counts["instructions"]["records"],
             "assessed": c["assessed"], "parseFailures": c["parseFailures"],
+            "parseFailuresBy": c.get("parseFailuresBy", {}),
             "meanQuality": c["meanQuality"], "meanFollowing": c["meanFollowing"],
-            "modelLoads": e.loads if e else 0, "engine": self.engine_name,
+            "modelLoads": self.model_loads, "engine": self.engine_name,
             "requests": counts["instructions"]["requests"],
             "dropped": {**counts["instructions"]["dropped"],
                         **{f"rule_{k}": v for k, v in c["ruleDropped"].items()}},

@@ -123,8 +123,20 @@ class AssessmentSpec(Model):
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     scoring: Literal["text", "logprobs"] = Field(
-        "text", description="text: decode a judgement and parse its first number (paper); "
-        "logprobs: read the score from the next-token distribution (one forward pass)."
+        "text", description="text: decode a judgement and parse its score (assessment.parse; "
+        "paper); logprobs: read the score from the next-token distribution (one forward pass)."
+    )
+    parse: Literal["strict", "firstNumber"] = Field(
+        "strict",
+        description="How a text judgement is read (scoring: text). strict: the judgement must "
+        "start with the score, after whitespace and punctuation, else the pair is unscored (the "
+        "authors' evaluate_prompt.py); firstNumber: the first number anywhere in it.",
+    )
+    judge: Literal["current", "base"] = Field(
+        "current",
+        description="Who self-assesses an iteration's pairs. current: the model that generated "
+        "them, M_t (the paper's Algorithm 1); base: the run's base model in every iteration "
+        "(the authors' scripts).",
     )
     temperature: float = Field(1.0, ge=0, le=5, description="Sampling temperature of text judgements (paper: 1).")
     max_tokens: int = Field(1000, ge=1, le=32768, description="Token budget of a text judgement (paper: 1000).")
@@ -154,9 +166,13 @@ class FilterSpec(Model):
         }
     )
 
-    rules: bool = Field(True, description="The heuristic rule filter (paper Fig. 2a 'threshold -1' = off).")
+    rules: bool = Field(True, description="The heuristic rule filter, applied before assessment.")
     method: Literal["score", "ppl", "density", "density-ppl"] = Field("score")
-    threshold: float = Field(8, ge=0, le=10, description="Keep pairs whose every criterion score is > threshold.")
+    threshold: float = Field(
+        8, ge=-1, le=10,
+        description="Keep pairs whose every criterion score is > threshold. -1 keeps every scored "
+        "pair (paper Fig. 2a 'threshold -1': the score filter off, the rule filter still on).",
+    )
     keep_fraction: Optional[float] = Field(
         None, gt=0, le=1,
         description="Keep this best fraction by mean score instead of the threshold (for "
@@ -314,6 +330,13 @@ class StageResources(Model):
     node_selector: Optional[dict[str, str]] = None
     tolerations: Optional[list[Toleration]] = None
     active_deadline_seconds: Optional[int] = Field(None, ge=1)
+    pending_timeout: str = Field(
+        "30m",
+        pattern=r"^(0|([0-9]+(h|m|s))+)$",
+        description="How long the stage's pods may stay stuck before starting (unschedulable, "
+        "image pull failing, pods not created, container config error) before the stage fails "
+        "with that reason, e.g. 30m, 2h, 1h30m; 0: never. Waiting for Kueue admission does not count.",
+    )
     backoff_limit: Optional[int] = Field(
         None, ge=0, le=100, description="Pod retries of this stage's Job (default: spec.retries)."
     )

@@ -33,6 +33,9 @@ class StageRecord(StatusModel):
     finished_at: Optional[str] = None
     message: Optional[str] = None
     summary: Optional[dict[str, Any]] = None
+    stuck_reason: Optional[str] = Field(
+        None, description="While its pods do not run: why (Unschedulable, ImagePullFailing, ...).")
+    stuck_since: Optional[str] = Field(None, description="When the stuck state began (pendingTimeout counts from it).")
 
 
 class IterationRecord(StatusModel):
@@ -62,7 +65,7 @@ class IterationRecord(StatusModel):
 class Condition(StatusModel):
     """metav1.Condition."""
 
-    type: Literal["Ready", "Progressing", "Failed", "Suspended"]
+    type: Literal["Ready", "Progressing", "Failed", "Suspended", "Stuck"]
     status: Literal["True", "False", "Unknown"]
     reason: str
     message: str = ""

@@ -35,6 +35,13 @@ class StageObservation:
     message: str = ""
     started_at: Optional[str] = None
     finished_at: Optional[str] = None
+    # Why its pods do not run (a Reason of stuck_policy) with Kubernetes' message, and since
+    # when; empty while nothing is wrong. Only a cluster executor observes these.
+    stuck_reason: str = ""
+    stuck_message: str = ""
+    stuck_since: Optional[str] = None
+    suspended: bool = False  # the execution is suspended (Job.spec.suspend)
+    queued: bool = False  # a queue (Kueue) unsuspends it, never the operator
 
     @property
     def key(self) -> tuple[int, str]:
@@ -55,6 +62,17 @@ class StartStage:
 
 
 @dataclass(frozen=True)
+class SuspendStage:
+    """Suspend (or, with suspend False, resume) the running execution of a stage: its pods
+    go and free their GPUs; resumed, it starts again from its checkpoints. Only a cluster
+    executor carries it out (Job.spec.suspend); a local executor lets the stage finish."""
+
+    iteration: int
+    stage: str
+    suspend: bool = True
+
+
+@dataclass(frozen=True)
 class Event:
     """To be emitted by the executor only after the status write succeeded."""
 
@@ -71,4 +89,5 @@ class Plan:
     status: RunStatus  # the complete new status to write
     actions: tuple[StartStage, ...] = ()
     events: tuple[Event, ...] = ()
+    job_changes: tuple[SuspendStage, ...] = ()  # to executions that exist (cluster only)
     done: bool = False  # terminal: nothing will happen without a spec change

@@ -60,6 +60,13 @@ def lineage(spec: RunSpec, iteration: int, layout: Layout) -> Lineage:
     return Lineage(previous, spec.model.base, (layout.curated_data(iteration),))  # one_base
 
 
+def judge_of(spec: RunSpec, line: Lineage) -> str:
+    """The model that self-assesses an iteration's pairs (assessment.judge): the generator
+    M_t (current, the paper's Algorithm 1) or the run's base in every iteration (base, the
+    authors' scripts)."""
+    return spec.model.base if spec.assessment.judge == "base" else line.generator
+
+
 def stage_config(run_name: str, spec: RunSpec, iteration: int, stage: str, layout: Layout) -> StageConfig:
     """The complete input of one stage execution, built from the spec as it is now (so a spec
     edit applies from the next stage that starts)."""
@@ -74,6 +81,7 @@ def stage_config(run_name: str, spec: RunSpec, iteration: int, stage: str, layou
         out_dir=layout.stage_dir(iteration, stage),
         seed_file=layout.resolve(spec.seed.path),
         generator_model=layout.resolve(line.generator),
+        judge_model=layout.resolve(judge_of(spec, line)),
         base_model=layout.resolve(line.base),
         train_data=list(line.train_data),
         model_out=layout.resolve(model_of(spec, iteration, layout)),

@@ -33,7 +33,8 @@ from typing import Iterable, Mapping, Optional, Union
 from sheepdog.api.spec import STAGES, RunSpec
 from sheepdog.api.status import IterationRecord, RunStatus, StageRecord
 from sheepdog.planner import baseline_policy, stage_order, stopping_policy, suspend_policy
-from sheepdog.planner.actions import Event, Plan, StageObservation, StartStage, stage_name
+from sheepdog.planner import stuck_policy
+from sheepdog.planner.actions import Event, Plan, StageObservation, StartStage, SuspendStage, stage_name
 from sheepdog.planner.conditions import TERMINAL_PHASES, conditions_for
 from sheepdog.planner import export_policy
 from sheepdog.planner.lineage_policy import iteration_count, stage_config
@@ -60,6 +61,8 @@ class _Decision:
     iteration: int
     stage: Optional[str]
     actions: list[StartStage] = field(default_factory=list)
+    changes: list[SuspendStage] = field(default_factory=list)
+    stuck: Optional[tuple[str, str]] = None  # (reason, message) while the running stage is stuck
 
 
 def plan(
@@ -161,7 +164,12 @@ def _absorb(new: RunStatus, obs: StageObservation, run_name: str, spec: RunSpec,
                                 + (f" ({obs.message})" if obs.message else "")))
         stage.phase, stage.attempts = "Running", obs.attempts
         stage.message = obs.message or None
+        is_stuck = stuck_policy.stuck(spec, obs)
+        stage.stuck_reason = obs.stuck_reason if is_stuck else None
+        stage.stuck_since = obs.stuck_since if is_stuck else None
         return events
+
+    stage.stuck_reason = stage.stuck_since = None
 
     stage.attempts = obs.attempts
     stage.finished_at = obs.finished_at or stamp
@@ -230,13 +238,7 @@ def _walk(
 
     if stage_record.phase in ("Pending", "Running"):
         if (frontier, stage) in observations:
-            if previous.reason == Reason.SUSPENDING and not spec.suspend:
-                events.append(Event("Normal", Reason.RESUMED, f"resumed: {where} running"))
-            attempt = ""
-            if stage_record.attempts > 1:
-                attempt = f" (attempt {stage_record.attempts} of {max_attempts(spec, stage)})"
-            return _Decision("Running", suspend_policy.running_reason(spec), f"{where} running{attempt}",
-                             frontier, stage)
+            return _running(spec, previous, stage_record, observations[(frontier, stage)], where, stamp, events)
         # Requested but not (or no longer) seen: start it (again) under the same name. Creating
         # is idempotent, and the stage programs resume from their checkpoints.
         if stage_record.phase == "Running":
@@ -266,6 +268,47 @@ def _walk(
                          f"best iteration {verdict.best_iteration} ({s.metric} {verdict.best_value:g})",
                          frontier, stage)
     return _start(run_name, spec, previous, new, frontier + 1, "synthesize", layout, stamp, events)
+
+
+def _running(
+    spec: RunSpec,
+    previous: RunStatus,
+    stage_record: StageRecord,
+    obs: StageObservation,
+    where: str,
+    stamp: str,
+    events: list[Event],
+) -> _Decision:
+    """The frontier stage's execution exists and has not finished."""
+    frontier, stage = obs.iteration, obs.stage
+    change = suspend_policy.job_change(spec, obs)
+    changes = [change] if change is not None else []
+    if stuck_policy.timed_out(spec, obs, stamp):
+        detail = stuck_policy.timeout_message(spec, obs)
+        stage_record.phase, stage_record.message, stage_record.finished_at = "Failed", detail, stamp
+        stage_record.stuck_reason = stage_record.stuck_since = None
+        events.append(Event("Warning", Reason.STAGE_FAILED, f"{where} failed: {detail}"))
+        # suspended, its pending pods stop holding quota; the Job stays for `kubectl describe`
+        return _Decision("Failed", Reason.STAGE_FAILED, f"iteration {frontier} {stage} failed: {detail}",
+                         frontier, stage, changes=[SuspendStage(frontier, stage, True)])
+    if spec.suspend and obs.suspended:
+        message = suspend_policy.suspended_running_message(where)
+        if previous.phase != "Suspended":
+            events.append(Event("Normal", Reason.SUSPENDED, message))
+        return _Decision("Suspended", Reason.SUSPENDED, message, frontier, stage)
+    if suspend_policy.resuming(previous, spec):
+        events.append(Event("Normal", Reason.RESUMED, f"resumed: {where} running"))
+    if stuck_policy.stuck(spec, obs):
+        message = stuck_policy.stuck_message(where, obs)
+        if previous.reason != obs.stuck_reason:  # once per reason, not per changed detail
+            events.append(Event("Warning", obs.stuck_reason, message))
+        return _Decision("Running", obs.stuck_reason, message, frontier, stage, changes=changes,
+                         stuck=(obs.stuck_reason, obs.stuck_message))
+    attempt = ""
+    if stage_record.attempts > 1:
+        attempt = f" (attempt {stage_record.attempts} of {max_attempts(spec, stage)})"
+    return _Decision("Running", suspend_policy.running_reason(spec), f"{where} running{attempt}",
+                     frontier, stage, changes=changes)
 
 
 def _start(
@@ -343,6 +386,10 @@ def _finish(
     observed_generation = new.observed_generation if generation is None else generation
     new.conditions = conditions_for(new.phase, new.reason, new.message, previous.conditions, stamp,
                                     observed_generation)
+    stuck_reason, stuck_message = decision.stuck or (None, "")
+    new.conditions.append(stuck_policy.condition(stuck_reason, stuck_message, previous.conditions, stamp,
+                                                 observed_generation))
     if decision.phase == "Succeeded" and (previous.phase, previous.reason) != (new.phase, new.reason):
         events.append(Event("Normal", decision.reason, decision.message))
-    return Plan(status=new, actions=tuple(decision.actions), events=tuple(events), done=terminal)
+    return Plan(status=new, actions=tuple(decision.actions), events=tuple(events),
+                job_changes=tuple(decision.changes), done=terminal)

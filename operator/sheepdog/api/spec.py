@@ -221,6 +221,19 @@ class TrainingSpec(Model):
     zero_stage: int = Field(3, ge=0, le=3)
     precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Paper: bf16.")
     merge: bool = Field(True, description="Merge the adapter into the model of the next iteration.")
+    checkpoint_every: int = Field(
+        200, ge=1, description="Checkpoint every N optimizer steps (and at each epoch's end) on the "
+        "run's storage; a restarted train attempt resumes from the latest complete checkpoint.")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="Where training reports: tensorboard (event files in the train stage's output "
+        "directory), mlflow (one experiment per run, one child run per iteration; see trackingUri), "
+        "wandb (offline files in the train stage's output directory).",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    tracking_uri: Optional[str] = Field(
+        None, min_length=1, description="MLflow tracking server (e.g. http://mlflow:5000) for reportTo "
+        "mlflow; default: a file store in the train stage's output directory.")
 
 
 # The evaluate stage reads the judge's API key from this environment variable; the operator

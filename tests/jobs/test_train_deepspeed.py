@@ -11,7 +11,7 @@ import pytest
 
 from sheepdog_jobs import storage
 
-pytestmark = [pytest.mark.model]
+pytestmark = [pytest.mark.model, pytest.mark.timeout(600)]
 
 SAMPLES = [
     ("Name three primary colors.", "", "Red, blue and yellow."),
@@ -62,9 +62,15 @@ def test_lora_through_deepspeed_merges_into_a_new_model(zero, precision, tmp_pat
         if expected == "fp32":
             assert "training in fp32" in proc.stderr
     # 4 samples, batch 1, accumulation 2, 2 epochs -> 4 optimizer steps, each logged.
-    log = storage.read_jsonl(tmp_path / "i1" / "train" / "trainer_log.jsonl")
+    log = [row for row in storage.read_jsonl(tmp_path / "i1" / "train" / "trainer_log.jsonl") if "loss" in row]
     assert [row["step"] for row in log] == [1, 2, 3, 4]
-    assert all(math.isfinite(row["loss"]) for row in log)
+    assert all(math.isfinite(row["loss"]) and math.isfinite(row["gradNorm"]) for row in log)
+    assert summary["step"] == summary["totalSteps"] == 4 and summary["worldSize"] == 1
+    assert summary["effectiveBatchSize"] == 2 and summary["samplesPerSecond"] > 0
+    # Validation loss at each epoch's end; step lines on stdout.
+    evals = [row for row in storage.read_jsonl(tmp_path / "i1" / "train" / "trainer_log.jsonl") if "evalLoss" in row]
+    assert [row["step"] for row in evals] == [2, 4]
+    assert "train: step 4/4 epoch 2.00 loss " in proc.stdout
 
     model_dir = tmp_path / "i1" / "model"
     from transformers import AutoModelForCausalLM
@@ -139,9 +145,11 @@ def test_torchrun_two_ranks_zero3(tmp_path, make_config, tiny_model):
                           capture_output=True, text=True, timeout=600, env=stage_env(), cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = read_summary(summary_path)
-    assert summary["ok"] and summary["world"] == 2
-    # 6 samples: 1 for validation, 5 for training, of which 2 ranks x 2 are used.
-    assert summary["validationSamples"] == 1 and summary["samples"] == 4
+    assert summary["ok"] and summary["world"] == summary["worldSize"] == 2
+    # 6 samples: 1 for validation, 5 for training, sharded over 2 ranks (one repeated to even
+    # them); effective batch 1 x 2 accumulation x 2 ranks; 3 micro-batches a rank: 2 steps.
+    assert summary["validationSamples"] == 1 and summary["samples"] == 5
+    assert summary["effectiveBatchSize"] == 4 and summary["step"] == summary["totalSteps"] == 2
     assert math.isfinite(summary["trainLoss"]) and math.isfinite(summary["evalLoss"])
     assert [line for line in proc.stdout.splitlines() if line.startswith("{")] == [json.dumps(summary, separators=(",", ":"), sort_keys=True)]
     assert (tmp_path / "i1" / "model" / "model.safetensors").is_file()

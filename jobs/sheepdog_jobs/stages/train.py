@@ -1,15 +1,18 @@
-"""Stage train (ISHEEP.md stage fact 6): LoRA SFT through DeepSpeed ZeRO, then merge.
+"""Stage train (ISHEEP.md stage fact 6): LoRA SFT with transformers' Trainer, DeepSpeed ZeRO, merge.
 
-Runs as one process (the local executor, one pod) or under torchrun (multi-node Indexed
-Job); DeepSpeed reads RANK/WORLD_SIZE/MASTER_* from the environment, which we fill in for a
-single process. On CPU the collective backend is gloo (DeepSpeed's CPU default, oneCCL, is
-not installed) and ZeRO stages 2 and 3 both work.
+docs/training.md has the whole story. In short: transformers' `Trainer` with a PEFT LoRA
+model and its DeepSpeed integration (the spec's zeroStage; on CPU the collective backend is
+gloo). One process (a world of one) or N ranks under torchrun: the Trainer's distributed
+sampler shards the data, so the effective batch is perDeviceBatchSize x gradientAccumulation x
+world size and the LR schedule counts those optimizer steps.
 
 Examples use the exact prompt synthesize sampled with (build_response_prompt + the chat
 template setting, via PromptFormat); the loss covers the response tokens (+ end of
-sequence) only. After training the LoRA weights are gathered (ZeRO-3 partitions them), put
-into a fresh PEFT wrapper of the base model, saved as the adapter, merged, and the merged
-model is written to modelOut through a temp directory and one rename.
+sequence) only. Checkpoints every training.checkpointEvery steps and at each epoch; a
+restarted attempt resumes from the latest complete one (training/checkpoints.py). After
+training the LoRA weights are gathered (ZeRO-3 partitions them), put into a fresh PEFT
+wrapper of the base model, merged, and rank 0 writes the merged model to modelOut through a
+temp directory and one rename.
 """
 
 from __future__ import annotations
@@ -25,14 +28,19 @@ from pathlib import Path
 from sheepdog.stage_config import StageConfig
 from sheepdog_jobs import storage
 from sheepdog_jobs.prompts import build_response_prompt
+from sheepdog_jobs.train_selection import samples_from, select_training_records
 from sheepdog_jobs.stages.common import (StageError, check_file, check_model, check_not_adapter, derive_seed,
                                          layout, log)
+from sheepdog_jobs.training import LOG_FILE
 
 IGNORE = -100
 LINEAGE = "sheepdog_model.json"
+CHECKPOINTS = "checkpoints"
 
 
-def _inputs(config: StageConfig) -> list[dict]:
+def load_records(config: StageConfig) -> list[dict]:
+    """The training records: every file of trainData, each a complete curate output. (The
+    one place that decides what is trained on: a record-selection policy plugs in here.)"""
     if not config.train_data:
         raise StageError("trainData is empty: nothing to train on")
     records = []
@@ -51,6 +59,14 @@ def _inputs(config: StageConfig) -> list[dict]:
                 raise StageError(f"trainData: {path}: record {n} lacks string instruction/input/output")
         records += rows
     return records
+
+
+def split(records: list, fraction: float, seed: int, iteration: int) -> tuple[list, list]:
+    """(train, validation): a seeded shuffle, at least one training record."""
+    order = list(range(len(records)))
+    random.Random(derive_seed(seed, iteration, "split")).shuffle(order)
+    n_val = min(round(len(records) * fraction), len(records) - 1)
+    return [records[i] for i in order[n_val:]], [records[i] for i in order[:n_val]]
 
 
 def _distributed_env() -> None:
@@ -79,31 +95,46 @@ def _precision(torch, wanted: str) -> str:
     return wanted
 
 
-def _encode(fmt, tokenizer, records, cutoff: int):
+def encode(fmt, tokenizer, records, cutoff: int, template: str | None = None):
     eos = tokenizer.eos_token_id
     examples, dropped = [], 0
     for r in records:
-        prompt = fmt.encode(build_response_prompt(r["instruction"], r["input"]))
+        prompt = fmt.encode(build_response_prompt(r["instruction"], r["input"], template))
         answer = list(tokenizer(r["output"], add_special_tokens=False)["input_ids"]) + ([eos] if eos is not None else [])
         ids = (prompt + answer)[:cutoff]
         labels = ([IGNORE] * len(prompt) + answer)[:cutoff]
         if all(x == IGNORE for x in labels):
             dropped += 1  # the prompt alone fills the cutoff: nothing to learn from
             continue
-        examples.append((ids, labels))
+        examples.append({"input_ids": ids, "labels": labels})
     return examples, dropped
 
 
-def _collate(torch, batch, pad_id):
-    width = max(len(ids) for ids, _ in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, (x, y) in enumerate(batch):
-        ids[i, :len(x)] = torch.tensor(x)
-        labels[i, :len(y)] = torch.tensor(y)
-        mask[i, :len(x)] = 1
-    return ids, mask, labels
+class Collator:
+    """Right-pads a batch; padding is masked out of attention and of the loss."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[dict]) -> dict:
+        import torch
+
+        width = max(len(x["input_ids"]) for x in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, x in enumerate(batch):
+            n = len(x["input_ids"])
+            ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(x["input_ids"]), torch.tensor(x["labels"]), 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def total_steps(n_examples: int, world: int, batch: int, accumulation: int, epochs: float) -> int:
+    """Optimizer steps of the whole training, as the Trainer counts them: each rank gets
+    ceil(n / (batch x world)) micro-batches an epoch, and an epoch's last, partial
+    accumulation still makes an optimizer step."""
+    micro = math.ceil(n_examples / (batch * world))
+    return max(1, math.ceil(epochs * math.ceil(micro / accumulation)))
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -118,14 +149,18 @@ def run(config: StageConfig) -> dict:
     t = config.spec.training
     check_model(config.base_model, "baseModel")
     check_not_adapter(config.base_model, "baseModel")
-    records = _inputs(config)[: t.max_samples]
+    records = select_training_records(load_records(config), t.max_samples, config.spec.synthesis.random_seed,
+                                      config.iteration)
     if not records:
         raise StageError(f"trainData {config.train_data}: no samples (curate kept nothing); "
                          "lower filter.threshold or use filter.keepFraction")
     out, model_out = Path(config.out_dir), Path(config.model_out)
+    # What decides the trained weights; reportTo and checkpointEvery do not.
+    training = t.model_dump(mode="json", exclude={"report_to", "checkpoint_every", "tracking_uri"})
     fp = storage.fingerprint(
-        {"stage": "train", "iteration": config.iteration, "training": t.model_dump(mode="json"),
+        {"stage": "train", "iteration": config.iteration, "training": training,
          "chatTemplate": config.spec.model.chat_template, "base": storage.model_identity(config.base_model),
+         "responsePrompt": config.spec.synthesis.response_prompt,
          "modelOut": config.model_out, "seed": config.spec.synthesis.random_seed},
         config.train_data)
     done = storage.verify_manifest(out, fp)
@@ -134,160 +169,176 @@ def run(config: StageConfig) -> dict:
     return _train(config, records, fp, out, model_out)
 
 
+def _deepspeed_config(zero_stage: int) -> dict:
+    # "auto": the Trainer fills these from its arguments (one source for both).
+    return {
+        "train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto",
+        "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
+        "zero_optimization": {"stage": zero_stage},
+        "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"},
+        "steps_per_print": 10**9, "wall_clock_breakdown": False,
+    }
+
+
 def _train(config, records, fp, out: Path, model_out: Path) -> dict:
-    import deepspeed
     import torch
-    import torch.distributed as dist
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
-    from transformers.integrations import HfDeepSpeedConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from sheepdog_jobs.engines.prompting import PromptFormat
+    from sheepdog_jobs.training import checkpoints, tracking
+    from sheepdog_jobs.training.progress import StepLog
 
     t, seed = config.spec.training, config.spec.synthesis.random_seed
     _distributed_env()
     cuda = torch.cuda.is_available()
-    if not dist.is_initialized():
-        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
     precision = _precision(torch, t.precision)
-
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
     fmt = PromptFormat(tokenizer, config.spec.model.chat_template)
-    order = list(range(len(records)))
-    random.Random(derive_seed(seed, config.iteration, "split")).shuffle(order)
-    n_val = min(round(len(records) * t.validation_fraction), len(records) - 1)
-    val_recs, train_recs = [records[i] for i in order[:n_val]], [records[i] for i in order[n_val:]]
-    train_ex, too_long = _encode(fmt, tokenizer, train_recs, t.cutoff_length)
-    val_ex, _ = _encode(fmt, tokenizer, val_recs, t.cutoff_length)
+    train_recs, val_recs = split(records, t.validation_fraction, seed, config.iteration)
+    template = config.spec.synthesis.response_prompt  # the prompt synthesize answered
+    train_ex, too_long = encode(fmt, tokenizer, train_recs, t.cutoff_length, template)
+    val_ex, _ = encode(fmt, tokenizer, val_recs, t.cutoff_length, template)
     if not train_ex:
         raise StageError(f"no training example fits cutoffLength={t.cutoff_length}")
-    # Every rank must take the same number of steps, or the collectives hang.
-    per_rank = max(1, len(train_ex) // world)
-    mine = train_ex[rank::world][:per_rank]
 
-    micro_per_epoch = math.ceil(len(mine) / t.per_device_batch_size)
-    total_steps = max(1, math.ceil(t.epochs * micro_per_epoch / t.gradient_accumulation))
-    ds_config = {
-        "train_micro_batch_size_per_gpu": t.per_device_batch_size,
-        "gradient_accumulation_steps": t.gradient_accumulation,
-        "gradient_clipping": 1.0,
-        "zero_optimization": {"stage": t.zero_stage},
-        "bf16": {"enabled": precision == "bf16"},
-        "fp16": {"enabled": precision == "fp16"},
-        # A plain torch AdamW: DeepSpeed's fused Adam needs CUDA kernels we do not build.
-        "zero_allow_untested_optimizer": True,
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
-    # ZeRO-3: with this object alive, from_pretrained builds the model under zero.Init, so
-    # each rank only ever holds its partition (a 72B model does not fit one node's RAM).
-    ds_hint = HfDeepSpeedConfig(ds_config) if t.zero_stage == 3 else None
-    torch.manual_seed(seed)
+    world = int(os.environ["WORLD_SIZE"])
+    if not torch.distributed.is_initialized():
+        import deepspeed
+
+        # gloo on CPU: DeepSpeed's CPU default, oneCCL, is not installed.
+        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+    steps = total_steps(len(train_ex), world, t.per_device_batch_size, t.gradient_accumulation, t.epochs)
+    ckpt_dir = out / CHECKPOINTS
+    tracking.prepare_env(t.report_to, out, config.run, config.iteration)
+    # Built before the model: with ZeRO-3 its DeepSpeed config makes from_pretrained load
+    # under zero.Init, so each rank only ever holds its partition.
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir), seed=seed, data_seed=derive_seed(seed, config.iteration, "order"),
+        per_device_train_batch_size=t.per_device_batch_size, per_device_eval_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation, num_train_epochs=t.epochs,
+        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, weight_decay=0.0, max_grad_norm=1.0,
+        # As the hand loop did: warmup never longer than the training.
+        warmup_steps=min(t.warmup_steps, steps),
+        bf16=precision == "bf16" and cuda, fp16=precision == "fp16",
+        deepspeed=_deepspeed_config(t.zero_stage), ddp_backend=None if cuda else "gloo",
+        logging_strategy="steps", logging_steps=1,
+        eval_strategy="epoch" if val_ex else "no",
+        save_strategy="steps", save_steps=t.checkpoint_every, save_total_limit=2,
+        report_to=tracking.trainer_reports(t.report_to), run_name=f"{config.run}-iteration-{config.iteration}",
+        remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=cuda,
+    )
+    if precision == "bf16" and not cuda:
+        # transformers refuses bf16=True without a GPU unless use_cpu, which turns DeepSpeed
+        # off; DeepSpeed itself trains in bf16 on a CPU that has it, so tell it directly.
+        args.hf_deepspeed_config.config["bf16"]["enabled"] = True
+        args.hf_deepspeed_config._dtype = torch.bfloat16
+    rank = args.process_index
+    if args.world_size != world:
+        raise StageError(f"WORLD_SIZE={world} but the Trainer sees a world of {args.world_size}")
+    resume = checkpoints.latest_complete(ckpt_dir, fp)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        for d in checkpoints.drop_untrusted(ckpt_dir, fp):
+            log.warning("train: ignoring incomplete checkpoint %s", d.name)
+
+    torch.manual_seed(seed)  # the LoRA initialisation
     model = AutoModelForCausalLM.from_pretrained(
-        config.base_model, dtype=torch.bfloat16 if precision == "bf16" else torch.float16 if precision == "fp16"
-        else torch.float32)
+        config.base_model, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32))
     model.config.use_cache = False
     lora = LoraConfig(r=t.lora.rank, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
                       target_modules=t.lora.target_modules, task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=0.0)
-    engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, config=ds_config,
-        lr_scheduler=lambda opt: get_scheduler(t.lr_scheduler, opt, num_warmup_steps=min(t.warmup_steps, total_steps),
-                                               num_training_steps=total_steps))
-    device = engine.device
-    log.info("train: %d examples (%d validation, %d over cutoff), %d steps, ZeRO-%d, %s, world %d",
-             len(train_ex), len(val_ex), too_long, total_steps, t.zero_stage, precision, world)
+    effective = t.per_device_batch_size * t.gradient_accumulation * world
+    callbacks = [StepLog(out, effective), checkpoints.MarkComplete(fp)]
+    mlflow = None
+    if "mlflow" in t.report_to:
+        mlflow = tracking.MlflowTracker(t.tracking_uri or f"file://{out / 'mlruns'}", config.run, config.iteration,
+                                        config.spec.model_dump(mode="json", by_alias=True))
+        callbacks.append(mlflow)
+    trainer = Trainer(model=model, args=args, train_dataset=train_ex, eval_dataset=val_ex or None,
+                      data_collator=Collator(tokenizer.pad_token_id or 0), callbacks=callbacks)
+    for noisy in (PrinterCallback, ProgressCallback):  # they print dicts; StepLog prints lines
+        trainer.remove_callback(noisy)
+    log.info("train: %d examples (%d validation, %d over cutoff), %d steps, ZeRO-%d, %s, world %d, "
+             "effective batch %d%s", len(train_ex), len(val_ex), too_long, steps, t.zero_stage, precision, world,
+             effective, f", resuming from {resume.name}" if resume else "")
 
-    started, micro, epoch, losses, log_rows, step_losses = time.monotonic(), 0, 0, {}, [], []
-    engine.train()
-    while micro < total_steps * t.gradient_accumulation:
-        perm = list(range(len(mine)))
-        random.Random(derive_seed(seed, config.iteration, "epoch", epoch, rank)).shuffle(perm)
-        for b in range(0, len(perm), t.per_device_batch_size):
-            if micro >= total_steps * t.gradient_accumulation:
-                break
-            ids, mask, labels = (x.to(device) for x in _collate(torch, [mine[i] for i in perm[b:b + t.per_device_batch_size]], fmt.tokenizer.pad_token_id or 0))
-            loss = engine(input_ids=ids, attention_mask=mask, labels=labels).loss
-            engine.backward(loss)
-            engine.step()
-            micro += 1
-            value = float(loss.detach().float())
-            losses.setdefault(epoch, []).append(value)
-            step_losses.append(value)
-            if micro % t.gradient_accumulation == 0:  # an optimizer step: log its mean loss
-                log_rows.append({"step": micro // t.gradient_accumulation, "epoch": epoch,
-                                 "loss": round(sum(step_losses) / len(step_losses), 5), "lr": engine.get_lr()[0]})
-                step_losses = []
-        epoch += 1
-    train_loss = _mean_across(torch, dist, device, sum(losses[epoch - 1]), len(losses[epoch - 1]))
-    eval_loss = _evaluate(torch, dist, engine, val_ex, fmt.tokenizer.pad_token_id or 0, rank, world)
+    started = time.monotonic()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    state = trainer.state
+    first_step = int(resume.name.split("-")[1]) if resume else 0
+    eval_loss = _final_eval_loss(trainer) if val_ex else None
     train_seconds = time.monotonic() - started
+    train_loss = _last_epoch_loss(state.log_history, state.epoch)
     if not math.isfinite(train_loss):
         raise StageError(f"training diverged: loss {train_loss}")
+    if state.max_steps != steps:
+        log.warning("train: the Trainer ran %d steps, sheepdog expected %d", state.max_steps, steps)
 
-    lora_state = _gather_trainable(engine)
-    # Off again: the fresh base that _save merges into must be a whole, unpartitioned model.
-    del ds_hint
-    unset_hf_deepspeed_config()
+    lora_state = _gather_trainable(trainer.model_wrapped)
+    unset_hf_deepspeed_config()  # the fresh base that _save merges into must be whole
     summary = {
         "trainLoss": round(train_loss, 5), "evalLoss": None if eval_loss is None else round(eval_loss, 5),
-        # What was trained on: ranks take equal shares, so up to world-1 examples sit out.
-        "samples": per_rank * world if world > 1 else len(train_ex), "validationSamples": len(val_ex),
-        "steps": total_steps, "world": world,
+        "samples": len(train_ex), "validationSamples": len(val_ex), "samplesFrom": samples_from(records),
+        "steps": state.max_steps, "step": state.global_step, "totalSteps": state.max_steps,
+        "resumedFromStep": first_step, "world": world, "worldSize": world, "effectiveBatchSize": effective,
+        "samplesPerSecond": round((state.global_step - first_step) * effective / max(train_seconds, 1e-9), 3),
         "model": layout(config).relative(str(model_out)), "precision": precision, "zeroStage": t.zero_stage,
         "trainSeconds": round(train_seconds, 1),
     }
     if rank == 0:
-        _save(config, lora, lora_state, tokenizer, out, model_out, log_rows, fp, summary)
-    dist.barrier()
+        _save(config, lora, lora_state, tokenizer, out, model_out, fp, summary)
+        if mlflow is not None:
+            mlflow.finish({**_upstream_figures(config), **summary}, state.global_step)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
     return summary
 
 
-def _mean_across(torch, dist, device, total: float, count: int) -> float:
-    t = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t[0] / t[1]) if t[1] else float("nan")
+def _last_epoch_loss(history: list[dict], epoch: float) -> float:
+    """Mean logged training loss of the last (started) epoch, as the hand loop reported it."""
+    last = math.ceil(epoch) - 1 if epoch else 0
+    losses = [h["loss"] for h in history if "loss" in h and h.get("epoch", 0) > last]
+    return sum(losses) / len(losses) if losses else float("nan")
 
 
-def _evaluate(torch, dist, engine, examples, pad_id, rank: int, world: int):
-    """Token-weighted mean loss over the validation set, sharded over ranks. Every rank runs
-    the same number of forwards (a short shard repeats an example with weight 0): under
-    ZeRO-3 each forward gathers parameters collectively and would hang otherwise."""
-    if not examples:
-        return None
-    engine.eval()
-    mine = examples[rank::world]
-    rounds = math.ceil(len(examples) / world)
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for i in range(rounds):
-            ex = mine[i] if i < len(mine) else examples[0]
-            ids, mask, labels = (x.to(engine.device) for x in _collate(torch, [ex], pad_id))
-            loss = float(engine(input_ids=ids, attention_mask=mask, labels=labels).loss.float())
-            if i < len(mine):
-                n = int((labels[:, 1:] != IGNORE).sum())
-                total, count = total + loss * n, count + n
-    t = torch.tensor([total, float(count)], dtype=torch.float64, device=engine.device)
-    dist.all_reduce(t)
-    return float(t[0] / t[1]) if t[1] else None
+def _final_eval_loss(trainer) -> float:
+    """Validation loss of the trained model: the end-of-epoch evaluation when the training
+    ended on an epoch boundary, else one more evaluation (every rank takes part)."""
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    if evals and evals[-1].get("step") == trainer.state.global_step:
+        return float(evals[-1]["eval_loss"])
+    return float(trainer.evaluate()["eval_loss"])
+
+
+def _upstream_figures(config) -> dict:
+    """The iteration's counts that its synthesize and curate stages recorded in their manifests."""
+    figures = {}
+    for path in config.train_data[-1:]:
+        manifest = storage.read_manifest(Path(path).parent) or {}
+        figures.update((manifest.get("summary") or {}))
+    synth = storage.read_manifest(Path(layout(config).stage_dir(config.iteration, "synthesize"))) or {}
+    figures.update(synth.get("summary") or {})
+    keep = ("generated", "assessed", "parseFailures", "meanQuality", "meanFollowing", "kept", "keepRate")
+    return {k: v for k, v in figures.items() if k in keep}
 
 
 def _gather_trainable(engine) -> dict:
     import deepspeed
 
+    module = getattr(engine, "module", engine)
     state = {}
-    for name, p in engine.module.named_parameters():
+    for name, p in module.named_parameters():
         if p.requires_grad:
             with deepspeed.zero.GatheredParameters([p]):  # no-op below ZeRO-3
                 state[name] = p.detach().float().cpu().clone()
     return state
 
 
-def _save(config, lora, lora_state, tokenizer, out: Path, model_out: Path, log_rows, fp, summary) -> None:
+def _save(config, lora, lora_state, tokenizer, out: Path, model_out: Path, fp, summary) -> None:
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -299,14 +350,12 @@ def _save(config, lora, lora_state, tokenizer, out: Path, model_out: Path, log_r
     result = peft_model.load_state_dict(lora_state, strict=False)
     if result.unexpected_keys or len(lora_state) == 0:
         raise RuntimeError(f"LoRA weights did not map back: unexpected {result.unexpected_keys[:3]}")
-    out.mkdir(parents=True, exist_ok=True)
     storage.remove_manifest(out)
     model_out.parent.mkdir(parents=True, exist_ok=True)
     adapter_tmp = out / f".adapter.tmp-{os.getpid()}"
     shutil.rmtree(adapter_tmp, ignore_errors=True)
     peft_model.save_pretrained(adapter_tmp)  # adapter_config.json names the base model
     _replace_dir(adapter_tmp, out / "adapter")
-    storage.write_jsonl(out / "trainer_log.jsonl", log_rows)
 
     tmp = model_out.parent / f".{model_out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -319,7 +368,13 @@ def _save(config, lora, lora_state, tokenizer, out: Path, model_out: Path, log_r
         "iteration": config.iteration, "base": config.base_model, "merged": t.merge,
         "trainData": config.train_data, "run": config.run})
     _replace_dir(tmp, model_out)
+    # The model is safe: the checkpoints (optimizer states, the size of the model and more)
+    # have done their job.
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
 
-    files = [p for p in sorted(out.rglob("*")) if p.is_file() and not p.name.startswith(storage.MANIFEST)]
+    # Not the trackers' directories: W&B and TensorBoard may still touch their files, and a
+    # manifest that no longer verifies would train the iteration again.
+    files = [p for p in sorted((out / "adapter").rglob("*")) if p.is_file()]
+    files += [out / LOG_FILE] if (out / LOG_FILE).is_file() else []
     files += [p for p in sorted(model_out.rglob("*")) if p.is_file()]
     storage.write_manifest(out, files, fp, counts={"samples": summary["samples"]}, summary=summary)

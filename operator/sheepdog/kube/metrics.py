@@ -74,7 +74,7 @@ class Metrics:
             "sheepdog_run_stage_info", "1 for the stage the run is in (its iteration and stage as labels).",
             (*run, "iteration", "stage"), registry=r,
         )
-        self.run_best_iteration = Gauge("sheepdog_run_best_iteration", "The run's best iteration so far (0: none).", run, registry=r)
+        self.run_best_iteration = Gauge("sheepdog_run_best_iteration", "The run's best iteration so far (0: none yet, or M_0, the base model, when stopping found no iteration better).", run, registry=r)
         self.stage_duration = Histogram(
             "sheepdog_stage_duration_seconds", "Wall time of a finished stage Job (start to completion).",
             ("namespace", "stage", "result"), buckets=DURATION_BUCKETS, registry=r,

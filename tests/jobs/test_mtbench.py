@@ -106,7 +106,8 @@ def rate_first_turns_only(first_message: str) -> str:
 def test_stage_mtbench_answers_both_turns_and_grades_each(tmp_path):
     with StubJudge(rate_first_turns_only) as stub:
         cfg = make_config(tmp_path, {"suites": ["mtbench"], "limit": 2,
-                                     "judge": {"url": stub.url, "model": "judge", "mtbenchMaxTokens": 77}})
+                                     "judge": {"url": stub.url, "model": "judge", "mtbenchMaxTokens": 77}},
+                          synthesis={"responsePrompt": "### Q: {instruction}{input}\n### A:"})
         engine = ScriptedEngine(lambda p: f"answer #{len(p)}")
         summary = run(cfg, engine=engine)
     ev = summary["evaluation"]
@@ -114,8 +115,11 @@ def test_stage_mtbench_answers_both_turns_and_grades_each(tmp_path):
     assert ev["mtbench.unparsed"] == 2 and "mtbench.turn2" not in ev  # no turn 2 scored: NaN, left out
     assert [c[0] for c in engine.calls] == ["generate", "generate"]  # turn 1, then turn 2
     questions = mtbench.load_questions(limit=2)
-    turn2_prompts = engine.calls[1][1]
-    assert questions[0].turns[0] in turn2_prompts[0] and questions[0].turns[1] in turn2_prompts[0]
+    # both turns in the run's response prompt (synthesis.responsePrompt), as the model was trained
+    assert engine.calls[0][1][0] == f"### Q: {questions[0].turns[0]}\n### A:"
+    turn2 = engine.calls[1][1][0]
+    assert turn2.startswith(f"### Q: {questions[0].turns[0]}\n### A:answer #")
+    assert turn2.endswith(f"\n\n### Q: {questions[0].turns[1]}\n### A:")
     assert len(stub.requests) == 4 and {r["body"]["max_tokens"] for r in stub.requests} == {77}
     records = storage.read_jsonl(Path(cfg.out_dir) / "mtbench.jsonl")
     assert [r["questionId"] for r in records] == [q.id for q in questions]

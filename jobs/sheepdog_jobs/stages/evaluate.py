@@ -212,7 +212,7 @@ def _run_mtbench(cfg, engine, out_dir: Path, environ):
     _log(f"mtbench: {len(questions)} questions, judge {ev.judge.model} at {ev.judge.url}")
 
     def prompt_of(text: str) -> str:  # the run's response prompt, as the model was trained on
-        return build_response_prompt(text, "")
+        return build_response_prompt(text, "", spec.synthesis.response_prompt)
 
     seed = spec.synthesis.random_seed
     first = _greedy(engine, [mtbench.answer_prompt(q, 1, prompt_of) for q in questions], ev.max_tokens, seed)

@@ -82,7 +82,7 @@ def test_preset_validates_and_sets_its_row(name):
 def test_preset_is_tiny_model_sized(name):
     spec = load_run(PRESETS / f"{name}.yaml").spec
     assert spec.model.base == "models/smollm2-135m-instruct"
-    assert (ROOT / "examples" / "seeds" / pathlib.Path(spec.seed.path).name).is_file()
+    assert spec.seed.path is None  # the built-in 175 Self-Instruct seed tasks, as the quickstart
     assert spec.synthesis.data_size <= 16 and spec.synthesis.max_tokens <= 256
     assert spec.stages.synthesize.gpus == spec.stages.train.gpus == spec.stages.evaluate.gpus == 0
     assert spec.training.precision == "fp32"

@@ -72,21 +72,32 @@ def test_failing_stage_is_retried_by_the_job_then_fails_the_run(cluster, namespa
 
 def test_suspend_mid_run_then_resume(cluster, namespace, storage, operator_process):
     name = "pausable"
-    manifest = run_manifest(name, namespace, iterations=1, extra_annotations={"*": {"sheepdog.test/duration": "4s"}})
+    manifest = run_manifest(name, namespace, iterations=1, extra_annotations={
+        "*": {"sheepdog.test/duration": "4s"}, "synthesize": {"sheepdog.test/duration": "20s"}})
     cluster.apply(manifest)
-    cluster.wait_for("synthesize Job", lambda: _job_names(cluster, namespace, name) == [f"{name}-i1-synthesize"],
-                     timeout=60, interval=0.2)
+    job = f"{name}-i1-synthesize"
+    selector = f"batch.kubernetes.io/job-name={job}"
+    cluster.wait_for("synthesize pod running", lambda: any(
+        p["status"].get("phase") == "Running" for p in cluster.get_json("pods", "-n", namespace, "-l", selector)["items"]),
+        timeout=60, interval=0.2)
     _patch_spec(cluster, namespace, name, {"suspend": True})
-    # the running stage finishes; then no new Job, phase Suspended
+    # the running stage's Job is suspended: its pod goes (its GPU is free), the run is Suspended
     status = wait_phase(cluster, namespace, name, ("Suspended",), timeout=60)
-    assert status["reason"] == "Suspended" and "curate" in status["message"], status
-    assert status["iterations"][0]["stages"]["synthesize"]["phase"] == "Succeeded"
+    assert status["reason"] == "Suspended" and "synthesize" in status["message"], status
+    assert "GPUs freed" in status["message"], status
+    assert status["iterations"][0]["stages"]["synthesize"]["phase"] == "Running"
+    assert cluster.get_json("job", job, "-n", namespace)["spec"]["suspend"] is True
+    cluster.wait_for("the suspended Job's pod gone", lambda: not cluster.get_json(
+        "pods", "-n", namespace, "-l", selector)["items"], timeout=60)
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Stuck"] == "False"
     time.sleep(5)
     assert _job_names(cluster, namespace, name) == [f"{name}-i1-synthesize"]
     assert get_run(cluster, namespace, name)["status"]["phase"] == "Suspended"
     assert {c["type"]: c["status"] for c in status["conditions"]}["Suspended"] == "True"
 
     _patch_spec(cluster, namespace, name, {"suspend": False})
+    cluster.wait_for("the Job resumed", lambda: not cluster.get_json("job", job, "-n", namespace)["spec"]["suspend"],
+                     timeout=60)
     status = wait_phase(cluster, namespace, name, ("Succeeded", "Failed"), timeout=120)
     assert status["phase"] == "Succeeded", status
     assert _job_names(cluster, namespace, name) == sorted(f"{name}-i1-{s}" for s in ("synthesize", "curate", "train"))

@@ -49,3 +49,35 @@ def test_iteration_of_reads_synthesize_ids():
     assert iteration_of({"id": "custom"}) == "?" and iteration_of({}) == "?"
     with pytest.raises(ValueError):
         select_training_records(pairs(1, 2), 0, seed=0, iteration=1)
+
+
+def test_train_stage_draws_total_base_data_of_two_iterations(tmp_path, make_config, monkeypatch):
+    """The train stage's one call: two complete curate outputs (iteration 1 alone holds
+    maxSamples pairs) go through select_training_records; the records handed to training and
+    the summary's samplesFrom come from both iterations. Training itself is stubbed: the real
+    stage is covered by the model tests."""
+    from sheepdog_jobs import storage
+    from sheepdog_jobs.stages import train
+
+    files = []
+    for it in (1, 2):
+        out = tmp_path / f"i{it}" / "curate"
+        out.mkdir(parents=True)
+        storage.write_jsonl(out / "kept.jsonl", pairs(it, 8))
+        storage.write_manifest(out, ["kept.jsonl"], f"fp{it}")
+        files.append(str(out / "kept.jsonl"))
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    cfg = make_config(tmp_path, "train", iteration=2, model=str(base), train_data=files,
+                      spec={"training": {"strategy": "total_base", "maxSamples": 8}})
+    seen = {}
+
+    def fake_train(config, records, fp, out, model_out):
+        seen["records"] = records
+        return {"samplesFrom": samples_from(records)}
+
+    monkeypatch.setattr(train, "_train", fake_train)
+    summary = train.run(cfg)
+    assert len(seen["records"]) == 8
+    assert set(summary["samplesFrom"]) == {"1", "2"} and sum(summary["samplesFrom"].values()) == 8

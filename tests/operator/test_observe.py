@@ -615,3 +615,13 @@ def test_pod_events_are_news_only_when_the_pod_becomes_or_stops_being_stuck():
     assert rec.pod_changed("ns", "p", stuck) and not rec.pod_changed("ns", "p", stuck)
     assert rec.pod_changed("ns", "p", pod("p", "r-i1-synthesize", "Running"))
     assert not rec.pod_changed("ns", "p", None)  # deleted; it was not stuck any more
+
+
+def test_sharded_parse_failures_by_rule_add_up():
+    # Each synthesize shard counts the judgements it made under each assessment.parse rule.
+    merged = obs.merge_summaries([
+        {"ok": True, "parseFailures": 2, "parseFailuresBy": {"strict": 2, "firstNumber": 1}},
+        {"ok": True, "parseFailures": 3, "parseFailuresBy": {"strict": 3, "firstNumber": 0}},
+    ])
+    assert merged["parseFailures"] == 5
+    assert merged["parseFailuresBy"] == {"firstNumber": 1, "strict": 5}

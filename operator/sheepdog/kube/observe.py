@@ -171,13 +171,15 @@ def _index(pod: Mapping[str, Any]) -> int:
 # Only sharded synthesize splits its work (and counts) over pods; a multi-node train's pods
 # all train on the same data, and rank 0 reports for the Job.
 _SUM_KEYS = ("generated", "assessed", "parseFailures")
+_SUM_MAP_KEYS = ("parseFailuresBy",)  # {name: count}, summed name by name
 _MEAN_KEYS = {"meanQuality": "assessed", "meanFollowing": "assessed"}
 
 
 def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """One summary from the summaries of an Indexed Job's pods (ordered by completion index).
 
-    One pod: its summary as is. Several: counts are summed, means weighted by `assessed`,
+    One pod: its summary as is. Several: counts are summed (parseFailuresBy name by name),
+    means weighted by `assessed`,
     `seconds` is the slowest pod's, `ok` is all pods', and every other key comes from index 0
     (for multi-node train only rank 0 reports loss and model; its summary is the Job's).
     """
@@ -188,6 +190,10 @@ def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         values = [s[key] for s in summaries if isinstance(s.get(key), (int, float))]
         if len(values) > 1:
             merged[key] = sum(values)
+    for key in _SUM_MAP_KEYS:
+        maps = [s[key] for s in summaries if isinstance(s.get(key), dict)]
+        if len(maps) > 1:
+            merged[key] = {name: sum(m.get(name, 0) for m in maps) for name in sorted({n for m in maps for n in m})}
     for key, weight_key in _MEAN_KEYS.items():
         pairs = [
             (s[key], s.get(weight_key) or 0)

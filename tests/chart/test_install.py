@@ -106,8 +106,10 @@ def test_operator_pod_runs_under_restricted_pod_security(cluster, cluster_wide):
 def test_runs_complete_as_the_service_account(cluster_wide):
     good, bad = cluster_wide.statuses["good"], cluster_wide.statuses["bad"]
     assert good["phase"] == "Succeeded", good
-    assert [r["iteration"] for r in good["iterations"]] == [1, 2]
-    for rec in good["iterations"]:
+    m0, *recs = good["iterations"]  # evaluation is on: M_0 (the base model) first, as iteration 0
+    assert m0["iteration"] == 0 and m0["evaluation"] == {"ifeval.promptStrict": 0.25}, m0
+    assert [r["iteration"] for r in recs] == [1, 2]
+    for rec in recs:
         assert rec["kept"] == 9 and rec["generated"] == 20 and rec["trainLoss"] == 1.25
         assert rec["evaluation"] == {"ifeval.promptStrict": 0.25}
     assert bad["phase"] == "Failed", bad
@@ -118,10 +120,10 @@ def test_stage_pods_were_admitted_under_restricted(cluster, cluster_wide):
     ns = cluster_wide.run_namespace
     assert cluster.get_json("namespace", ns)["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     jobs = cluster.get_json("jobs", "-n", ns, "-l", "sheepdog.dev/run")["items"]
-    # good: 2 iterations x 4 stages; bad: synthesize, curate, train
-    assert len(jobs) == 11, [j["metadata"]["name"] for j in jobs]
+    # good: M_0's evaluate, then 2 iterations x 4 stages; bad: synthesize, curate, train
+    assert len(jobs) == 12, [j["metadata"]["name"] for j in jobs]
     pods = cluster.get_json("pods", "-n", ns, "-l", "sheepdog.dev/run")["items"]
-    assert len(pods) >= 12  # one each, and bad's train twice (one retry)
+    assert len(pods) >= 13  # one each, and bad's train twice (one retry)
     events = cluster.get_json("events", "-n", ns, "--field-selector", "reason=FailedCreate")["items"]
     assert not events, [e["message"] for e in events]
 

@@ -102,9 +102,10 @@ def run_stage(
     if stream is None:
         stream = getattr(sys.stderr, "buffer", None) or _TextSink(sys.stderr)
     # A train of several ranks starts under torchrun, as its pod does (stage_config.launcher_args).
-    command = stage_command(action.config, python=python, summary_file=str(summary_path), module=module)
     if action.stage == EXPORT:  # spec.export (planner/export_policy.py): a stage's attempts, its own program
         command = export_command(action.config, python=python, summary_file=str(summary_path))
+    else:
+        command = stage_command(action.config, python=python, summary_file=str(summary_path), module=module)
     shown = command[:command.index("--config")]  # the program, without the config document
     shards = shard_count(action)
     if shards > 1:

@@ -30,6 +30,22 @@ def _job_names(cluster, namespace: str, name: str) -> list[str]:
     return sorted(j["metadata"]["name"] for j in stage_jobs(cluster, namespace, name))
 
 
+def _edit_and_wait_reconciled(cluster, namespace: str, name: str, patch: dict) -> dict:
+    """Edits the spec, then waits until a reconcile has answered the edit (status.observedGeneration
+    reaches the new generation): the positive signal that the operator has looked at the run
+    again. That reconcile creates its Jobs before its status write, so the Jobs it would have
+    created already exist when this returns. Returns the status."""
+    _patch_spec(cluster, namespace, name, patch)
+    generation = get_run(cluster, namespace, name)["metadata"]["generation"]
+
+    def answered():
+        st = get_run(cluster, namespace, name).get("status") or {}
+        return st if (st.get("observedGeneration") or 0) >= generation else None
+
+    return cluster.wait_for(f"the operator to answer generation {generation} of {name}", answered,
+                            timeout=60, interval=0.2)
+
+
 def test_failing_stage_is_retried_by_the_job_then_fails_the_run(cluster, namespace, storage, operator_process):
     name = "failing"
     error = {"ok": False, "error": "curate exploded: no pairs left"}
@@ -65,9 +81,11 @@ def test_failing_stage_is_retried_by_the_job_then_fails_the_run(cluster, namespa
     assert metric(s, "sheepdog_stage_retries_total", namespace=namespace, stage="curate") == [2]
     assert metric(s, "sheepdog_runs", namespace=namespace, phase="Failed") == [1]
 
-    # Failed is final: nothing else is created later
-    time.sleep(3)
-    assert len(_job_names(cluster, namespace, name)) == 2
+    # Failed is final: a later reconcile (here the answer to raising iterations, which would run
+    # more on a succeeded run) creates nothing
+    status = _edit_and_wait_reconciled(cluster, namespace, name, {"iterations": 3})
+    assert (status["phase"], status["reason"]) == ("Failed", "StageFailed"), status
+    assert _job_names(cluster, namespace, name) == [f"{name}-i1-curate", f"{name}-i1-synthesize"]
 
 
 def test_suspend_mid_run_then_resume(cluster, namespace, storage, operator_process):
@@ -90,9 +108,10 @@ def test_suspend_mid_run_then_resume(cluster, namespace, storage, operator_proce
     cluster.wait_for("the suspended Job's pod gone", lambda: not cluster.get_json(
         "pods", "-n", namespace, "-l", selector)["items"], timeout=60)
     assert {c["type"]: c["status"] for c in status["conditions"]}["Stuck"] == "False"
-    time.sleep(5)
+    # a later reconcile of the suspended run (the answer to an edit) starts nothing either
+    status = _edit_and_wait_reconciled(cluster, namespace, name, {"synthesis": {"maxTokens": 65}})
     assert _job_names(cluster, namespace, name) == [f"{name}-i1-synthesize"]
-    assert get_run(cluster, namespace, name)["status"]["phase"] == "Suspended"
+    assert status["phase"] == "Suspended", status
     assert {c["type"]: c["status"] for c in status["conditions"]}["Suspended"] == "True"
 
     _patch_spec(cluster, namespace, name, {"suspend": False})
@@ -125,9 +144,13 @@ def test_run_deleted_while_operator_is_down_goes_with_its_jobs(cluster, namespac
         "pods", "-n", namespace, "-l", f"sheepdog.dev/run={name}")["items"], timeout=90)
     print(f"\nrun deleted in {deleted_in:.2f}s with the operator down")
 
-    # the operator starts again with nothing to do for it
+    # the operator starts again with nothing to do for it. It has listed and watches the
+    # namespace once it reconciles (and exports) a new run there; only then is the absence
+    # of the deleted run's series worth asserting
     operator_process.start()
-    time.sleep(2)
+    cluster.apply(run_manifest("witness", namespace, iterations=1))
+    cluster.wait_for("the operator's series of the new run", lambda: [
+        k for k in metric_samples(operator_process.metrics()) if ("run", "witness") in k[1]], timeout=60, interval=0.2)
     s = metric_samples(operator_process.metrics())
     assert not [k for k in s if ("run", name) in k[1]]
     assert "Traceback" not in operator_process.log()
@@ -171,3 +194,33 @@ def test_apiserver_restart_mid_run(cluster, namespace, storage, operator_process
     assert _job_names(cluster, namespace, name) == sorted(
         f"{name}-i{n}-{s}" for n in (1, 2) for s in ("synthesize", "curate", "train"))
     assert operator_process.proc.poll() is None  # still the same process
+
+
+def test_spec_the_api_server_accepts_but_the_operator_rejects_holds_the_run(cluster, namespace, storage,
+                                                                             operator_process):
+    """`training.lora.targetModules` is a string or a list: the CRD cannot type it, so the real
+    API server stores a number as given (tests/api/invalid/lora-target-modules-number.yaml); the
+    operator's loader rejects it. docs/design.md: reason InvalidSpec, a Warning event, no stage
+    starts, not a failure: once the spec is fixed the run goes on."""
+    name = "untyped"
+    manifest = run_manifest(name, namespace, iterations=1)
+    manifest["spec"]["training"]["lora"] = {"targetModules": 7}
+    cluster.apply(manifest)
+    assert get_run(cluster, namespace, name)["spec"]["training"]["lora"]["targetModules"] == 7
+
+    def held():
+        st = get_run(cluster, namespace, name).get("status") or {}
+        return st if st.get("reason") == "InvalidSpec" else None
+
+    status = cluster.wait_for("reason InvalidSpec", held, timeout=60, interval=0.2)
+    assert status["phase"] == "Pending", status
+    assert "spec.training.lora.targetModules" in status["message"], status["message"]
+    assert "no new stage starts until it is fixed" in status["message"], status["message"]
+    assert not stage_jobs(cluster, namespace, name)  # the reconcile that wrote this created nothing
+    [event] = [e for e in events_of(cluster, namespace, name) if e["reason"] == "InvalidSpec"]
+    assert event["type"] == "Warning" and "targetModules" in event["message"], event
+
+    _patch_spec(cluster, namespace, name, {"training": {"lora": {"targetModules": ["q_proj", "v_proj"]}}})
+    status = wait_phase(cluster, namespace, name, ("Succeeded", "Failed"), timeout=120)
+    assert status["phase"] == "Succeeded", status
+    assert _job_names(cluster, namespace, name) == sorted(f"{name}-i1-{s}" for s in ("synthesize", "curate", "train"))

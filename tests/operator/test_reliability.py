@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import random
 import re
+import subprocess
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -119,6 +121,32 @@ def _without_attempts(value: Any) -> Any:
     return value
 
 
+def _recorded(cluster, namespace: str) -> tuple[dict[str, str], set[tuple[str, str]]]:
+    """One LIST of the namespace's runs: each run's phase, and (run, "iteration N stage") of
+    every stage its status records as Succeeded."""
+    phases, done = {}, set()
+    for run in cluster.get_json("selfalignmentruns", "-n", namespace)["items"]:
+        name, st = run["metadata"]["name"], run.get("status") or {}
+        phases[name] = st.get("phase")
+        done |= {(name, f"iteration {rec['iteration']} {stage}") for rec in st.get("iterations") or ()
+                 for stage, srec in (rec.get("stages") or {}).items() if (srec or {}).get("phase") == "Succeeded"}
+    return phases, done
+
+
+def _stage_succeeded_lost(cluster, namespace: str, run: str, iterations: int, cut: set[str]) -> list[str]:
+    """Counts the run's StageSucceeded events exactly: one per stage, never two, none for
+    anything else; a stage may lack its event only when its success was recorded in the last
+    moments of a process that was then SIGKILLed (`cut`). Returns the stages without one."""
+    stages = [f"iteration {i} {s}" for i in range(1, iterations + 1) for s in STAGES]
+    events = [e for e in events_of(cluster, namespace, run) if e["reason"] == "StageSucceeded"]
+    counts = Counter(e["message"].split(" succeeded:", 1)[0] for e in events)
+    assert set(counts) <= set(stages) and max(counts.values(), default=1) == 1, (run, counts)
+    lost = [s for s in stages if s not in counts]
+    assert set(lost) <= cut, f"{run}: no StageSucceeded event for {sorted(set(lost) - cut)}"
+    assert len(events) == len(stages) - len(lost), (run, counts)
+    return lost
+
+
 @pytest.mark.slow
 def test_operator_sigkilled_at_random_moments_of_concurrent_runs(cluster, namespace, storage, operator_process):
     iterations, runs, kills_wanted = 3, 4, 20
@@ -130,6 +158,7 @@ def test_operator_sigkilled_at_random_moments_of_concurrent_runs(cluster, namesp
     calm = wait_phase(cluster, namespace, "calm", ("Succeeded", "Failed"), timeout=300)
     assert calm["phase"] == "Succeeded", calm
     reference = _normalize(calm["iterations"], "calm")
+    assert not _stage_succeeded_lost(cluster, namespace, "calm", iterations, set())
 
     names = [f"storm{k}" for k in range(runs)]
     for n in names:
@@ -138,13 +167,20 @@ def test_operator_sigkilled_at_random_moments_of_concurrent_runs(cluster, namesp
     ledger = JobLedger()
     kills = kills_mid_run = 0
     started = time.monotonic()
+    # (run, "iteration N stage") whose success a process wrote to the status in its last moments
+    # before a SIGKILL: the StageSucceeded event goes out only after that write (reconcile.py,
+    # step 7) and dies with the process; the next one finds the success recorded, so nothing
+    # emits it again. Anywhere else a missing event is a bug.
+    cut: set[tuple[str, str]] = set()
     while kills_mid_run < kills_wanted:  # 20 kills while at least one run is still going
         time.sleep(rng.uniform(0.1, 1.0))
+        _, before = _recorded(cluster, namespace)
         ledger.observe(_jobs_by_name(cluster, namespace))
         operator_process.kill()
         kills += 1
-        phases = [(get_run(cluster, namespace, n).get("status") or {}).get("phase") for n in names]
-        if any(p not in ("Succeeded", "Failed") for p in phases):
+        phases, after = _recorded(cluster, namespace)
+        cut |= after - before
+        if any(phases.get(n) not in ("Succeeded", "Failed") for n in names):
             kills_mid_run += 1
         else:
             operator_process.start()
@@ -169,11 +205,13 @@ def test_operator_sigkilled_at_random_moments_of_concurrent_runs(cluster, namesp
         jobs = {j["metadata"]["name"]: j for j in stage_jobs(cluster, namespace, n)}
         assert not _attempts_explained(st["iterations"], reference, jobs), n
         assert not get_run(cluster, namespace, n)["metadata"].get("finalizers")
-        reasons = [e["reason"] for e in events_of(cluster, namespace, n)]
-        assert reasons.count("StageSucceeded") <= 3 * iterations, reasons
+        lost = _stage_succeeded_lost(cluster, namespace, n, iterations, {k for r, k in cut if r == n})
+        if lost:
+            print(f"{n}: StageSucceeded of {lost} not emitted: recorded right before a SIGKILL")
     # the apiserver never answered a create with a second object: every Job still has its first uid
     log = operator_process.log()
-    print(f"operator starts: {operator_process.starts}; 409 no-ops logged: {log.count('AlreadyExists')}")
+    print(f"operator starts: {operator_process.starts}; 409 no-ops logged: {log.count('AlreadyExists')}; "
+          f"stage successes recorded right before a kill: {len(cut)}")
 
 
 # --- 2. kube-apiserver down for several seconds -----------------------------------------------------
@@ -249,8 +287,35 @@ def _assert_retried_or_clear(st: dict, stage_job: str) -> str:
     return "Failed: " + msg
 
 
+class PodWatch:
+    """`kubectl get pod -w`: every version of one pod, also those between two polls (the pod
+    GC's DisruptionTarget version lives only until the Job controller drops its finalizer)."""
+
+    def __init__(self, cluster, namespace: str, pod: str):
+        self.proc = subprocess.Popen(
+            [str(cluster.bin_dir / "kubectl"), "get", "pod", pod, "-n", namespace, "--watch", "-o", "json"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cluster.full_env())
+
+    def versions(self) -> list[dict]:
+        """Stops the watch; the pod as each event showed it."""
+        self.proc.terminate()
+        text, _ = self.proc.communicate(timeout=30)
+        out, pos, dec = [], 0, json.JSONDecoder()
+        while True:
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+            if pos >= len(text):
+                return out
+            obj, pos = dec.raw_decode(text, pos)
+            out.append(obj)
+
+
 @pytest.mark.slow
 def test_gpu_node_deleted_under_a_running_stage(cluster, namespace, storage, operator_process):
+    """docs/design.md "Retries": a disruption does not consume a retry. So the run must succeed,
+    through the one path the design gives it: the pod GC fails the orphaned pod with
+    DisruptionTarget, the Job's podFailurePolicy ignores that failure, the Job controller
+    creates a replacement on the other node, and the replacement succeeds on attempt 1."""
     name = "quake"
     cluster.apply(run_manifest(name, namespace, iterations=1, extra_annotations={
         "*": {"sheepdog.test/duration": "1s"}, "i1.synthesize": {"sheepdog.test/duration": "30s"}}))
@@ -266,11 +331,13 @@ def test_gpu_node_deleted_under_a_running_stage(cluster, namespace, storage, ope
                      ["status"].get("reason") == "SheepdogTestHeld", timeout=60, interval=0.2)
     node = pod["spec"]["nodeName"]
     node_obj = cluster.get_json("node", node)
+    watch = PodWatch(cluster, namespace, pod_name)
     t0 = time.monotonic()
     try:
         cluster.kubectl("delete", "node", node, "--wait=false")
         st = wait_phase(cluster, namespace, name, ("Succeeded", "Failed"), timeout=400)
     finally:
+        versions = watch.versions()
         if cluster.kubectl("get", "node", node, check=False).returncode != 0:
             cluster.control_plane.ensure_nodes()
             if cluster.kubectl("get", "node", node, check=False).returncode != 0:
@@ -278,19 +345,26 @@ def test_gpu_node_deleted_under_a_running_stage(cluster, namespace, storage, ope
                     node_obj["metadata"].pop(k, None)
                 node_obj.pop("status", None)
                 cluster.apply(node_obj)
-    outcome = _assert_retried_or_clear(st, job)
-    print(f"\nnode {node} deleted under {pod['metadata']['name']}: run {outcome} after {time.monotonic() - t0:.1f}s")
-    assert sorted(_jobs_by_name(cluster, namespace, name)) == _expected_jobs(name, 1)
-    [j] = [j for j in stage_jobs(cluster, namespace, name) if j["metadata"]["name"] == job]
+    print(f"\nnode {node} deleted under {pod_name}: run {st['phase']} after {time.monotonic() - t0:.1f}s")
+    j = cluster.get_json("job", job, "-n", namespace)
     pods = cluster.get_json("pods", "-n", namespace, "-l", f"batch.kubernetes.io/job-name={job}")["items"]
     print(f"Job status {j['status'].get('succeeded')} succeeded / {j['status'].get('failed', 0)} failed; pods "
-          f"{[(p['metadata']['name'], p['status'].get('phase')) for p in pods]}")
-    if outcome == "Succeeded":
-        # the pod GC failed the orphaned pod (DisruptionTarget), the Job controller replaced it
-        # without spending a retry (podFailurePolicy Ignore), and the replacement succeeded
-        assert j["status"].get("succeeded") == 1 and j["status"].get("failed", 0) == 0, j["status"]
-        winners = [p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Succeeded"]
-        assert winners and pod["metadata"]["name"] not in winners, (winners, pod["metadata"]["name"])
+          f"{[(p['metadata']['name'], p['spec'].get('nodeName'), p['status'].get('phase')) for p in pods]}")
+    assert st["phase"] == "Succeeded", st
+    # the pod GC failed the orphaned pod and marked it as a disruption
+    gc = [v for v in versions if v["status"].get("phase") == "Failed" and any(
+        c["type"] == "DisruptionTarget" and c["status"] == "True" for c in v["status"].get("conditions", []))]
+    assert gc, [(v["status"].get("phase"), v["status"].get("conditions")) for v in versions]
+    assert "DeletionByPodGC" in {c.get("reason") for v in gc for c in v["status"]["conditions"]}, gc[-1]["status"]
+    # the Job controller ignored that failure (podFailurePolicy) and replaced the pod elsewhere
+    assert (j["status"].get("succeeded"), j["status"].get("failed", 0)) == (1, 0), j["status"]
+    [winner] = [p for p in pods if p["status"].get("phase") == "Succeeded"]
+    assert winner["metadata"]["name"] != pod_name and winner["spec"]["nodeName"] != node, winner["metadata"]
+    # and it cost no retry: the stage succeeded on its first attempt, nothing was retried
+    assert st["iterations"][0]["stages"]["synthesize"]["attempts"] == 1, st["iterations"][0]["stages"]
+    reasons = [e["reason"] for e in events_of(cluster, namespace, name)]
+    assert "StageRetrying" not in reasons and reasons.count("StageSucceeded") == len(STAGES), reasons
+    assert sorted(_jobs_by_name(cluster, namespace, name)) == _expected_jobs(name, 1)
 
 
 def test_evicted_stage_pod_is_retried(cluster, namespace, storage, operator_process):

@@ -2,15 +2,17 @@
 chart's ServiceAccount identity: the helpers behind test_install.py and
 tests/metrics/test_prometheus.py.
 
-`sheepdog operator` runs as a local process (kwok's pods run nothing), but it authenticates
-as the release's ServiceAccount: a token from the TokenRequest API (`kubectl create token`)
-in a kubeconfig of its own. Whatever the chart's RBAC does not allow, the operator cannot do,
-so a run that completes proves the RBAC sufficient.
+`sheepdog operator` runs as a local process (kwok's pods run nothing), but with the arguments
+and environment of the release's Deployment (plus only the test-only `--test-pod-annotations`),
+and it authenticates as the release's ServiceAccount: a token from the TokenRequest API
+(`kubectl create token`) in a kubeconfig of its own. Whatever the chart's RBAC does not allow,
+the operator cannot do, so a run that completes proves the RBAC sufficient.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +22,8 @@ from typing import Any, Iterator, Optional
 import yaml
 
 from tests.chart.helm import CHART, helm, one
+
+CRD_NAME = "selfalignmentruns.sheepdog.dev"
 
 HERE = Path(__file__).resolve().parent
 MONITORING_CRDS = HERE / "monitoring-crds.yaml"
@@ -55,9 +59,28 @@ def apply_monitoring_crds(cluster: Any) -> None:
 
 def apply_chart_crds(cluster: Any) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
-    cluster.wait_established("selfalignmentruns.sheepdog.dev")
+    wait_crd_served(cluster)
+
+
+def wait_crd_served(cluster: Any) -> None:
+    cluster.wait_established(CRD_NAME)
     cluster.wait_for("SelfAlignmentRun discovery", lambda: cluster.kubectl(
         "get", "selfalignmentruns", "-A", check=False).returncode == 0, timeout=30)
+
+
+def remove_crd(cluster: Any) -> None:
+    """Deletes the SelfAlignmentRun CRD (every run goes with it), so that the next `helm
+    install` creates it from the chart's crds/: Helm skips a CRD that already exists."""
+    cluster.kubectl("delete", "crd", CRD_NAME, "--ignore-not-found", "--wait=true", "--timeout=120s")
+    cluster.wait_for(f"CRD {CRD_NAME} gone", lambda: cluster.kubectl(
+        "get", "crd", CRD_NAME, check=False).returncode != 0, timeout=60)
+
+
+def crd_managers(cluster: Any) -> set[str]:
+    """Who wrote the CRD object (its managedFields managers): {"helm"} when `helm install`
+    created it from the chart's crds/ and nothing applied it since."""
+    return {m["manager"] for m in cluster.get_json("crd", CRD_NAME)["metadata"].get("managedFields") or ()
+            if not m.get("subresource")}  # the API server's own status writes are not the object
 
 
 def cluster_helm(cluster: Any, *args: str, input: Optional[str] = None, check: bool = True):
@@ -103,14 +126,17 @@ def write_token_kubeconfig(cluster: Any, namespace: str, service_account: str, p
 
 class IdentityCluster:
     """The `cluster` fixture seen through another kubeconfig (for OperatorProcess: Kopf's login
-    reads $KUBECONFIG, so the environment carries the ServiceAccount's)."""
+    reads $KUBECONFIG, so the environment carries the ServiceAccount's), plus the environment
+    of the operator's container."""
 
-    def __init__(self, cluster: Any, kubeconfig: Path):
+    def __init__(self, cluster: Any, kubeconfig: Path, env: Optional[dict[str, str]] = None):
         self._cluster = cluster
         self.kubeconfig = kubeconfig
+        self.env = dict(env or {})
 
     def full_env(self) -> dict[str, str]:
         env = self._cluster.full_env()
+        env.update(self.env)
         env["KUBECONFIG"] = str(self.kubeconfig)
         return env
 
@@ -150,7 +176,13 @@ class Release:
 def installed_release(cluster: Any, tmp: Path, name: str, values: dict[str, Any]) -> Iterator[Release]:
     """`helm install` of the chart into a fresh namespace enforcing Pod Security "restricted"
     (so the operator's own pod is admitted under it by the real ReplicaSet controller), a
-    kubeconfig for its ServiceAccount; uninstalled afterwards."""
+    kubeconfig for its ServiceAccount; uninstalled afterwards. The operator's metrics and
+    liveness ports are free ports of this machine (run_operator_as runs the Deployment's
+    command here, beside other tests)."""
+    from tests.operator.conftest import free_port
+
+    ports = {"metricsPort": free_port(), "livenessPort": free_port()}
+    values = {**values, "operator": {**values.get("operator", {}), **ports}}
     ns = create_namespace(cluster, unique(f"{name}-system"), RESTRICTED)
     try:
         res = cluster_helm(cluster, "install", name, str(CHART), "--namespace", ns, "--values", "-",
@@ -166,13 +198,56 @@ def installed_release(cluster: Any, tmp: Path, name: str, values: dict[str, Any]
         delete_namespace(cluster, ns)
 
 
+def deployment_container(cluster: Any, release: Release) -> dict[str, Any]:
+    """The operator container of the release's Deployment as the API server stores it (the
+    chart's template as Helm rendered it)."""
+    name = release.get("Deployment")["metadata"]["name"]
+    dep = cluster.get_json("deployment", name, "-n", release.namespace)
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def deployment_env(container: dict[str, Any], namespace: str, pod: str) -> dict[str, str]:
+    """The container's environment; the downward-API fields it uses resolved as the kubelet
+    would for pod `pod` in `namespace`."""
+    fields = {"metadata.namespace": namespace, "metadata.name": pod}
+    env = {}
+    for e in container.get("env") or ():
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        else:
+            path = e["valueFrom"]["fieldRef"]["fieldPath"]
+            assert path in fields, f"the Deployment reads {path}: resolve it here too"
+            env[e["name"]] = fields[path]
+    return env
+
+
 def run_operator_as(cluster: Any, release: Release, log_path: Path, namespaces: list[str]):
-    """`sheepdog operator` (tests/operator's OperatorProcess) authenticated as the release's
-    ServiceAccount, with the flags the chart's Deployment passes."""
+    """`sheepdog operator` (the image's ENTRYPOINT) run here with the arguments and environment
+    of the release's Deployment, authenticated as its ServiceAccount, plus only the test-only
+    `--test-pod-annotations` (kwok finishes the stage pods by their annotations).
+    `namespaces` must be what the Deployment watches: checked against its --namespace args."""
     from tests.operator.conftest import OperatorProcess
 
     assert release.kubeconfig is not None
-    return OperatorProcess(IdentityCluster(cluster, release.kubeconfig), namespaces, log_path)
+    container = deployment_container(cluster, release)
+    args = list(container["args"])
+    assert sorted(a.split("=", 1)[1] for a in args if a.startswith("--namespace=")) == sorted(namespaces), args
+    env = deployment_env(container, release.namespace, f"{release.name}-sheepdog-local")
+
+    class DeploymentOperator(OperatorProcess):
+        def command(self) -> list[str]:
+            return [sys.executable, "-m", "sheepdog.cli", "operator", *args, "--test-pod-annotations"]
+
+    op = DeploymentOperator(IdentityCluster(cluster, release.kubeconfig, env), namespaces, log_path)
+    op.metrics_port = _flag(args, "--metrics-port")
+    op.liveness_port = _flag(args, "--liveness-port")
+    return op
+
+
+def _flag(args: list[str], flag: str) -> int:
+    (value,) = [a.split("=", 1)[1] for a in args if a.startswith(flag + "=")]
+    return int(value)
 
 
 def wait_phase(cluster: Any, namespace: str, name: str, phases: tuple[str, ...], timeout: float = 300) -> dict:

@@ -12,24 +12,30 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.chart.e2e import (
+    CRD_NAME,
     RESTRICTED,
     Release,
-    apply_chart_crds,
     apply_monitoring_crds,
     can_i,
     create_namespace,
+    crd_managers,
     delete_namespace,
+    deployment_container,
     failing_run,
     forbidden_lines,
     good_run,
     installed_release,
+    remove_crd,
     run_operator_as,
     storage,
     unique,
+    wait_crd_served,
     wait_phase,
 )
+from tests.chart.helm import CHART
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -60,12 +66,14 @@ class Scenario:
 
 @pytest.fixture(scope="module")
 def cluster_wide(cluster, tmp_path_factory):
-    """Cluster-wide mode: release `sdcw`, the operator (as its ServiceAccount, all namespaces)
+    """Cluster-wide mode: release `sdcw` installs the CRD from the chart's crds/ (none exists
+    before it); the operator (the Deployment's command, as its ServiceAccount, all namespaces)
     takes a 2-iteration run to Succeeded and a run whose train pods fail to Failed."""
     tmp = tmp_path_factory.mktemp("cluster-wide")
-    apply_chart_crds(cluster)
+    remove_crd(cluster)
     apply_monitoring_crds(cluster)
     with installed_release(cluster, tmp, "sdcw", INSTALL_VALUES) as rel:
+        wait_crd_served(cluster)
         run_ns = create_namespace(cluster, unique("runs"), RESTRICTED)
         op = run_operator_as(cluster, rel, tmp / "operator.log", namespaces=[])
         try:
@@ -89,6 +97,31 @@ def test_install_prints_the_next_steps(cluster_wide):
     assert f"{cluster_wide.release.name}-sheepdog-metrics.{cluster_wide.release.namespace}.svc:8080/metrics" in notes
     assert 'folder "sheepdog"' in notes and "grafana_dashboard" in notes
     assert "SheepdogRunFailed" in notes
+
+
+def test_the_chart_installed_the_crd(cluster, cluster_wide):
+    """Helm created the CRD from the chart's crds/ (the fixture removed any earlier one), and it
+    is that file's CRD."""
+    assert crd_managers(cluster) == {"helm"}
+    stored = cluster.get_json("crd", CRD_NAME)["spec"]
+    shipped = yaml.safe_load((CHART / "crds" / "sheepdog.dev_selfalignmentruns.yaml").read_text())["spec"]
+    assert [v["name"] for v in stored["versions"]] == [v["name"] for v in shipped["versions"]]
+    assert stored["versions"][0]["schema"] == shipped["versions"][0]["schema"]
+
+
+def test_operator_runs_with_the_deployments_command(cluster, cluster_wide):
+    """The operator process ran with the Deployment's arguments (plus the test-only flag) and
+    its environment, not with flags of the tests' own."""
+    container = deployment_container(cluster, cluster_wide.release)
+    cmd = cluster_wide.operator.command()
+    assert cmd[-len(container["args"]) - 1:] == [*container["args"], "--test-pod-annotations"], cmd
+    env = cluster_wide.operator.cluster.full_env()
+    assert env["SHEEPDOG_WORKER_DEFAULTS"] == next(
+        e["value"] for e in container["env"] if e["name"] == "SHEEPDOG_WORKER_DEFAULTS")
+    jobs = cluster.get_json("jobs", "-n", cluster_wide.run_namespace, "-l", "sheepdog.dev/run")["items"]
+    images = {c["image"] for j in jobs for c in j["spec"]["template"]["spec"]["containers"]}
+    worker = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--worker-image="))
+    assert images == {worker}, images
 
 
 def test_operator_pod_runs_under_restricted_pod_security(cluster, cluster_wide):

@@ -12,6 +12,9 @@ from sheepdog.stage_config import kube_layout
 from tests.planner.simulate import make_spec, summary_for
 
 
+RUN = {"metadata": {"name": "demo", "namespace": "ns", "uid": "uid-1"}}
+
+
 def _start_export(spec) -> StartExport:
     """The planner's export action for a run whose one iteration finished."""
     observed = [StageObservation(1, s, "succeeded", summary=summary_for(1, s), finished_at="2026-01-01T00:00:01Z")
@@ -25,7 +28,7 @@ def _start_export(spec) -> StartExport:
 def test_export_job_runs_the_export_command_with_the_secret_by_reference():
     spec = make_spec(iterations=1, export={"to": "s3://models/demo", "credentialsSecretRef": {"name": "s3-creds"}})
     action = _start_export(spec)
-    job = build_export_job("demo", "ns", "uid-1", spec, action.config, "registry.example/worker:1")
+    job = build_export_job(RUN, spec, action.config, "registry.example/worker:1")
     assert job["metadata"]["name"] == "demo-i1-export"
     assert job["metadata"]["labels"]["sheepdog.dev/stage"] == "export"
     assert job["metadata"]["labels"]["sheepdog.dev/iteration"] == "1"
@@ -48,7 +51,7 @@ def test_export_job_runs_the_export_command_with_the_secret_by_reference():
 
 def test_export_to_the_volume_needs_no_secret():
     spec = make_spec(iterations=1, export={"to": "exports/demo"})
-    job = build_export_job("demo", "ns", "uid-1", spec, _start_export(spec).config)
+    job = build_export_job(RUN, spec, _start_export(spec).config)
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert "envFrom" not in container
     command = container["command"]

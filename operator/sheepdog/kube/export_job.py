@@ -33,14 +33,11 @@ def export_env(spec: RunSpec, config: ExportConfig) -> list[dict[str, Any]]:
         ("SHEEPDOG_RUN", config.run), ("SHEEPDOG_ITERATION", str(config.iteration)), ("SHEEPDOG_STAGE", EXPORT))]
 
 
-def build_export_job(
-    run_name: str,
-    namespace: str,
-    run_uid: str,
-    spec: RunSpec,
-    config: ExportConfig,
-    image_defaults: Union[None, str, Mapping[str, Any], ImageDefaults] = None,
-) -> dict[str, Any]:
+def build_export_job(run: Mapping[str, Any], spec: RunSpec, config: ExportConfig,
+                     image_defaults: Union[None, str, Mapping[str, Any], ImageDefaults] = None) -> dict[str, Any]:
+    """The Job of `run` (its metadata: name, namespace, uid) that exports as `config` says."""
+    meta = run["metadata"]
+    run_name, namespace, run_uid = meta["name"], meta["namespace"], meta["uid"]
     if config.run != run_name:
         raise ValueError(f"export config is for run {config.run!r}, not {run_name!r}")
     images = ImageDefaults.coerce(image_defaults)
@@ -93,5 +90,4 @@ def is_export(action: Any) -> bool:
 
 
 def export_objects(run: Mapping[str, Any], spec: RunSpec, action: Any, image_defaults: Optional[Any]) -> list[dict]:
-    meta = run["metadata"]
-    return [build_export_job(meta["name"], meta["namespace"], meta["uid"], spec, action.config, image_defaults)]
+    return [build_export_job(run, spec, action.config, image_defaults)]

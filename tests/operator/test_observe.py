@@ -514,8 +514,10 @@ def test_a_stuck_pod_names_the_reason_in_status_and_a_warning():
     p = pod("r-i1-synthesize-a", "r-i1-synthesize", "Pending")
     p["status"] = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                                                         "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."}]}
-    kube.pods.append(p)
+    assert rec.pod_changed("ns", "r-i1-synthesize-a", p)  # the pod watch keeps stuck pods
+    kube.writes.clear()
     r = rec.reconcile("ns", "r")
+    assert not [w for w in kube.writes if w[0] == "list_pods"]  # known from the watch, not LISTed
     st = kube.run["status"]
     assert (st["phase"], st["reason"]) == ("Running", "Unschedulable")
     assert "2 Insufficient nvidia.com/gpu" in st["message"]
@@ -615,6 +617,8 @@ def test_pod_events_are_news_only_when_the_pod_becomes_or_stops_being_stuck():
     assert rec.pod_changed("ns", "p", stuck) and not rec.pod_changed("ns", "p", stuck)
     assert rec.pod_changed("ns", "p", pod("p", "r-i1-synthesize", "Running"))
     assert not rec.pod_changed("ns", "p", None)  # deleted; it was not stuck any more
+    assert rec.pod_changed("ns", "p", stuck) and rec.stuck_pods("ns") == [stuck] and rec.stuck_pods("other") == []
+    assert rec.pod_changed("ns", "p", None) and rec.stuck_pods("ns") == []
 
 
 def test_sharded_parse_failures_by_rule_add_up():

@@ -80,6 +80,14 @@ def test_running_finished_and_starting_pods_are_not_stuck():
 def test_what_to_read_for_a_running_job():
     assert stuck.needs_pods(job(active=1, ready=0)) and not stuck.needs_pods(job(active=1, ready=1))
     assert stuck.needs_events(job(active=0)) and not stuck.needs_events(job(active=1))
+    # a pod that just did its work: no Events to read at every stage transition
+    done = job(active=0)
+    done["status"]["succeeded"] = 1
+    assert not stuck.needs_events(done)
+    assert not stuck.needs_events(job(active=0, conditions=[{"type": "SuccessCriteriaMet", "status": "True"}]))
+    counting = job(active=0)
+    counting["status"]["uncountedTerminatedPods"] = {"failed": ["uid-1"]}
+    assert not stuck.needs_events(counting)
     assert not stuck.needs_events(job(suspend=True)) and not stuck.needs_pods(job(suspend=True, active=1))
     assert stuck.recheck_events(job(), known_stuck=False)
     assert not stuck.recheck_events(job(), known_stuck=True)

@@ -13,8 +13,9 @@ event, from the periodic resync) is harmless:
      deleted run of the same name that the garbage collector has not removed yet are ignored).
      Terminal Jobs whose outcome the status does not record yet get their pods LISTed once
      (the summary is the succeeded pod's termination message; a failure's detail is the last
-     failed pod's); so do running Jobs with a pod that is not ready (is it stuck? see
-     sheepdog.kube.stuck), and a running Job without pods gets its Events LISTed (FailedCreate).
+     failed pod's). A running Job with a pod that is not ready is checked against the stuck
+     pods the pod watch keeps (pod_changed; no LIST), and a running Job without pods gets its
+     Events LISTed (FailedCreate) while that lasts (sheepdog.kube.stuck).
   4. plan(...) -> the complete new status, the stages to start, the events.
   5. Create the Jobs (and a multi-node train's rendezvous Service). 409 AlreadyExists is a
      no-op for a Job this run owns: the Job of a stage is created once, ever. Any other
@@ -168,6 +169,15 @@ def live_pods(pods: list[Mapping[str, Any]]) -> list[str]:
                   if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
 
 
+def _plain(value: Any) -> Any:
+    """A watch event's body (Kopf's mapping views) as plain dicts and lists, to keep."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _stage_records(status: Mapping[str, Any]) -> dict[tuple[int, str], Mapping[str, Any]]:
     out = {}
     for rec in status.get("iterations") or ():
@@ -196,8 +206,9 @@ class Reconciler:
         self._own_writes: dict[tuple[str, str], deque[str]] = {}
         # (namespace, Job name) -> observe.job_signature of the Job as last reconciled on
         self._job_signatures: dict[tuple[str, str], tuple] = {}
-        # (namespace, pod name) -> stuck.pod_signature of a stage pod that is stuck
-        self._pod_signatures: dict[tuple[str, str], str] = {}
+        # (namespace, pod name) -> a stage pod that is stuck, as its last watch event showed it:
+        # the pod watch keeps exactly the stuck pods, so no reconcile LISTs pods to find them
+        self._stuck_pods: dict[tuple[str, str], dict[str, Any]] = {}
         # (namespace, run) -> transient Job-creation errors in a row (the backoff)
         self._create_failures: dict[tuple[str, str], int] = {}
 
@@ -234,10 +245,13 @@ class Reconciler:
         Only stuck pods are remembered, so the ordinary life of a pod is no news."""
         key = (namespace, pod)
         sig = None if body is None else stuck.pod_signature(body)
-        old = self._pod_signatures.pop(key, None)
+        before = self._stuck_pods.pop(key, None)
         if sig is not None:
-            self._pod_signatures[key] = sig
-        return sig != old
+            self._stuck_pods[key] = _plain(body)
+        return sig != (None if before is None else stuck.pod_signature(before))
+
+    def stuck_pods(self, namespace: str) -> list[dict[str, Any]]:
+        return [p for (ns, _), p in dict(self._stuck_pods).items() if ns == namespace]
 
     def forget(self, namespace: str, name: str) -> None:
         self._own_writes.pop((namespace, name), None)
@@ -282,8 +296,8 @@ class Reconciler:
 
         uid = meta["uid"]
         jobs = [j for j in self.kube.list_jobs(namespace, name) if _owned_by(j, uid)]
-        need = [j["metadata"]["name"] for j in jobs if obs.needs_pods(j, old_raw) or stuck.needs_pods(j)]
-        pods = self.kube.list_pods(namespace, need) if need else []
+        need = [j["metadata"]["name"] for j in jobs if obs.needs_pods(j, old_raw)]
+        pods = (self.kube.list_pods(namespace, need) if need else []) + self.stuck_pods(namespace)
         events = {j["metadata"]["name"]: self.kube.list_job_events(namespace, j["metadata"]["name"])
                   for j in jobs if stuck.needs_events(j)}
         observed = obs.observe(jobs, old_raw, pods, events)

@@ -73,10 +73,22 @@ def needs_pods(job: Mapping[str, Any]) -> bool:
     return _starting(job) and int(st.get("active") or 0) > int(st.get("ready") or 0)
 
 
+def _ending(job: Mapping[str, Any]) -> bool:
+    """Its pods have done their work and the Job controller is about to say so: no pod is
+    missing (a pod that just succeeded, SuccessCriteriaMet or FailureTarget before Complete
+    or Failed). Reading Events then would cost a request at every stage transition."""
+    st = job.get("status") or {}
+    uncounted = st.get("uncountedTerminatedPods") or {}
+    ending = any(c.get("type") in ("SuccessCriteriaMet", "FailureTarget") and c.get("status") == "True"
+                 for c in st.get("conditions") or ())
+    return ending or int(st.get("succeeded") or 0) > 0 or any(uncounted.get(k) for k in ("succeeded", "failed"))
+
+
 def needs_events(job: Mapping[str, Any]) -> bool:
     """A running Job without any pod: only its FailedCreate Events can tell why."""
     st = job.get("status") or {}
-    return _starting(job) and int(st.get("active") or 0) == 0 and int(st.get("terminating") or 0) == 0
+    return (_starting(job) and not _ending(job) and int(st.get("active") or 0) == 0
+            and int(st.get("terminating") or 0) == 0)
 
 
 def recheck_events(job: Mapping[str, Any], known_stuck: bool) -> bool:

@@ -43,13 +43,15 @@ class StageConfig(BaseModel):
     root: str = Field(description="Volume root: relative model/seed paths resolve against it.")
     run_dir: str = Field(description="This run's directory (absolute).")
     out_dir: str = Field(description="This stage's output directory: <runDir>/i<N>/<stage>.")
-    seed_file: str
+    seed_file: Optional[str] = Field(
+        None, description="Seed tasks (absolute); None: the stage's built-in Self-Instruct set."
+    )
     generator_model: str = Field(description="Model that synthesizes (M_t): path or hub id.")
-    base_model: str = Field(description="Model that train starts from (depends on strategy).")
-    train_data: list[str] = Field(
     judge_model: Optional[str] = Field(
         None, description="Model that self-assesses (assessment.judge); None: the generator."
     )
+    base_model: str = Field(description="Model that train starts from (depends on strategy).")
+    train_data: list[str] = Field(
         default_factory=list, description="Curated data files train reads (total_base: all so far)."
     )
     model_out: str = Field(description="Where train leaves the model of this iteration.")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from sheepdog.api import crd as crdmod
-from sheepdog.api.spec import FilterSpec, RunSpec, SelfAlignmentRun
+from sheepdog.api.spec import STAGES, FilterSpec, RunSpec, SelfAlignmentRun
 from sheepdog.api.status import RunStatus
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -181,9 +181,13 @@ def test_no_anyof_or_nullable_anywhere(schema: dict[str, Any]) -> None:
 
 
 def test_every_spec_object_is_closed_or_a_map(schema: dict[str, Any]) -> None:
-    """spec objects prune unknown fields (pydantic forbids them): only targetModules is open."""
+    """spec objects prune unknown fields (pydantic forbids them): only targetModules is open, and
+    the core/v1 parts of a stage's podTemplate (EnvVar, EnvFromSource, Affinity, Volume,
+    VolumeMount), which the API server validates as part of the Job."""
     open_nodes = [p for p, n in walk(schema["properties"]["spec"]) if n.get("x-kubernetes-preserve-unknown-fields")]
-    assert open_nodes == [".training.lora.targetModules"]
+    core = [f".stages.{s}.podTemplate.{f}" for s in STAGES
+            for f in ("env[]", "envFrom[]", "affinity", "volumes[]", "volumeMounts[]")]
+    assert sorted(open_nodes) == sorted([".training.lora.targetModules", *core])
 
 
 def test_status_keeps_what_the_operator_writes(schema: dict[str, Any]) -> None:
@@ -293,3 +297,30 @@ def test_every_default_is_valid_for_pydantic(schema: dict[str, Any]) -> None:
     """The defaulted empty spec is what the operator reads back: pydantic must accept it as is."""
     defaulted = apply_defaults({"model": {"base": "m"}}, schema["properties"]["spec"])
     assert RunSpec.model_validate(defaulted).to_wire() == defaulted
+
+
+# --- API conventions and immutability (issue 14) ------------------------------------------------
+
+
+def test_conditions_are_a_list_map_keyed_by_type(schema: dict[str, Any]) -> None:
+    conditions = schema["properties"]["status"]["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    assert "type" in conditions["items"]["required"]  # a map key must be required
+
+
+def test_every_time_is_a_date_time(schema: dict[str, Any]) -> None:
+    times = {p: n.get("format") for p, n in walk(schema["properties"]["status"])
+             if p.endswith(("At", "Time"))}
+    assert times and set(times.values()) == {"date-time"}, times
+    assert ".conditions[].lastTransitionTime" in times and ".startedAt" in times
+
+
+def test_fields_that_would_corrupt_a_started_run_are_immutable(schema: dict[str, Any]) -> None:
+    rules = [r for r in schema["x-kubernetes-validations"] if "oldSelf" in r["rule"]]
+    fields = [r["message"].split()[0] for r in rules]
+    assert fields == ["spec.storage.claimName", "spec.storage.subPath", "spec.model.base", "spec.seed.path",
+                      "spec.training.strategy"]
+    for r in rules:
+        assert r["rule"].startswith("!(has(oldSelf.status) && has(oldSelf.status.startedAt)) || ")
+        assert "cannot change once the run has started: " in r["message"]

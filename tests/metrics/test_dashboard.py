@@ -48,6 +48,8 @@ PANELS: dict[str, tuple[str, list[tuple[str, str]]]] = {
         ("sheepdog_iteration_mean_quality_score", "quality"),
         ("sheepdog_iteration_mean_following_score", "following")]),
     "Train loss per iteration": ("none", [("sheepdog_iteration_train_loss", "train loss")]),
+    "GPU-hours per iteration": ("h", [("sheepdog_iteration_gpu_seconds", "GPU-hours")]),
+    "GPU-hours per kept pair": ("h", [("sheepdog_iteration_gpu_seconds", "GPU-hours per kept pair")]),
     "Evaluation scores per iteration": ("none", [
         ("sheepdog_iteration_evaluation_score", "{{metric}} (iteration {{iteration}})")]),
     # stages
@@ -81,6 +83,7 @@ REQUIRED = {
                                                  "Keep rate per iteration"],
     "mean scores per iteration": ["Mean self-assessed scores per iteration"],
     "train loss": ["Train loss per iteration"],
+    "GPU cost": ["GPU-hours per iteration", "GPU-hours per kept pair"],
     "stage durations": ["Stage duration (mean and p95)"],
     "failures and retries": ["Failures and retries (since operator start)", "Retries and failures by stage"],
     "operator up": ["Operator up"],

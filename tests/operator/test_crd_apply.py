@@ -112,6 +112,42 @@ def test_status_rejects_an_unknown_phase(cluster, crd, namespace) -> None:
     assert res.returncode != 0 and "status.phase" in res.stderr
 
 
+IMMUTABLE_EDITS = [
+    ({"storage": {"claimName": "other"}}, "spec.storage.claimName"),
+    ({"storage": {"subPath": "runs/elsewhere"}}, "spec.storage.subPath"),
+    ({"model": {"base": "models/other"}}, "spec.model.base"),
+    ({"seed": {"path": "seeds/mine.jsonl"}}, "spec.seed.path"),  # unset -> set is a change too
+    ({"training": {"strategy": "one_last"}}, "spec.training.strategy"),
+]
+
+
+def test_fields_of_a_started_run_are_immutable_and_other_edits_pass(cluster, crd, namespace) -> None:
+    run = (ROOT / "tests/api/valid/minimal.yaml").read_text()
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=run)
+
+    def patch(spec: dict[str, Any]):
+        return cluster.kubectl("patch", "sar", "minimal", "-n", namespace, "--type=merge",
+                               "-p", json.dumps({"spec": spec}), check=False)
+
+    # not started yet: a wrong base is fixed by an edit
+    assert patch({"model": {"base": "models/Qwen1.5-72B-fixed"}}).returncode == 0
+    started = {"status": {"phase": "Running", "startedAt": "2026-01-01T00:00:00Z"}}
+    cluster.kubectl("patch", "sar", "minimal", "-n", namespace, "--subresource=status", "--type=merge",
+                    "-p", json.dumps(started))
+    for spec, field in IMMUTABLE_EDITS:
+        res = patch(spec)
+        assert res.returncode != 0, f"{field} changed on a started run"
+        assert f"{field} cannot change once the run has started" in res.stderr, res.stderr
+    # edits that do not corrupt the run still go through, and so does the operator's status write
+    assert patch({"iterations": 5, "synthesis": {"dataSize": 20}, "suspend": True}).returncode == 0
+    res = cluster.kubectl("patch", "sar", "minimal", "-n", namespace, "--subresource=status", "--type=merge",
+                          "-p", json.dumps({"status": {"iteration": 2}}), check=False)
+    assert res.returncode == 0, res.stderr
+    spec = cluster.get_json("sar", "minimal", "-n", namespace)["spec"]
+    assert spec["model"]["base"] == "models/Qwen1.5-72B-fixed" and spec["iterations"] == 5
+    assert "path" not in spec["seed"] and spec["storage"]["claimName"] == "sheepdog-data"
+
+
 # --- the Jobs the builders make, on the real API server -------------------------------------------
 
 
@@ -129,6 +165,13 @@ def _built_objects() -> list[tuple[str, dict[str, Any]]]:
                                  "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
                                  "resources": {"requests": {"cpu": 2, "memory": "1Gi"}}}},
         },
+        "podTemplate": {"stages": {"train": {"podTemplate": {
+            "env": [{"name": "NCCL_DEBUG", "value": "INFO"}], "envFrom": [{"configMapRef": {"name": "nccl"}}],
+            "annotations": {"k8s.v1.cni.cncf.io/networks": "rdma"}, "labels": {"team": "a"},
+            "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 1, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}}]}},
+            "volumes": [{"name": "keys", "secret": {"secretName": "keys"}}],
+            "volumeMounts": [{"name": "keys", "mountPath": "/etc/keys", "readOnly": True}]}}}},
     }
     out = []
     for label, extra in variants.items():

@@ -261,7 +261,8 @@ def test_volumes_and_writable_home() -> None:
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     assert vols["data"] == {"name": "data", "persistentVolumeClaim": {"claimName": "team-data"}}
     assert mounts["/data"] == "data"
-    assert vols[mounts["/dev/shm"]]["emptyDir"] == {"medium": "Memory"}
+    # memory-backed and sized (the built-in size of the stage; the chart's worker.shmSize)
+    assert vols[mounts["/dev/shm"]]["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Gi"}
     env = env_of(job)
     # HOME and the caches lie on something a non-root user can write: an emptyDir or the volume
     for var in ("HOME", "HF_HOME", "TRANSFORMERS_CACHE", "XDG_CACHE_HOME", "TMPDIR"):
@@ -412,7 +413,11 @@ def test_worker_defaults_for_gpu_stages_and_queue() -> None:
     assert synth["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "default-queue"
     assert synth["spec"]["suspend"] is True
     train = build(spec, "train", images=defaults)
-    assert pod_of(train)["nodeSelector"] == {"pool": "h100"}  # the run's own setting wins
+    # the run's own selector is merged over the default (its keys win)
+    assert pod_of(train)["nodeSelector"] == {"nvidia.com/gpu.present": "true", "pool": "h100"}
+    own = build(make_spec(stages={"train": {"nodeSelector": {"nvidia.com/gpu.present": "no"}}}), "train",
+                images=defaults)
+    assert pod_of(own)["nodeSelector"] == {"nvidia.com/gpu.present": "no"}
     curate = build(spec, "curate", images=defaults)  # no GPU: no GPU placement
     assert "nodeSelector" not in pod_of(curate) and "tolerations" not in pod_of(curate)
     own_queue = build(make_spec(scheduling={"queueName": "mine"}), "curate", images=defaults)
@@ -586,3 +591,69 @@ def test_render_uses_the_planners_lineage_and_the_runs_uid() -> None:
     expected = config_for(run.spec, "train", 2, "r")
     assert config["generatorModel"] == expected.generator_model == "/data/runs/r/i1/model"
     assert config["baseModel"] == expected.base_model == "/data/runs/r/i1/model"  # one_last
+
+
+# --- pods a GPU cluster accepts (issue 14) -------------------------------------------------------
+
+GPU_DEFAULTS = {"gpuResourceName": "amd.com/gpu", "shmSize": {"train": "100Gi"},
+                "resourcesPerGpu": {"synthesize": {"cpu": "8", "memory": "64Gi"},
+                                    "train": {"cpu": 6, "memory": "1.5Gi"}}}
+
+
+def qos_class(resources: dict[str, Any]) -> str:
+    """Kubernetes' QoS class of a one-container pod."""
+    req, lim = resources.get("requests", {}), resources.get("limits", {})
+    if not req and not lim:
+        return "BestEffort"
+    if all(lim.get(r) is not None and req.get(r, lim[r]) == lim[r] for r in ("cpu", "memory")):
+        return "Guaranteed"
+    return "Burstable"
+
+
+def test_gpu_stages_are_guaranteed_by_default_per_gpu():
+    spec = make_spec(stages={"train": {"gpus": 4}})
+    synth = container_of(build(spec, "synthesize", images=GPU_DEFAULTS))["resources"]
+    assert synth == {"requests": {"cpu": "64", "memory": "512Gi", "amd.com/gpu": "8"},
+                     "limits": {"cpu": "64", "memory": "512Gi", "amd.com/gpu": "8"}}
+    assert qos_class(synth) == "Guaranteed"
+    train = container_of(build(spec, "train", images=GPU_DEFAULTS))["resources"]
+    assert train["requests"] == train["limits"] == {"cpu": "24", "memory": "6Gi", "amd.com/gpu": "4"}
+    assert container_of(build(spec, "curate", images=GPU_DEFAULTS))["resources"] == {}  # no GPU: no default
+    cpu_only = make_spec(stages={"synthesize": {"gpus": 0, "tensorParallel": 1}})
+    assert container_of(build(cpu_only, "synthesize", images=GPU_DEFAULTS))["resources"] == {}
+
+
+def test_a_resource_the_run_names_replaces_the_default_for_it_only():
+    spec = make_spec(stages={"synthesize": {"resources": {"limits": {"memory": "700Gi"}, "requests": {"memory": "700Gi"}}}})
+    res = container_of(build(spec, "synthesize", images=GPU_DEFAULTS))["resources"]
+    assert res["requests"] == {"cpu": "64", "memory": "700Gi", "amd.com/gpu": "8"}
+    assert res["limits"] == {"cpu": "64", "memory": "700Gi", "amd.com/gpu": "8"}
+    # a request alone: the default's limit for that resource goes too (no request > limit)
+    spec = make_spec(stages={"synthesize": {"resources": {"requests": {"cpu": "100"}}}})
+    res = container_of(build(spec, "synthesize", images=GPU_DEFAULTS))["resources"]
+    assert res["requests"]["cpu"] == "100" and "cpu" not in res["limits"]
+
+
+def test_gpu_resource_name_and_shm_size_come_from_the_defaults():
+    job = build(make_spec(), "train", images=GPU_DEFAULTS)
+    res = container_of(job)["resources"]
+    assert "nvidia.com/gpu" not in res["limits"] and res["limits"]["amd.com/gpu"] == "8"
+    dshm = next(v for v in pod_of(job)["volumes"] if v["name"] == "dshm")
+    assert dshm["emptyDir"] == {"medium": "Memory", "sizeLimit": "100Gi"}
+    dshm = next(v for v in pod_of(build(make_spec(), "curate", images=GPU_DEFAULTS))["volumes"] if v["name"] == "dshm")
+    assert dshm["emptyDir"]["sizeLimit"] == "1Gi"  # the built-in size of the stage
+
+
+@pytest.mark.parametrize("value,factor,expected", [(8, 4, "32"), ("64Gi", 8, "512Gi"), ("500m", 3, "1500m"),
+                                                   ("1.5Gi", 3, "4.5Gi"), ("0.25", 4, "1")])
+def test_scale_quantity(value, factor, expected):
+    from sheepdog.kube.resources import scale_quantity
+
+    assert scale_quantity(value, factor) == expected
+
+
+def test_scale_quantity_refuses_what_is_not_a_quantity():
+    from sheepdog.kube.resources import scale_quantity
+
+    with pytest.raises(ValueError, match="not a Kubernetes quantity"):
+        scale_quantity("lots", 2)

@@ -27,3 +27,13 @@ def test_worker_defaults_absent_keeps_builtin_image():
 def test_worker_defaults_invalid_is_a_clear_error(raw):
     with pytest.raises(SystemExit, match="SHEEPDOG_WORKER_DEFAULTS"):
         image_defaults(parse_args([]), {"SHEEPDOG_WORKER_DEFAULTS": raw})
+
+
+def test_gpu_defaults_from_env():
+    env = {"SHEEPDOG_WORKER_DEFAULTS": json.dumps({
+        "gpuResourceName": "amd.com/gpu", "resourcesPerGpu": {"train": {"cpu": "8", "memory": "96Gi"}},
+        "shmSize": {"train": "128Gi"}})}
+    d = image_defaults(parse_args([]), env)
+    assert d.gpu_resource == "amd.com/gpu"
+    assert d.resources_per_gpu == {"train": {"cpu": "8", "memory": "96Gi"}}
+    assert d.shm_size["train"] == "128Gi" and d.shm_size["curate"] == "1Gi"  # built-in for the rest

@@ -27,3 +27,14 @@ def test_transition_time_kept_when_status_unchanged_even_if_reason_changes():
     assert c["Progressing"].last_transition_time == "t3" and c["Ready"].last_transition_time == "t3"
     assert c["Failed"].last_transition_time == "t1"
     assert [x.type for x in third] == ["Ready", "Progressing", "Failed", "Suspended"]
+
+
+def test_each_condition_has_its_own_reason():
+    c = by_type(conditions_for("Running", "StageRunning", "iteration 1: train running", [], "t1"))
+    assert (c["Progressing"].reason, c["Progressing"].message) == ("StageRunning", "iteration 1: train running")
+    # a False condition says why it is false, not why the run is running
+    assert (c["Ready"].reason, c["Ready"].message) == ("Running", "the run is running")
+    assert c["Failed"].reason == c["Suspended"].reason == "Running"
+    f = by_type(conditions_for("Failed", "StageFailed", "train failed", [], "t1"))
+    assert (f["Failed"].reason, f["Failed"].message) == ("StageFailed", "train failed")
+    assert f["Ready"].reason == "Failed" and f["Progressing"].reason == "Failed"

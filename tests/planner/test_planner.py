@@ -150,7 +150,8 @@ def test_records_carry_every_figure_and_times():
     assert set(r.stages) == {"synthesize", "curate", "train", "evaluate"}
     assert all(s.phase == "Succeeded" and s.attempts == 1 for s in r.stages.values())
     assert r.stages["curate"].job == "demo-i1-curate"
-    assert r.stages["curate"].summary["kept"] == 50
+    # the stage record keeps the rest of the summary, not a second copy of the figures
+    assert r.stages["curate"].summary["dropped"] == {"score": 40} and "kept" not in r.stages["curate"].summary
     wire = final.status.to_wire()["iterations"][1]
     for key in ("generated", "assessed", "parseFailures", "kept", "keepRate", "meanQuality",
                 "meanFollowing", "trainLoss", "evaluation", "evaluationGain", "generatorModel", "baseModel", "model",

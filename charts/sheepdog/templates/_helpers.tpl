@@ -86,7 +86,8 @@ app.kubernetes.io/part-of: sheepdog
 {{- end -}}
 
 {{/* Defaults of the stage Jobs, as the JSON mapping sheepdog.kube.jobs.ImageDefaults.coerce
-     reads (image, pullPolicy, pullSecrets, gpuNodeSelector, gpuTolerations, queueName). */}}
+     reads (image, pullPolicy, pullSecrets, gpuNodeSelector, gpuTolerations, queueName,
+     gpuResourceName, resourcesPerGpu, shmSize). */}}
 {{- define "sheepdog.workerDefaults" -}}
 {{- $d := dict "image" (include "sheepdog.workerImage" .) -}}
 {{- with .Values.worker.image.pullPolicy }}{{ $_ := set $d "pullPolicy" . }}{{ end -}}
@@ -96,5 +97,8 @@ app.kubernetes.io/part-of: sheepdog
 {{- with .Values.worker.gpuNodeSelector }}{{ $_ := set $d "gpuNodeSelector" . }}{{ end -}}
 {{- with .Values.worker.gpuTolerations }}{{ $_ := set $d "gpuTolerations" . }}{{ end -}}
 {{- with .Values.worker.queueName }}{{ $_ := set $d "queueName" . }}{{ end -}}
+{{- with .Values.worker.gpuResourceName }}{{ $_ := set $d "gpuResourceName" . }}{{ end -}}
+{{- with .Values.worker.resourcesPerGpu }}{{ $_ := set $d "resourcesPerGpu" . }}{{ end -}}
+{{- with .Values.worker.shmSize }}{{ $_ := set $d "shmSize" . }}{{ end -}}
 {{- toJson $d -}}
 {{- end -}}

@@ -57,10 +57,11 @@ class ModelSpec(Model):
 
 
 class SeedSpec(Model):
-    path: str = Field(
-        "seeds/seed_tasks.jsonl",
+    path: Optional[str] = Field(
+        None,
         min_length=1,
-        description="Self-Instruct JSONL seed tasks, relative to the volume root.",
+        description="Self-Instruct JSONL seed tasks, relative to the volume root. Unset: the 175 "
+        "Self-Instruct seed tasks built into the worker image (Apache-2.0, Wang et al. 2023).",
     )
     examples_per_request: int = Field(5, ge=1, le=20, description="ICL examples per request.")
 
@@ -332,15 +333,63 @@ class Toleration(Model):
     toleration_seconds: Optional[int] = None
 
 
+def _named(items: list[dict[str, Any]], what: str, keys: tuple[str, ...] = ("name",)) -> list[dict[str, Any]]:
+    for i, item in enumerate(items):
+        for key in keys:
+            if not isinstance(item.get(key), str) or not item[key]:
+                raise ValueError(f"{what}[{i}] needs a non-empty {key}")
+    names = [item[keys[0]] for item in items]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{what}: {keys[0]}s must not repeat")
+    return items
+
+
+class PodTemplate(Model):
+    """Additions to a stage's pods (NCCL settings, IRSA or Workload Identity, secondary
+    networks). Each list is appended to what sheepdog sets, each map merged into it; a name
+    sheepdog already uses (an env variable, a volume, a mount path, a label) is refused, and
+    the resulting pod must pass Pod Security \"restricted\" before any Job is created."""
+
+    env: list[dict[str, Any]] = Field(default_factory=list, description="Container env entries (name, value or valueFrom).")
+    env_from: list[dict[str, Any]] = Field(default_factory=list, description="Container envFrom entries (configMapRef, secretRef).")
+    service_account_name: str = Field("", description="The pods' ServiceAccount (default: the namespace's default).")
+    runtime_class_name: str = Field("", description="The pods' RuntimeClass (e.g. nvidia).")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Pod annotations (e.g. k8s.v1.cni.cncf.io/networks).")
+    labels: dict[str, str] = Field(default_factory=dict, description="Pod labels.")
+    affinity: dict[str, Any] = Field(default_factory=dict, description="The pods' affinity (a core/v1 Affinity).")
+    volumes: list[dict[str, Any]] = Field(default_factory=list, description="Extra pod volumes.")
+    volume_mounts: list[dict[str, Any]] = Field(default_factory=list, description="Extra mounts of the stage container.")
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return _named(v, "podTemplate.env")
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return _named(v, "podTemplate.volumes")
+
+    @field_validator("volume_mounts")
+    @classmethod
+    def _mounts(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return _named(v, "podTemplate.volumeMounts", ("mountPath", "name"))
+
+
 class StageResources(Model):
     """What every stage takes: where and how its Job runs."""
 
     image: Optional[str] = Field(None, description="Container image (default: the operator's worker image).")
-    gpus: int = Field(0, ge=0, le=64, description="nvidia.com/gpu per pod.")
+    gpus: int = Field(0, ge=0, le=64, description="GPUs per pod (the operator's GPU resource name, "
+                      "default nvidia.com/gpu).")
     resources: Optional[dict[str, dict[str, Union[int, str]]]] = Field(
-        None, description="Kubernetes requests/limits (cpu, memory, ...); GPUs come from gpus."
+        None, description="Kubernetes requests/limits (cpu, memory, ...); GPUs come from gpus. A "
+        "resource named here replaces the operator's default for it (GPU stages default to "
+        "requests = limits per GPU: Guaranteed QoS)."
     )
-    node_selector: Optional[dict[str, str]] = None
+    node_selector: Optional[dict[str, str]] = Field(
+        None, description="Merged over the operator's GPU node selector (for stages with gpus > 0)."
+    )
     tolerations: Optional[list[Toleration]] = None
     active_deadline_seconds: Optional[int] = Field(None, ge=1)
     pending_timeout: str = Field(
@@ -352,6 +401,10 @@ class StageResources(Model):
     )
     backoff_limit: Optional[int] = Field(
         None, ge=0, le=100, description="Pod retries of this stage's Job (default: spec.retries)."
+    )
+    pod_template: Optional[PodTemplate] = Field(
+        None, description="Additions to the stage's pods: env, envFrom, serviceAccountName, "
+        "runtimeClassName, annotations, labels, affinity, volumes, volumeMounts."
     )
 
 
@@ -539,6 +592,33 @@ class Metadata(BaseModel):
     namespace: Optional[str] = None
 
 
+# Fields that would corrupt a run once it has started (status.startedAt is set when its first
+# stage starts): CEL transition rules with oldSelf on the root, which sees spec and status. An
+# edit before the first stage starts, and any other edit later, still goes through.
+def _immutable(field: str, why: str, optional: bool = False) -> dict[str, str]:
+    started = "has(oldSelf.status) && has(oldSelf.status.startedAt)"
+    new, old = f"self.spec.{field}", f"oldSelf.spec.{field}"
+    if optional:  # unset and set are different values; has() on both, then compare
+        *parent, leaf = field.split(".")
+        p_new, p_old = "self.spec." + ".".join(parent), "oldSelf.spec." + ".".join(parent)
+        same = (f"has({p_new}.{leaf}) == has({p_old}.{leaf}) && "
+                f"(!has({p_new}.{leaf}) || {new} == {old})")
+    else:
+        same = f"{new} == {old}"
+    return cel(f"!({started}) || ({same})",
+               f"spec.{field} cannot change once the run has started: {why}")
+
+
+IMMUTABLE_ONCE_STARTED = [
+    _immutable("storage.claimName", "the finished iterations' data and models are on that claim"),
+    _immutable("storage.subPath", "the run's directory holds its finished iterations"),
+    _immutable("model.base", "every iteration was generated and trained from this base model"),
+    _immutable("seed.path", "the finished iterations were synthesized from these seeds", optional=True),
+    _immutable("training.strategy", "it decided which model each finished iteration generated "
+               "with and trained from"),
+]
+
+
 class SelfAlignmentRun(BaseModel):
     """A whole manifest, as `kubectl apply` takes it."""
 
@@ -556,6 +636,7 @@ class SelfAlignmentRun(BaseModel):
                     "metadata.name must be at most 40 characters (Job names <run>-i<N>-<stage> "
                     "must fit in 63)",
                 ),
+                *IMMUTABLE_ONCE_STARTED,
             ]
         },
     )

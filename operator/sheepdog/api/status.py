@@ -16,6 +16,17 @@ from pydantic.alias_generators import to_camel
 Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
 StagePhase = Literal["Pending", "Running", "Succeeded", "Failed"]
 
+# RFC 3339 times, as Kubernetes writes them; the CRD schema says so (API conventions).
+DATE_TIME = {"format": "date-time"}
+
+
+def _time(description: str = "") -> Any:
+    return Field(None, description=description or None, json_schema_extra=DATE_TIME)
+
+
+def _gpu_seconds(description: str) -> Any:
+    return Field(None, ge=0, description=description)
+
 
 class StatusModel(BaseModel):
     # Status written by an older or newer operator must still load: extra keys are kept.
@@ -29,10 +40,16 @@ class StageRecord(StatusModel):
     phase: StagePhase = "Pending"
     job: Optional[str] = None
     attempts: int = 0
-    started_at: Optional[str] = None
-    finished_at: Optional[str] = None
+    started_at: Optional[str] = _time()
+    finished_at: Optional[str] = _time()
     message: Optional[str] = None
-    summary: Optional[dict[str, Any]] = None
+    summary: Optional[dict[str, Any]] = Field(
+        None,
+        description="What the stage reported beyond the iteration's figures (bounded: the "
+        "figures themselves live in the iteration record only).",
+    )
+    gpu_seconds: Optional[float] = _gpu_seconds(
+        "GPUs x running time of the stage's pods, all attempts (cost, not progress).")
     stuck_reason: Optional[str] = Field(
         None, description="While its pods do not run: why (Unschedulable, ImagePullFailing, ...).")
     stuck_since: Optional[str] = Field(None, description="When the stuck state began (pendingTimeout counts from it).")
@@ -57,8 +74,9 @@ class IterationRecord(StatusModel):
         description="metric -> this iteration's evaluation minus that of iteration 0 (M_0, the "
         "starting model), for the metrics both have; absent without M_0's evaluation.",
     )
-    started_at: Optional[str] = None
-    finished_at: Optional[str] = None
+    started_at: Optional[str] = _time()
+    finished_at: Optional[str] = _time()
+    gpu_seconds: Optional[float] = _gpu_seconds("Sum of the iteration's stages' gpuSeconds.")
     stages: dict[str, StageRecord] = Field(default_factory=dict)
 
 
@@ -69,7 +87,7 @@ class Condition(StatusModel):
     status: Literal["True", "False", "Unknown"]
     reason: str
     message: str = ""
-    last_transition_time: str
+    last_transition_time: str = Field(json_schema_extra=DATE_TIME)
     observed_generation: Optional[int] = None
 
 
@@ -80,15 +98,20 @@ class RunStatus(StatusModel):
     iteration: int = 0
     stage: Optional[str] = None
     observed_generation: Optional[int] = None
-    conditions: list[Condition] = Field(default_factory=list)
+    # A list-map keyed by type (API conventions): one condition per type, merged by type.
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
     last_kept: Optional[int] = Field(
         None,
         description="kept of the last iteration that finished curation (the Kept printer column).",
     )
     best_iteration: Optional[int] = None
     best_model: Optional[str] = None
-    started_at: Optional[str] = None
-    finished_at: Optional[str] = None
+    started_at: Optional[str] = _time()
+    finished_at: Optional[str] = _time()
+    gpu_seconds: Optional[float] = _gpu_seconds("Sum of the iterations' gpuSeconds: the run's GPU cost.")
     iterations: list[IterationRecord] = Field(default_factory=list)
 
     def record(self, iteration: int) -> Optional[IterationRecord]:

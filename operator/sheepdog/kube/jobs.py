@@ -26,12 +26,13 @@ per GPU, the same command `sheepdog run` runs (stage_config.launcher_args).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union
 
 from sheepdog import __version__
-from sheepdog.api.spec import GROUP, JUDGE_API_KEY_ENV, KIND, VERSION, RunSpec, StageResources
+from sheepdog.api.spec import GROUP, JUDGE_API_KEY_ENV, KIND, VERSION, RunSpec
+from sheepdog.kube.pod_template import apply_to_pod, merge_metadata
+from sheepdog.kube.resources import DEFAULT_SHM_SIZE, GPU_RESOURCE, container_resources
 from sheepdog.stage_config import (TERMINATION_LOG, VOLUME_MOUNT, Rendezvous, Shard, StageConfig,
                                    stage_command, train_ranks)
 
@@ -52,7 +53,9 @@ LABEL_STAGE = f"{GROUP}/stage"
 LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set on pods by the Job controller
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-GPU_RESOURCE = "nvidia.com/gpu"
+# The stage's `gpus` per pod, on the Job: the GPU cost (gpu_cost) reads it whatever the
+# cluster's GPU resource is called.
+GPUS_ANNOTATION = f"{GROUP}/gpus"
 
 WORKER_IMAGE_REPOSITORY = "ghcr.io/sheepdog-dev/sheepdog-worker"
 DEFAULT_WORKER_IMAGE = f"{WORKER_IMAGE_REPOSITORY}:{__version__}"
@@ -109,8 +112,10 @@ def owner_reference(run_name: str, run_uid: str) -> dict[str, Any]:
 class ImageDefaults:
     """The operator's defaults for stage Jobs (flags / Helm `worker:` values). A run's own
     settings always win: a stage's `image` over `stages[stage]` over `image`; a stage's
-    nodeSelector/tolerations over the GPU defaults (applied to stages with gpus > 0 only);
-    spec.scheduling.queueName over `queue_name`."""
+    tolerations over the GPU defaults (applied to stages with gpus > 0 only), its nodeSelector
+    merged over `gpu_node_selector`; a resource named in its `resources` over
+    `resources_per_gpu` (x gpus, requests = limits); spec.scheduling.queueName over
+    `queue_name`."""
 
     image: str = DEFAULT_WORKER_IMAGE
     stages: Mapping[str, str] = field(default_factory=dict)
@@ -119,6 +124,9 @@ class ImageDefaults:
     gpu_node_selector: Mapping[str, str] = field(default_factory=dict)
     gpu_tolerations: tuple[Mapping[str, Any], ...] = ()
     queue_name: str = ""
+    gpu_resource: str = GPU_RESOURCE
+    resources_per_gpu: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # stage -> cpu, memory
+    shm_size: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SHM_SIZE))  # stage -> size
 
     @classmethod
     def coerce(cls, value: Union[None, str, Mapping[str, Any], "ImageDefaults"]) -> "ImageDefaults":
@@ -140,6 +148,9 @@ class ImageDefaults:
                 gpu_node_selector=dict(get("gpuNodeSelector", "gpu_node_selector") or {}),
                 gpu_tolerations=tuple(get("gpuTolerations", "gpu_tolerations") or ()),
                 queue_name=get("queueName", "queue_name") or "",
+                gpu_resource=get("gpuResourceName", "gpu_resource") or GPU_RESOURCE,
+                resources_per_gpu={s: dict(r) for s, r in (get("resourcesPerGpu", "resources_per_gpu") or {}).items()},
+                shm_size={**DEFAULT_SHM_SIZE, **(get("shmSize", "shm_size") or {})},
             )
         raise TypeError(f"image defaults: expected None, str, mapping or ImageDefaults, got {type(value).__name__}")
 
@@ -193,26 +204,6 @@ def container_command(spec: RunSpec, config: StageConfig, job: str) -> list[str]
 
 
 # --- the pod ---------------------------------------------------------------------------------
-
-
-def _quantity(value: Any) -> str:
-    return value if isinstance(value, str) else str(value)
-
-
-def container_resources(res: StageResources) -> dict[str, Any]:
-    """cpu/memory/... from the stage's `resources`; nvidia.com/gpu from `gpus` (always wins)."""
-    out: dict[str, Any] = {}
-    for section, values in (res.resources or {}).items():
-        if isinstance(values, Mapping):
-            vals = {k: _quantity(v) for k, v in values.items() if k != GPU_RESOURCE}
-            if vals:
-                out[section] = vals
-        else:
-            out[section] = copy.deepcopy(values)
-    if res.gpus > 0:
-        for section in ("requests", "limits"):
-            out.setdefault(section, {})[GPU_RESOURCE] = str(res.gpus)
-    return out
 
 
 def pod_security_context() -> dict[str, Any]:
@@ -278,10 +269,13 @@ def container_env(spec: RunSpec, config: StageConfig, job: str) -> list[dict[str
     return env
 
 
-def volumes(spec: RunSpec) -> list[dict[str, Any]]:
+def volumes(spec: RunSpec, shm_size: Optional[str] = None) -> list[dict[str, Any]]:
+    shm: dict[str, Any] = {"medium": "Memory"}  # NCCL / vLLM tensor parallel
+    if shm_size:
+        shm["sizeLimit"] = shm_size  # counts against the memory limit (resources.py)
     return [
         {"name": "data", "persistentVolumeClaim": {"claimName": spec.storage.claim_name}},
-        {"name": "dshm", "emptyDir": {"medium": "Memory"}},  # NCCL / vLLM tensor parallel
+        {"name": "dshm", "emptyDir": shm},
         {"name": "home", "emptyDir": {}},
         {"name": "tmp", "emptyDir": {}},
     ]
@@ -304,7 +298,7 @@ def build_pod_spec(spec: RunSpec, config: StageConfig, job: str, images: ImageDe
         "image": images.for_stage(stage, res.image),
         "command": container_command(spec, config, job),
         "env": container_env(spec, config, job),
-        "resources": container_resources(res),
+        "resources": container_resources(res, images.resources_per_gpu.get(stage), images.gpu_resource),
         "securityContext": container_security_context(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -320,26 +314,35 @@ def build_pod_spec(spec: RunSpec, config: StageConfig, job: str, images: ImageDe
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
         "containers": [container],
-        "volumes": volumes(spec),
+        "volumes": volumes(spec, images.shm_size.get(stage)),
     }
     if images.pull_secrets:
         pod["imagePullSecrets"] = [{"name": s} for s in images.pull_secrets]
     if spec.scheduling.priority_class_name:
         pod["priorityClassName"] = spec.scheduling.priority_class_name
-    if res.node_selector:
-        pod["nodeSelector"] = dict(res.node_selector)
-    elif res.gpus > 0 and images.gpu_node_selector:
-        pod["nodeSelector"] = dict(images.gpu_node_selector)
+    selector = {**(images.gpu_node_selector if res.gpus > 0 else {}), **(res.node_selector or {})}
+    if selector:
+        pod["nodeSelector"] = selector
     if res.tolerations:
         pod["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in res.tolerations]
     elif res.gpus > 0 and images.gpu_tolerations:
         pod["tolerations"] = [dict(t) for t in images.gpu_tolerations]
     if multinode(spec, stage):
         pod["subdomain"] = rendezvous_service_name(job)
+    apply_to_pod(pod, res.pod_template)
     return pod
 
 
 # --- the Job and the Service -----------------------------------------------------------------
+
+
+def pod_metadata(lab: Mapping[str, str], res: Any) -> dict[str, Any]:
+    """Labels and annotations of the stage's pods: sheepdog's, plus the podTemplate's."""
+    tpl = res.pod_template
+    out: dict[str, Any] = {"labels": merge_metadata(lab, tpl.labels if tpl else {}, "labels")}
+    if tpl is not None and tpl.annotations:
+        out["annotations"] = dict(tpl.annotations)
+    return out
 
 
 def build_stage_job(
@@ -369,7 +372,7 @@ def build_stage_job(
         },
         # no ttlSecondsAfterFinished: the operator reads finished Jobs (and the run owns them)
         "template": {
-            "metadata": {"labels": dict(lab)},
+            "metadata": pod_metadata(lab, res),
             "spec": build_pod_spec(spec, config, name, images),
         },
     }
@@ -397,6 +400,7 @@ def build_stage_job(
             "name": name,
             "namespace": namespace,
             "labels": job_labels,
+            "annotations": {GPUS_ANNOTATION: str(res.gpus)},
             "ownerReferences": [owner_reference(run_name, run_uid)],
         },
         "spec": job_spec,

@@ -103,15 +103,17 @@ def prepare_local_run(run: SelfAlignmentRun, workdir: Path, run_file: Optional[P
     notes: list[str] = []
     spec = run.spec
 
-    seed_value, looked = _resolve(spec.seed.path, bases)
-    if seed_value is None:
-        problems.append(f"spec.seed.path: no seed file {spec.seed.path!r} (looked at {_where(looked)})")
-    else:
-        seed_path = Path(seed_value) if Path(seed_value).is_absolute() else workdir / seed_value
-        if seed_path.is_dir():
-            problems.append(f"spec.seed.path: {seed_path} is a directory, not a JSONL file")
+    seed_value: Optional[str] = None  # seed.path unset: the stage's built-in Self-Instruct tasks
+    if spec.seed.path is not None:
+        seed_value, looked = _resolve(spec.seed.path, bases)
+        if seed_value is None:
+            problems.append(f"spec.seed.path: no seed file {spec.seed.path!r} (looked at {_where(looked)})")
         else:
-            problems += check_seed_file(seed_path)
+            seed_path = Path(seed_value) if Path(seed_value).is_absolute() else workdir / seed_value
+            if seed_path.is_dir():
+                problems.append(f"spec.seed.path: {seed_path} is a directory, not a JSONL file")
+            else:
+                problems += check_seed_file(seed_path)
 
     model_value, looked = _resolve(spec.model.base, bases)
     if model_value is None:

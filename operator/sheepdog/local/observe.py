@@ -22,6 +22,7 @@ from typing import Any, Optional
 from sheepdog.api.spec import STAGES, RunSpec
 from sheepdog.local.workdir_files import read_json
 from sheepdog.planner import StageObservation, max_attempts
+from sheepdog.planner.gpu_cost_policy import gpu_seconds
 from sheepdog.planner.export_policy import EXPORT
 from sheepdog.stage_config import Layout
 
@@ -56,16 +57,19 @@ def observe_stage(spec: RunSpec, layout: Layout, iteration: int, stage: str) -> 
     attempts = int(record.get("attempts") or 0)
     exit_code = record.get("exitCode")
     started, finished = record.get("startedAt"), record.get("finishedAt")
+    # GPU cost here: the stage's gpus setting x its wall time (first start to end, all attempts)
+    gpus = spec.stages.of(stage).gpus if stage in STAGES else 0
+    cost = gpu_seconds(gpus, started, finished)
 
     if exit_code == 0:
         ok_summary = summary if summary is not None and summary.get("ok") is not False else None
         return StageObservation(iteration, stage, "succeeded", attempts=attempts, summary=ok_summary,
-                                started_at=started, finished_at=finished)
+                                started_at=started, finished_at=finished, gpu_seconds=cost)
     if isinstance(exit_code, int) and attempts >= max_attempts(spec, stage):
         error = (summary or {}).get("error") if summary and summary.get("ok") is False else None
         message = str(error) if error else str(record.get("message") or f"exit code {exit_code}")
         return StageObservation(iteration, stage, "failed", attempts=attempts, summary=summary,
-                                message=message, started_at=started, finished_at=finished)
+                                message=message, started_at=started, finished_at=finished, gpu_seconds=cost)
     if not record and summary is not None and summary.get("ok") is True \
             and success_manifest(layout, iteration, stage).exists():
         return StageObservation(iteration, stage, "succeeded", attempts=0, summary=summary)

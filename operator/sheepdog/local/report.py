@@ -20,6 +20,7 @@ def report_of(run_name: str, status: RunStatus) -> dict[str, Any]:
         "message": status.message,
         "bestIteration": status.best_iteration,
         "bestModel": status.best_model,
+        "gpuSeconds": status.gpu_seconds,  # the run's total, as status.gpuSeconds
         "iterations": wire.get("iterations", []),
     }
 

@@ -35,6 +35,8 @@ class StageObservation:
     message: str = ""
     started_at: Optional[str] = None
     finished_at: Optional[str] = None
+    # GPUs x running time of its pods so far (all attempts); None when unknown
+    gpu_seconds: Optional[float] = None
     # Why its pods do not run (a Reason of stuck_policy) with Kubernetes' message, and since
     # when; empty while nothing is wrong. Only a cluster executor observes these.
     stuck_reason: str = ""

@@ -1,9 +1,11 @@
 """Phase → conditions (metav1.Condition), written once per reconcile.
 
 Ready=True only when the run succeeded; Progressing=True while it runs; Failed and Suspended
-mirror their phases. Every condition carries the run's reason and message, so
-`kubectl get -o wide` shows why in any column. lastTransitionTime changes only when a
-condition's status flips (metav1 semantics), not when its reason or message does.
+mirror their phases. Each condition has its own reason (API conventions: a reason explains
+that condition's status): a True condition carries the run's reason and message (why it is
+running, failed, suspended...), a False one the phase that makes it false (Ready=False
+reason Running). lastTransitionTime changes only when a condition's status flips (metav1
+semantics), not when its reason or message does.
 """
 
 from __future__ import annotations
@@ -38,12 +40,13 @@ def conditions_for(
     for type_, status in condition_statuses(phase).items():
         old = before.get(type_)
         since = old.last_transition_time if old is not None and old.status == status else now
+        own = status == "True"
         out.append(
             Condition(
                 type=type_,
                 status=status,
-                reason=str(reason),
-                message=message,
+                reason=str(reason) if own else phase,
+                message=message if own else f"the run is {phase.lower()}",
                 last_transition_time=since,
                 observed_generation=generation,
             )

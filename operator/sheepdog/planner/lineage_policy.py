@@ -79,7 +79,7 @@ def stage_config(run_name: str, spec: RunSpec, iteration: int, stage: str, layou
         root=layout.root,
         run_dir=layout.run_dir,
         out_dir=layout.stage_dir(iteration, stage),
-        seed_file=layout.resolve(spec.seed.path),
+        seed_file=layout.resolve(spec.seed.path) if spec.seed.path else None,
         generator_model=layout.resolve(line.generator),
         judge_model=layout.resolve(judge_of(spec, line)),
         base_model=layout.resolve(line.base),

@@ -39,7 +39,8 @@ from sheepdog.planner.conditions import TERMINAL_PHASES, conditions_for
 from sheepdog.planner import export_policy
 from sheepdog.planner.lineage_policy import iteration_count, stage_config
 from sheepdog.planner.reasons import Reason
-from sheepdog.planner.records import apply_summary, describe_summary, record_for
+from sheepdog.planner.gpu_cost_policy import sum_gpu_seconds
+from sheepdog.planner.records import apply_summary, describe_summary, record_for, stage_summary
 from sheepdog.planner.retry_policy import max_attempts
 from sheepdog.stage_config import Layout
 
@@ -93,6 +94,7 @@ def plan(
     observations = _index(observed)
     for obs in sorted(observations.values(), key=lambda o: (o.iteration, _stage_rank(o.stage))):
         events += _absorb(new, obs, run_name, spec, layout, stamp)
+    sum_gpu_seconds(new)
 
     decision = _walk(run_name, spec, previous, new, observations, layout, stamp, events)
     if decision.phase == "Succeeded":  # spec.export: the best model goes out before the run succeeds
@@ -156,6 +158,8 @@ def _absorb(new: RunStatus, obs: StageObservation, run_name: str, spec: RunSpec,
     events: list[Event] = []
     stage.job = stage.job or stage_name(run_name, obs.iteration, obs.stage)
     stage.started_at = stage.started_at or obs.started_at or stamp
+    if obs.gpu_seconds is not None:
+        stage.gpu_seconds = obs.gpu_seconds
 
     if obs.state == "running":
         if stage.phase == "Running" and obs.attempts > stage.attempts > 0:
@@ -181,7 +185,7 @@ def _absorb(new: RunStatus, obs: StageObservation, run_name: str, spec: RunSpec,
         return events
 
     summary = obs.summary if isinstance(obs.summary, dict) and obs.summary else None
-    stage.phase, stage.summary, stage.message = "Succeeded", summary, None
+    stage.phase, stage.summary, stage.message = "Succeeded", stage_summary(obs.stage, summary), None
     apply_summary(record, obs.stage, summary, layout)
     events.append(Event("Normal", Reason.STAGE_SUCCEEDED, f"{where} succeeded: {describe_summary(obs.stage, summary)}"))
     if summary is None:

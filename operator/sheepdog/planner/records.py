@@ -7,6 +7,7 @@ report, the stage's exit code is what says whether it worked.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Optional
 
 from sheepdog.api.spec import RunSpec
@@ -27,6 +28,33 @@ _FIGURES: dict[str, tuple[tuple[str, str, type], ...]] = {
     "train": (("trainLoss", "train_loss", float),),
     "evaluate": (),
 }
+
+
+# A stage record keeps what its summary says beyond the iteration's figures, at most this many
+# bytes of JSON: status is one etcd object (1.5 MiB at most) and holds up to 100 iterations.
+MAX_STAGE_SUMMARY_BYTES = 512
+
+
+def _size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), default=str))
+
+
+def stage_summary(stage: str, summary: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The part of a stage's summary its stage record keeps: not the figures apply_summary
+    copies into the iteration record (no second copy of them), and bounded: the largest values
+    go first until the rest fits MAX_STAGE_SUMMARY_BYTES (a `truncated` list names them)."""
+    if not summary:
+        return None
+    copied = {key for key, _, _ in _FIGURES.get(stage, ())} | {"evaluation"}
+    kept = {k: v for k, v in summary.items() if k not in copied}
+    dropped: list[str] = []
+    while kept and _size(kept) + _size(dropped) > MAX_STAGE_SUMMARY_BYTES:
+        largest = max(kept, key=lambda k: _size(kept[k]))
+        dropped.append(str(largest)[:64])
+        del kept[largest]
+    if dropped:
+        kept["truncated"] = sorted(dropped)
+    return kept
 
 
 def record_for(status: RunStatus, spec: RunSpec, iteration: int, layout: Layout, started_at: str) -> IterationRecord:

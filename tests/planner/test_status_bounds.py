@@ -1,0 +1,50 @@
+"""The run's status stays bounded: a stage record keeps no second copy of the figures its
+iteration record holds, and what it keeps of a summary is capped, so 100 iterations fit well
+under 256 KiB (etcd takes objects up to 1.5 MiB; every status write sends the whole status)."""
+
+import json
+
+from sheepdog.planner.records import MAX_STAGE_SUMMARY_BYTES, stage_summary
+from tests.planner.simulate import Simulation, make_spec, summary_for
+
+
+def test_stage_summary_keeps_only_what_the_record_does_not():
+    s = summary_for(1, "synthesize") | {"engine": "vllm", "modelLoads": 1}
+    kept = stage_summary("synthesize", s)
+    assert kept == {"stage": "synthesize", "iteration": 1, "ok": True, "skipped": False, "seconds": 1.0,
+                    "engine": "vllm", "modelLoads": 1}
+    ev = stage_summary("evaluate", summary_for(1, "evaluate"))
+    assert "evaluation" not in ev  # it lives in the iteration record
+    assert stage_summary("train", None) is None
+
+
+def test_stage_summary_is_capped_and_says_what_it_dropped():
+    s = {"stage": "train", "iteration": 3, "trainLoss": 1.0,
+         "samplesFrom": {str(i): 3000 for i in range(1, 101)}, "note": "x" * 2000}
+    kept = stage_summary("train", s)
+    assert len(json.dumps(kept, separators=(",", ":"))) <= MAX_STAGE_SUMMARY_BYTES + 64
+    assert kept["truncated"] == ["note", "samplesFrom"]
+    assert kept["stage"] == "train" and "trainLoss" not in kept
+
+
+def bulky(iteration: int, stage: str):
+    """Summaries as large as stages write them, and then some (a train of total_base at
+    iteration 100 lists every iteration it read; lm-eval suites report many metrics)."""
+    s = summary_for(iteration, stage) | {"engine": "vllm", "modelLoads": 2, "tokensPerSecond": 1234.5}
+    if stage == "curate":
+        s["dropped"] = {reason: 10 * iteration for reason in ("rules", "score", "rouge", "empty", "length")}
+    if stage == "train":
+        s["samplesFrom"] = {str(i): 3000 for i in range(1, iteration + 1)}
+        s |= {"worldSize": 8, "effectiveBatchSize": 16, "samplesPerSecond": 3.1, "step": 375, "totalSteps": 375}
+    if stage == "evaluate":
+        s["evaluation"] = {f"ifeval.metric{k}": 0.5 for k in range(8)}
+    return "succeeded", s, ""
+
+
+def test_status_of_100_iterations_stays_under_256_kib():
+    sim = Simulation(make_spec(iterations=100, evaluation={"enabled": True}, stages={"evaluate": {"gpus": 8}}),
+                     outcome=bulky)
+    final = sim.run(max_steps=2000)
+    assert final.status.phase == "Succeeded" and len(final.status.iterations) >= 100
+    size = len(json.dumps(final.status.to_wire()))
+    assert size < 256 * 1024, f"status of 100 iterations is {size} bytes"

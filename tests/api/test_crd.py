@@ -207,7 +207,7 @@ def test_status_keeps_what_the_operator_writes(schema: dict[str, Any]) -> None:
 def test_ranges_enums_and_exclusive_bounds(schema: dict[str, Any]) -> None:
     spec = schema["properties"]["spec"]["properties"]
     threshold = spec["filter"]["properties"]["threshold"]
-    assert (threshold["minimum"], threshold["maximum"]) == (0, 10)
+    assert (threshold["minimum"], threshold["maximum"]) == (-1, 10)  # -1: every scored pair (Fig. 2a)
     assert spec["iterations"]["minimum"] == 1 and spec["iterations"]["maximum"] == 100
     top_p = spec["synthesis"]["properties"]["topP"]
     assert top_p["minimum"] == 0 and top_p["exclusiveMinimum"] is True and top_p["maximum"] == 1

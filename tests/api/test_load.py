@@ -32,7 +32,7 @@ def test_a_valid_file_loads_with_the_paper_defaults():
 
 def test_threshold_out_of_range_names_path_range_value_and_line():
     problems = problems_of(HEAD + "  filter:\n    threshold: 12\n")
-    assert problems == ["run.yaml:9: spec.filter.threshold: must be between 0 and 10 (got 12)"]
+    assert problems == ["run.yaml:9: spec.filter.threshold: must be between -1 and 10 (got 12)"]
 
 
 def test_unknown_field_lists_the_allowed_fields_and_a_guess():
@@ -91,10 +91,10 @@ def test_not_a_mapping_and_several_documents():
 
 def test_load_run_reads_a_file_and_names_a_missing_one(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text(HEAD + "  filter: {threshold: -1}\n")
+    path.write_text(HEAD + "  filter: {threshold: -2}\n")  # -1 is the paper's "keep every scored pair"
     with pytest.raises(RunSpecError) as info:
         load_run(path)
-    assert info.value.problems == [f"{path}:8: spec.filter.threshold: must be between 0 and 10 (got -1)"]
+    assert info.value.problems == [f"{path}:8: spec.filter.threshold: must be between -1 and 10 (got -2)"]
     with pytest.raises(RunSpecError, match="no such file"):
         load_run(tmp_path / "absent.yaml")
 

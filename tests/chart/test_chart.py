@@ -373,3 +373,10 @@ def test_worker_defaults_reach_the_stage_jobs(rendered):
     default_env = {e["name"]: e.get("value") for e in
                    one(rendered["defaults"], "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "queueName" not in json.loads(default_env["SHEEPDOG_WORKER_DEFAULTS"])
+    # the chart's GPU defaults: a Guaranteed train pod of the default 8 GPUs, a sized /dev/shm
+    res = pod["containers"][0]["resources"]
+    assert res["requests"] == res["limits"] == {"cpu": "64", "memory": "768Gi", "nvidia.com/gpu": "8"}
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Gi"}
+    chart = ImageDefaults.coerce(json.loads(default_env["SHEEPDOG_WORKER_DEFAULTS"]))
+    assert chart.gpu_resource == "nvidia.com/gpu" and chart.resources_per_gpu["synthesize"] == {"cpu": "8", "memory": "64Gi"}

@@ -99,3 +99,13 @@ def test_a_missing_path_under_models_is_not_taken_for_a_hub_id(project, monkeypa
     shutil.rmtree(project.root / "models")
     [problem] = refused(project)
     assert problem.startswith("spec.model.base: no model at 'models/smollm2'")
+
+
+def test_no_seed_path_means_the_built_in_seed_tasks(project):
+    """No seed file is looked for or checked: the stage gets seedFile null and reads the 175
+    Self-Instruct tasks shipped with sheepdog_jobs (tests/jobs/test_builtin_seeds.py)."""
+    project.run_file.write_text(project.run_file.read_text().replace("  seed:\n    path: seeds/tasks.jsonl\n", ""))
+    project.seeds.unlink()
+    result = run_local(project.run_file, project.workdir, out=io.StringIO(), plot=False)
+    assert result.status.phase == "Succeeded"
+    assert {d["seed"] for d in project.logged()} == {None}

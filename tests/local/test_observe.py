@@ -58,3 +58,18 @@ def test_observe_run_dir_walks_iteration_directories_only(tmp_path):
     put(tmp_path / "seeds" / "x.jsonl", "")
     (tmp_path / "i0x").mkdir()
     assert [(o.iteration, o.stage) for o in observe_run_dir(spec, L)] == [(1, "synthesize"), (2, "synthesize"), (10, "synthesize")]
+
+
+def test_gpu_seconds_are_the_stages_gpus_times_its_wall_time(tmp_path):
+    spec = make_spec(retries=0, stages={"train": {"gpus": 2}})
+    L = Layout(root=str(tmp_path), run_dir=str(tmp_path))
+    i1 = tmp_path / "i1"
+    times = {"startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:02:30Z"}
+    put(i1 / "train.attempts.json", {"attempts": 1, "exitCode": 0, **times})
+    put(i1 / "train.summary.json", {"ok": True})
+    assert observe_stage(spec, L, 1, "train").gpu_seconds == 300  # 2 GPUs x 150 s
+    put(i1 / "curate.attempts.json", {"attempts": 1, "exitCode": 1, **times})
+    assert observe_stage(spec, L, 1, "curate").gpu_seconds == 0  # failed, and no GPU to pay for
+    put(i1 / "synthesize.attempts.json", {"attempts": 1, "exitCode": 0})  # no times recorded
+    put(i1 / "synthesize.summary.json", {"ok": True})
+    assert observe_stage(spec, L, 1, "synthesize").gpu_seconds is None

@@ -37,3 +37,14 @@ def test_plot_writes_a_png(tmp_path):
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     assert not plot_report({"iterations": []}, tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+def test_report_holds_the_gpu_cost_keys_of_status():
+    from sheepdog.api.status import RunStatus
+    from sheepdog.local.report import report_of
+
+    status = RunStatus.model_validate({"gpuSeconds": 90, "iterations": [
+        {"iteration": 1, "gpuSeconds": 90, "stages": {"train": {"phase": "Succeeded", "gpuSeconds": 90}}}]})
+    report = report_of("demo", status)
+    assert report["gpuSeconds"] == 90 and report["iterations"][0]["gpuSeconds"] == 90
+    assert report["iterations"][0]["stages"]["train"]["gpuSeconds"] == 90

@@ -111,7 +111,7 @@ def test_strategy_lineage_real_run(strategy, tiny_model, tmp_path, monkeypatch):
         assert i1["generatorModel"] == BASE and i1["baseModel"] == BASE
         synth = configs[(1, "synthesize")]
         assert synth.data_size == ITERATIONS * DATA_SIZE
-        assert 0 < i1["stages"]["synthesize"]["summary"]["generated"] <= ITERATIONS * DATA_SIZE
+        assert 0 < i1["generated"] <= ITERATIONS * DATA_SIZE
         assert configs[(1, "train")].train_data == [f"{root}/i1/curate/kept.jsonl"]
         assert report["bestModel"] == "i1/model"
         return
@@ -123,7 +123,7 @@ def test_strategy_lineage_real_run(strategy, tiny_model, tmp_path, monkeypatch):
     assert i2["generatorModel"] == i1["model"] == "i1/model"
     for n in (1, 2):
         assert configs[(n, "synthesize")].data_size == DATA_SIZE
-    kept = {n: its[n]["stages"]["curate"]["summary"]["kept"] for n in (1, 2)}
+    kept = {n: its[n]["kept"] for n in (1, 2)}
     train2 = i2["stages"]["train"]["summary"]
     lineage2 = json.loads((work / "i2" / "model" / "sheepdog_model.json").read_text())
     val2 = train2.get("validationSamples") or 0

@@ -138,3 +138,12 @@ def test_stuck_runs_are_counted_by_reason_with_the_time_they_got_stuck():
     # a suspended run is never counted stuck (the planner writes no Stuck=True for it either)
     m.observe_run("ns", "r", dict(stuck, phase="Suspended"))
     assert samples(m)[("sheepdog_runs_stuck", (("namespace", "ns"), ("reason", "ImagePullFailing")))] == 0
+
+
+def test_gpu_seconds_per_iteration_from_status():
+    m = Metrics()
+    m.observe_run("ns", "r", {**STATUS, "gpuSeconds": 7200,
+                              "iterations": [{"iteration": 1, "kept": 9, "gpuSeconds": 7200}, {"iteration": 2}]})
+    s = samples(m)
+    assert s[("sheepdog_iteration_gpu_seconds", (("iteration", "1"), ("namespace", "ns"), ("run", "r")))] == 7200
+    assert ("sheepdog_iteration_gpu_seconds", (("iteration", "2"), ("namespace", "ns"), ("run", "r"))) not in s

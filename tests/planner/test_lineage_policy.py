@@ -58,6 +58,10 @@ def test_stage_config_resolves_paths_under_the_root():
     assert c.spec == spec
 
 
+def test_unset_seed_path_leaves_the_seed_file_to_the_stage():
+    assert stage_config("r", make_spec(), 1, "synthesize", L).seed_file is None  # the built-in set
+
+
 def test_absolute_base_stays_absolute():
     spec = make_spec(model={"base": "/models/qwen"})
     assert stage_config("r", spec, 1, "synthesize", L).generator_model == "/models/qwen"

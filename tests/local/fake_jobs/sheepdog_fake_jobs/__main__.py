@@ -39,7 +39,7 @@ def main(argv):
         with open(os.environ["FAKE_LOG"], "a") as log:
             log.write(json.dumps({"iteration": it, "stage": stage, "generator": config["generatorModel"],
                                   "base": config["baseModel"], "trainData": config.get("trainData", []),
-                                  "dataSize": config["dataSize"], "seed": config["seedFile"],
+                                  "dataSize": config["dataSize"], "seed": config.get("seedFile"),
                                   "modelOut": config["modelOut"],
                                   "shard": config.get("shard"),
                                   # set by torchrun for each rank of a train of several

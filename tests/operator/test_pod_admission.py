@@ -72,3 +72,16 @@ def test_entries_need_names():
         spec_with({"env": [{"value": "x"}]})
     with pytest.raises(ValidationError, match="volumeMounts\\[0\\] needs a non-empty mountPath"):
         spec_with({"volumeMounts": [{"name": "x"}]})
+
+
+def test_the_operator_holds_a_run_whose_pods_would_be_refused_and_creates_no_job():
+    from tests.operator.test_observe import FakeKube, make_run_obj, reconciler
+
+    bad = {"volumes": [{"name": "nvme", "hostPath": {"path": "/mnt/nvme"}}]}
+    kube = FakeKube(make_run_obj(stages={"train": {"podTemplate": bad}}))
+    result = reconciler(kube).reconcile("ns", "r")
+    assert result.created == [] and kube.jobs == {}  # not even the synthesize Job
+    status = kube.run["status"]
+    assert status["reason"] == "InvalidSpec"
+    assert "stages.train.podTemplate" in status["message"] and "hostPath volumes are forbidden" in status["message"]
+    assert any(w[0] == "event" for w in kube.writes)  # a Warning says so

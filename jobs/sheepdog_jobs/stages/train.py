@@ -80,6 +80,19 @@ def _distributed_env() -> None:
                       MASTER_PORT=str(port))
 
 
+def _distributed_state(backend: str) -> None:
+    """accelerate's process state for DeepSpeed with an explicit backend. Left to
+    TrainingArguments, a machine without an accelerator gets no backend, hence a world of one
+    whatever WORLD_SIZE says; gloo on CPU (DeepSpeed's CPU default, oneCCL, is not installed)."""
+    from accelerate import PartialState
+
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    try:
+        PartialState(backend=backend)
+    finally:
+        del os.environ["ACCELERATE_USE_DEEPSPEED"]
+
+
 def _precision(torch, wanted: str) -> str:
     cuda = torch.cuda.is_available()
     if wanted == "fp32":
@@ -205,11 +218,7 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
         raise StageError(f"no training example fits cutoffLength={t.cutoff_length}")
 
     world = int(os.environ["WORLD_SIZE"])
-    if not torch.distributed.is_initialized():
-        import deepspeed
-
-        # gloo on CPU: DeepSpeed's CPU default, oneCCL, is not installed.
-        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+    _distributed_state("nccl" if cuda else "gloo")
     steps = total_steps(len(train_ex), world, t.per_device_batch_size, t.gradient_accumulation, t.epochs)
     ckpt_dir = out / CHECKPOINTS
     tracking.prepare_env(t.report_to, out, config.run, config.iteration)
@@ -229,6 +238,7 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
         save_strategy="steps", save_steps=t.checkpoint_every, save_total_limit=2,
         report_to=tracking.trainer_reports(t.report_to), run_name=f"{config.run}-iteration-{config.iteration}",
         remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=cuda,
+        accelerator_config={"use_configured_state": True},  # _distributed_state's
     )
     if precision == "bf16" and not cuda:
         # transformers refuses bf16=True without a GPU unless use_cpu, which turns DeepSpeed

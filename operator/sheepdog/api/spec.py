@@ -410,7 +410,10 @@ class StageResources(Model):
 
 # Parallelism that cannot work is refused before any pod starts (docs/design.md, "GPUs"). The
 # messages carry the numbers; messageExpression gives the API server's the same text.
-SYNTHESIZE_TP_RULE = "self.gpus == 0 || self.tensorParallel == self.gpus"
+# (Root rules, not rules of stages.synthesize: the API server checks a rule against the field's
+# default too, and the default `{}` of stages.synthesize has no gpus to read.)
+SYNTHESIZE_TP_RULE = ("self.stages.synthesize.gpus == 0 || "
+                      "self.stages.synthesize.tensorParallel == self.stages.synthesize.gpus")
 SYNTHESIZE_TP_MESSAGE = ("stages.synthesize.tensorParallel ({tp}) must equal stages.synthesize.gpus ({gpus}): "
                          "a synthesize pod runs one engine over all its GPUs (more engines: shards)")
 EVALUATE_TP_RULE = ("!self.evaluation.enabled || self.stages.evaluate.gpus == 0 || "
@@ -436,12 +439,6 @@ def cel_numbers(rule: str, template: str, **numbers: str) -> dict[str, str]:
 
 
 class SynthesizeResources(StageResources):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_default=True,
-        json_schema_extra={"x-kubernetes-validations": [
-            cel_numbers(SYNTHESIZE_TP_RULE, SYNTHESIZE_TP_MESSAGE, tp="self.tensorParallel", gpus="self.gpus"),
-        ]},
-    )
     gpus: int = Field(8, ge=0, le=64)
     tensor_parallel: int = Field(8, ge=1, le=64, description="GPUs of the one engine of a synthesize pod: "
                                  "equals gpus (a CPU stage, gpus: 0, ignores it).")
@@ -532,6 +529,8 @@ class RunSpec(Model):
                     "self.training.strategy != 'direct' || !has(self.stopping)",
                     "training.strategy direct runs one iteration: stopping does not apply",
                 ),
+                cel_numbers(SYNTHESIZE_TP_RULE, SYNTHESIZE_TP_MESSAGE, tp="self.stages.synthesize.tensorParallel",
+                            gpus="self.stages.synthesize.gpus"),
                 cel_numbers(EVALUATE_TP_RULE, EVALUATE_TP_MESSAGE, gpus="self.stages.evaluate.gpus",
                             tp="self.stages.synthesize.tensorParallel"),
             ]

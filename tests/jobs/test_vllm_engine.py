@@ -33,7 +33,8 @@ def test_a_seeded_batch_larger_than_one_scheduler_step_with_prefix_caching(tiny_
     assert result["chunkedPrefill"] is False and "error" not in result, result.get("error")
     first, second = result["runs"]
     assert len(first) == 32 and any(first)
-    # per-request seeds are kept: the same batch samples the same texts again
+    # per-request seeds are kept: the same batch, rerun as a restarted stage would (empty prefix
+    # cache), samples the same texts again
     assert first == second
 
 

@@ -88,3 +88,27 @@ def test_tracking_settings():
     assert tracking.flatten({"training": {"lora": {"rank": 8}, "reportTo": ["mlflow"]}, "x": None}) == {
         "training.lora.rank": "8", "training.reportTo": "['mlflow']", "x": "None"}
     assert tracking.numeric({"a": 1, "b": True, "c": "x", "d": 0.5, "e": None}) == {"a": 1.0, "d": 0.5}
+
+
+def test_mlflow_runs_are_found_again_and_take_the_evaluation(tmp_path, make_config):
+    """A restarted attempt (or the evaluate stage) finds its iteration's child run by its tags;
+    the evaluation goes there as evaluation/<metric>. (A SQLite store: the model test
+    test_reports_to_tensorboard_mlflow_and_wandb uses a real tracking server.)"""
+    from mlflow.tracking import MlflowClient
+
+    cfg = make_config(tmp_path, "evaluate", spec={"training": {"reportTo": ["mlflow"]}})
+    spec = cfg.spec.model_dump(mode="json", by_alias=True)
+    uri = tracking.tracking_uri(cfg)
+    assert uri == f"sqlite:///{tmp_path}/i1/train/mlflow.db"
+    first = tracking.MlflowTracker(uri, "t", 1, spec).start()
+    assert tracking.MlflowTracker(uri, "t", 1, spec).start() == first
+    tracking.log_evaluation(cfg, {"ifeval.promptStrict": 0.25, "flag": True})
+    client = MlflowClient(uri)
+    assert client.get_run(first).data.metrics == {"evaluation/ifeval.promptStrict": 0.25}
+    tracking.MlflowTracker(uri, "t", 2, spec).start()
+    runs = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert sorted(r.data.tags["sheepdog.iteration"] for r in runs) == ["1", "2", "all"]
+
+    quiet = make_config(tmp_path / "quiet", "evaluate", spec={"training": {"reportTo": ["tensorboard"]}})
+    tracking.log_evaluation(quiet, {"ifeval.promptStrict": 0.5})
+    assert not (tmp_path / "quiet" / "i1" / "train").exists()

@@ -322,4 +322,14 @@ def _run(config, engine, environ) -> dict[str, Any]:
     storage.write_manifest(out_dir, outputs, fp, counts={k: v.get("examples", v.get("tasks"))
                                                          for k, v in details.items() if k in OWN_SUITES},
                            summary=summary)
+    _report_evaluation(cfg, finite)
     return summary
+
+
+def _report_evaluation(cfg, finite: dict) -> None:
+    try:
+        from sheepdog_jobs.training.tracking import log_evaluation
+
+        log_evaluation(cfg, finite)
+    except Exception as exc:  # noqa: BLE001 - the results are written: a report must not undo that
+        _log(f"MLflow did not take the evaluation: {exc}")

@@ -265,7 +265,7 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     callbacks = [StepLog(out, effective), checkpoints.MarkComplete(fp)]
     mlflow = None
     if "mlflow" in t.report_to:
-        mlflow = tracking.MlflowTracker(t.tracking_uri or f"file://{out / 'mlruns'}", config.run, config.iteration,
+        mlflow = tracking.MlflowTracker(tracking.tracking_uri(config), config.run, config.iteration,
                                         config.spec.model_dump(mode="json", by_alias=True))
         callbacks.append(mlflow)
     trainer = Trainer(model=model, args=args, train_dataset=train_ex, eval_dataset=val_ex or None,
@@ -302,7 +302,10 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     if rank == 0:
         _save(config, lora, lora_state, tokenizer, out, model_out, fp, summary)
         if mlflow is not None:
-            mlflow.finish({**_upstream_figures(config), **summary}, state.global_step)
+            try:
+                mlflow.finish({**_upstream_figures(config), **summary}, state.global_step)
+            except Exception as exc:  # noqa: BLE001 - the model is written: a report must not undo that
+                log.warning("train: MLflow did not take the iteration's figures: %s", exc)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
     return summary

@@ -110,3 +110,25 @@ class MlflowTracker(TrainerCallback):
         if self.child_id:
             self.log(numeric(figures), step)
             self.client.set_terminated(self.child_id)
+
+
+def tracking_uri(config) -> str:
+    """training.trackingUri, else a store in the iteration's train directory (the evaluate
+    stage, which runs later, finds the same one)."""
+    from sheepdog_jobs.stages.common import layout
+
+    if config.spec.training.tracking_uri:
+        return config.spec.training.tracking_uri
+    # SQLite: MLflow 3 refuses its file store unless told to.
+    return f"sqlite:///{Path(layout(config).stage_dir(config.iteration, 'train')) / 'mlflow.db'}"
+
+
+def log_evaluation(config, evaluation: dict) -> None:
+    """The evaluate stage's metrics (evaluation/<metric>) into the iteration's child run, when
+    the run reports to MLflow; iteration 0 (the base model) gets a child run of its own."""
+    if "mlflow" not in config.spec.training.report_to:
+        return
+    tracker = MlflowTracker(tracking_uri(config), config.run, config.iteration,
+                            config.spec.model_dump(mode="json", by_alias=True))
+    tracker.start()
+    tracker.log({f"evaluation/{k}": v for k, v in numeric(evaluation).items()}, 0)

@@ -234,7 +234,7 @@ class TrainingSpec(Model):
     )
     tracking_uri: Optional[str] = Field(
         None, min_length=1, description="MLflow tracking server (e.g. http://mlflow:5000) for reportTo "
-        "mlflow; default: a file store in the train stage's output directory.")
+        "mlflow; default: a SQLite store (mlflow.db) in the train stage's output directory.")
 
 
 # The evaluate stage reads the judge's API key from this environment variable; the operator

@@ -27,7 +27,7 @@ RUN python3 -m pip freeze | grep -iE '^(torch|vllm|transformers)==' > /tmp/keep.
       -r requirements/jobs.txt ./operator ./jobs \
  && python3 -m pip install --no-deps -r requirements/jobs-nodeps.txt \
  && rm /tmp/keep.txt \
- && python3 -c "import sheepdog, sheepdog_jobs, deepspeed, peft, vllm"
+ && python3 -c "import sheepdog, sheepdog_jobs, deepspeed, peft, vllm, boto3"
 # Job commands start with `python`: make sure that name is on PATH whatever the base image
 # calls its interpreter.
 RUN command -v python >/dev/null || ln -s "$(command -v python3)" /usr/local/bin/python

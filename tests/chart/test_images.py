@@ -218,6 +218,9 @@ def test_worker_image_installs_the_stage_programs_and_training_stack(worker_imag
         assert re.search(rf"^{pkg}\b", reqs, re.M), f"requirements/jobs.txt lacks {pkg}"
     # the install is checked inside the build
     assert re.search(r"import sheepdog, sheepdog_jobs, deepspeed, peft, vllm", runs)
+    # boto3 for the S3 export (sheepdog.export), from the --no-deps list
+    assert re.search(r"import [^\"]*\bboto3\b", runs) and "-r requirements/jobs-nodeps.txt" in runs
+    assert re.search(r"^boto3==", (ROOT / "requirements" / "jobs-nodeps.txt").read_text(), re.M)
     # torch and vLLM of the base image stay: constrained to the versions already installed
     assert "--constraint" in runs
 

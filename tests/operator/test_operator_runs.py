@@ -37,7 +37,10 @@ def _latencies_from_log(log: str) -> list[float]:
 
 def test_three_iterations_reach_succeeded_with_one_job_per_stage(cluster, namespace, storage, operator_process):
     name = "three"
-    manifest = run_manifest(name, namespace, iterations=3, evaluation={"enabled": True, "suites": ["ifeval"]})
+    # M_0 (the base model) is evaluated first, as iteration 0, and scores 0.2 (each iteration 0.25)
+    m0 = {"i0.evaluate": {"sheepdog.test/termination-message": '{"stage":"evaluate","ok":true,"skipped":false,"seconds":1.0,"evaluation":{"ifeval.promptStrict":0.2},"iteration":0}'}}
+    manifest = run_manifest(name, namespace, iterations=3, evaluation={"enabled": True, "suites": ["ifeval"]},
+                            extra_annotations=m0)
     t0 = time.monotonic()
     cluster.apply(manifest)
     status = wait_phase(cluster, namespace, name, ("Succeeded", "Failed"), timeout=300)
@@ -48,14 +51,21 @@ def test_three_iterations_reach_succeeded_with_one_job_per_stage(cluster, namesp
     uid = run["metadata"]["uid"]
 
     # --- status: one record per iteration, figures from the termination messages ------------
-    recs = status["iterations"]
+    m0_record, *recs = status["iterations"]
     assert [r["iteration"] for r in recs] == [1, 2, 3]
+    assert {k for k in m0_record if k not in ("stages", "startedAt", "finishedAt", "gpuSeconds")} == {
+        "iteration", "model", "evaluation"}
+    assert (m0_record["iteration"], m0_record["model"]) == (0, "models/tiny")
+    assert m0_record["evaluation"] == {"ifeval.promptStrict": 0.2}
+    assert m0_record["stages"]["evaluate"]["job"] == f"{name}-i0-evaluate"
+    assert m0_record["stages"]["evaluate"]["phase"] == "Succeeded"
     for r in recs:
         n = r["iteration"]
         assert (r["generated"], r["assessed"], r["parseFailures"]) == (20, 18, 1)
         assert (r["kept"], r["keepRate"], r["meanQuality"], r["meanFollowing"]) == (9, 0.5, 7.5, 8.25)
         assert r["trainLoss"] == 1.25
         assert r["evaluation"] == {"ifeval.promptStrict": 0.25}
+        assert r["evaluationGain"] == {"ifeval.promptStrict": 0.05}
         assert r["model"] == f"runs/{name}/i{n}/model"
         # one_base: M_{t-1} generates, the base is trained
         assert r["baseModel"] == "/data/models/tiny" or r["baseModel"].endswith("models/tiny")
@@ -74,7 +84,7 @@ def test_three_iterations_reach_succeeded_with_one_job_per_stage(cluster, namesp
     # --- exactly one Job per stage and iteration, each as the builders made it -------------
     jobs = stage_jobs(cluster, namespace, name)
     names = sorted(j["metadata"]["name"] for j in jobs)
-    assert names == sorted(f"{name}-i{n}-{s}" for n in (1, 2, 3) for s in STAGES4)
+    assert names == sorted([f"{name}-i0-evaluate"] + [f"{name}-i{n}-{s}" for n in (1, 2, 3) for s in STAGES4])
     for j in jobs:
         meta, spec = j["metadata"], j["spec"]
         stage = meta["labels"]["sheepdog.dev/stage"]
@@ -100,7 +110,7 @@ def test_three_iterations_reach_succeeded_with_one_job_per_stage(cluster, namesp
         assert any(v.get("persistentVolumeClaim", {}).get("claimName") == "sheepdog-data" for v in pod["volumes"])
     # one pod per Job (nothing retried)
     pods = cluster.get_json("pods", "-n", namespace, "-l", "sheepdog.dev/run=" + name)["items"]
-    assert len(pods) == 12 and all(p["status"]["phase"] == "Succeeded" for p in pods)
+    assert len(pods) == 13 and all(p["status"]["phase"] == "Succeeded" for p in pods)
 
     # --- Kopf left no trace on the run: no finalizer, no progress annotations --------------
     assert not run["metadata"].get("finalizers")
@@ -108,24 +118,25 @@ def test_three_iterations_reach_succeeded_with_one_job_per_stage(cluster, namesp
 
     # --- events, in order, emitted after the status writes -----------------------------------
     reasons = [e["reason"] for e in events_of(cluster, namespace, name)]
-    assert reasons.count("StageSucceeded") == 12, reasons
+    assert reasons.count("StageSucceeded") == 13, reasons
     assert reasons.count("Completed") == 1
     assert "Warning" not in {e["type"] for e in events_of(cluster, namespace, name)}
 
     # --- metrics ------------------------------------------------------------------------------
     s = metric_samples(operator_process.metrics())
     assert metric(s, "sheepdog_runs", namespace=namespace, phase="Succeeded") == [1]
-    assert sum(metric(s, "sheepdog_jobs_created_total", namespace=namespace)) == 12
+    assert sum(metric(s, "sheepdog_jobs_created_total", namespace=namespace)) == 13
     assert metric(s, "sheepdog_run_iteration", run=name) == [3]
     assert metric(s, "sheepdog_iteration_kept_pairs", run=name, iteration="2") == [9]
     assert metric(s, "sheepdog_iteration_evaluation_score", run=name, iteration="3", metric="ifeval.promptStrict") == [0.25]
-    assert sum(metric(s, "sheepdog_stage_transition_latency_seconds_count", namespace=namespace)) == 11
-    assert sum(metric(s, "sheepdog_stage_duration_seconds_count", namespace=namespace)) == 12
+    assert sum(metric(s, "sheepdog_stage_transition_latency_seconds_count", namespace=namespace)) == 12
+    assert sum(metric(s, "sheepdog_stage_duration_seconds_count", namespace=namespace)) == 13
+    assert metric(s, "sheepdog_iteration_evaluation_score", run=name, iteration="0", metric="ifeval.promptStrict") == [0.2]
     log = operator_process.log()
     assert "Traceback" not in log and " ERROR " not in log, operator_process.log_tail()
     latencies = _latencies_from_log(log)
-    assert len(latencies) == 11
-    print(f"\n3 iterations x 4 stages in {elapsed:.1f}s; transition latency (Job completionTime -> next "
+    assert len(latencies) == 12
+    print(f"\nM_0 + 3 iterations x 4 stages in {elapsed:.1f}s; transition latency (Job completionTime -> next "
           f"Job created, 1 s timestamp resolution): median {statistics.median(latencies):.2f}s, "
           f"max {max(latencies):.2f}s")
     assert max(latencies) < 10

@@ -271,7 +271,8 @@ class EvaluationSpec(Model):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel("!('mtbench' in self.suites) || has(self.judge)", MTBENCH_NEEDS_JUDGE),
+                # has(): the structural default {} has no suites, and the API server checks it
+                cel("!has(self.suites) || !('mtbench' in self.suites) || has(self.judge)", MTBENCH_NEEDS_JUDGE),
             ]
         }
     )

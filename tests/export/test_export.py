@@ -52,8 +52,9 @@ def test_export_config_resolves_paths_and_drops_stage_records():
 
 def test_model_card_names_the_run_its_figures_and_spec():
     spec = RunSpec.model_validate(RUN["spec"])
+    m0 = {"iteration": 0, "model": "models/base", "evaluation": {"ifeval.promptStrict": 0.2}}  # M_0
     cfg = ExportConfig(run="tiny", iteration=1, best_iteration=1, spec=spec, model_dir="/m", to="/out",
-                       records=[{k: v for k, v in r.items() if k != "stages"} for r in _records(2)])
+                       records=[m0] + [{k: v for k, v in r.items() if k != "stages"} for r in _records(2)])
     card = model_card(cfg)
     front = card.split("---")[1]
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in front and "library_name: transformers" in front
@@ -64,6 +65,7 @@ def test_model_card_names_the_run_its_figures_and_spec():
     assert "keep fraction 0.5" in card and "training loss 1.4" in card
     assert "evaluation: ifeval.promptStrict 0.4" in card
     assert "| 2 | 8 | 7 | 5 | 71.4% |" in card  # the iterations table
+    assert "| 0 | - | - | - | - | - | - | - | ifeval.promptStrict 0.2 |" in card  # M_0's evaluation
     assert "```yaml\nmodel:\n  base: HuggingFaceTB/SmolLM2-135M-Instruct" in card  # the spec
 
 

@@ -57,7 +57,8 @@ def model_card(config: ExportConfig, library: str = "transformers") -> str:
     for an adapter (training.merge: false)."""
     spec, records = config.spec, config.records
     this = next((r for r in records if r.get("iteration") == config.iteration), {})
-    finished = [r["iteration"] for r in records if r.get("model")]
+    # iteration 0 is M_0 (the base, evaluated only): not an iteration the run finished
+    finished = [r["iteration"] for r in records if r.get("model") and r.get("iteration", 0) >= 1]
     best = config.best_iteration
     lines = [
         "---", yaml.safe_dump(front_matter(config, library), sort_keys=True).strip(), "---", "",

@@ -78,3 +78,14 @@ def test_without_export_nothing_is_exported():
     sim = Simulation(make_spec(iterations=1))
     final = sim.run()
     assert final.status.reason == "Completed" and "export" not in final.status.record(1).stages
+
+
+def test_nothing_is_exported_when_no_iteration_beats_m0():
+    spec = make_spec(iterations=3, export={"to": "s3://models/demo"}, stopping={"metric": "ifeval.promptStrict"}, **EVAL)
+    sim = Simulation(spec, metrics={0: 0.5, 1: 0.4, 2: 0.3, 3: 0.2}, outcome=None)
+    final = sim.run()
+    assert final.status.phase == "Succeeded" and final.status.best_iteration == 0
+    assert not any(isinstance(a, StartExport) for a in sim.started)
+    record = final.status.record(0).stages["export"]
+    assert record.summary == {"skipped": True} and "no iteration beat M_0" in record.message
+    assert sim.reasons().count("ExportSkipped") == 1

@@ -9,7 +9,9 @@ read back after a restart. While it runs the run stays Running (reason Exporting
 succeeds the run succeeds; when its attempts are exhausted the run fails (reason
 ExportFailed): a run that asked for its model elsewhere and did not get it there has not done
 what it was asked. Adding spec.export to a run that already succeeded exports it then.
-A later best iteration (more iterations asked) is exported under its own name.
+A later best iteration (more iterations asked) is exported under its own name. When no
+iteration beat M_0 (stopping from iteration 0, the base) nothing is exported: a Warning event
+says so and the record of iteration 0 keeps it (`export: {phase: Succeeded, summary: {skipped}}`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ EXPORT = "export"
 EXPORTING = "Exporting"  # status.reason while the export runs
 EXPORTED = "Exported"  # event
 EXPORT_FAILED = "ExportFailed"  # status.reason of a run whose export failed
+EXPORT_SKIPPED = "ExportSkipped"  # event: the best model is M_0, the base
+NOT_EXPORTED = "the best iteration is 0: no iteration beat M_0, the base model"
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,12 @@ def step(run_name: str, spec: RunSpec, status: RunStatus, best: Optional[int], o
         return None
     where = f"iteration {best} export"
     stage = record.stages.get(EXPORT)
+    if best == 0:  # no iteration beat M_0: the base model is already wherever it came from
+        if stage is None:
+            record.stages[EXPORT] = StageRecord(phase="Succeeded", finished_at=stamp, summary={"skipped": True},
+                                                message=NOT_EXPORTED)
+            events.append(Event("Warning", EXPORT_SKIPPED, f"nothing exported to {spec.export.to}: {NOT_EXPORTED}"))
+        return None
     if stage is None:
         stage = record.stages[EXPORT] = StageRecord(phase="Pending", job=stage_name(run_name, best, EXPORT))
         events.append(Event("Normal", EXPORTING, f"exporting the model of iteration {best} to {spec.export.to}"))

@@ -8,6 +8,7 @@ is generated from these models (sheepdog.api.crd), so a rule written here is enf
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -409,8 +410,8 @@ class StageResources(Model):
     )
 
 
-# Parallelism that cannot work is refused before any pod starts (docs/design.md, "GPUs"). The
-# messages carry the numbers; messageExpression gives the API server's the same text.
+# Parallelism that cannot work is refused before any pod starts (docs/design.md, "GPUs"); the
+# pydantic messages carry the numbers, the CEL ones name the fields (cel_fields).
 # (Root rules, not rules of stages.synthesize: the API server checks a rule against the field's
 # default too, and the default `{}` of stages.synthesize has no gpus to read.)
 SYNTHESIZE_TP_RULE = ("self.stages.synthesize.gpus == 0 || "
@@ -423,20 +424,16 @@ EVALUATE_TP_RULE = ("!self.evaluation.enabled || self.stages.evaluate.gpus == 0 
 # Evaluate runs M_t as one engine over all its GPUs (tensor parallel = gpus). The model runs with
 # synthesize's tensorParallel, so any divisor of it splits the model evenly too (heads, layers).
 EVALUATE_TP_MESSAGE = ("stages.evaluate.gpus ({gpus}) must divide stages.synthesize.tensorParallel ({tp}): "
-                       "evaluate runs the model as one engine over all its GPUs, split as the model's "
+                       "evaluate runs the model as one engine over all its GPUs, split as the model "
                        "tensor parallelism allows")
 
 
-def cel_numbers(rule: str, template: str, **numbers: str) -> dict[str, str]:
-    """A CEL rule whose message names the numbers: `template` with each {name} filled by the
-    CEL expression in `numbers` (messageExpression); `message` is the fallback text."""
-    expression = "'" + template + "'"
-    for name, field in numbers.items():
-        expression = expression.replace("{" + name + "}", f"' + string({field}) + '")
-    message = template
-    for name in numbers:
-        message = message.replace(f" ({{{name}}})", "")
-    return {"rule": rule, "message": message, "messageExpression": expression}
+def cel_fields(rule: str, template: str) -> dict[str, str]:
+    """A CEL rule whose message is `template` without its numbers: " ({name})" dropped. The
+    numbers cannot come from a messageExpression: the API server estimates string(int) as an
+    unbounded string and refuses the CRD (cost over budget), so only pydantic's message (what
+    `sheepdog validate` and `sheepdog run` print) carries them."""
+    return cel(rule, re.sub(r" \(\{\w+\}\)", "", template))
 
 
 class SynthesizeResources(StageResources):
@@ -530,10 +527,8 @@ class RunSpec(Model):
                     "self.training.strategy != 'direct' || !has(self.stopping)",
                     "training.strategy direct runs one iteration: stopping does not apply",
                 ),
-                cel_numbers(SYNTHESIZE_TP_RULE, SYNTHESIZE_TP_MESSAGE, tp="self.stages.synthesize.tensorParallel",
-                            gpus="self.stages.synthesize.gpus"),
-                cel_numbers(EVALUATE_TP_RULE, EVALUATE_TP_MESSAGE, gpus="self.stages.evaluate.gpus",
-                            tp="self.stages.synthesize.tensorParallel"),
+                cel_fields(SYNTHESIZE_TP_RULE, SYNTHESIZE_TP_MESSAGE),
+                cel_fields(EVALUATE_TP_RULE, EVALUATE_TP_MESSAGE),
             ]
         },
     )

@@ -277,7 +277,7 @@ def test_prometheus_rule(rendered):
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
     names = {a["alert"] for a in alerts}
-    assert names == {"SheepdogRunFailed", "SheepdogStageStuck", "SheepdogRepeatedJobFailures",
+    assert names == {"SheepdogRunFailed", "SheepdogStageStuck", "SheepdogRunStuck", "SheepdogRepeatedJobFailures",
                      "SheepdogOperatorDown", "SheepdogReconcileErrors"}
     for a in alerts:
         assert a["labels"]["team"] == "ml-platform" and a["labels"]["severity"]
@@ -287,6 +287,12 @@ def test_prometheus_rule(rendered):
     assert ") > 172800\n" in stuck["train"]["expr"]  # stages.train: 2d
     assert ") > 10800\n" in stuck["curate"]["expr"]  # no stage default left: threshold 3h
     assert ") > 21600\n" in stuck["evaluate"]["expr"]  # the chart's default for evaluate: 6h
+    # a stuck run: the default threshold for every reason but NotAdmitted, which has its own
+    run_stuck = {a["labels"].get("reason", ""): a["expr"] for a in alerts if a["alert"] == "SheepdogRunStuck"}
+    assert set(run_stuck) == {"", "NotAdmitted"}
+    assert ") > 900\n" in run_stuck[""] and 'reason!~"NotAdmitted"' in run_stuck[""]
+    assert ") > 21600\n" in run_stuck["NotAdmitted"]
+    assert all('unless on (namespace, run) (sheepdog_run_phase{phase="Suspended"} == 1)' in e for e in run_stuck.values())
     down = next(a for a in alerts if a["alert"] == "SheepdogOperatorDown")
     svc = one(rendered["monitoring"], "Service")
     assert f'job="{svc["metadata"]["name"]}"' in down["expr"], "OperatorDown must select the ServiceMonitor's job"

@@ -225,11 +225,6 @@ def job_summary(pods: Iterable[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
     return merge_summaries([by_index[i] for i in sorted(by_index)])
 
 
-def _clip(text: str, limit: int = MAX_MESSAGE) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def failure_message(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]] = ()) -> str:
     """Why a Job failed: its Failed condition (reason: message) and the last failed pod's
     termination message (the stage's `{"ok": false, "error": ...}` summary when it wrote one,
@@ -261,7 +256,7 @@ def failure_message(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]] = 
                     detail = " ".join(x for x in (st.get("reason"), st.get("message")) if x)
         if detail:
             parts.append(f"last pod {last['metadata']['name']}: {detail}")
-    return _clip("; ".join(parts))
+    return stuck_mod.clip("; ".join(parts), MAX_MESSAGE)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,9 +40,10 @@ class Stuck:
     since: Optional[str] = None
 
 
-def _clip(text: str) -> str:
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    """One line of at most `limit` characters (status and Event messages stay readable)."""
     text = " ".join(str(text).split())
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -124,10 +125,10 @@ def pod_stuck(pod: Mapping[str, Any]) -> Optional[Stuck]:
     if waiting is not None:
         kind, message = waiting
         reason = Reason.IMAGE_PULL_FAILING if kind in IMAGE_PULL else Reason.CONTAINER_CONFIG_ERROR
-        return Stuck(reason, _clip(f"pod {name}: {kind}: {message}" if message else f"pod {name}: {kind}"), since)
+        return Stuck(reason, clip(f"pod {name}: {kind}: {message}" if message else f"pod {name}: {kind}"), since)
     message = _unschedulable(pod)
     if message is not None:
-        return Stuck(Reason.UNSCHEDULABLE, _clip(f"pod {name}: {message}"), since)
+        return Stuck(Reason.UNSCHEDULABLE, clip(f"pod {name}: {message}"), since)
     return None
 
 
@@ -171,6 +172,6 @@ def job_stuck(
         failed = [e for e in events if e.get("reason") == "FailedCreate"]
         if failed:
             latest = max(failed, key=_event_time)
-            return Stuck(Reason.PODS_NOT_CREATED, _clip(f"Job {name}: {latest.get('message') or 'FailedCreate'}"),
+            return Stuck(Reason.PODS_NOT_CREATED, clip(f"Job {name}: {latest.get('message') or 'FailedCreate'}"),
                          st.get("startTime") or _meta(job).get("creationTimestamp"))
     return None

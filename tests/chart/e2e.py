@@ -79,7 +79,8 @@ def remove_crd(cluster: Any) -> None:
 def crd_managers(cluster: Any) -> set[str]:
     """Who wrote the CRD object (its managedFields managers): {"helm"} when `helm install`
     created it from the chart's crds/ and nothing applied it since."""
-    return {m["manager"] for m in cluster.get_json("crd", CRD_NAME)["metadata"].get("managedFields") or ()
+    crd = cluster.get_json("crd", CRD_NAME, "--show-managed-fields")
+    return {m["manager"] for m in crd["metadata"].get("managedFields") or ()
             if not m.get("subresource")}  # the API server's own status writes are not the object
 
 

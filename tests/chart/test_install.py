@@ -176,6 +176,7 @@ NEEDED = [
     ("list", "jobs.batch", None),
     ("watch", "jobs.batch", None),
     ("delete", "jobs.batch", None),
+    ("patch", "jobs.batch", None),  # spec.suspend suspends the running stage's Job
     ("list", "pods", None),
     ("create", "services", None),
     ("create", "events", None),
@@ -190,7 +191,6 @@ REFUSED = [
     ("get", "pods", "log"),
     ("create", "pods", "exec"),
     ("update", "jobs.batch", None),
-    ("patch", "jobs.batch", None),
     ("create", "selfalignmentruns.sheepdog.dev", None),
     ("delete", "selfalignmentruns.sheepdog.dev", None),
     ("update", "selfalignmentruns.sheepdog.dev", None),

@@ -52,7 +52,7 @@ class StageRecord(StatusModel):
         "GPUs x running time of the stage's pods, all attempts (cost, not progress).")
     stuck_reason: Optional[str] = Field(
         None, description="While its pods do not run: why (Unschedulable, ImagePullFailing, ...).")
-    stuck_since: Optional[str] = Field(None, description="When the stuck state began (pendingTimeout counts from it).")
+    stuck_since: Optional[str] = _time("When the stuck state began (pendingTimeout counts from it).")
 
 
 class IterationRecord(StatusModel):

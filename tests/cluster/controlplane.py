@@ -8,6 +8,11 @@ kube-controller-manager, kube-scheduler, kwok with fake GPU nodes).
 
 The state directory holds state.json (ports, pids), pki/, etcd data, kubeconfigs and one log file
 per component (logs/<component>.log). `tests/cluster/up` and `down` wrap this class.
+
+The API server's audit log (logs/audit.log, JSON lines, Metadata level) records every request
+of a ServiceAccount outside kube-system, and nothing else: the operator runs as its chart's
+ServiceAccount in the chart tests, and tests/chart/rbac_audit.py compares what it did with
+what the chart grants. The controllers' and the admin's requests are not logged (small file).
 """
 
 from __future__ import annotations
@@ -29,6 +34,21 @@ from tests.cluster.kube import ApiError, KubeClient
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build"
 STAGES = HERE / "kwok" / "stages.yaml"
+
+# Audit: Metadata (who, verb, resource, response code) for ServiceAccounts outside kube-system
+# (the controller manager's own identities are kube-system ServiceAccounts); nothing for the
+# rest. RequestReceived is dropped: each request is logged once, when it completes (a watch
+# also when its response starts).
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+        {"level": "None"},
+    ],
+}
 
 # Start order; stop runs in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -140,6 +160,10 @@ class ControlPlane:
     @property
     def logs(self) -> dict[str, Path]:
         return {c: self.state_dir / "logs" / f"{c}.log" for c in COMPONENTS}
+
+    @property
+    def audit_log(self) -> Path:
+        return self.state_dir / "logs" / "audit.log"
 
     @property
     def server(self) -> str:
@@ -287,6 +311,10 @@ class ControlPlane:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
                 "--endpoint-reconciler-type=none",
+                f"--audit-policy-file={self._audit_policy()}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-maxsize=500",  # MB before a rotation; tests read audit.log only
                 "--profiling=false",
                 "--v=1",
             ]
@@ -342,6 +370,11 @@ class ControlPlane:
                 "--cidr=10.244.0.0/16",
             ]
         raise ValueError(f"unknown component {component!r}")
+
+    def _audit_policy(self) -> Path:
+        path = self.state_dir / "audit-policy.json"  # JSON is valid YAML
+        path.write_text(json.dumps(AUDIT_POLICY, indent=2) + "\n")
+        return path
 
     # ---- processes --------------------------------------------------------------------------
     def is_running(self, component: str) -> bool:

@@ -103,7 +103,9 @@ def check_curate_and_train(workdir: Path, results: dict, model: str) -> None:
     assert (workdir / "i1" / "train" / "adapter" / "adapter_config.json").is_file()
 
 
-@pytest.mark.parametrize("engine", ["transformers", "vllm"])
+# vLLM's iteration is a bulk repetition (make test-all): make test runs synthesize, curate and
+# train on vLLM twice over in the quickstart (tests/test_front_door.py).
+@pytest.mark.parametrize("engine", ["transformers", pytest.param("vllm", marks=pytest.mark.bulk)])
 def test_one_iteration(engine, runs, make_config, tiny_model, seed_tasks):
     workdir, results = runs(engine, make_config)
     check_synthesize(workdir / "i1" / "synthesize", results["synthesize"], engine)
@@ -211,6 +213,9 @@ def test_changed_assessment_setting_redoes_only_phase_c(tmp_path, runs, make_con
     assert all(set(r["scores"]) <= {"quality"} for r in records)
 
 
+# Bulk (make test-all): resuming is the stage's, not the engine's; make test kills and resumes
+# each phase with transformers (above).
+@pytest.mark.bulk
 def test_resume_after_kill_vllm(tmp_path, make_config, tiny_model, seed_tasks):
     """vLLM: killed (with its engine process) after phase A's checkpoint, resumed at phase B."""
     cfg = make_config(tmp_path, "synthesize", spec={**SPEC, "engine": "vllm"}, model=tiny_model, seed_file=seed_tasks)

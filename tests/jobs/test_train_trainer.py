@@ -21,7 +21,7 @@ from sheepdog_jobs.training import LOG_FILE
 from .conftest import REPO, stage_args, stage_env
 from .test_train_deepspeed import write_curated
 
-pytestmark = [pytest.mark.model]
+pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(900)]
 
 # One full batch (4 training examples, batch 4, no accumulation) and no LoRA dropout: the data
 # order and the dropout masks, the two things the Trainer draws differently from the hand loop,

@@ -34,15 +34,19 @@ class Grant(NamedTuple):
     namespace: Optional[str]  # None: cluster-wide (a ClusterRole through a ClusterRoleBinding)
 
 
-def read_uses(audit_lines: Iterable[str], user: str) -> list[Use]:
+def read_uses(audit_lines: Iterable[str], user: str, skip_agents: tuple[str, ...] = ("kubectl/",)) -> list[Use]:
     """The resource requests of `user` in audit events (JSON lines), one per request: a watch
-    logs ResponseStarted, and ResponseComplete only when it ends (maybe never while we read)."""
+    logs ResponseStarted, and ResponseComplete only when it ends (maybe never while we read).
+    Requests whose user agent starts with one of `skip_agents` are not the operator's: a test
+    uses the operator's token with kubectl to show a refusal (a Secret read)."""
     uses, seen = [], set()
     for line in audit_lines:
         if not line.strip():
             continue
         ev = json.loads(line)
         if ev.get("user", {}).get("username") != user or ev.get("auditID") in seen:
+            continue
+        if str(ev.get("userAgent", "")).startswith(skip_agents):
             continue
         seen.add(ev.get("auditID"))
         ref = ev.get("objectRef")

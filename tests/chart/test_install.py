@@ -1,9 +1,10 @@
 """`helm install` into the real control plane, then `sheepdog operator` with the release's
 ServiceAccount identity completes kwok-simulated runs: the chart's RBAC is sufficient. The same
 identity is refused what it does not need (Secrets, pods it would create itself, other
-namespaces in namespaced mode). The runs' pods are created by the real Job controller in a
-namespace enforcing Pod Security "restricted"; the operator's own pod by the real ReplicaSet
-controller in another.
+namespaces in namespaced mode), and the chart grants exactly what it used: its requests in the
+API server's audit log against the rendered RBAC (tests/chart/rbac_audit.py). The runs' pods
+are created by the real Job controller in a namespace enforcing Pod Security "restricted"; the
+operator's own pod by the real ReplicaSet controller in another.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from tests.chart.e2e import (
     wait_phase,
 )
 from tests.chart.helm import CHART
+from tests.chart.rbac_audit import Permission, grants_of, read_audit_log, ungranted, unused
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -175,12 +177,11 @@ NEEDED = [
     ("create", "jobs.batch", None),
     ("list", "jobs.batch", None),
     ("watch", "jobs.batch", None),
-    ("delete", "jobs.batch", None),
     ("patch", "jobs.batch", None),  # spec.suspend suspends the running stage's Job
     ("list", "pods", None),
     ("create", "services", None),
     ("create", "events", None),
-    ("create", "events.events.k8s.io", None),
+    ("list", "events", None),
 ]
 REFUSED = [
     ("get", "secrets", None),
@@ -191,6 +192,12 @@ REFUSED = [
     ("get", "pods", "log"),
     ("create", "pods", "exec"),
     ("update", "jobs.batch", None),
+    ("delete", "jobs.batch", None),
+    ("get", "pods", None),
+    ("patch", "selfalignmentruns.sheepdog.dev", None),
+    ("patch", "events", None),
+    ("create", "events.events.k8s.io", None),
+    ("list", "services", None),
     ("create", "selfalignmentruns.sheepdog.dev", None),
     ("delete", "selfalignmentruns.sheepdog.dev", None),
     ("update", "selfalignmentruns.sheepdog.dev", None),
@@ -224,6 +231,61 @@ def test_service_account_is_refused_what_it_does_not_need(cluster, cluster_wide)
     res = cluster.kubectl("--kubeconfig", str(cluster_wide.release.kubeconfig), "get", "secrets",
                           "-n", cluster_wide.run_namespace, check=False)
     assert res.returncode != 0 and "forbidden" in res.stderr.lower(), res.stdout + res.stderr
+
+
+# ---- RBAC against the audit log -----------------------------------------------------------------
+
+# Grants the audited runs may not use, each with the code that needs it (checked to still say
+# so): a grant in neither the audit log nor here fails test_rbac_is_exactly_what_the_operator_used.
+# permission -> (module:function, text its source must contain, when it is needed)
+UNREACHED = {
+    Permission("get", "batch", "jobs"): (
+        "sheepdog.kube.client:Kube.get_job", '"GET"', "a Job's creation answered 409: is it this run's?"),
+    Permission("patch", "batch", "jobs"): (
+        "sheepdog.kube.client:Kube.suspend_job", '"PATCH"', "spec.suspend of a run with a running Job"),
+    Permission("create", "", "services"): (
+        "sheepdog.kube.client:Kube.create", "/services", "a multi-node train's rendezvous Service"),
+    Permission("list", "", "events"): (
+        "sheepdog.kube.client:Kube.list_job_events", '"GET"', "a Job still without pods (FailedCreate?)"),
+    # Not a request of its own: the OwnerReferencesPermissionEnforcement admission plugin
+    # (OpenShift) checks it on each Job POST, the Job's owner reference blocking deletion.
+    Permission("update", "sheepdog.dev", "selfalignmentruns/finalizers"): (
+        "sheepdog.kube.jobs:owner_reference", '"blockOwnerDeletion": True', "every Job POST, under that plugin"),
+}
+
+
+def _source_of(target: str) -> str:
+    import importlib
+    import inspect
+
+    module, qualname = target.split(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return inspect.getsource(obj)
+
+
+def test_unreached_grants_name_code_that_needs_them():
+    for perm, (target, text, _why) in UNREACHED.items():
+        assert text in _source_of(target), f"{perm}: {target} no longer has {text!r}; is the grant still needed?"
+
+
+def assert_rbac_matches_audit(cluster, release: Release, allowed_refusals: set[Permission] = frozenset()):
+    """Every request the release's ServiceAccount made (the API server's audit log) is granted
+    by the chart's rendered RBAC, and every grant was used or is in UNREACHED."""
+    uses = read_audit_log(cluster.control_plane.audit_log, release.user)
+    assert uses, f"no request of {release.user} in {cluster.control_plane.audit_log}"
+    grants = grants_of(release.manifests, release.namespace, release.service_account)
+    missing = [u for u in ungranted(uses, grants) if u.permission not in allowed_refusals]
+    assert not missing, "used but not granted:\n" + "\n".join(f"{u.permission} in {u.namespace} ({u.code})"
+                                                              for u in missing)
+    idle = unused(grants, uses, allowed=UNREACHED)
+    assert not idle, "granted but never used (remove it, or name its code in UNREACHED):\n" + "\n".join(
+        f"{g.permission} ({g.namespace or 'cluster-wide'})" for g in idle)
+
+
+def test_rbac_is_exactly_what_the_operator_used(cluster, cluster_wide):
+    assert_rbac_matches_audit(cluster, cluster_wide.release)
 
 
 # ---- namespaced mode ---------------------------------------------------------------------------
@@ -269,6 +331,13 @@ def test_namespaced_operator_needs_no_other_permission(namespaced):
     lines = [line for line in forbidden_lines(namespaced["operator"].log())
              if "namespaces" not in line.lower()]
     assert not lines, "\n".join(lines[:20])
+
+
+def test_namespaced_rbac_is_exactly_what_the_operator_used(cluster, namespaced):
+    """The same comparison in namespaced mode, scopes included (a Role's grant covers its own
+    namespace only). The one refusal allowed: Kopf's namespace listing (see above)."""
+    assert_rbac_matches_audit(cluster, namespaced["release"], allowed_refusals={
+        Permission("list", "", "namespaces"), Permission("watch", "", "namespaces")})
 
 
 def test_namespaced_identity_is_refused_other_namespaces(cluster, namespaced):

@@ -15,12 +15,13 @@ SA = "system:serviceaccount:ops:op"
 
 
 def event(verb, resource, group="", namespace="runs", sub=None, user=SA, code=200, stage="ResponseComplete",
-          audit_id=None):
+          audit_id=None, agent="kopf/1.38.0"):
     ref = {"resource": resource, "apiGroup": group, "namespace": namespace}
     if sub:
         ref["subresource"] = sub
     return json.dumps({"kind": "Event", "auditID": audit_id or str(uuid.uuid4()), "stage": stage, "verb": verb,
-                       "user": {"username": user}, "objectRef": ref, "responseStatus": {"code": code}})
+                       "user": {"username": user}, "userAgent": agent, "objectRef": ref,
+                       "responseStatus": {"code": code}})
 
 
 def test_read_uses_keeps_the_users_resource_requests_once():
@@ -31,6 +32,7 @@ def test_read_uses_keeps_the_users_resource_requests_once():
         event("watch", "jobs", "batch", stage="ResponseStarted"),  # a watch still open
         event("list", "secrets", code=403),
         event("list", "pods", user="system:serviceaccount:other:default"),
+        event("get", "secrets", code=403, agent="kubectl/v1.37.2 (linux/amd64)"),  # a test, not the operator
         json.dumps({"auditID": "d1", "stage": "ResponseComplete", "verb": "get", "user": {"username": SA},
                     "requestURI": "/apis"}),  # discovery: no objectRef
         "",

@@ -5,7 +5,8 @@ under 256 KiB (etcd takes objects up to 1.5 MiB; every status write sends the wh
 import json
 
 from sheepdog.planner.records import MAX_STAGE_SUMMARY_BYTES, stage_summary
-from tests.planner.simulate import Simulation, make_spec, summary_for
+from sheepdog.planner import StageObservation, plan
+from tests.planner.simulate import LAYOUT, RUN, make_spec, summary_for
 
 
 def test_stage_summary_keeps_only_what_the_record_does_not():
@@ -42,9 +43,15 @@ def bulky(iteration: int, stage: str):
 
 
 def test_status_of_100_iterations_stays_under_256_kib():
-    sim = Simulation(make_spec(iterations=100, evaluation={"enabled": True}, stages={"evaluate": {"gpus": 8}}),
-                     outcome=bulky)
-    final = sim.run(max_steps=2000)
-    assert final.status.phase == "Succeeded" and len(final.status.iterations) >= 100
-    size = len(json.dumps(final.status.to_wire()))
+    # one reconcile that observes every stage of 100 finished iterations (as after a restart)
+    spec = make_spec(iterations=100, evaluation={"enabled": True}, stages={"evaluate": {"gpus": 8}})
+    stages = ("synthesize", "curate", "train", "evaluate")
+    observed = [StageObservation(i, stage, "succeeded", attempts=1, summary=bulky(i, stage)[1],
+                                 started_at="2026-01-01T00:00:00Z", finished_at="2026-01-01T01:00:00Z",
+                                 gpu_seconds=28800.0)
+                for i in range(0, 101) for stage in (stages if i else ("evaluate",))]
+    status = plan(RUN, spec, None, observed, LAYOUT, "2026-01-02T00:00:00Z", generation=1).status
+    assert len(status.iterations) == 101 and all(r.kept == 50 * r.iteration for r in status.iterations[1:])
+    assert status.gpu_seconds == 28800.0 * 401
+    size = len(json.dumps(status.to_wire()))
     assert size < 256 * 1024, f"status of 100 iterations is {size} bytes"

@@ -100,11 +100,16 @@ def covers(grant: Grant, use: Use) -> bool:
 def ungranted(uses: Iterable[Use], grants: Iterable[Grant]) -> list[Use]:
     """Uses no grant covers (refused with 403, or allowed by something other than the chart)."""
     grants = list(grants)
-    return sorted({u for u in uses if not any(covers(g, u) for g in grants)})
+    return sorted({u for u in uses if not any(covers(g, u) for g in grants)}, key=_order)
 
 
 def unused(grants: Iterable[Grant], uses: Iterable[Use], allowed: Iterable[Permission] = ()) -> list[Grant]:
     """Grants no use needed, except the `allowed` permissions (needed by code paths the audited
     run did not reach)."""
     uses, allowed = list(uses), set(allowed)
-    return sorted({g for g in grants if g.permission not in allowed and not any(covers(g, u) for u in uses)})
+    return sorted({g for g in grants if g.permission not in allowed and not any(covers(g, u) for u in uses)},
+                  key=_order)
+
+
+def _order(item: Use | Grant) -> tuple:
+    return (item.permission, item.namespace or "")  # None (cluster-wide) sorts with str

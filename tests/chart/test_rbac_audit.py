@@ -53,6 +53,8 @@ def test_a_grant_covers_a_use_only_in_its_scope():
     assert ungranted([Use(pods, "other", 403)], [role]) == [Use(pods, "other", 403)]
     assert ungranted([Use(pods, None, 200)], [role]) == [Use(pods, None, 200)]  # all namespaces
     assert ungranted([Use(pods, "other", 200), Use(pods, None, 200)], [cluster_role]) == []
+    assert ungranted([Use(pods, "b", 403), Use(pods, None, 403), Use(pods, "a", 403)], []) == [
+        Use(pods, None, 403), Use(pods, "a", 403), Use(pods, "b", 403)]  # sorted, all-namespaces first
 
 
 def test_unused_grants_unless_allowed():
@@ -61,6 +63,7 @@ def test_unused_grants_unless_allowed():
     uses = [Use(get, "runs", 200)]
     assert unused(grants, uses) == [Grant(delete, None)]
     assert unused(grants, uses, allowed=[delete]) == []
+    assert unused([Grant(delete, "b"), Grant(delete, None)], []) == [Grant(delete, None), Grant(delete, "b")]
 
 
 @pytest.mark.parametrize("values, scopes", [

@@ -54,7 +54,6 @@ from sheepdog.kube.client import KubeApi, error_status
 from sheepdog.kube.events import run_event
 from sheepdog.kube.metrics import Metrics
 from sheepdog.kube.pod_admission import pod_template_problems
-from sheepdog.kube.pod_admission import pod_template_problems
 from sheepdog.api.spec import KIND
 from sheepdog.planner import creation_policy
 from sheepdog.planner.actions import Plan, stage_name
@@ -282,10 +281,6 @@ class Reconciler:
         if problems is not None:
             return self._invalid(run, old_raw, problems, generation)
         spec = RunSpec.model_validate(run.get("spec") or {})
-        # a podTemplate whose pods Pod Security would refuse: held before any Job exists
-        problems = pod_template_problems(name, spec, self.options.image_defaults)
-        if problems:
-            return self._invalid(run, old_raw, problems, generation)
         # a podTemplate whose pods Pod Security would refuse: held before any Job exists
         problems = pod_template_problems(name, spec, self.options.image_defaults)
         if problems:

@@ -19,7 +19,8 @@ Two stages can span several pods, as an Indexed Job:
   `<job>-rdzv` (build_rendezvous_service) gives pod 0 a stable DNS name, and every pod runs
   `torchrun --nnodes=N --nproc-per-node=G --rdzv-backend=c10d --rdzv-endpoint=<job>-0.<svc>:29500
   --max-restarts=R -m sheepdog_jobs train ...` (no SSH, no MPI operator): when any rank fails,
-  every node's agent restarts its ranks together, in the same pods (no Job attempt spent).
+  every node's agent restarts its ranks together, in the same pods (no Job attempt spent;
+  not yet reliable, see docs/design.md "GPUs").
 A train of one node with gpus > 1 runs `torchrun --standalone --nproc-per-node=G ...`: one rank
 per GPU, the same command `sheepdog run` runs (stage_config.launcher_args).
 """

@@ -271,8 +271,8 @@ def test_volumes_and_writable_home() -> None:
         vol = vols[mounts[mount]]
         assert "emptyDir" in vol or "persistentVolumeClaim" in vol, var
     assert env["HF_HOME"]["value"].startswith("/data/")
-    # the config's paths are under the mount
-    config = json.loads(c["command"][5])
+    # the config's paths are under the mount (the train of 8 GPUs runs under torchrun)
+    config = json.loads(c["command"][c["command"].index("--config") + 1])
     assert config["runDir"] == "/data/exp/a" and config["root"] == "/data"
 
 

@@ -12,7 +12,7 @@ def test_validate(project, capsys):
     assert "valid SelfAlignmentRun demo: 1 iteration(s)" in capsys.readouterr().out
     project.write_run(extra="  filter: {threshold: 12}\n")
     assert main(["validate", str(project.run_file)]) == 2
-    assert "spec.filter.threshold: must be between 0 and 10 (got 12)" in capsys.readouterr().err
+    assert "spec.filter.threshold: must be between -1 and 10 (got 12)" in capsys.readouterr().err
 
 
 def test_validate_with_workdir_checks_inputs(project, capsys):

@@ -68,10 +68,10 @@ def test_unparsable_yaml_names_the_line(project):
     assert problem.startswith(f"{project.run_file}:") and "invalid YAML" in problem
 
 
-def test_threshold_outside_0_to_10(project):
+def test_threshold_outside_minus_1_to_10(project):
     project.write_run(extra="  filter: {threshold: 12}\n")
     [problem] = refused(project, RunSpecError)
-    assert problem == f"{project.run_file}:14: spec.filter.threshold: must be between 0 and 10 (got 12)"
+    assert problem == f"{project.run_file}:14: spec.filter.threshold: must be between -1 and 10 (got 12)"
 
 
 def test_paths_in_the_workdir_win_over_paths_beside_the_run_file(project):

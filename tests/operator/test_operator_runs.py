@@ -190,7 +190,10 @@ def test_metrics_during_a_run_and_series_removed_on_delete(cluster, namespace, s
     assert metric(s, "sheepdog_runs", namespace=namespace, phase="Succeeded") == [0]
 
 
+# Bulk (make test-all): concurrent runs are proven in make test by the SIGKILL test's 4 runs at once.
+@pytest.mark.bulk
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_many_runs_at_once(cluster, namespace, storage, operator_process):
     """100 one-iteration runs applied together (300 Jobs): all succeed, one Job per stage, no
     reconcile errors but conflicts; prints the time and the transition latencies."""

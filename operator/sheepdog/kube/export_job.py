@@ -16,7 +16,7 @@ from sheepdog.api.spec import RunSpec
 from sheepdog.export.config import ExportConfig, export_command
 from sheepdog.kube.jobs import (
     CACHE_DIR, CONTAINER_NAME, HOME_DIR, PYTHON, ImageDefaults, container_security_context, escape_for_kubelet,
-    job_name, labels, owner_reference, pod_security_context, volume_mounts, volumes,
+    base_pod_spec, job_name, labels, owner_reference, volume_mounts, volumes,
 )
 from sheepdog.planner.retry_policy import backoff_limit
 from sheepdog.stage_config import TERMINATION_LOG
@@ -59,18 +59,7 @@ def build_export_job(run: Mapping[str, Any], spec: RunSpec, config: ExportConfig
         container["envFrom"] = [{"secretRef": {"name": secret.name}}]
     if images.pull_policy:
         container["imagePullPolicy"] = images.pull_policy
-    pod: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": pod_security_context(),
-        "containers": [container],
-        "volumes": volumes(spec),
-    }
-    if images.pull_secrets:
-        pod["imagePullSecrets"] = [{"name": s} for s in images.pull_secrets]
-    if spec.scheduling.priority_class_name:
-        pod["priorityClassName"] = spec.scheduling.priority_class_name
+    pod = base_pod_spec(spec, images, container, volumes(spec))
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -291,6 +291,24 @@ def volume_mounts() -> list[dict[str, Any]]:
     ]
 
 
+def base_pod_spec(spec: RunSpec, images: ImageDefaults, container: dict[str, Any],
+                  pod_volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    """What every pod of a run has, stage or export: one container, restricted, no API token."""
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": pod_volumes,
+    }
+    if images.pull_secrets:
+        pod["imagePullSecrets"] = [{"name": s} for s in images.pull_secrets]
+    if spec.scheduling.priority_class_name:
+        pod["priorityClassName"] = spec.scheduling.priority_class_name
+    return pod
+
+
 def build_pod_spec(spec: RunSpec, config: StageConfig, job: str, images: ImageDefaults) -> dict[str, Any]:
     stage = config.stage
     res = spec.stages.of(stage)
@@ -309,18 +327,7 @@ def build_pod_spec(spec: RunSpec, config: StageConfig, job: str, images: ImageDe
         container["imagePullPolicy"] = images.pull_policy
     if multinode(spec, stage):
         container["ports"] = [{"name": "rdzv", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
-    pod: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": pod_security_context(),
-        "containers": [container],
-        "volumes": volumes(spec, images.shm_size.get(stage)),
-    }
-    if images.pull_secrets:
-        pod["imagePullSecrets"] = [{"name": s} for s in images.pull_secrets]
-    if spec.scheduling.priority_class_name:
-        pod["priorityClassName"] = spec.scheduling.priority_class_name
+    pod = base_pod_spec(spec, images, container, volumes(spec, images.shm_size.get(stage)))
     selector = {**(images.gpu_node_selector if res.gpus > 0 else {}), **(res.node_selector or {})}
     if selector:
         pod["nodeSelector"] = selector

@@ -145,3 +145,33 @@ def test_text_judgements_use_the_parse_rule_and_count_both(tmp_path, make_config
         "strict": sum(by_text[t]["strict"] is None for t in texts),
         "firstNumber": sum(by_text[t]["firstNumber"] is None for t in texts)}
     assert summary["parseFailures"] == summary["parseFailuresBy"][rule]
+
+
+class OneItemEngine(RecordingEngine):
+    """Each instruction request answers one complete item and stops, as the tiny model's
+    iteration-2 generator did in the quickstart."""
+
+    def generate(self, prompts, *, temperature, top_p, max_tokens, seed, stop=()):
+        outs = super().generate(prompts, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                                seed=seed, stop=stop)
+        for i, (p, s) in enumerate(zip(prompts, seed)):
+            if p.rstrip().endswith("Instruction:"):
+                words = " ".join(random.Random(s).sample(["river", "stone", "winter", "lamp", "orbit",
+                                                          "garden", "signal", "copper", "meadow"], 4))
+                outs[i] = Completion(f" Describe a {words} in one sentence.\n3. Input:\n<noinput>\n", "stop", 20)
+        return outs
+
+
+@pytest.mark.parametrize("rule", ["always", "truncated"])
+def test_drop_last_item_always_as_the_scripts_or_only_when_truncated(tmp_path, make_config, monkeypatch, rule):
+    monkeypatch.setenv(syn.POLL_ENV, "0.01")
+    monkeypatch.setattr(syn, "create_engine", lambda name, model, template, **kw: OneItemEngine(model))
+    spec = {"synthesis": {"dataSize": 2, "maxRequests": 4}}
+    if rule == "truncated":
+        spec["synthesis"]["dropLastItem"] = "truncated"
+    cfg = config(make_config, tmp_path, spec)
+    if rule == "always":  # the authors' rule drops each request's only (complete) item
+        with pytest.raises(syn.StageError, match="last_item"):
+            syn.run(cfg)
+    else:
+        assert syn.run(cfg)["generated"] == 2

@@ -349,7 +349,7 @@ class Synthesis:
             "generator": storage.model_identity(self.config.generator_model),
             "chatTemplate": self.spec.model.chat_template,
             "examplesPerRequest": k, "synthesis": s.model_dump(mode="json"),
-            "stop": self.stop_strings(), "dropLast": True,
+            "stop": self.stop_strings(), "dropLast": s.drop_last_item,
         }
         self.fp = {"instructions": storage.fingerprint(base, [self.seed_file])}
         if self.judge_model != self.config.generator_model and a.criteria:
@@ -457,7 +457,8 @@ class Synthesis:
         lines = []
         for r, out in zip(requests, outs):
             batch = parse_generated_instructions(out.text, first_index=k + 1,
-                                                 truncated=out.finish_reason == "length", drop_last=True)
+                                                 truncated=out.finish_reason == "length",
+                                                 drop_last=s.drop_last_item == "always")
             lines.append({"r": r, "dropped": dict(batch.dropped),
                           "candidates": [{"j": j, "instruction": t.instruction, "input": t.input}
                                          for j, t in enumerate(batch.tasks)]})

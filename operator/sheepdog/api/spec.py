@@ -84,6 +84,12 @@ class SynthesisSpec(Model):
         "Dromedary-style principle-driven prompt); default: the instruction, then the input, "
         "zero-shot (paper). Literal braces are written {{ and }}.",
     )
+    drop_last_item: Literal["always", "truncated"] = Field(
+        "always",
+        description="always: drop the last parsed item of every instruction request, as the "
+        "I-SHEEP scripts do (it may be cut off); truncated: only when the request ran out of "
+        "maxTokens (Alpaca's rule; for small models that often write one item and stop).",
+    )
     max_requests: Optional[int] = Field(
         None,
         ge=1,

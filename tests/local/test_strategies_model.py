@@ -145,3 +145,6 @@ def test_strategy_lineage_real_run(strategy, tiny_model, tmp_path, monkeypatch):
         # alone would give at most kept[2] examples.
         assert kept[1] > 0
         assert kept[2] < train2["samples"] + val2 <= kept[1] + kept[2]
+        # samplesFrom says where the samples (training and validation) came from: both iterations
+        assert set(train2["samplesFrom"]) == {"1", "2"}, train2
+        assert sum(train2["samplesFrom"].values()) >= train2["samples"] + val2  # minus any over the cutoff

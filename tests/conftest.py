@@ -3,6 +3,9 @@ import pytest
 pytest_plugins = ["tests.cluster.fixture"]
 
 
+# tryfirst: xdist reads the groups in its own pytest_collection_modifyitems, which would
+# otherwise run before this one and find none (seen: every worker started a control plane).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Lanes for `pytest -n 3 --dist loadgroup` (make test): everything on the control plane
     shares one worker (one control plane per run; those tests mostly wait on the API server, the

@@ -98,8 +98,9 @@ def test_status_keeps_what_the_operator_writes(cluster, crd, namespace) -> None:
     assert got == status
     table = cluster.kubectl("get", "sar", "-n", namespace).stdout  # the short name
     header, row = table.splitlines()[:2]
-    assert header.split() == ["NAME", "PHASE", "ITERATION", "STAGE", "KEPT", "AGE"]
-    assert row.split()[:5] == ["minimal", "Running", "1", "train", "5231"]
+    # REASON is a default column (a stuck stage shows there); MESSAGE only with -o wide
+    assert header.split() == ["NAME", "PHASE", "ITERATION", "STAGE", "KEPT", "REASON", "AGE"]
+    assert row.split()[:6] == ["minimal", "Running", "1", "train", "5231", "StageRunning"]
     by_category = cluster.kubectl("get", "sheepdog", "-n", namespace, "-o", "name").stdout
     assert "minimal" in by_category
 

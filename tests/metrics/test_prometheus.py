@@ -159,7 +159,9 @@ def test_per_run_panels_show_the_runs_figures(scraped):
     assert at_end("sheepdog_iteration_train_loss") == {"1": 1.25, "2": 1.25}
     stages = {(r["metric"]["iteration"], r["metric"]["stage"])
               for r in scraped.range(f'sheepdog_run_stage_info{{namespace="{ns}", run="good"}}')}
-    assert stages == {(i, s) for i in ("1", "2") for s in ("synthesize", "curate", "train", "evaluate")}
+    # with evaluation on, M_0 is evaluated first, as iteration 0
+    assert stages == {("0", "evaluate")} | {(i, s) for i in ("1", "2")
+                                           for s in ("synthesize", "curate", "train", "evaluate")}
 
 
 def test_dashboard_variables_list_the_run(scraped):

@@ -43,6 +43,7 @@ spec:
     dataSize: {DATA_SIZE}
     maxTokens: 48
     maxRequests: 4
+    dropLastItem: truncated  # as the quickstart: a trained tiny model may write one item and stop
   assessment:
     scoring: logprobs
   filter:

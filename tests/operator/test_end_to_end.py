@@ -43,7 +43,8 @@ def e2e_manifest(name: str, namespace: str, node_label: dict[str, str]) -> dict:
             "model": {"base": "models/smollm2-135m-instruct", "chatTemplate": "auto"},
             "seed": {"path": "seeds/quickstart.jsonl", "examplesPerRequest": 5},
             "iterations": 2,
-            "synthesis": {"dataSize": 4, "maxTokens": 128, "maxRequests": 8},
+            "synthesis": {"dataSize": 4, "maxTokens": 128, "maxRequests": 8,
+                          "dropLastItem": "truncated"},  # as the quickstart
             "assessment": {"prompt": "combined", "criteria": ["quality", "following"], "scoring": "logprobs"},
             "filter": {"rules": True, "keepFraction": 0.5},
             "training": {"learningRate": 1.0e-4, "epochs": 1, "cutoffLength": 512, "warmupSteps": 0,

@@ -104,16 +104,23 @@ def world_size(summary: dict) -> int:
     return summary.get("worldSize", summary.get("world"))
 
 
-def test_two_ranks_in_one_pod(cluster, namespace, storage, crd, rank_executor, operator_process):
-    executor, label, claim, work = rank_executor
-    name = "ranks2x1"
-    start_run(cluster, namespace, name, claim, label, {"gpus": 2, "nodes": 1}, retries=0)
+def succeeded_train(cluster, namespace: str, name: str) -> tuple[dict, dict]:
+    """Waits for the run; it Succeeded with its train stage in one attempt of world size 2.
+    Returns the train stage record and the train Job."""
     status = wait_phase(cluster, namespace, name, ("Succeeded", "Failed"), timeout=1800)
     assert status["phase"] == "Succeeded", status
     [rec] = status["iterations"]
     train = rec["stages"]["train"]
     assert train["attempts"] == 1 and world_size(train["summary"]) == 2, train
     [job] = [j for j in stage_jobs(cluster, namespace, name) if j["metadata"]["name"] == f"{name}-i1-train"]
+    return train, job
+
+
+def test_two_ranks_in_one_pod(cluster, namespace, storage, crd, rank_executor, operator_process):
+    executor, label, claim, work = rank_executor
+    name = "ranks2x1"
+    start_run(cluster, namespace, name, claim, label, {"gpus": 2, "nodes": 1}, retries=0)
+    train, job = succeeded_train(cluster, namespace, name)
     cmd = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert cmd[:4] == ["torchrun", "--standalone", "--nnodes=1", "--nproc-per-node=2"], cmd
     [log] = pod_logs(work, namespace, f"{name}-i1-train").values()
@@ -125,12 +132,7 @@ def test_two_pods_meet_through_the_services_dns(cluster, namespace, storage, crd
     executor, label, claim, work = rank_executor
     name = "ranks1x2"
     start_run(cluster, namespace, name, claim, label, {"gpus": 1, "nodes": 2}, retries=0)
-    status = wait_phase(cluster, namespace, name, ("Succeeded", "Failed"), timeout=1800)
-    assert status["phase"] == "Succeeded", status
-    [rec] = status["iterations"]
-    train = rec["stages"]["train"]
-    assert train["attempts"] == 1 and world_size(train["summary"]) == 2, train
-    [job] = [j for j in stage_jobs(cluster, namespace, name) if j["metadata"]["name"] == f"{name}-i1-train"]
+    train, job = succeeded_train(cluster, namespace, name)
     assert job["spec"]["completionMode"] == "Indexed" and job["status"]["succeeded"] == 2
     cmd = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert f"--rdzv-endpoint={name}-i1-train-0.{name}-i1-train-rdzv:29500" in cmd, cmd

@@ -150,7 +150,10 @@ def _stage_succeeded_lost(cluster, namespace: str, run: str, iterations: int, cu
 def test_operator_sigkilled_during_concurrent_runs(cluster, namespace, storage, operator_process):
     """make test: 6 SIGKILLs while 3 runs of 2 iterations are going. The 20-kill storm below
     (make test-all) repeats the same checks at scale."""
-    _sigkill_storm(cluster, namespace, operator_process, iterations=2, runs=3, kills_wanted=6, stage_seconds=4)
+    finished = _sigkill_storm(cluster, namespace, operator_process, iterations=2, runs=3, kills_wanted=6,
+                              stage_seconds=4)
+    assert sorted(finished) == ["storm0", "storm1", "storm2"]
+    assert all(st["phase"] == "Succeeded" for st in finished.values()), finished
 
 
 @pytest.mark.bulk
@@ -158,11 +161,13 @@ def test_operator_sigkilled_during_concurrent_runs(cluster, namespace, storage, 
 @pytest.mark.timeout(1200)
 def test_operator_sigkilled_at_random_moments_of_concurrent_runs(cluster, namespace, storage, operator_process):
     # stages long enough that 20 kill-restart cycles (about 3 s each) fall inside the runs
-    _sigkill_storm(cluster, namespace, operator_process, iterations=3, runs=4, kills_wanted=20, stage_seconds=8)
+    finished = _sigkill_storm(cluster, namespace, operator_process, iterations=3, runs=4, kills_wanted=20,
+                              stage_seconds=8)
+    assert len(finished) == 4 and all(st["phase"] == "Succeeded" for st in finished.values()), finished
 
 
 def _sigkill_storm(cluster, namespace, operator_process, *, iterations: int, runs: int, kills_wanted: int,
-                   stage_seconds: int) -> None:
+                   stage_seconds: int) -> dict[str, dict]:
     annotations = {"*": {"sheepdog.test/duration": f"{stage_seconds}s"}}
 
     # the undisturbed reference run of the same spec, first
@@ -224,6 +229,7 @@ def _sigkill_storm(cluster, namespace, operator_process, *, iterations: int, run
     log = operator_process.log()
     print(f"operator starts: {operator_process.starts}; 409 no-ops logged: {log.count('AlreadyExists')}; "
           f"stage successes recorded right before a kill: {len(cut)}")
+    return finished
 
 
 # --- 2. kube-apiserver down for several seconds -----------------------------------------------------

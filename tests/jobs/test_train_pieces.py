@@ -76,6 +76,39 @@ def test_eta_and_print_interval():
     assert progress.print_every(7) == 1 and progress.print_every(1000) == 50
 
 
+def test_step_log_prints_the_progress_it_writes(tmp_path, capsys, monkeypatch):
+    """Rank 0's progress line on stdout (what the operator reads from the pod log) and
+    progress.json (what the local executor reads) hold the same record, through one parser;
+    the line comes with each human step line, else at most every PROGRESS_LINE_SECONDS."""
+    from types import SimpleNamespace
+
+    from sheepdog.progress import parse_progress_log, progress_record
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    log = progress.StepLog(tmp_path, effective_batch=4)
+    state = SimpleNamespace(is_world_process_zero=True, global_step=0, max_steps=100, epoch=0.0)
+    log.on_train_begin(None, state, None)
+    printed = []
+    for step in (1, 2, 3):  # 1: a human line; 2, 3: within 10 s of the last progress line
+        clock[0] += 1
+        state.global_step, state.epoch = step, step / 100
+        log.on_log(None, state, None, logs={"loss": 1.0, "learning_rate": 1e-4})
+        printed.append(capsys.readouterr().out)
+        written = progress_record(json.loads((tmp_path / progress.PROGRESS_FILE).read_text()))
+        assert written["step"] == step
+    assert parse_progress_log(printed[0]) == {"step": 1, "totalSteps": 100, "epoch": 0.01, "etaSeconds": 99.0}
+    assert printed[1] == printed[2] == ""
+    clock[0] += progress.PROGRESS_LINE_SECONDS
+    state.global_step, state.epoch = 4, 0.04
+    log.on_log(None, state, None, logs={"loss": 1.0})
+    out = capsys.readouterr().out
+    assert not any(line.startswith("{") for line in out.splitlines())  # the summary stays the only one
+    assert parse_progress_log(out) == progress_record(json.loads((tmp_path / progress.PROGRESS_FILE).read_text()))
+    assert parse_progress_log(out)["step"] == 4
+    assert progress.progress_line_due(False, None, 0.0) and not progress.progress_line_due(False, 5.0, 6.0)
+
+
 def test_step_log_survives_a_line_cut_by_sigkill(tmp_path):
     (tmp_path / LOG_FILE).write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n" + '{"step": 2, "lo')
     assert progress.read_log(tmp_path) == [{"step": 1, "loss": 2.0}]

@@ -2,6 +2,11 @@
 every logged step as a JSON line in the stage's output directory, and progress.json (the
 latest step and the total) for whoever watches the run's storage.
 
+The same progress record also goes to stdout as a `sheepdog-progress {...}` line
+(sheepdog.progress), which the operator reads from the tail of rank 0's pod log: with each
+human step line, and otherwise at most every PROGRESS_LINE_SECONDS, so a log tail read once
+per operator resync (60 s by default) finds a recent one without a line per step.
+
 Rank 0 alone writes: the Trainer already averages the logged loss over the ranks.
 """
 
@@ -14,10 +19,12 @@ from typing import Optional
 
 from transformers import TrainerCallback
 
+from sheepdog.progress import progress_line
 from sheepdog_jobs import storage
 from sheepdog_jobs.training import LOG_FILE, PROGRESS_FILE
 # Trainer log keys -> ours (camelCase, as the rest of the stage contract).
 _KEYS = {"loss": "loss", "learning_rate": "learningRate", "grad_norm": "gradNorm", "eval_loss": "evalLoss"}
+PROGRESS_LINE_SECONDS = 10.0  # between two progress lines when no human step line is due
 
 
 def print_every(total_steps: int) -> int:
@@ -31,6 +38,12 @@ def eta_seconds(step: int, total: int, first_step: int, elapsed: float) -> Optio
     if done <= 0 or elapsed <= 0:
         return None
     return (total - step) * elapsed / done
+
+
+def progress_line_due(human_line: bool, last: Optional[float], now: float) -> bool:
+    """Whether this logged step prints a progress line: with every human step line (the first
+    and last step among them), else once PROGRESS_LINE_SECONDS have passed since the last."""
+    return human_line or last is None or now - last >= PROGRESS_LINE_SECONDS
 
 
 def format_eta(seconds: Optional[float]) -> str:
@@ -69,6 +82,7 @@ class StepLog(TrainerCallback):
         self.first_step: Optional[int] = None
         self.started = self.last_time = 0.0
         self.last_step = 0
+        self.last_progress_line: Optional[float] = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.first_step = self.last_step = state.global_step  # > 0 when resumed
@@ -94,10 +108,15 @@ class StepLog(TrainerCallback):
             return  # the Trainer's end-of-training totals: the summary reports those
         with open(self.out / LOG_FILE, "a", encoding="utf-8") as fh:
             fh.write(storage.dumps_line(row) + "\n")
-        if "evalLoss" in row or step % print_every(total) == 0 or step in (1, total):
+        record = {"step": step, "totalSteps": total, "epoch": row["epoch"], "etaSeconds": row.get("etaSeconds")}
+        storage.atomic_write_json(self.out / PROGRESS_FILE, record)
+        human = "evalLoss" in row or step % print_every(total) == 0 or step in (1, total)
+        if human:
             print(step_line(row), flush=True)
-        storage.atomic_write_json(self.out / PROGRESS_FILE, {
-            "step": step, "totalSteps": total, "epoch": row["epoch"], "etaSeconds": row.get("etaSeconds")})
+        now = time.monotonic()
+        if progress_line_due(human, self.last_progress_line, now):
+            print(progress_line(record), flush=True)
+            self.last_progress_line = now
 
 
 def read_log(out: Path) -> list[dict]:
@@ -115,11 +134,3 @@ def read_log(out: Path) -> list[dict]:
         if isinstance(row, dict) and isinstance(row.get("step"), int):
             rows.append(row)
     return rows
-
-
-def read_progress(out: Path) -> Optional[dict]:
-    try:
-        data = json.loads((out / PROGRESS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

@@ -36,6 +36,17 @@ class StatusModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+class TrainProgress(StatusModel):
+    """How far a train stage has got (sheepdog.progress): rank 0's latest logged step."""
+
+    step: int = Field(ge=0, description="Optimizer steps done.")
+    total_steps: int = Field(ge=1, description="Optimizer steps of the whole training.")
+    epoch: Optional[float] = Field(None, ge=0, description="Epochs done (fractional).")
+    eta_seconds: Optional[float] = Field(
+        None, ge=0, description="Time left at this attempt's pace, as the stage estimated it.")
+    observed_at: Optional[str] = _time("When the operator (or local executor) read this step.")
+
+
 class StageRecord(StatusModel):
     phase: StagePhase = "Pending"
     job: Optional[str] = None
@@ -53,6 +64,12 @@ class StageRecord(StatusModel):
     stuck_reason: Optional[str] = Field(
         None, description="While its pods do not run: why (Unschedulable, ImagePullFailing, ...).")
     stuck_since: Optional[str] = _time("When the stuck state began (pendingTimeout counts from it).")
+    progress: Optional[TrainProgress] = Field(
+        None,
+        description="train only: the latest step while it runs, read from rank 0's log about once "
+        "per resync (locally from progress.json); kept when it fails (how far it got), removed "
+        "when it succeeds (its summary reports the end).",
+    )
 
 
 class IterationRecord(StatusModel):

@@ -44,6 +44,9 @@ class StageObservation:
     stuck_since: Optional[str] = None
     suspended: bool = False  # the execution is suspended (Job.spec.suspend)
     queued: bool = False  # a queue (Kueue) unsuspends it, never the operator
+    # A running train's latest progress reading (progress_policy): {step, totalSteps, epoch,
+    # etaSeconds, observedAt}; None when it was not read this time.
+    progress: Optional[dict[str, Any]] = None
 
     @property
     def key(self) -> tuple[int, str]:

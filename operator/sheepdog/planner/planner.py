@@ -33,7 +33,7 @@ from typing import Iterable, Mapping, Optional, Union
 from sheepdog.api.spec import STAGES, RunSpec
 from sheepdog.api.status import IterationRecord, RunStatus, StageRecord
 from sheepdog.planner import baseline_policy, stage_order, stopping_policy, suspend_policy
-from sheepdog.planner import stuck_policy
+from sheepdog.planner import progress_policy, stuck_policy
 from sheepdog.planner.actions import Event, Plan, StageObservation, StartStage, SuspendStage, stage_name
 from sheepdog.planner.conditions import TERMINAL_PHASES, conditions_for
 from sheepdog.planner import export_policy
@@ -171,6 +171,7 @@ def _absorb(new: RunStatus, obs: StageObservation, run_name: str, spec: RunSpec,
         is_stuck = stuck_policy.stuck(spec, obs)
         stage.stuck_reason = obs.stuck_reason if is_stuck else None
         stage.stuck_since = obs.stuck_since if is_stuck else None
+        progress_policy.absorb(stage, obs.progress)
         return events
 
     stage.stuck_reason = stage.stuck_since = None
@@ -186,6 +187,7 @@ def _absorb(new: RunStatus, obs: StageObservation, run_name: str, spec: RunSpec,
 
     summary = obs.summary if isinstance(obs.summary, dict) and obs.summary else None
     stage.phase, stage.summary, stage.message = "Succeeded", stage_summary(obs.stage, summary), None
+    progress_policy.succeeded(stage)
     apply_summary(record, obs.stage, summary, layout)
     events.append(Event("Normal", Reason.STAGE_SUCCEEDED, f"{where} succeeded: {describe_summary(obs.stage, summary)}"))
     if summary is None:

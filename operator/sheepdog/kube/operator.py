@@ -109,6 +109,7 @@ async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Eve
         image_defaults=image_defaults(args),
         test_pod_annotations=args.test_pod_annotations,
         instance=socket.gethostname()[:128],
+        progress_interval=args.resync_seconds,  # one log read per running train per resync
     )
     if args.test_pod_annotations:
         log.warning("test mode: copying sheepdog.test/* pod annotations from runs into their Jobs")

@@ -16,6 +16,8 @@ event, from the periodic resync) is harmless:
      failed pod's). A running Job with a pod that is not ready is checked against the stuck
      pods the pod watch keeps (pod_changed; no LIST), and a running Job without pods gets its
      Events LISTed (FailedCreate) while that lasts (sheepdog.kube.stuck).
+     A running train's rank-0 pod log tail is read at most once per resync interval for its
+     progress (sheepdog.kube.train_progress; a failed read keeps the last progress).
   4. plan(...) -> the complete new status, the stages to start, the events.
   5. Create the Jobs (and a multi-node train's rendezvous Service). 409 AlreadyExists is a
      no-op for a Job this run owns: the Job of a stage is created once, ever. Any other
@@ -50,6 +52,7 @@ from sheepdog.api.spec import RunSpec
 from sheepdog.api.status import RunStatus
 from sheepdog.kube import observe as obs
 from sheepdog.kube import stuck
+from sheepdog.kube.train_progress import TrainProgressReader, pod_log_reader
 from sheepdog.kube.client import KubeApi, error_status
 from sheepdog.kube.events import run_event
 from sheepdog.kube.metrics import Metrics
@@ -100,6 +103,8 @@ class Options:
     # `sheepdog.test/pod-annotations` annotation into its Jobs' pod templates (see below).
     test_pod_annotations: bool = False
     instance: str = ""
+    # Seconds between two reads of a running train's log (train_progress): the resync interval.
+    progress_interval: float = 60.0
 
 
 def passthrough_annotations(run: Mapping[str, Any], iteration: int, stage: str) -> dict[str, str]:
@@ -211,6 +216,8 @@ class Reconciler:
         self._stuck_pods: dict[tuple[str, str], dict[str, Any]] = {}
         # (namespace, run) -> transient Job-creation errors in a row (the backoff)
         self._create_failures: dict[tuple[str, str], int] = {}
+        # a running train's progress, from rank 0's log (train_progress.py)
+        self.train_progress = TrainProgressReader(pod_log_reader(kube), self.options.progress_interval)
 
     def _written(self, run: Mapping[str, Any], response: Any) -> None:
         meta = run["metadata"]
@@ -243,6 +250,7 @@ class Reconciler:
         """Whether a stage pod's event can change whether (or why) its run is stuck: only a
         pod that becomes stuck, changes why, or stops being stuck (runs, ends, is deleted).
         Only stuck pods are remembered, so the ordinary life of a pod is no news."""
+        self.train_progress.pod_event(namespace, pod, body)
         key = (namespace, pod)
         sig = None if body is None else stuck.pod_signature(body)
         before = self._stuck_pods.pop(key, None)
@@ -301,8 +309,9 @@ class Reconciler:
         events = {j["metadata"]["name"]: self.kube.list_job_events(namespace, j["metadata"]["name"])
                   for j in jobs if stuck.needs_events(j)}
         observed = obs.observe(jobs, old_raw, pods, events)
-
         now = self.clock()
+        observed = self.train_progress.observe(namespace, name, observed, now)
+
         layout = kube_layout(name, spec)
         p = plan(name, spec, old_status.model_copy(deep=True), observed, layout, now, generation=generation)
         result = Result(done=p.done)

@@ -50,6 +50,7 @@ NAMESPACED_RULES = {
     ("sheepdog.dev", "selfalignmentruns/finalizers"): {"update"},
     ("batch", "jobs"): {"create", "get", "list", "watch", "patch"},
     ("", "pods"): {"list", "watch"},
+    ("", "pods/log"): {"get"},
     ("", "services"): {"create"},
     ("", "events"): {"create", "list"},
 }

@@ -4,6 +4,8 @@ API server. `sheepdog run RUN.yaml --workdir DIR`.
     observe (files in DIR) -> plan -> write status.json and report.json -> print events
     -> run the requested stage (attempt loop) -> repeat until the plan is done
 
+While a train stage runs, its progress.json is copied into status.json (progress_watch.py).
+
 The disk is the only state, so the same command after a kill carries on: finished stages are
 observed as finished and never run again; an interrupted one runs again and its stage program
 resumes from its own checkpoints.
@@ -22,6 +24,7 @@ from sheepdog.api.load import dump_run, load_run
 from sheepdog.api.status import RunStatus
 from sheepdog.local.inputs import InputError, prepare_local_run
 from sheepdog.local.observe import attempts_file, observe_run_dir, summary_file
+from sheepdog.local.progress_watch import POLL_SECONDS, ProgressWatch
 from sheepdog.reporting.plot import plot_report
 from sheepdog.local.report import format_report, report_of
 from sheepdog.local.stage_process import run_stage
@@ -60,6 +63,7 @@ def run_local(
     retry_failed: bool = False,
     plot: bool = True,
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    progress_seconds: float = POLL_SECONDS,
 ) -> LocalResult:
     """Run (or resume) a run file to its end. Raises RunSpecError (bad run file), InputError
     (bad seed/model inputs; nothing written) or WorkdirBusy (another executor works here)."""
@@ -96,7 +100,10 @@ def run_local(
                 if action.name == just_ran:  # ran to the end, yet the disk shows no outcome
                     raise RuntimeError(f"{action.name}: the stage ran but left no attempts record in "
                                        f"{layout.iteration_dir(action.iteration)}; refusing to loop")
-                run_stage(action, layout, now, python=python, module=module)
+                with ProgressWatch(workdir, layout, status, action, now, lambda line: _say(out, line),
+                                   progress_seconds) as watch:
+                    run_stage(action, layout, now, python=python, module=module)
+                status = watch.status  # with the train's last progress (kept if it failed)
                 just_ran = action.name
 
         report = report_of(name, status)

@@ -7,6 +7,8 @@ exit code) without a model. Knobs, each a comma list of "<iteration>:<stage>":
   FAKE_KILL_PARENT  SIGKILL the executor there (once), as a user's kill -9 would
   FAKE_NO_SUMMARY   succeed there without writing a summary
   FAKE_CRASH        die there with a traceback and no summary (exit 4)
+FAKE_TRAIN_GATE=<path>: a train reports steps 1 and 2 of 4 (progress.json and its stdout line,
+as sheepdog_jobs does), then waits until <path> exists (60 s at most) before it goes on.
 FAKE_LOG: append one JSON line per invocation. FAKE_METRICS: evaluate values per iteration
 (from iteration 1); FAKE_BASELINE: iteration 0's (M_0), default 0.
 Sharded (config shard.count > 1): every shard waits until all have started (they must run at
@@ -23,6 +25,21 @@ import time
 
 def marks(name):
     return {tuple(x.split(":")) for x in os.environ.get(name, "").split(",") if x}
+
+
+def report_progress(out_dir, gate):
+    from sheepdog.progress import PROGRESS_FILE, progress_line
+
+    for step in (1, 2):
+        record = {"step": step, "totalSteps": 4, "epoch": step / 4, "etaSeconds": 2.0 * (4 - step)}
+        tmp = os.path.join(out_dir, f".{PROGRESS_FILE}.tmp")
+        with open(tmp, "w") as f:
+            f.write(json.dumps(record))
+        os.replace(tmp, os.path.join(out_dir, PROGRESS_FILE))
+        print(progress_line(record), flush=True)
+    deadline = time.monotonic() + 60
+    while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def main(argv):
@@ -69,6 +86,8 @@ def main(argv):
         sys.stderr.write(f"\r{stage}: {i + 1}/3")
         sys.stderr.flush()
     sys.stderr.write("\n")
+    if stage == "train" and os.environ.get("LOCAL_RANK", "0") == "0":
+        report_progress(out_dir, os.environ.get("FAKE_TRAIN_GATE"))
 
     once = os.path.join(iter_dir, f".{stage}.killed")
     if here in marks("FAKE_KILL_PARENT") and not os.path.exists(once):

@@ -138,15 +138,19 @@ import copy  # noqa: E402
 
 import pytest  # noqa: E402
 
+from sheepdog.kube.cache import WatchCache  # noqa: E402
 from sheepdog.kube.client import Conflict  # noqa: E402
 from sheepdog.kube.metrics import Metrics  # noqa: E402
 from sheepdog.kube.reconcile import Options, Reconciler, passthrough_annotations  # noqa: E402
 
 
 class FakeKube:
-    """The KubeApi surface of a reconcile, in memory; records every write in order."""
+    """The KubeApi surface of a reconcile, in memory; records every write (and pod LIST) in
+    order. `cache` is what the operator's watches would have delivered: `deliver()` brings it
+    up to date, as the watch events of every change would."""
 
     def __init__(self, run):
+        self.cache = WatchCache()
         self.run = run
         self.jobs: dict[str, dict] = {}
         self.pods: list[dict] = []
@@ -163,8 +167,18 @@ class FakeKube:
     def list_runs(self, namespace):
         return [copy.deepcopy(self.run)] if self.run else []
 
-    def list_jobs(self, namespace, run):
-        return [copy.deepcopy(j) for j in self.jobs.values() if j["metadata"]["labels"][obs.LABEL_RUN] == run]
+    def list_stage_jobs(self, namespace):
+        return [copy.deepcopy(j) for j in self.jobs.values()]
+
+    def deliver(self):
+        """The watch events of everything that changed (the cache as after a re-list)."""
+        if self.run:
+            self.cache.put_run(self.run)
+        self.cache.relist("jobs", None, list(self.jobs.values()), None)
+        for name in {j["metadata"]["name"] for j in self.cache._jobs.objects.values()} - set(self.jobs):
+            self.cache.drop_job("ns", name)
+        for p in self.pods:  # the helper's pods name no namespace
+            self.cache.put_pod({**p, "metadata": {"namespace": "ns", **p["metadata"]}})
 
     def list_pods(self, namespace, job_names):
         self.writes.append(("list_pods", ",".join(sorted(job_names))))
@@ -186,15 +200,15 @@ class FakeKube:
         if self.create_error is not None:
             raise self.create_error
         if obj["kind"] != "Job":
-            return True
+            return copy.deepcopy(obj)
         if name in self.jobs:
             self.writes.append(("exists", name))
-            return False
+            return None
         obj = copy.deepcopy(obj)
         obj["status"] = {}
         self.jobs[name] = obj
         self.writes.append(("create", name))
-        return True
+        return copy.deepcopy(obj)
 
     def replace_run_status(self, run, status):
         if run["metadata"]["resourceVersion"] != self.run["metadata"]["resourceVersion"]:
@@ -229,8 +243,19 @@ def make_run_obj(**spec):
     }
 
 
-def reconciler(kube, **opts):
-    return Reconciler(kube, Metrics(), Options(**opts), clock=lambda: "2025-01-01T00:00:00Z")
+class WatchedReconciler(Reconciler):
+    """Each reconcile after the watches delivered every change (what a trigger means)."""
+
+    def reconcile(self, namespace, name):
+        self.kube.deliver()
+        return super().reconcile(namespace, name)
+
+
+def reconciler(kube, watched=True, **opts):
+    """watched=False: the cache holds only what the reconciles themselves put there (their
+    own writes) and what a test delivers: a watch that lags."""
+    cls = WatchedReconciler if watched else Reconciler
+    return cls(kube, Metrics(), Options(**opts), clock=lambda: "2025-01-01T00:00:00Z", cache=kube.cache)
 
 
 def test_reconcile_walks_an_iteration_creating_each_job_once():
@@ -262,8 +287,8 @@ def test_reconcile_walks_an_iteration_creating_each_job_once():
     rec1 = kube.run["status"]["iterations"][0]
     assert (rec1["generated"], rec1["kept"], rec1["keepRate"], rec1["trainLoss"]) == (20, 3, 0.75, 0.5)
     assert rec1["model"] == "runs/r/i1/model"
-    # pods were listed once per finished Job, never again
-    assert [w[1] for w in kube.writes if w[0] == "list_pods"] == ["r-i1-synthesize", "r-i1-curate", "r-i1-train"]
+    # the finished Jobs' pods came from the watch, not from a LIST
+    assert [w for w in kube.writes if w[0] == "list_pods"] == []
     kube.writes.clear()
     r = rec.reconcile("ns", "r")
     assert kube.writes == [] and r.phase == "Succeeded"
@@ -306,20 +331,18 @@ def test_failed_stage_fails_the_run_with_the_pod_message():
     assert ("Warning", "StageFailed") in r.events
 
 
-def test_conflict_on_status_write_is_raised_for_a_retry():
+def test_conflict_on_status_write_is_raised_for_a_retry_that_gets_the_run():
     kube = FakeKube(make_run_obj())
-    rec = reconciler(kube)
-    real_get = kube.get_run
-
-    def stale(namespace, name):
-        run = real_get(namespace, name)
-        kube.run["metadata"]["resourceVersion"] = "99"  # someone wrote in between
-        return run
-
-    kube.get_run = stale
+    rec = reconciler(kube, watched=False)
+    kube.deliver()
+    kube.run["metadata"]["resourceVersion"] = "99"  # someone wrote; its watch event is not here yet
     with pytest.raises(Conflict):
         rec.reconcile("ns", "r")
     assert not [w for w in kube.writes if w[0] == "event"]
+    assert rec.cache.run("ns", "r") is None  # the stale copy is forgotten
+    r = rec.reconcile("ns", "r")  # GETs the run; the Job it created is known from its POST
+    assert r.status_written and r.created == [] and r.existing == []
+    assert [w[1] for w in kube.writes if w[0] == "create"] == ["r-i1-synthesize"]
 
 
 def test_invalid_spec_is_reported_not_acted_on():
@@ -451,13 +474,58 @@ def test_resync_reconciles_the_runs_that_are_not_settled():
         def list_runs(self, namespace):
             return runs
 
+        def list_stage_jobs(self, namespace):
+            return []
+
     reconciled = []
-    rec = SimpleNamespace(kube=Kube(), metrics=Metrics(), forget=lambda *a: None,
+    cache = WatchCache()
+    rec = SimpleNamespace(kube=Kube(), metrics=Metrics(), forget=lambda *a: None, cache=cache,
                           reconcile=lambda ns, name: reconciled.append(name) or Result())
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         d = Dispatcher(rec, pool)
         assert asyncio.run(d.resync([], concurrency=2)) == 3
     assert sorted(reconciled) == ["edited", "going", "new"]
+    assert cache.run("ns", "done") is not None  # the re-list fed the cache
+
+
+# --- a watch cache that lags: never a second Job, never a lost summary -------------------------
+
+
+def test_a_job_the_cache_does_not_show_yet_is_found_by_its_409_not_created_twice():
+    kube = FakeKube(make_run_obj())
+    reconciler(kube).reconcile("ns", "r")  # creates the Job
+    kube.cache = WatchCache()  # a cache with the run but without the Job (its events not here yet)
+    kube.cache.put_run(kube.run)
+    kube.writes.clear()
+    r = reconciler(kube, watched=False).reconcile("ns", "r")
+    assert r.created == [] and r.existing == ["r-i1-synthesize"]  # POST -> 409 -> GET: this run's
+    assert [w[0] for w in kube.writes if w[0] in ("create", "exists")] == ["exists"]
+    assert len(kube.jobs) == 1
+
+
+def test_a_finished_job_whose_pods_the_cache_lacks_has_them_listed():
+    kube = FakeKube(make_run_obj())
+    rec = reconciler(kube, watched=False)
+    kube.deliver()
+    rec.reconcile("ns", "r")
+    kube.finish("r-i1-synthesize", message=json.dumps(SUMMARY))
+    kube.cache.put_job(kube.jobs["r-i1-synthesize"])  # the Job's Complete arrived, its pod's event not yet
+    kube.writes.clear()
+    rec.reconcile("ns", "r")
+    assert [w for w in kube.writes if w[0] == "list_pods"] == [("list_pods", "r-i1-synthesize")]
+    rec1 = kube.run["status"]["iterations"][0]
+    assert rec1["stages"]["synthesize"]["phase"] == "Succeeded" and rec1["generated"] == 20
+
+
+def test_the_reconcile_after_a_status_write_reads_the_write_not_the_lagging_watch():
+    kube = FakeKube(make_run_obj())
+    rec = reconciler(kube, watched=False)
+    kube.deliver()
+    rec.reconcile("ns", "r")  # writes status; no watch event delivered since
+    kube.jobs["r-i1-synthesize"]["status"] = {"startTime": "2025-01-01T00:00:01Z", "active": 1}
+    kube.cache.put_job(kube.jobs["r-i1-synthesize"])
+    r = rec.reconcile("ns", "r")  # no Conflict: the cached run is the write's answer
+    assert r.status_written and kube.run["status"]["iterations"][0]["stages"]["synthesize"]["phase"] == "Running"
 
 
 def test_run_events_of_its_own_recent_status_writes_are_recognised():

@@ -26,12 +26,18 @@ class NotFound(Exception):
     pass
 
 
+class Listing(list):
+    """A LIST's items, with the list's resourceVersion (WatchCache.relist needs it)."""
+
+    resource_version: Optional[str] = None
+
+
 class KubeApi(Protocol):
     def get_run(self, namespace: str, name: str) -> Optional[Obj]: ...
     def list_runs(self, namespace: Optional[str]) -> list[Obj]: ...
-    def list_jobs(self, namespace: str, run: str) -> list[Obj]: ...
+    def list_stage_jobs(self, namespace: Optional[str]) -> list[Obj]: ...
     def list_pods(self, namespace: str, job_names: Iterable[str]) -> list[Obj]: ...
-    def create(self, namespace: str, obj: Obj) -> bool: ...
+    def create(self, namespace: str, obj: Obj) -> Optional[Obj]: ...
     def get_job(self, namespace: str, name: str) -> Optional[Obj]: ...
     def list_job_events(self, namespace: str, job: str) -> list[Obj]: ...
     def suspend_job(self, namespace: str, name: str, suspend: bool) -> None: ...
@@ -113,19 +119,13 @@ class Kube:
         except NotFound:
             return None
 
-    def list_runs(self, namespace: Optional[str]) -> list[Obj]:
-        out = self.request("GET", self._runs(namespace))
-        kind = "SelfAlignmentRun"
-        items = out.get("items") or []
-        for it in items:  # LIST items carry no apiVersion/kind
-            it.setdefault("apiVersion", f"{GROUP}/{VERSION}")
-            it.setdefault("kind", kind)
-        return items
+    def list_runs(self, namespace: Optional[str]) -> Listing:
+        return _listing(self.request("GET", self._runs(namespace)), f"{GROUP}/{VERSION}", "SelfAlignmentRun")
 
-    def list_jobs(self, namespace: str, run: str) -> list[Obj]:
-        out = self.request("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs",
-                           query=[("labelSelector", f"sheepdog.dev/run={run}")])
-        return out.get("items") or []
+    def list_stage_jobs(self, namespace: Optional[str]) -> Listing:
+        """Every Job labelled sheepdog.dev/run (of one namespace, or all): the resync's re-list."""
+        path = f"/apis/batch/v1/namespaces/{namespace}/jobs" if namespace else "/apis/batch/v1/jobs"
+        return _listing(self.request("GET", path, query=[("labelSelector", "sheepdog.dev/run")]), "batch/v1", "Job")
 
     def list_pods(self, namespace: str, job_names: Iterable[str]) -> list[Obj]:
         names = sorted(set(job_names))
@@ -155,17 +155,17 @@ class Kube:
         self.request("PATCH", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
                      body={"spec": {"suspend": suspend}}, content_type="application/merge-patch+json")
 
-    def create(self, namespace: str, obj: Obj) -> bool:
-        """Create a Job or a Service. False when it already exists (409): never a duplicate."""
+    def create(self, namespace: str, obj: Obj) -> Optional[Obj]:
+        """Create a Job or a Service: the created object, or None when one of that name already
+        exists (409): never a duplicate."""
         path = {
             "Job": f"/apis/batch/v1/namespaces/{namespace}/jobs",
             "Service": f"/api/v1/namespaces/{namespace}/services",
         }[obj["kind"]]
         try:
-            self.request("POST", path, body=obj)
+            return self.request("POST", path, body=obj)
         except Conflict:
-            return False
-        return True
+            return None
 
     def replace_run_status(self, run: Obj, status: Obj) -> Obj:
         """Make the run's status exactly `status`: a merge patch of the status subresource
@@ -183,6 +183,15 @@ class Kube:
 
     def create_event(self, namespace: str, event: Obj) -> None:
         self.request("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
+
+
+def _listing(out: Obj, api_version: str, kind: str) -> Listing:
+    items = Listing(out.get("items") or [])
+    for it in items:  # LIST items carry no apiVersion/kind
+        it.setdefault("apiVersion", api_version)
+        it.setdefault("kind", kind)
+    items.resource_version = (out.get("metadata") or {}).get("resourceVersion")
+    return items
 
 
 def error_status(exc: BaseException) -> tuple[int, str]:

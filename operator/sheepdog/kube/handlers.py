@@ -13,14 +13,22 @@ Triggers (all end in Dispatcher.trigger(namespace, name)):
   - a periodic resync of every run that is not settled (one background task), the safety net
     for a lost event; a finished run whose status answers its current spec is skipped.
 
-Only `@kopf.on.event` handlers are registered: Kopf then adds no finalizer and writes no
-progress annotations to runs (those come with on.create/on.update/on.delete, timers and
-daemons). A run can therefore always be deleted, also while the operator is down; its Jobs go
+What a reconcile reads comes from the watch streams (sheepdog.kube.cache, issue 14 point 8):
+`@kopf.index` handlers on runs, stage Jobs and stage pods put every listed, added or modified
+object into the WatchCache and keep nothing in Kopf's own indexes; their point is that Kopf
+then starts no handler until every indexed resource's initial listing is through them, so no
+reconcile after a start plans on a half-filled cache. The on.event handlers below drop deleted
+objects from it. The resync re-lists runs and stage Jobs into it (WatchCache.relist: the
+deletions a watch that expired may have missed).
+
+Only `@kopf.on.event` and `@kopf.index` handlers are registered: Kopf then adds no finalizer
+and writes no progress annotations to runs (those come with on.create/on.update/on.delete,
+timers and daemons). A run can therefore always be deleted, also while the operator is down; its Jobs go
 with it through their ownerReferences (the garbage collector).
 
 Per run, one reconcile runs at a time, and triggers that arrive while one is queued are
-coalesced into it: a reconcile reads everything fresh, so one that *starts* after a trigger
-covers that trigger. Reconciles run in a thread pool (the Kubernetes client is blocking);
+coalesced into it: a reconcile reads everything anew (from the cache, which the event that
+triggered it has already updated), so one that *starts* after a trigger covers that trigger. Reconciles run in a thread pool (the Kubernetes client is blocking);
 the event loop only queues. A reconcile that raises is retried with backoff (1 s .. 60 s).
 """
 
@@ -153,8 +161,12 @@ class Dispatcher:
         lists = [None] if not namespaces else list(namespaces)
         runs: list[tuple[str, str]] = []
         present: set[tuple[str, str]] = set()
+        kube, cache = self.reconciler.kube, self.reconciler.cache
         for ns in lists:
-            items = await loop.run_in_executor(self.executor, self.reconciler.kube.list_runs, ns)
+            items = await loop.run_in_executor(self.executor, kube.list_runs, ns)
+            await loop.run_in_executor(self.executor, relist, cache, "runs", ns, items)
+            jobs = await loop.run_in_executor(self.executor, kube.list_stage_jobs, ns)
+            await loop.run_in_executor(self.executor, relist, cache, "jobs", ns, jobs)
             for r in items:
                 key = (r["metadata"]["namespace"], r["metadata"]["name"])
                 present.add(key)
@@ -185,6 +197,12 @@ class Dispatcher:
                 log.exception("resync failed; next in %ss", interval)
 
 
+def relist(cache: Any, kind: str, namespace: Optional[str], items: list) -> None:
+    dropped = cache.relist(kind, namespace, items, getattr(items, "resource_version", None))
+    if dropped:
+        log.info("resync: %d cached %s were gone (deletions the watch missed)", dropped, kind)
+
+
 def settled(run: Any) -> bool:
     """A finished run whose status answers its current spec: only an event (an edit, a
     deletion) can give it anything to do, so the resync skips it."""
@@ -194,18 +212,35 @@ def settled(run: Any) -> bool:
 
 
 def register(registry: Any, dispatcher: Dispatcher) -> None:
-    """The Kopf handlers (on.event only; see the module docstring)."""
+    """The Kopf handlers (on.event and the cache's index feed; see the module docstring)."""
     import kopf
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> Any:
         return kopf.login_via_client(**kwargs)
 
+    cache = dispatcher.reconciler.cache
+    stage = {LABEL_RUN: kopf.PRESENT}
+
+    # The cache's feed (see the module docstring). Returning None keeps nothing in Kopf's index.
+    @kopf.index(GROUP, VERSION, PLURAL, registry=registry)
+    async def cached_runs(body: Any, **_: Any) -> None:
+        cache.put_run(body)
+
+    @kopf.index("batch", "v1", "jobs", labels=stage, registry=registry)
+    async def cached_jobs(body: Any, **_: Any) -> None:
+        cache.put_job(body)
+
+    @kopf.index("", "v1", "pods", labels=stage, registry=registry)
+    async def cached_pods(body: Any, **_: Any) -> None:
+        cache.put_pod(body)
+
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def run_event(type: Optional[str], body: Any, namespace: Optional[str], name: Optional[str], **_: Any) -> None:
         if not name or not namespace:
             return
         if type == "DELETED":
+            cache.drop_run(namespace, name, body.get("metadata", {}).get("uid"))
             dispatcher.forget(namespace, name)
             return
         meta = body.get("metadata") or {}
@@ -217,22 +252,26 @@ def register(registry: Any, dispatcher: Dispatcher) -> None:
             return
         await dispatcher.trigger(namespace, name, why=f"run {type or 'listed'}", no_news=own)
 
-    @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN: kopf.PRESENT}, registry=registry)
+    @kopf.on.event("batch", "v1", "jobs", labels=stage, registry=registry)
     async def job_event(type: Optional[str], body: Any, namespace: Optional[str], name: Optional[str],
                         labels: Any, **_: Any) -> None:
         run = labels.get(LABEL_RUN)
         if not run or not namespace:
             return
+        if type == "DELETED" and name:
+            cache.drop_job(namespace, name, body.get("metadata", {}).get("uid"))
         if name and not dispatcher.reconciler.job_changed(namespace, name, None if type == "DELETED" else body):
             return
         await dispatcher.trigger(namespace, run, why=f"job {body.get('metadata', {}).get('name')} {type or 'listed'}")
 
-    @kopf.on.event("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT}, registry=registry)
+    @kopf.on.event("", "v1", "pods", labels=stage, registry=registry)
     async def pod_event(type: Optional[str], body: Any, namespace: Optional[str], name: Optional[str],
                         labels: Any, **_: Any) -> None:
         run = labels.get(LABEL_RUN)
         if not run or not namespace or not name:
             return
+        if type == "DELETED":
+            cache.drop_pod(namespace, name, body.get("metadata", {}).get("uid"))
         if not dispatcher.reconciler.pod_changed(namespace, name, None if type == "DELETED" else body):
             return
         await dispatcher.trigger(namespace, run, why=f"pod {name} {type or 'listed'}")

@@ -1,21 +1,26 @@
 """One reconcile of one run: read, observe, plan, act, write status once, then emit events.
 
-Everything a reconcile decides comes from what it reads fresh from the API server (the run and
-its Jobs) plus the run's own status, so running it again (after a restart, twice for the same
+Everything a reconcile decides comes from what the watch streams delivered (the run, its Jobs
+and their pods, kept by sheepdog.kube.cache; the API server itself where the cache cannot
+tell) plus the run's own status, so running it again (after a restart, twice for the same
 event, from the periodic resync) is harmless:
 
-  1. GET the run. Gone or being deleted -> nothing to do (the garbage collector removes its
-     Jobs through their ownerReferences; there is no finalizer to remove).
+  1. Read the run from the watch cache (sheepdog.kube.cache: what the watches delivered, plus
+     our own last write); a GET only when it has none. Gone or being deleted -> nothing to do
+     (the garbage collector removes its Jobs through their ownerReferences; there is no
+     finalizer to remove).
   2. Load the spec (sheepdog.api.load: camelCase paths in the problems). A spec that slipped
      past the CRD schema -> the planner's plan_invalid_spec: reason InvalidSpec with the
      problems; no new stage starts until the spec is fixed (a running stage finishes).
-  3. LIST the run's Jobs (label sheepdog.dev/run=<name>, owned by this run's uid: Jobs of a
-     deleted run of the same name that the garbage collector has not removed yet are ignored).
-     Terminal Jobs whose outcome the status does not record yet get their pods LISTed once
-     (the summary is the succeeded pod's termination message; a failure's detail is the last
-     failed pod's). A running Job with a pod that is not ready is checked against the stuck
-     pods the pod watch keeps (pod_changed; no LIST), and a running Job without pods gets its
-     Events LISTed (FailedCreate) while that lasts (sheepdog.kube.stuck).
+  3. The run's Jobs from the watch cache (label sheepdog.dev/run=<name>, owned by this run's
+     uid: Jobs of a deleted run of the same name that the garbage collector has not removed yet
+     are ignored). Terminal Jobs whose outcome the status does not record yet get their pods
+     read once, from the cache too (the summary is the succeeded pod's termination message; a
+     failure's detail is the last failed pod's), or from a LIST when the pod watch has not yet
+     delivered the pods the Job controller counted (cache.pods_behind). A running Job with a
+     pod that is not ready is checked against the stuck pods the pod watch keeps (pod_changed;
+     no LIST), and a running Job without pods gets its Events LISTed (FailedCreate) while that
+     lasts (sheepdog.kube.stuck).
      A running train's rank-0 pod log tail is read at most once per resync interval for its
      progress (sheepdog.kube.train_progress; a failed read keeps the last progress).
   4. plan(...) -> the complete new status, the stages to start, the events.
@@ -28,7 +33,7 @@ event, from the periodic resync) is harmless:
      (suspend / resume a running Job: spec.suspend, pendingTimeout) are patched.
   6. Write the status once: a merge patch of the status subresource that makes it exactly the
      planner's status, conditional on the run's resourceVersion as read (a run edited
-     meanwhile -> Conflict -> the reconcile is retried on fresh data).
+     meanwhile -> Conflict -> the reconcile is retried on a run it GETs).
   7. Only then emit the planner's Events (a failed status write emits nothing).
 
 Why Jobs are created before the status write: a Job that exists is observed by every later
@@ -53,7 +58,8 @@ from sheepdog.api.status import RunStatus
 from sheepdog.kube import observe as obs
 from sheepdog.kube import stuck
 from sheepdog.kube.train_progress import TrainProgressReader, pod_log_reader
-from sheepdog.kube.client import KubeApi, error_status
+from sheepdog.kube.cache import WatchCache, pods_behind
+from sheepdog.kube.client import Conflict, KubeApi, error_status
 from sheepdog.kube.events import run_event
 from sheepdog.kube.metrics import Metrics
 from sheepdog.kube.pod_admission import pod_template_problems
@@ -200,11 +206,14 @@ class Reconciler:
         metrics: Metrics,
         options: Optional[Options] = None,
         clock: Callable[[], str] = utcnow,
+        cache: Optional[WatchCache] = None,
     ):
         self.kube = kube
         self.metrics = metrics
         self.options = options or Options()
         self.clock = clock
+        # what the watch streams delivered (handlers.py feeds it): the reads of a reconcile
+        self.cache = cache if cache is not None else WatchCache()
 
         # (namespace, name) -> resourceVersions of our last status writes (a few: the watch
         # event of one write can arrive after the next write)
@@ -224,6 +233,37 @@ class Reconciler:
         rv = ((response or {}).get("metadata") or {}).get("resourceVersion") if isinstance(response, dict) else None
         if rv:
             self._own_writes.setdefault((meta["namespace"], meta["name"]), deque(maxlen=OWN_WRITES_KEPT)).append(rv)
+
+    def _read_run(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        """The run as the watch (or our own last write) left it; a GET when the cache has none
+        (not delivered yet, or invalidated by a conflict)."""
+        run = self.cache.run(namespace, name)
+        if run is None:
+            run = self.kube.get_run(namespace, name)
+            if run is not None:
+                self.cache.put_run(run)
+        return run
+
+    def _write_status(self, run: Mapping[str, Any], status: dict[str, Any]) -> None:
+        """The conditional status write; its answer is the cache's run from now on. A 409 means
+        the cached run is stale: forget it, so that the retry GETs it."""
+        try:
+            response = self.kube.replace_run_status(run, status)
+        except Conflict:
+            self.cache.invalidate_run(run["metadata"]["namespace"], run["metadata"]["name"])
+            raise
+        self._written(run, response)
+        if isinstance(response, dict) and response.get("metadata"):
+            self.cache.put_run(response)
+
+    def _pods(self, namespace: str, jobs: list[dict[str, Any]], need: list[str]) -> list[dict[str, Any]]:
+        """The pods of the Jobs in `need` from the cache; a LIST for those whose finished pods
+        the pod watch has not delivered yet."""
+        cached = {n: self.cache.pods(namespace, [n]) for n in need}
+        by_name = {j["metadata"]["name"]: j for j in jobs}
+        behind = [n for n in need if pods_behind(by_name[n], cached[n])]
+        fresh = self.kube.list_pods(namespace, behind) if behind else []
+        return [p for n in need if n not in behind for p in cached[n]] + fresh
 
     def is_own_write(self, namespace: str, name: str, resource_version: Optional[str]) -> bool:
         """True for the watch event of the run version our own status write produced: it holds
@@ -275,7 +315,7 @@ class Reconciler:
             self.metrics.reconciled(namespace, time.monotonic() - t0)
 
     def _reconcile(self, namespace: str, name: str) -> Result:
-        run = self.kube.get_run(namespace, name)
+        run = self._read_run(namespace, name)
         if run is None:
             self.metrics.forget_run(namespace, name)
             return Result(found=False, skipped="gone")
@@ -303,9 +343,9 @@ class Reconciler:
             old_raw = {}
 
         uid = meta["uid"]
-        jobs = [j for j in self.kube.list_jobs(namespace, name) if _owned_by(j, uid)]
+        jobs = [j for j in self.cache.jobs(namespace, name) if _owned_by(j, uid)]
         need = [j["metadata"]["name"] for j in jobs if obs.needs_pods(j, old_raw)]
-        pods = (self.kube.list_pods(namespace, need) if need else []) + self.stuck_pods(namespace)
+        pods = (self._pods(namespace, jobs, need) if need else []) + self.stuck_pods(namespace)
         events = {j["metadata"]["name"]: self.kube.list_job_events(namespace, j["metadata"]["name"])
                   for j in jobs if stuck.needs_events(j)}
         observed = obs.observe(jobs, old_raw, pods, events)
@@ -328,7 +368,7 @@ class Reconciler:
         new_raw = p.status.to_wire()
         result.phase = new_raw.get("phase")
         if new_raw != old_raw:
-            self._written(run, self.kube.replace_run_status(run, new_raw))
+            self._write_status(run, new_raw)
             result.status_written = True
             self._transitions(namespace, old_raw, new_raw)
             # 7. events, only after the status write succeeded, and only for a status change
@@ -380,7 +420,8 @@ class Reconciler:
 
     def _old_pods(self, namespace: str, old_status: RunStatus, action: Any) -> Optional[str]:
         """Why a Job deleted by hand cannot be created again yet (its pods still run), or None.
-        Only asked when the status says the stage was running (or waiting for exactly this)."""
+        Only asked when the status says the stage was running (or waiting for exactly this).
+        A LIST, not the cache: a pod deletion the watch missed must not hold the stage for ever."""
         record = old_status.record(action.iteration)
         was = record.stages.get(action.stage) if record is not None else None
         if not ((was is not None and was.phase == "Running") or old_status.reason == Reason.WAITING_FOR_OLD_PODS):
@@ -419,6 +460,7 @@ class Reconciler:
             if obj.get("kind") != "Job":
                 continue
             if not created:
+                # a GET, not the cache: whose Job holds the name decides (job_conflict)
                 existing = self.kube.get_job(ns, oname)
                 if existing is None:  # gone again since: the next attempt creates it
                     return CreateError(409, f"Job {oname} was being replaced; trying again")
@@ -427,6 +469,8 @@ class Reconciler:
                     return job_conflict(existing, name)
                 result.existing.append(oname)
                 continue
+            if isinstance(created, dict):
+                self.cache.put_job(created)  # seen by the next reconcile before its ADDED event
             result.created.append(oname)
             latency = self._latency(observed)
             if latency is not None:
@@ -497,7 +541,7 @@ class Reconciler:
         new_raw = p.status.to_wire()
         result = Result(phase=new_raw.get("phase"), done=p.done)
         if new_raw != dict(old_raw):
-            self._written(run, self.kube.replace_run_status(run, new_raw))
+            self._write_status(run, new_raw)
             result.status_written = True
             for ev in p.events:
                 self._emit(run, ev.type, ev.reason, ev.message, result)

@@ -449,6 +449,9 @@ def test_multinode_train_is_an_indexed_job_running_torchrun() -> None:
     env = env_of(job)
     assert env["NNODES"]["value"] == "3"
     assert env["WORLD_SIZE"]["value"] == "24"
+    # a restarted group meets on a fresh store (the shared one holds the dead ranks' addresses)
+    assert env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"]["value"] == "1"
+    assert env["LOGLEVEL"]["value"] == "INFO"  # the agents log each rendezvous and restart
     assert container_of(job)["ports"] == [{"name": "rdzv", "containerPort": 29500, "protocol": "TCP"}]
     # a stage's own backoffLimit is its restart budget too
     own = make_spec(stages={"train": {"nodes": 2, "gpus": 1, "backoffLimit": 5}})
@@ -501,7 +504,7 @@ def test_rendezvous_service() -> None:
 def test_single_node_train_is_a_plain_job() -> None:
     job = build(make_spec(), "train")
     assert "completionMode" not in job["spec"] and "subdomain" not in pod_of(job)
-    assert "NNODES" not in env_of(job)
+    assert "NNODES" not in env_of(job) and "TORCH_DISABLE_SHARE_RDZV_TCP_STORE" not in env_of(job)
     assert container_of(job)["command"][:2] == ["torchrun", "--standalone"]  # 8 ranks in one pod
 
 

@@ -19,8 +19,8 @@ Two stages can span several pods, as an Indexed Job:
   `<job>-rdzv` (build_rendezvous_service) gives pod 0 a stable DNS name, and every pod runs
   `torchrun --nnodes=N --nproc-per-node=G --rdzv-backend=c10d --rdzv-endpoint=<job>-0.<svc>:29500
   --max-restarts=R -m sheepdog_jobs train ...` (no SSH, no MPI operator): when any rank fails,
-  every node's agent restarts its ranks together, in the same pods (no Job attempt spent;
-  not yet reliable, see docs/design.md "GPUs").
+  every node's agent restarts its ranks together, in the same pods, spending no Job attempt
+  (ELASTIC_ENV; docs/design.md "GPUs").
 A train of one node with gpus > 1 runs `torchrun --standalone --nproc-per-node=G ...`: one rank
 per GPU, the same command `sheepdog run` runs (stage_config.launcher_args).
 """
@@ -69,6 +69,13 @@ CACHE_DIR = f"{VOLUME_MOUNT}/.cache"  # on the run's volume: a hub model downloa
 HF_HOME = f"{CACHE_DIR}/huggingface"
 RENDEZVOUS_PORT = 29500
 CONTAINER_NAME = "stage"
+# torchrun's settings that make a multi-node train restart as a group (docs/design.md, "GPUs"):
+# - By default the agents share one TCPStore for every round of the rendezvous, so the ranks of
+#   a restarted group read the dead ranks' keys of the round before (gloo's addresses): they
+#   dial the dead ports and never meet. Opting out, rank 0 of each round hosts a fresh store.
+# - INFO: the agents log each rendezvous round and restart, so `kubectl logs` shows a group
+#   restart in place, which no Job or pod status records.
+ELASTIC_ENV = (("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1"), ("LOGLEVEL", "INFO"))
 
 
 def job_name(run: str, iteration: int, stage: str) -> str:
@@ -266,6 +273,7 @@ def container_env(spec: RunSpec, config: StageConfig, job: str) -> list[dict[str
             _env("NNODES", str(train.nodes)),
             _env("NPROC_PER_NODE", str(nproc)),
             _env("WORLD_SIZE", str(train_ranks(spec))),  # processes, as torch.distributed counts
+            *(_env(k, v) for k, v in ELASTIC_ENV),
         ]
     return env
 

@@ -310,6 +310,11 @@ class ControlPlane:
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
+                # pods/log, exec and port-forward go to a node's kubelet at its InternalIP (the
+                # pod executor's is 127.0.0.1; its Hostname, the default first choice, resolves
+                # nowhere). No --kubelet-certificate-authority: the kubelet's certificate is not
+                # verified, the stand-in's is self-signed (tests/cluster/pod_executor.py).
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
                 "--endpoint-reconciler-type=none",
                 f"--audit-policy-file={self._audit_policy()}",
                 f"--audit-log-path={self.audit_log}",

@@ -31,7 +31,14 @@ What a pod gets (single container; others are ignored and reported as never star
   name `<host>.<subdomain>[.<namespace>[.svc[.cluster.local]]]` in an arg or env value is
   rewritten to 127.0.0.1 (there is no resolver to teach);
 - status (Running, then Succeeded/Failed with exit code) is written through pods/status;
-- pods with a deletionTimestamp: the process is terminated and the pod deleted.
+- pods with a deletionTimestamp: the process is terminated and the pod deleted;
+- logs: an HTTPS endpoint on the node's `daemonEndpoints.kubeletEndpoint` port serves
+  `GET /containerLogs/<ns>/<pod>/<container>?tailLines=N&limitBytes=M` from the process'
+  output (stdout and stderr together), as a kubelet does, so `kubectl logs` and the API
+  server's pods/log proxy reach it (the control plane prefers the node's InternalIP,
+  127.0.0.1; --kubelet-preferred-address-types). Its certificate is self-signed and it asks
+  for no client certificate: the API server does not verify a kubelet without
+  --kubelet-certificate-authority, and only this machine can connect.
 restartPolicy OnFailure is treated like Never (the Job controller creates a new pod).
 """
 
@@ -39,6 +46,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.server
+import ssl
 import datetime as dt
 import json
 import logging
@@ -431,6 +440,83 @@ class PodRun:
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def log_tail(self, tail_lines: int | None, limit_bytes: int | None) -> bytes:
+        """The output as a kubelet's containerLogs returns it: the last `tail_lines` lines,
+        then at most `limit_bytes` bytes of those."""
+        try:
+            data = (self.dir / "output.log").read_bytes()
+        except OSError:
+            data = b""
+        if tail_lines is not None:
+            lines = data.splitlines(keepends=True)
+            data = b"".join(lines[-tail_lines:]) if tail_lines > 0 else b""
+        if limit_bytes is not None:
+            data = data[:limit_bytes]
+        return data
+
+
+class LogServer:
+    """The kubelet's containerLogs endpoint over HTTPS (see the module docstring)."""
+
+    def __init__(self, executor: "PodExecutor"):
+        self.executor = executor
+        cert, key = executor.work_dir / "kubelet.crt", executor.work_dir / "kubelet.key"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", str(key), "-out", str(cert), "-days", "30", "-subj", f"/CN={executor.node}",
+             "-addext", f"subjectAltName=IP:{LOCAL_ADDRESS},DNS:{executor.node}"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self.httpd = http.server.ThreadingHTTPServer((LOCAL_ADDRESS, 0), self._handler())
+        self.httpd.daemon_threads = True
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+
+    def _handler(self):
+        executor = self.executor
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                url = urllib.parse.urlsplit(self.path)
+                parts = url.path.strip("/").split("/")
+                if len(parts) != 4 or parts[0] != "containerLogs":
+                    return self._answer(404, b"not found\n")
+                _, ns, name, container = parts
+                run = executor.find_run(ns, name)
+                if run is None or run.pod["spec"]["containers"][0]["name"] != container:
+                    return self._answer(404, f"container {container} of pod {ns}/{name} is not here\n".encode())
+                query = urllib.parse.parse_qs(url.query)
+
+                def number(key: str) -> int | None:
+                    return int(query[key][0]) if key in query else None
+
+                try:
+                    body = run.log_tail(number("tailLines"), number("limitBytes"))
+                except ValueError:
+                    return self._answer(400, b"bad tailLines or limitBytes\n")
+                self._answer(200, body)
+
+            def _answer(self, code: int, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt: str, *args: Any) -> None:
+                log.debug("log server: " + fmt, *args)
+
+        return Handler
+
+    def start(self) -> None:
+        threading.Thread(target=self.httpd.serve_forever, name="log-server", daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
 
 class PodExecutor:
     def __init__(
@@ -466,6 +552,7 @@ class PodExecutor:
         else:
             self.work_dir = Path(tempfile.mkdtemp(prefix=f"pod-executor-{node}-"))
         self.runs: dict[str, PodRun] = {}
+        self.logs = LogServer(self)
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -496,7 +583,14 @@ class PodExecutor:
                 "kubeProxyVersion": "", "osImage": "", "machineID": "", "systemUUID": "", "bootID": "",
             },
             "phase": "Running",
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.logs.port}},
         }
+
+    def find_run(self, namespace: str, name: str) -> PodRun | None:
+        """The newest run of that pod (a pod name is reused only after the old pod is gone)."""
+        with self._lock:
+            found = [r for r in self.runs.values() if (r.ns, r.name) == (namespace, name)]
+        return found[-1] if found else None
 
     def register(self) -> None:
         body = {
@@ -631,6 +725,7 @@ class PodExecutor:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
+        self.logs.start()
         self.register()
         for target in (self._heartbeat_loop, self._watch_loop):
             t = threading.Thread(target=target, name=target.__name__, daemon=True)
@@ -639,6 +734,7 @@ class PodExecutor:
 
     def stop(self, delete_node: bool = False) -> None:
         self.stopping.set()
+        self.logs.stop()
         for run in list(self.runs.values()):
             run.terminate(5)
         if delete_node:

@@ -142,7 +142,9 @@ def pod_log_reader(kube: Any) -> Optional[LogReader]:
             method="GET", resource_path=f"/api/v1/namespaces/{namespace}/pods/{pod}/log",
             query_params=[("container", container), ("tailLines", str(TAIL_LINES)),
                           ("limitBytes", str(LIMIT_BYTES))],
-            header_params={"Accept": "text/plain"}, auth_settings=["BearerToken"],
+            # text/plain is what comes back, but the API server negotiates against its
+            # serializers (JSON, YAML, protobuf) and answers 406 to an Accept of text/plain alone
+            header_params={"Accept": "*/*"}, auth_settings=["BearerToken"],
         )
         resp = api_client.call_api(*req, _request_timeout=READ_TIMEOUT)
         resp.read()

@@ -121,3 +121,19 @@ def test_a_reconcile_writes_the_progress_of_the_running_train():
     train = kube.run["status"]["iterations"][0]["stages"]["train"]
     assert train["phase"] == "Succeeded" and "progress" not in train
     assert len(logs.reads) == 2
+
+
+def test_a_retrys_new_pod_waits_for_the_interval_too():
+    logs, clock = Logs(), Clock()
+    reader = TrainProgressReader(logs, interval=60, monotonic=clock)
+    line = progress_line({"step": 1, "totalSteps": 10})
+    reader.pod_event("ns", "a", train_pod("a"))
+    logs.text["a"] = logs.text["b"] = line
+    assert reader.observe("ns", "r", [running_train()], NOW)[0].progress["step"] == 1
+    reader.pod_event("ns", "a", train_pod("a", phase="Failed"))  # the attempt failed; the Job retries
+    reader.pod_event("ns", "b", train_pod("b"))
+    clock.t += 1
+    assert reader.observe("ns", "r", [running_train()], NOW)[0].progress is None
+    clock.t += 59
+    assert reader.observe("ns", "r", [running_train()], NOW)[0].progress["step"] == 1
+    assert [pod for _, pod, _ in logs.reads] == ["a", "b"]

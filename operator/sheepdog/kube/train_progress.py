@@ -85,8 +85,7 @@ class TrainProgressReader:
             return
         for key, (pod, _) in list(self._pods.items()):
             if key[0] == namespace and pod == name:  # that pod stopped running (or went)
-                del self._pods[key]
-                self._last_read.pop(key, None)
+                del self._pods[key]  # its last read stays: a retry's new pod waits its turn too
 
     def due(self, namespace: str, job: str) -> bool:
         last = self._last_read.get((namespace, job))
@@ -104,6 +103,8 @@ class TrainProgressReader:
                 reading = self._read(namespace, stage_name(run, o.iteration, o.stage), now)
                 if reading is not None:
                     o = dataclasses.replace(o, progress=reading)
+            elif o.stage == "train":  # finished: nothing will be read again
+                self._last_read.pop((namespace, stage_name(run, o.iteration, o.stage)), None)
             out.append(o)
         return out
 

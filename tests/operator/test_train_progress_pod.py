@@ -19,7 +19,7 @@ import pytest
 from sheepdog.progress import parse_progress_log
 from tests.cluster.fixture import PodExecutorProcess
 from tests.cluster.pod_executor import TOLERATION
-from tests.operator.conftest import get_run, run_manifest, wait_phase
+from tests.operator.conftest import _OPERATORS, OperatorProcess, get_run, run_manifest, wait_phase
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
@@ -41,6 +41,19 @@ def progress_executor(cluster, namespace, tmp_path, monkeypatch):
         ex.stop()
 
 
+@pytest.fixture
+def quick_operator(request, cluster, crd, namespace, tmp_path):
+    """The operator with a 2 s resync (the last --resync-seconds wins): it reads a running
+    train's log about every 2 s instead of 10, and the test waits that much less."""
+    op = OperatorProcess(cluster, [namespace], tmp_path / "operator.log", extra=("--resync-seconds", "2"))
+    request.node.stash[_OPERATORS] = [op]  # its log goes into a failure's report
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
 def train_record(cluster, namespace: str, name: str) -> dict:
     status = get_run(cluster, namespace, name).get("status") or {}
     for rec in status.get("iterations") or ():
@@ -50,7 +63,7 @@ def train_record(cluster, namespace: str, name: str) -> dict:
 
 
 def test_the_status_shows_the_running_trains_step_from_its_pod_log(cluster, namespace, storage, crd,
-                                                                   progress_executor, operator_process):
+                                                                   progress_executor, quick_operator):
     label, claim = progress_executor
     name = "progress"
     train = {"gpus": 0, "nodeSelector": label, "tolerations": [TOLERATION],
@@ -59,7 +72,7 @@ def test_the_status_shows_the_running_trains_step_from_its_pod_log(cluster, name
     cluster.apply(run_manifest(name, namespace, iterations=1, stages=stages, retries=0,
                                evaluation={"enabled": False}))
 
-    # the operator (resync 10 s) reads the log of the running pod, waiting at step 3 of 6
+    # the operator reads the log of the running pod, which waits at step 3 of 6
     running = cluster.wait_for(
         "stages.train.progress at step 3",
         lambda: (lambda t: t if (t.get("progress") or {}).get("step") == 3 else None)(

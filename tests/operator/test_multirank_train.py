@@ -9,6 +9,9 @@ volume first. Train is steered onto a pod-executor node that has 2 fake GPUs:
   pod executor resolves the headless Service's names to 127.0.0.1); one rank's worker is
   SIGKILLed in the middle of training and both pods' torchrun agents restart the group in place
   (docs/design.md, "GPUs"). This one test proves the shape and the group restart (CI budget).
+Run one two-node train per machine at a time: every executor pod is 127.0.0.1, so a second one
+(another pytest process) would share port 29500 and the rendezvous (seen: both hung until the
+rendezvous timeout, 900 s).
 """
 
 from __future__ import annotations

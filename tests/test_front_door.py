@@ -43,3 +43,7 @@ def test_make_demo_runs_the_quickstart_with_no_retried_stage(tmp_path, tiny_mode
         synth = record["stages"]["synthesize"]["summary"]
         assert synth["engine"] == resolve_engine("auto"), synth
         assert record["kept"] >= 1 and (demo / f"i{record['iteration']}" / "model" / "config.json").is_file()
+        if record["iteration"] == 2:
+            # iteration 2 generates with iteration 1's merged model: the trained model loads in the
+            # engine `auto` picks (vLLM where installed, as in CI), not only in transformers
+            assert record["generatorModel"] == "i1/model", record

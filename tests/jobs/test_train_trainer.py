@@ -3,7 +3,6 @@ after SIGKILL, and the trackers (TensorBoard, a real MLflow server, W&B offline)
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -49,12 +48,8 @@ def test_same_training_as_the_hand_loop(tmp_path, make_config, run_cli, tiny_mod
     assert len(got["stepLosses"]) == len(HAND_LOOP["stepLosses"])
     for mine, theirs in zip(got["stepLosses"], HAND_LOOP["stepLosses"]):
         assert math.isclose(mine, theirs, rel_tol=REL_TOLERANCE), (got["stepLosses"], HAND_LOOP["stepLosses"])
-    # The merged model is a plain model for vLLM too (one short load and a few greedy tokens).
-    load = subprocess.run([sys.executable, str(REPO / "tests" / "jobs" / "scripts" / "vllm_load.py"),
-                           str(tmp_path / "i1" / "model")], capture_output=True, text=True, timeout=600,
-                          env=stage_env(), cwd=REPO)
-    assert load.returncode == 0, load.stderr[-3000:]
-    assert json.loads(load.stdout.strip().splitlines()[-1])["tokens"] > 0
+    # That the merged model loads in vLLM is proven by the front door (tests/test_front_door.py):
+    # its iteration 2 generates with iteration 1's merged model on vLLM (one vLLM start less here).
 
 
 def test_killed_train_resumes_from_its_checkpoint(tmp_path, make_config, run_cli, tiny_model):
@@ -97,7 +92,9 @@ def mlflow_server(tmp_path):
     proc = subprocess.Popen([str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                              "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db",
                              "--default-artifact-root", str(tmp_path / "artifacts")],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "mlflow.log", "wb"))
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "mlflow.log", "wb"),
+                            # no job runner: it starts a dozen worker processes the tracking API never uses
+                            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     uri = f"http://127.0.0.1:{port}"
     import requests
 

@@ -52,7 +52,7 @@ NAMESPACED_RULES = {
     ("", "pods"): {"list", "watch"},
     ("", "pods/log"): {"get"},
     ("", "services"): {"create"},
-    ("", "events"): {"create", "list"},
+    ("", "events"): {"create", "list", "watch"},
 }
 CLUSTER_READ_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},

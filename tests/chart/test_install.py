@@ -183,6 +183,7 @@ NEEDED = [
     ("create", "services", None),
     ("create", "events", None),
     ("list", "events", None),
+    ("watch", "events", None),  # the Job controller's FailedCreate Events (a field selector)
 ]
 REFUSED = [
     ("get", "secrets", None),
@@ -253,8 +254,6 @@ UNREACHED = {
     # between two resyncs; tests/operator/test_train_progress_pod.py reads a real pod's log.
     Permission("get", "", "pods/log"): (
         "sheepdog.kube.train_progress:pod_log_reader", "/log", "a running train's progress"),
-    Permission("list", "", "events"): (
-        "sheepdog.kube.client:Kube.list_job_events", '"GET"', "a Job still without pods (FailedCreate?)"),
     # Not a request of its own: the OwnerReferencesPermissionEnforcement admission plugin
     # (OpenShift) checks it on each Job POST, the Job's owner reference blocking deletion.
     Permission("update", "sheepdog.dev", "selfalignmentruns/finalizers"): (

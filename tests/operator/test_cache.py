@@ -35,7 +35,8 @@ def test_jobs_are_read_by_run_and_pods_by_job():
     c.put_pod(pod("x-1", "r-i1-a", ns="other"))
     assert names(c.pods("ns", ["r-i1-a"])) == ["a-1", "a-2"]
     assert names(c.pods("ns", ["r-i1-b", "r-i1-a"])) == ["a-1", "a-2", "b-1"]
-    assert c.sizes() == {"runs": 0, "jobs": 4, "pods": 4}
+    assert c.sizes() == {"runs": 0, "jobs": 4, "pods": 4, "events": 0}
+    assert c.run_of_job("ns", "s-i1-a") == "s" and c.run_of_job("ns", "nope") is None
 
 
 def test_an_update_replaces_and_a_deletion_drops():
@@ -123,7 +124,18 @@ def test_stored_objects_are_private_copies_without_managed_fields_and_pods_witho
 def test_objects_without_a_namespace_or_name_are_ignored():
     c = WatchCache()
     assert not c.put_job({"metadata": {"name": "j"}}) and not c.put_pod({"metadata": {"namespace": "ns"}})
-    assert c.sizes() == {"runs": 0, "jobs": 0, "pods": 0}
+    assert c.sizes() == {"runs": 0, "jobs": 0, "pods": 0, "events": 0}
+
+
+def test_failed_create_events_are_read_by_job_and_go_when_deleted():
+    c = WatchCache()
+    ev = {"metadata": {"name": "r-i1-a.1", "namespace": "ns", "uid": "e1"}, "reason": "FailedCreate",
+          "involvedObject": {"kind": "Job", "name": "r-i1-a"}, "message": "exceeded quota"}
+    c.put_event(ev)
+    assert [e["message"] for e in c.job_events("ns", "r-i1-a")] == ["exceeded quota"]
+    assert c.job_events("ns", "r-i1-b") == [] and c.job_events("other", "r-i1-a") == []
+    c.drop_event("ns", "r-i1-a.1", "e1")
+    assert c.job_events("ns", "r-i1-a") == []
 
 
 def test_pods_behind_when_the_job_controller_counted_more_than_the_cache_shows():

@@ -1,7 +1,7 @@
 """What the operator's watch streams delivered: runs, stage Jobs and stage pods, in memory.
 
-A reconcile reads the run, its Jobs and their pods from here instead of a GET and LISTs of its
-own (issue 14, point 8). Fed by Kopf (handlers.py):
+A reconcile reads the run, its Jobs, their pods and the Job controller's FailedCreate Events
+from here instead of a GET and LISTs of its own (issue 14, point 8). Fed by Kopf (handlers.py):
 
   - every listed, added or modified object through `@kopf.index` handlers. Kopf runs no
     handler of any resource until the initial listing of every indexed resource has passed its
@@ -31,7 +31,9 @@ Staleness, and what covers it:
     the gap: the periodic resync LISTs runs and stage Jobs and `relist` drops every cached one
     the listing no longer has unless it is newer than the listing;
   - a finished Job whose pods have not all arrived (the Job and pod watches are separate
-    streams): `pods_behind`, and the reconcile LISTs that Job's pods.
+    streams): `pods_behind`, and the reconcile LISTs that Job's pods;
+  - a FailedCreate Event that arrives before its Job: the reconcile's recheck of a Job without
+    pods (stuck.recheck_events) reads it a few seconds later.
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ def slim(obj: Mapping[str, Any], keep_spec: bool = True) -> Obj:
 def _job_of(pod: Mapping[str, Any]) -> Optional[str]:
     labels = (pod.get("metadata") or {}).get("labels") or {}
     return labels.get(JOB_NAME_LABEL) or labels.get("job-name")
+
+
+def _job_of_event(event: Mapping[str, Any]) -> Optional[str]:
+    return (event.get("involvedObject") or {}).get("name")
 
 
 def pods_behind(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> bool:
@@ -136,6 +142,7 @@ class WatchCache:
         self._runs = _Kind(lambda o: None)
         self._jobs = _Kind(lambda o: ((o.get("metadata") or {}).get("labels") or {}).get(LABEL_RUN))
         self._pods = _Kind(_job_of)
+        self._events = _Kind(_job_of_event)  # FailedCreate Events of Jobs (the watch's field selector)
         self._gone: OrderedDict[str, None] = OrderedDict()  # uids of deleted objects
 
     # writes -----------------------------------------------------------------------------
@@ -170,6 +177,12 @@ class WatchCache:
 
     def put_pod(self, pod: Mapping[str, Any]) -> bool:
         return self._put(self._pods, slim(pod, keep_spec=False))
+
+    def put_event(self, event: Mapping[str, Any]) -> bool:
+        return self._put(self._events, slim(event))
+
+    def drop_event(self, namespace: str, name: str, uid: Optional[str] = None) -> None:
+        self._drop(self._events, namespace, name, uid)
 
     def drop_run(self, namespace: str, name: str, uid: Optional[str] = None) -> None:
         self._drop(self._runs, namespace, name, uid)
@@ -227,7 +240,17 @@ class WatchCache:
         with self._lock:
             return [p for job in sorted(set(job_names)) for p in self._pods.of_group(namespace, job)]
 
+    def job_events(self, namespace: str, job: str) -> list[Obj]:
+        """The cached Events about this Job (the operator watches only FailedCreate ones)."""
+        with self._lock:
+            return self._events.of_group(namespace, job)
+
+    def run_of_job(self, namespace: str, job: str) -> Optional[str]:
+        with self._lock:
+            found = self._jobs.objects.get((namespace, job))
+        return ((found or {}).get("metadata") or {}).get("labels", {}).get(LABEL_RUN) if found else None
+
     def sizes(self) -> dict[str, int]:
         with self._lock:
             return {"runs": len(self._runs.objects), "jobs": len(self._jobs.objects),
-                    "pods": len(self._pods.objects)}
+                    "pods": len(self._pods.objects), "events": len(self._events.objects)}

@@ -8,17 +8,19 @@ Triggers (all end in Dispatcher.trigger(namespace, name)):
   - a watch event of a stage pod (label sheepdog.dev/run) that changes whether or why it is
     stuck (Reconciler.pod_changed: unschedulable, image pull failing, a config error); the
     ordinary life of a pod is dropped here;
+  - the Job controller's FailedCreate Event about a stage Job (the Job's status does not
+    change when its pods cannot be created);
   - a recheck the reconcile asked for (Result.recheck_after: a Job-creation error's backoff, a
     Job without pods whose FailedCreate Event may follow, a deleted Job's pods still ending);
   - a periodic resync of every run that is not settled (one background task), the safety net
     for a lost event; a finished run whose status answers its current spec is skipped.
 
 What a reconcile reads comes from the watch streams (sheepdog.kube.cache, issue 14 point 8):
-`@kopf.index` handlers on runs, stage Jobs and stage pods put every listed, added or modified
-object into the WatchCache and keep nothing in Kopf's own indexes; their point is that Kopf
-then starts no handler until every indexed resource's initial listing is through them, so no
-reconcile after a start plans on a half-filled cache. The on.event handlers below drop deleted
-objects from it. The resync re-lists runs and stage Jobs into it (WatchCache.relist: the
+`@kopf.index` handlers on runs, stage Jobs, stage pods and Jobs' FailedCreate Events put every
+listed, added or modified object into the WatchCache and keep nothing in Kopf's own indexes;
+their point is that Kopf then starts no handler until every indexed resource's initial listing
+is through them, so no reconcile after a start plans on a half-filled cache. The on.event
+handlers below drop deleted objects from it (and a FailedCreate Event triggers its run). The resync re-lists runs and stage Jobs into it (WatchCache.relist: the
 deletions a watch that expired may have missed).
 
 Only `@kopf.on.event` and `@kopf.index` handlers are registered: Kopf then adds no finalizer
@@ -234,6 +236,25 @@ def register(registry: Any, dispatcher: Dispatcher) -> None:
     @kopf.index("", "v1", "pods", labels=stage, registry=registry)
     async def cached_pods(body: Any, **_: Any) -> None:
         cache.put_pod(body)
+
+    # Only the Job controller's FailedCreate Events (operator.py's field selector): why a Job has
+    # no pods. The Job's status does not change on one, so the Event itself triggers its run.
+    @kopf.index("", "v1", "events", registry=registry)
+    async def cached_events(body: Any, **_: Any) -> None:
+        cache.put_event(body)
+
+    @kopf.on.event("", "v1", "events", registry=registry)
+    async def failed_create(type: Optional[str], body: Any, namespace: Optional[str], name: Optional[str],
+                            **_: Any) -> None:
+        if not namespace or not name:
+            return
+        if type == "DELETED":
+            cache.drop_event(namespace, name, body.get("metadata", {}).get("uid"))
+            return
+        job = (body.get("involvedObject") or {}).get("name")
+        run = cache.run_of_job(namespace, job) if job else None
+        if run:  # else not a stage Job (or not delivered yet: the reconcile's recheck covers it)
+            await dispatcher.trigger(namespace, run, why=f"FailedCreate of {job}")
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def run_event(type: Optional[str], body: Any, namespace: Optional[str], name: Optional[str], **_: Any) -> None:

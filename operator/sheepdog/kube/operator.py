@@ -75,6 +75,9 @@ def configure_settings(settings: Any, args: argparse.Namespace) -> None:
     settings.watching.inactivity_timeout = 90
     # Jobs: only ours, filtered by the API server.
     settings.watching.label_selectors["batch", "jobs"] = "sheepdog.dev/run"
+    # Events: only the Job controller's FailedCreate (why a stage Job has no pods; stuck.py),
+    # watched into the cache instead of a LIST per reconcile of such a Job.
+    settings.watching.field_selectors["", "v1", "events"] = "involvedObject.kind=Job,reason=FailedCreate"
     # Our own Events (events.py) say what happens; Kopf posts only its warnings and errors.
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "sheepdog-operator"

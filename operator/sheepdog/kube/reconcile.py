@@ -19,8 +19,8 @@ event, from the periodic resync) is harmless:
      failure's detail is the last failed pod's), or from a LIST when the pod watch has not yet
      delivered the pods the Job controller counted (cache.pods_behind). A running Job with a
      pod that is not ready is checked against the stuck pods the pod watch keeps (pod_changed;
-     no LIST), and a running Job without pods gets its Events LISTed (FailedCreate) while that
-     lasts (sheepdog.kube.stuck).
+     no LIST), and a running Job without pods is checked against its FailedCreate Events, also
+     from the cache (sheepdog.kube.stuck).
      A running train's rank-0 pod log tail is read at most once per resync interval for its
      progress (sheepdog.kube.train_progress; a failed read keeps the last progress).
   4. plan(...) -> the complete new status, the stages to start, the events.
@@ -346,7 +346,7 @@ class Reconciler:
         jobs = [j for j in self.cache.jobs(namespace, name) if _owned_by(j, uid)]
         need = [j["metadata"]["name"] for j in jobs if obs.needs_pods(j, old_raw)]
         pods = (self._pods(namespace, jobs, need) if need else []) + self.stuck_pods(namespace)
-        events = {j["metadata"]["name"]: self.kube.list_job_events(namespace, j["metadata"]["name"])
+        events = {j["metadata"]["name"]: self.cache.job_events(namespace, j["metadata"]["name"])
                   for j in jobs if stuck.needs_events(j)}
         observed = obs.observe(jobs, old_raw, pods, events)
         now = self.clock()

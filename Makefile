@@ -30,9 +30,9 @@ debian-packages:
 setup-test:
 	MODEL=$(MODEL) scripts/setup-test
 
-# Lanes (tests/conftest.py): the control-plane tests on one worker, the tiny-model tests module by
-# module on the others. Bulk repetitions are left to test-all; docs/testing.md has the coverage table.
-PYTEST_LANES := -n 3 --dist loadgroup
+# Lanes (tests/conftest.py): four fixed lanes, one per worker (the kwok control-plane tests; the
+# real stage programs as Jobs plus train/evaluate; two lanes of tiny-model modules). Bulk repetitions are left to test-all; docs/testing.md has the coverage table.
+PYTEST_LANES := -n 4 --dist loadgroup
 
 test: setup-test
 	$(PY) -m pytest $(PYTEST_LANES) -m "not bulk"

@@ -2,19 +2,47 @@ import pytest
 
 pytest_plugins = ["tests.cluster.fixture"]
 
+# Lanes of `pytest -n 4 --dist loadgroup` (make test). xdist hands out groups largest first (by
+# number of tests), so a long single-test module such as the front door would start last if it
+# were a group of its own (seen: it began 40 minutes into a 60-minute run). Four fixed lanes
+# instead, one per worker, balanced by the durations pytest prints (docs/testing.md):
+#   control-plane  the kwok tests on the real control plane (mostly waiting on the API server,
+#                  the Job controller and kwok);
+#   real-stages    the operator's Jobs running the real stage programs (a control plane of its
+#                  own) and the train/evaluate modules;
+#   model-a, -b    the other tiny-model modules (CPU-bound), split by measured cost.
+# A tiny-model module not listed here goes to model-b. The unit tests go wherever a worker is free.
+MODEL_LANES = {
+    "tests.test_front_door": "model-a",
+    "tests.jobs.test_vllm_engine": "model-a",
+    "tests.jobs.test_mtbench": "model-a",
+    "tests.local.test_strategies_model": "model-a",
+    "tests.jobs.test_engine_stop": "model-a",
+    "tests.jobs.test_export_model": "model-a",
+    "tests.jobs.test_train_deepspeed": "real-stages",
+    "tests.jobs.test_evaluate_stage": "real-stages",
+}
+
+
+def lane(item) -> str | None:
+    cluster = "cluster" in item.fixturenames or item.get_closest_marker("cluster")
+    model = "tiny_model" in item.fixturenames or item.get_closest_marker("model")
+    if cluster and model:
+        return "real-stages"
+    if cluster:
+        return "control-plane"
+    if model:
+        return MODEL_LANES.get(item.module.__name__, "model-b")
+    return None
+
 
 # tryfirst: xdist reads the groups in its own pytest_collection_modifyitems, which would
 # otherwise run before this one and find none (seen: every worker started a control plane).
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Lanes for `pytest -n 3 --dist loadgroup` (make test): everything on the control plane
-    shares one worker (one control plane per run; those tests mostly wait on the API server, the
-    Job controller and kwok), and the tiny-model tests go module by module (a module's fixtures
-    stay in one process) to the other workers, so two CPU-bound model modules use the two cores
-    while the control-plane lane waits. The unit tests fill in wherever a worker is free. Without
+    """Puts every control-plane and tiny-model test into its lane (see MODEL_LANES). Without
     xdist the marks do nothing."""
     for item in items:
-        if "cluster" in item.fixturenames or item.get_closest_marker("cluster"):
-            item.add_marker(pytest.mark.xdist_group("control-plane"))
-        elif "tiny_model" in item.fixturenames or item.get_closest_marker("model"):
-            item.add_marker(pytest.mark.xdist_group(f"model:{item.module.__name__}"))
+        name = lane(item)
+        if name is not None:
+            item.add_marker(pytest.mark.xdist_group(name))

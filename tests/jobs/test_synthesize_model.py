@@ -24,8 +24,10 @@ from .conftest import REPO, read_summary, stage_args, stage_env
 pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(900)]
 
 PHASE_FILES = ("instructions.jsonl", "responses.jsonl", "assessments.jsonl")
-# Both engines generate the same number of instructions; different numbers of tokens/s.
-SPEC = {"synthesis": {"dataSize": 4, "maxTokens": 160, "maxRequests": 8}}
+# Both engines generate the same number of instructions; different numbers of tokens/s. Small
+# (CI budget): 6 requests of 128 tokens still give each phase items to resume over (96 tokens cut
+# most items off: measured).
+SPEC = {"synthesis": {"dataSize": 3, "maxTokens": 128, "maxRequests": 6}}
 TIMEOUT = {"transformers": 900, "vllm": 900}
 
 
@@ -63,7 +65,7 @@ def check_synthesize(out: Path, summary: dict, engine: str) -> list[dict]:
     assert summary["ok"] and not summary["skipped"]
     assert summary["engine"] == engine
     assert summary["modelLoads"] == 1  # one load for all three phases
-    assert 1 <= summary["generated"] <= 4
+    assert 1 <= summary["generated"] <= SPEC["synthesis"]["dataSize"]
     assert storage.is_done(out, storage.read_manifest(out)["fingerprint"])
     for name in PHASE_FILES:
         assert len(storage.read_jsonl(out / name)) == summary["generated"]

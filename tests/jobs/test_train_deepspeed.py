@@ -122,34 +122,5 @@ def test_train_refuses_data_without_success_manifest(tmp_path, make_config, run_
     assert not (tmp_path / "i1" / "model").exists()
 
 
-def test_torchrun_two_ranks_zero3(tmp_path, make_config, tiny_model):
-    """Two processes under torchrun (what a multi-node Indexed Job runs): ranks train on equal
-    shares, every ZeRO-3 collective is matched (an uneven validation shard once hung here),
-    rank 0 alone writes the model and the summary."""
-    import socket
-    import subprocess
-    import sys
-
-    from .conftest import REPO, read_summary, stage_env
-
-    data = write_curated(tmp_path)
-    spec = {"training": {"zeroStage": 3, "precision": "fp32", "epochs": 1, "validationFraction": 0.2}}
-    cfg = make_config(tmp_path, "train", spec=spec, model=tiny_model, train_data=[data])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    summary_path = tmp_path / "train.json"
-    torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run([str(torchrun), "--nproc_per_node=2", f"--master_port={port}", "-m", "sheepdog_jobs",
-                           "train", "--config", cfg.to_json(), "--summary-file", str(summary_path)],
-                          capture_output=True, text=True, timeout=600, env=stage_env(), cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    summary = read_summary(summary_path)
-    assert summary["ok"] and summary["world"] == summary["worldSize"] == 2
-    # 6 samples: 1 for validation, 5 for training, sharded over 2 ranks (one repeated to even
-    # them); effective batch 1 x 2 accumulation x 2 ranks; 3 micro-batches a rank: 2 steps.
-    assert summary["validationSamples"] == 1 and summary["samples"] == 5
-    assert summary["effectiveBatchSize"] == 4 and summary["step"] == summary["totalSteps"] == 2
-    assert math.isfinite(summary["trainLoss"]) and math.isfinite(summary["evalLoss"])
-    assert [line for line in proc.stdout.splitlines() if line.startswith("{")] == [json.dumps(summary, separators=(",", ":"), sort_keys=True)]
-    assert (tmp_path / "i1" / "model" / "model.safetensors").is_file()
+# Two ranks under torchrun with ZeRO-3 and a validation split: the operator's own Job command in
+# tests/operator/test_multirank_train.py::test_two_ranks_in_one_pod (one multi-rank training in make test).

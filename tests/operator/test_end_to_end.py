@@ -29,7 +29,9 @@ STAGES = ("synthesize", "curate", "train", "evaluate")
 
 
 def e2e_manifest(name: str, namespace: str, node_label: dict[str, str]) -> dict:
-    """examples/quickstart.yaml, smaller. engine: transformers, not auto: on a CPU-only test
+    """examples/quickstart.yaml, smaller: one iteration (M_0's evaluate, then synthesize, curate,
+    train, evaluate), since tests/test_front_door.py already runs the quickstart's two real
+    iterations and the kwok tests chain iterations through the operator. engine: transformers, not auto: on a CPU-only test
     machine auto picks transformers anyway, and naming it keeps the test from trying to start
     vLLM (a second engine process, a GPU-sized memory reservation) where it happens to be
     installed; the engine choice is not what this test is about, the operator/Job/stage
@@ -42,15 +44,15 @@ def e2e_manifest(name: str, namespace: str, node_label: dict[str, str]) -> dict:
         "spec": {
             "model": {"base": "models/smollm2-135m-instruct", "chatTemplate": "auto"},
             "seed": {"path": "seeds/quickstart.jsonl", "examplesPerRequest": 5},
-            "iterations": 2,
-            "synthesis": {"dataSize": 4, "maxTokens": 128, "maxRequests": 8,
+            "iterations": 1,
+            "synthesis": {"dataSize": 2, "maxTokens": 128, "maxRequests": 6,
                           "dropLastItem": "truncated"},  # as the quickstart
             "assessment": {"prompt": "combined", "criteria": ["quality", "following"], "scoring": "logprobs"},
             "filter": {"rules": True, "keepFraction": 0.5},
             "training": {"learningRate": 1.0e-4, "epochs": 1, "cutoffLength": 512, "warmupSteps": 0,
                          "zeroStage": 2, "precision": "fp32"},
             # every stage program in one chain: evaluate too (IFEval, two prompts, short answers)
-            "evaluation": {"enabled": True, "suites": ["ifeval"], "limit": 2, "maxTokens": 32},
+            "evaluation": {"enabled": True, "suites": ["ifeval"], "limit": 2, "maxTokens": 16},
             "engine": "transformers",
             "stages": {
                 "synthesize": {**stage, "tensorParallel": 1},
@@ -98,21 +100,20 @@ def e2e_executor(cluster, namespace, tmp_path, tiny_model, monkeypatch):
         ex.stop()
 
 
-def test_two_iterations_run_the_real_stages(cluster, namespace, storage, e2e_executor, operator_process):
+def test_one_iteration_runs_the_real_stages_m0_evaluate_included(cluster, namespace, storage, e2e_executor, operator_process):
     executor, label, claim = e2e_executor
     assert storage == "sheepdog-data"
     name = "e2e"
     cluster.apply(e2e_manifest(name, namespace, label))
-    # Slow: on 2 busy cores the first synthesize alone took 12 min (8 instruction requests of
-    # 128 tokens at load average ~10); an idle machine needs a fraction of that.
-    status = wait_phase(cluster, namespace, name, ("Succeeded", "Failed"), timeout=3600)
+    # Slow on a busy machine: two iterations with 8 requests of 128 tokens passed 25 min in CI.
+    status = wait_phase(cluster, namespace, name, ("Succeeded", "Failed"), timeout=1400)
     assert status["phase"] == "Succeeded", status
 
     m0, *recs = status["iterations"]
     # with evaluation on, M_0 (the base model) is evaluated first, as iteration 0
     assert m0["iteration"] == 0 and m0["stages"]["evaluate"]["phase"] == "Succeeded", m0
     assert set(m0["evaluation"]) >= {"ifeval.promptStrict", "ifeval.instructionLoose"}, m0
-    assert [r["iteration"] for r in recs] == [1, 2]
+    assert [r["iteration"] for r in recs] == [1]
     for r in recs:
         n = r["iteration"]
         assert isinstance(r["generated"], int) and r["generated"] > 0, r
@@ -129,7 +130,7 @@ def test_two_iterations_run_the_real_stages(cluster, namespace, storage, e2e_exe
 
     # exactly one Job per stage and iteration, all run on the executor's node
     jobs = stage_jobs(cluster, namespace, name)
-    assert sorted(j["metadata"]["name"] for j in jobs) == sorted([f"{name}-i0-evaluate"] + [f"{name}-i{n}-{s}" for n in (1, 2) for s in STAGES])
+    assert sorted(j["metadata"]["name"] for j in jobs) == sorted([f"{name}-i0-evaluate"] + [f"{name}-i{n}-{s}" for n in (1,) for s in STAGES])
     pods = cluster.get_json("pods", "-n", namespace, "-l", f"sheepdog.dev/run={name}")["items"]
     assert len(pods) == len(jobs)
     assert {p["spec"]["nodeName"] for p in pods} == {executor.node}
@@ -138,11 +139,11 @@ def test_two_iterations_run_the_real_stages(cluster, namespace, storage, e2e_exe
         assert p["spec"]["containers"][0]["command"][:3] == ["python", "-m", "sheepdog_jobs"]
 
     # the final model really is on the volume
-    model = claim / "runs" / name / "i2" / "model"
+    model = claim / "runs" / name / "i1" / "model"
     assert (model / "config.json").is_file(), sorted(p.name for p in model.parent.iterdir())
     assert list(model.glob("*.safetensors")), sorted(p.name for p in model.iterdir())
     assert (claim / "runs" / name / "i0" / "evaluate" / "_SUCCESS").is_file()
-    for n in (1, 2):
+    for n in (1,):
         for stage in STAGES:
             assert (claim / "runs" / name / f"i{n}" / stage / "_SUCCESS").is_file(), (n, stage)
     assert get_run(cluster, namespace, name)["status"]["phase"] == "Succeeded"

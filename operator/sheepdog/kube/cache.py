@@ -65,19 +65,20 @@ def newer_or_same(new: Mapping[str, Any], old: Optional[Mapping[str, Any]]) -> b
     return a is None or b is None or a >= b
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A watch event's body (Kopf's mapping views) as plain dicts and lists, to keep."""
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
 def slim(obj: Mapping[str, Any], keep_spec: bool = True) -> Obj:
     """A plain deep copy (of a Kopf body too) without metadata.managedFields, and without
     spec unless kept: what the cache keeps, never shared with the caller."""
-    out = {k: _plain(v) for k, v in obj.items() if (keep_spec or k != "spec") and k != "metadata"}
-    out["metadata"] = {k: _plain(v) for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    out = {k: plain(v) for k, v in obj.items() if (keep_spec or k != "spec") and k != "metadata"}
+    out["metadata"] = {k: plain(v) for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
     return out
 
 

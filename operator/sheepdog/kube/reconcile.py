@@ -58,7 +58,7 @@ from sheepdog.api.status import RunStatus
 from sheepdog.kube import observe as obs
 from sheepdog.kube import stuck
 from sheepdog.kube.train_progress import TrainProgressReader, pod_log_reader
-from sheepdog.kube.cache import WatchCache, pods_behind
+from sheepdog.kube.cache import WatchCache, plain, pods_behind
 from sheepdog.kube.client import Conflict, KubeApi, error_status
 from sheepdog.kube.events import run_event
 from sheepdog.kube.metrics import Metrics
@@ -180,15 +180,6 @@ def live_pods(pods: list[Mapping[str, Any]]) -> list[str]:
                   if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
 
 
-def _plain(value: Any) -> Any:
-    """A watch event's body (Kopf's mapping views) as plain dicts and lists, to keep."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _stage_records(status: Mapping[str, Any]) -> dict[tuple[int, str], Mapping[str, Any]]:
     out = {}
     for rec in status.get("iterations") or ():
@@ -295,7 +286,7 @@ class Reconciler:
         sig = None if body is None else stuck.pod_signature(body)
         before = self._stuck_pods.pop(key, None)
         if sig is not None:
-            self._stuck_pods[key] = _plain(body)
+            self._stuck_pods[key] = plain(body)
         return sig != (None if before is None else stuck.pod_signature(before))
 
     def stuck_pods(self, namespace: str) -> list[dict[str, Any]]:

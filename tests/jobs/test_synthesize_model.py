@@ -7,7 +7,6 @@ Slow (minutes on 2 CPU cores): marked `model`.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -34,7 +33,9 @@ TIMEOUT = {"transformers": 900, "vllm": 900}
 def iteration(workdir: Path, engine: str, make_config, model: str, seeds: str) -> dict:
     spec = {**SPEC, "engine": engine}
     results = {}
-    for stage in ("synthesize", "curate", "train"):
+    # No train here: the real train stage has its own module (test_train_deepspeed.py), and the
+    # whole chain runs in the end-to-end test and the front door (CI budget).
+    for stage in ("synthesize", "curate"):
         cfg = make_config(workdir, stage, spec=spec, model=model, seed_file=seeds)
         summary_path = workdir / "i1" / f"{stage}.summary.json"
         started = time.monotonic()
@@ -86,8 +87,8 @@ def check_synthesize(out: Path, summary: dict, engine: str) -> list[dict]:
     return records
 
 
-def check_curate_and_train(workdir: Path, results: dict, model: str) -> None:
-    curate, train = results["curate"], results["train"]
+def check_curate(workdir: Path, results: dict) -> None:
+    curate = results["curate"]
     kept = storage.read_jsonl(workdir / "i1" / "curate" / "kept.jsonl")
     dropped = storage.read_jsonl(workdir / "i1" / "curate" / "dropped.jsonl")
     assert curate["kept"] == len(kept) >= 1
@@ -96,14 +97,6 @@ def check_curate_and_train(workdir: Path, results: dict, model: str) -> None:
     assert curate["keepRate"] == pytest.approx(len(kept) / curate["assessed"], abs=1e-3)
     assert set(kept[0]) >= {"instruction", "input", "output", "scores"}
 
-    assert math.isfinite(train["trainLoss"]) and train["trainLoss"] > 0
-    assert train["samples"] >= 1
-    assert train["model"] == "i1/model"
-    model_dir = workdir / "i1" / "model"
-    assert (model_dir / "config.json").is_file() and (model_dir / "model.safetensors").is_file()
-    assert json.loads((model_dir / "sheepdog_model.json").read_text())["merged"] is True
-    assert (workdir / "i1" / "train" / "adapter" / "adapter_config.json").is_file()
-
 
 # vLLM's iteration is a bulk repetition (make test-all): make test runs synthesize, curate and
 # train on vLLM twice over in the quickstart (tests/test_front_door.py).
@@ -111,21 +104,19 @@ def check_curate_and_train(workdir: Path, results: dict, model: str) -> None:
 def test_one_iteration(engine, runs, make_config, tiny_model, seed_tasks):
     workdir, results = runs(engine, make_config)
     check_synthesize(workdir / "i1" / "synthesize", results["synthesize"], engine)
-    check_curate_and_train(workdir, results, tiny_model)
+    check_curate(workdir, results)
     print(f"\n[{engine}] iteration: " + ", ".join(
         f"{s} {r['wall']:.0f}s" for s, r in results.items())
         + f"; load {results['synthesize'].get('loadSeconds')}s, {results['synthesize'].get('tokensPerSecond')} tok/s")
 
     # A finished stage with the same inputs is skipped without loading the model.
     cfg = make_config(workdir, "synthesize", spec={**SPEC, "engine": engine}, model=tiny_model, seed_file=seed_tasks)
-    started = time.monotonic()
     proc = subprocess.run(stage_args(cfg, workdir / "again.json"), capture_output=True, text=True,
                           timeout=120, env=stage_env(), cwd=REPO)
     again = read_summary(workdir / "again.json")
     assert proc.returncode == 0 and again["skipped"] is True
     assert again["generated"] == results["synthesize"]["generated"]
-    assert "loading" not in proc.stderr
-    assert time.monotonic() - started < 60
+    assert "loading" not in proc.stderr  # the model was not loaded
 
 
 def start(cfg, summary: Path):

@@ -100,12 +100,18 @@ def test_lora_through_deepspeed_merges_into_a_new_model(zero, precision, tmp_pat
 
 
 def test_unmerged_adapter_records_its_base(tmp_path, make_config, run_cli, tiny_model):
+    """Also trains on two iterations' curate outputs at once, as total_base's train does."""
     data = write_curated(tmp_path)
+    second = tmp_path / "i2" / "curate"
+    storage.write_jsonl(second / "kept.jsonl", [
+        {"id": f"t{i}", "instruction": f"{a} Keep it short.", "input": b, "output": c, "scores": {"quality": 9}}
+        for i, (a, b, c) in enumerate(SAMPLES[:3])])
+    storage.write_manifest(second, ["kept.jsonl"], "test")
     spec = {"training": {"zeroStage": 2, "merge": False, "epochs": 1, "validationFraction": 0}}
-    cfg = make_config(tmp_path, "train", spec=spec, model=tiny_model, train_data=[data])
+    cfg = make_config(tmp_path, "train", spec=spec, model=tiny_model, train_data=[data, str(second / "kept.jsonl")])
     proc, summary = run_cli(cfg, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert summary["evalLoss"] is None and summary["samples"] == len(SAMPLES)
+    assert summary["evalLoss"] is None and summary["samples"] == len(SAMPLES) + 3
     model_dir = tmp_path / "i1" / "model"
     adapter = json.loads((model_dir / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == tiny_model

@@ -63,13 +63,14 @@ spec:
 """
 
 
-# total_base stays in make test (it trains on two iterations' data); the other strategies' real
-# runs are bulk repetitions (make test-all): their lineage is proven in make test by
-# tests/planner/test_lineage_policy.py and the fake-stage executor tests, and one_base on the real
-# model by the quickstart run (tests/test_front_door.py).
+# Bulk repetitions (make test-all): in make test, every strategy's lineage is proven by
+# tests/planner/test_lineage_policy.py and the fake-stage executor tests
+# (tests/local/test_executor.py::test_lineage_reaches_the_stage_programs), one_base's on the real
+# model by the quickstart run (tests/test_front_door.py), and the real train stage reading several
+# iterations' data (total_base's case) by tests/jobs/test_train_deepspeed.py::test_unmerged_adapter_records_its_base.
 @pytest.mark.parametrize("strategy", [pytest.param("one_base", marks=pytest.mark.bulk),
                                       pytest.param("one_last", marks=pytest.mark.bulk),
-                                      "total_base",
+                                      pytest.param("total_base", marks=pytest.mark.bulk),
                                       pytest.param("direct", marks=pytest.mark.bulk)])
 def test_strategy_lineage_real_run(strategy, tiny_model, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("SHEEPDOG_TORCH_THREADS", "1")

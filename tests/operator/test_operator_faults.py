@@ -130,9 +130,8 @@ def test_run_deleted_while_operator_is_down_goes_with_its_jobs(cluster, namespac
     cluster.apply(manifest)
     cluster.wait_for("synthesize Job", lambda: _job_names(cluster, namespace, name) == [f"{name}-i1-synthesize"],
                      timeout=60, interval=0.2)
-    t0 = time.monotonic()
-    assert operator_process.stop() == 0  # SIGTERM: a clean, quick exit
-    assert time.monotonic() - t0 < 15
+    # SIGTERM: a clean exit (0) within a pod's default grace period (30 s), else SIGKILL and -9
+    assert operator_process.stop(timeout=30) == 0
 
     t0 = time.monotonic()
     cluster.kubectl("delete", "selfalignmentrun", name, "-n", namespace, "--timeout=30s")

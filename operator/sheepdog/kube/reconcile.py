@@ -47,7 +47,7 @@ import logging
 import string
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Optional
 
@@ -354,6 +354,8 @@ class Reconciler:
 
         # 5. act
         p = self._act(run, spec, p, observed, old_status, layout, now, generation, result)
+        if p.actions and {a.name for a in p.actions} <= {*result.created, *result.existing}:
+            p = self._as_started(namespace, name, uid, spec, p, old_status, old_raw, pods, events, layout, now, generation)
 
         # 6. write status once
         new_raw = p.status.to_wire()
@@ -408,6 +410,20 @@ class Reconciler:
             result.changed.append(f"{job}:{'suspend' if change.suspend else 'resume'}")
             log.info("%s/%s: %s Job %s", ns, name, "suspended" if change.suspend else "resumed", job)
         return p
+
+    def _as_started(self, namespace: str, name: str, uid: str, spec: RunSpec, p: Plan, old_status: RunStatus,
+                    old_raw: Mapping[str, Any], pods: list, events: Mapping[str, Any], layout: Any,
+                    now: str, generation: Optional[int]) -> Plan:
+        """The plan again, with the Jobs just created observed: their stages are written as
+        running now, so the Jobs' first status updates change nothing and a transition costs one
+        status write, not two (bench/load.py, docs/benchmarks.md). The first plan's events stay:
+        they say what was decided. Anything else to do keeps the first plan."""
+        jobs = [j for j in self.cache.jobs(namespace, name) if _owned_by(j, uid)]
+        observed = obs.observe(jobs, old_raw, pods, events)
+        again = plan(name, spec, old_status.model_copy(deep=True), observed, layout, now, generation=generation)
+        if again.actions or again.done or again.job_changes:
+            return p
+        return replace(again, events=p.events)
 
     def _old_pods(self, namespace: str, old_status: RunStatus, action: Any) -> Optional[str]:
         """Why a Job deleted by hand cannot be created again yet (its pods still run), or None.

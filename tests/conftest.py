@@ -1,6 +1,14 @@
+import os
+
 import pytest
 
 pytest_plugins = ["tests.cluster.fixture"]
+
+# Every stage program the tests start (the front door's `make demo`, the operator's Jobs, the
+# stage modules) gets one intra-op thread unless told otherwise: four lanes share two cores, and
+# OpenMP workers spin-waiting for a core made 2 threads many times slower than 1 (measured:
+# tests/jobs/conftest.py; seen again with three vLLM engines at once, 2026-12-02).
+os.environ.setdefault("SHEEPDOG_TORCH_THREADS", "1")
 
 # Lanes of `pytest -n 4 --dist loadgroup` (make test). xdist hands out groups largest first (by
 # number of tests), so a long single-test module such as the front door would start last if it

@@ -301,6 +301,20 @@ def test_reconcile_walks_an_iteration_creating_each_job_once():
     assert kube.writes == [] and r.phase == "Succeeded"
 
 
+def test_a_job_created_for_kueue_is_stuck_from_the_reconcile_that_creates_it():
+    """The creating reconcile records the new Job as it is: one Kueue holds is NotAdmitted at
+    once, and that write carries its Warning (the next reconcile finds the reason recorded)."""
+    kube = FakeKube(make_run_obj(scheduling={"queueName": "gpu-queue"}))
+    rec = reconciler(kube)
+    rec.reconcile("ns", "r")
+    assert kube.jobs["r-i1-synthesize"]["spec"]["suspend"] is True
+    assert kube.run["status"]["reason"] == "NotAdmitted", kube.run["status"]
+    assert [w for w in kube.writes if w[0] == "event"] == [("event", "StageStarting"), ("event", "NotAdmitted")]
+    kube.writes.clear()
+    rec.reconcile("ns", "r")
+    assert kube.writes == []
+
+
 def test_an_existing_job_is_not_created_twice():
     kube = FakeKube(make_run_obj())
     rec = reconciler(kube)

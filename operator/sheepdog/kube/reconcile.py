@@ -416,14 +416,16 @@ class Reconciler:
                     now: str, generation: Optional[int]) -> Plan:
         """The plan again, with the Jobs just created observed: their stages are written as
         running now, so the Jobs' first status updates change nothing and a transition costs one
-        status write, not two (bench/load.py, docs/benchmarks.md). The first plan's events stay:
-        they say what was decided. Anything else to do keeps the first plan."""
+        status write, not two (bench/load.py, docs/benchmarks.md). The first plan's events stay
+        (they say what was decided), followed by what the new Jobs add (a Job that Kueue holds is
+        already stuck: its Warning belongs to this write, or the next reconcile would find the
+        reason recorded and never say it). Anything else to do keeps the first plan."""
         jobs = [j for j in self.cache.jobs(namespace, name) if _owned_by(j, uid)]
         observed = obs.observe(jobs, old_raw, pods, events)
         again = plan(name, spec, old_status.model_copy(deep=True), observed, layout, now, generation=generation)
         if again.actions or again.done or again.job_changes:
             return p
-        return replace(again, events=p.events)
+        return replace(again, events=(*p.events, *(e for e in again.events if e not in p.events)))
 
     def _old_pods(self, namespace: str, old_status: RunStatus, action: Any) -> Optional[str]:
         """Why a Job deleted by hand cannot be created again yet (its pods still run), or None.

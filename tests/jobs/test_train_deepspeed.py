@@ -100,7 +100,9 @@ def test_lora_through_deepspeed_merges_into_a_new_model(zero, precision, tmp_pat
 
 
 def test_unmerged_adapter_records_its_base(tmp_path, make_config, run_cli, tiny_model):
-    """Also trains on two iterations' curate outputs at once, as total_base's train does."""
+    """Also trains on two iterations' curate outputs at once, as total_base's train does, and
+    compiles no DeepSpeed op on the CPU (its shared-memory all-reduce: a compile killed midway
+    once left a lock that hung every later train)."""
     data = write_curated(tmp_path)
     second = tmp_path / "i2" / "curate"
     storage.write_jsonl(second / "kept.jsonl", [
@@ -109,8 +111,10 @@ def test_unmerged_adapter_records_its_base(tmp_path, make_config, run_cli, tiny_
     storage.write_manifest(second, ["kept.jsonl"], "test")
     spec = {"training": {"zeroStage": 2, "merge": False, "epochs": 1, "validationFraction": 0}}
     cfg = make_config(tmp_path, "train", spec=spec, model=tiny_model, train_data=[data, str(second / "kept.jsonl")])
-    proc, summary = run_cli(cfg, timeout=900)
+    extensions = tmp_path / "torch_extensions"
+    proc, summary = run_cli(cfg, timeout=900, TORCH_EXTENSIONS_DIR=str(extensions))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not extensions.exists() or not any(extensions.iterdir()), list(extensions.rglob("*"))
     assert summary["evalLoss"] is None and summary["samples"] == len(SAMPLES) + 3
     model_dir = tmp_path / "i1" / "model"
     adapter = json.loads((model_dir / "adapter_config.json").read_text())

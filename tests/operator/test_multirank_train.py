@@ -61,10 +61,12 @@ def rank_executor(cluster, namespace, tmp_path, tiny_model, monkeypatch):  # noq
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.setenv("SHEEPDOG_TORCH_THREADS", "1")  # two ranks on a 2-core machine
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # DeepSpeed JIT-builds its CPU comm op (minutes on 2 cores); a pod's HOME is its own, so
-    # without this every pod would build it again instead of loading the machine's build.
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR",
-                       os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions")))
+    # What a compile killed midway leaves: DeepSpeed's CPU comm op's lock. The train program
+    # builds no op on the CPU, so no rank waits on it (a rank that did waited for ever in CI).
+    extensions = tmp_path / "torch_extensions"
+    (extensions / "deepspeed_shm_comm").mkdir(parents=True)
+    (extensions / "deepspeed_shm_comm" / "lock").touch()
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(extensions))
     # the GPU label too, in case the operator's defaults select GPU nodes by it
     label = {"sheepdog.test/ranks": namespace}
     node = f"ranks-{namespace}"

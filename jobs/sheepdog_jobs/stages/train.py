@@ -80,6 +80,19 @@ def _distributed_env() -> None:
                       MASTER_PORT=str(port))
 
 
+def _skip_cpu_shm_comm() -> None:
+    """DeepSpeed on the CPU JIT-compiles a shared-memory all-reduce when its comm backend starts.
+    Training never calls it (it serves inference_all_reduce only); the compile costs 40 s to
+    minutes per machine, and a compile killed midway leaves its lock file behind, on which every
+    later start waits for ever (a CI run's two-rank trains hung so). Marked incompatible, the
+    op is not built and DeepSpeed's collectives go through gloo, as they did anyway."""
+    import deepspeed.ops
+
+    compatible = getattr(deepspeed.ops, "__compatible_ops__", None)
+    if isinstance(compatible, dict):
+        compatible["deepspeed_shm_comm"] = False
+
+
 def _distributed_state(backend: str) -> None:
     """accelerate's process state for DeepSpeed with an explicit backend. Left to
     TrainingArguments, a machine without an accelerator gets no backend, hence a world of one
@@ -218,6 +231,8 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
         raise StageError(f"no training example fits cutoffLength={t.cutoff_length}")
 
     world = int(os.environ["WORLD_SIZE"])
+    if not cuda:
+        _skip_cpu_shm_comm()
     _distributed_state("nccl" if cuda else "gloo")
     steps = total_steps(len(train_ex), world, t.per_device_batch_size, t.gradient_accumulation, t.epochs)
     ckpt_dir = out / CHECKPOINTS

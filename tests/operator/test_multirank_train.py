@@ -31,7 +31,7 @@ from tests.cluster.pod_executor import TOLERATION
 from tests.jobs.conftest import tiny_model  # noqa: F401  (session fixture: the converted SmolLM2)
 from tests.operator.conftest import run_manifest, stage_jobs, wait_phase
 
-pytestmark = [pytest.mark.cluster, pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.cluster, pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 # Tiny on purpose (CI budget): 8 short pairs, one epoch, one example a step.
 TRAINING = {"maxSamples": 8, "epochs": 1, "cutoffLength": 96, "warmupSteps": 0, "validationFraction": 0,
@@ -118,7 +118,7 @@ def world_size(summary: dict) -> int:
 def succeeded_train(cluster, namespace: str, name: str) -> tuple[dict, dict]:
     """Waits for the run; it Succeeded with its train stage in one attempt of world size 2.
     Returns the train stage record and the train Job."""
-    status = wait_phase(cluster, namespace, name, ("Succeeded", "Failed"), timeout=1800)
+    status = wait_phase(cluster, namespace, name, ("Succeeded", "Failed"), timeout=900)
     assert status["phase"] == "Succeeded", status
     [rec] = status["iterations"]
     train = rec["stages"]["train"]
@@ -186,7 +186,7 @@ def test_two_pods_restart_as_a_group_when_a_rank_is_killed(cluster, namespace, s
               training={**TRAINING, "checkpointEvery": 2})
     out = claim / "runs" / name / "i1" / "train"
     cluster.wait_for("the two ranks' checkpoint at step 2", lambda: 2 in marked_checkpoints(out / "checkpoints"),
-                     timeout=1500, interval=0.2)
+                     timeout=600, interval=0.2)
     # rank 0: the rank that hosts the round's store and writes the outputs
     os.kill(train_worker(claim, rank=0), signal.SIGKILL)
     resume_from = max(marked_checkpoints(out / "checkpoints"))  # 2 unless step 4's was already marked

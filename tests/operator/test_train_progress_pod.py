@@ -4,19 +4,24 @@ kubelet (here the pod executor's log endpoint), and records stages.train.progres
 
 Synthesize and curate are kwok pods with canned summaries (conftest). The train pod runs on a
 pod-executor node with its own command, `python -m sheepdog_jobs train ...`, where the run's
-podTemplate puts a stand-in sheepdog_jobs first on PYTHONPATH (fake_train/): it prints progress
+podTemplate puts a stand-in sheepdog_jobs first on PYTHONPATH (fake_train/, copied onto the run's
+volume and named by its path in the pod, as a user's file would be: the pod executor rewrites
+a value under any of the pod's mounts, /tmp included, so the repository's own path would break
+in a clone under /tmp): it prints progress
 lines up to step 3 of 6, then waits for a file the test writes, so no training is needed.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
 from sheepdog.progress import parse_progress_log
+from sheepdog.stage_config import VOLUME_MOUNT
 from tests.cluster.fixture import PodExecutorProcess
 from tests.cluster.pod_executor import TOLERATION
 from tests.operator.conftest import _OPERATORS, OperatorProcess, get_run, run_manifest, wait_phase
@@ -66,8 +71,9 @@ def test_the_status_shows_the_running_trains_step_from_its_pod_log(cluster, name
                                                                    progress_executor, quick_operator):
     label, claim = progress_executor
     name = "progress"
+    shutil.copytree(FAKE_TRAIN, claim / "fake_train", ignore=shutil.ignore_patterns("__pycache__"))
     train = {"gpus": 0, "nodeSelector": label, "tolerations": [TOLERATION],
-             "podTemplate": {"env": [{"name": "PYTHONPATH", "value": str(FAKE_TRAIN)}]}}
+             "podTemplate": {"env": [{"name": "PYTHONPATH", "value": f"{VOLUME_MOUNT}/fake_train"}]}}
     stages = {"synthesize": {"gpus": 1, "tensorParallel": 1}, "curate": {}, "train": train}
     cluster.apply(run_manifest(name, namespace, iterations=1, stages=stages, retries=0,
                                evaluation={"enabled": False}))

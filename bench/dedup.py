@@ -4,8 +4,8 @@
     .venv/bin/python bench/dedup.py --quick    # 2k and 10k, smaller Exact sample (~1 min)
 
 Data.  Instruction-like sentences built deterministically (random.Random(SEED)) from the 175
-Self-Instruct seed tasks (shipped in jobs/sheepdog_jobs/data/self_instruct/,
-never copied), or from examples/seeds/quickstart.jsonl when that file is absent: the opening
+Self-Instruct seed tasks (shipped in jobs/sheepdog_jobs/data/self_instruct/; a missing
+file fails, nothing falls back to other seeds): the opening
 (1-3 words) of a seed instruction ("Write a", "Given a sentence"), continued by a random walk
 on the word bigrams of all the seed texts (instructions, inputs and outputs) that jumps to a
 word of another seed instruction 15% of the time, 6 to 28 words.  A known share

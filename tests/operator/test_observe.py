@@ -161,6 +161,7 @@ class FakeKube:
         self.writes: list[tuple[str, str]] = []
         self.events: dict[str, list[dict]] = {}  # Job name -> its Events (the watch delivers them)
         self.create_error: Exception | None = None  # raised by the next creates
+        self.posted_events: dict[str, dict] = {}  # Event name -> the run's Events posted
         self.rv = 1
         self.run["metadata"]["resourceVersion"] = "1"
 
@@ -223,7 +224,14 @@ class FakeKube:
         return self.run
 
     def create_event(self, namespace, event):
+        """As the API server does: an Event whose name exists is refused (409)."""
+        name = event["metadata"]["name"]
+        if name in self.posted_events:
+            self.writes.append(("event-exists", event["reason"]))
+            return False
+        self.posted_events[name] = copy.deepcopy(event)
         self.writes.append(("event", event["reason"]))
+        return True
 
     # the Job controller and kwok, by hand
     def finish(self, name, ok=True, message=None, failed=0):
@@ -720,3 +728,86 @@ def test_sharded_parse_failures_by_rule_add_up():
     ])
     assert merged["parseFailures"] == 5
     assert merged["parseFailuresBy"] == {"firstNumber": 1, "strict": 5}
+
+
+class Killed(BaseException):
+    """The process dies here (a SIGKILL between two requests): nothing after it runs."""
+
+
+def _kill_at_event(kube, n):
+    """Makes the n-th next Event POST kill the process before it is sent."""
+    post, calls = kube.create_event, []
+
+    def create_event(namespace, event):
+        calls.append(event["reason"])
+        if len(calls) == n:
+            raise Killed(event["reason"])
+        return post(namespace, event)
+    kube.create_event = create_event
+    return lambda: setattr(kube, "create_event", post)
+
+
+def _posted(kube):
+    return sorted((e["reason"], e["message"].split(":")[0]) for e in kube.posted_events.values())
+
+
+def test_events_written_in_the_status_are_posted_once_by_the_next_process_after_a_kill():
+    kube = FakeKube(make_run_obj())
+    undo = _kill_at_event(kube, 1)
+    with pytest.raises(Killed):
+        reconciler(kube).reconcile("ns", "r")
+    undo()
+    # the status write happened, its Event did not: the status names what it owes
+    pending = kube.run["status"]["pendingEvents"]
+    assert [e["reason"] for e in pending] == ["StageStarting"] and not kube.posted_events
+
+    restarted = reconciler(kube)
+    r = restarted.reconcile("ns", "r")
+    assert not r.status_written and r.events == [("Normal", "StageStarting")]
+    assert list(kube.posted_events) == [pending[0]["name"]]
+    assert not restarted.reconcile("ns", "r").events  # once per process, not per reconcile
+
+    # killed between the two Events of a transition: the first was posted, the second not
+    kube.finish("r-i1-synthesize", message=json.dumps(SUMMARY))
+    undo = _kill_at_event(kube, 2)
+    with pytest.raises(Killed):
+        restarted.reconcile("ns", "r")
+    undo()
+    assert [e["reason"] for e in kube.run["status"]["pendingEvents"]] == ["StageSucceeded", "StageStarting"]
+    kube.writes.clear()
+    again = reconciler(kube)
+    r = again.reconcile("ns", "r")
+    assert r.events == [("Normal", "StageStarting")]
+    assert [w for w in kube.writes if w[0].startswith("event")] == [("event-exists", "StageSucceeded"),
+                                                                     ("event", "StageStarting")]
+    reasons = [e["reason"] for e in kube.posted_events.values()]
+    assert sorted(reasons) == ["StageStarting", "StageStarting", "StageSucceeded"]
+    assert len({e["message"] for e in kube.posted_events.values()}) == 3  # never one Event twice
+
+
+def test_a_status_change_without_events_keeps_the_pending_ones_and_posts_nothing():
+    kube = FakeKube(make_run_obj())
+    rec = reconciler(kube)
+    rec.reconcile("ns", "r")
+    pending = kube.run["status"]["pendingEvents"]
+    kube.writes.clear()
+    kube.run["status"]["message"] = "edited"  # a change the planner undoes, with no Event of its own
+    kube.deliver()
+    r = rec.reconcile("ns", "r")
+    assert r.status_written and not r.events
+    assert kube.run["status"]["pendingEvents"] == pending
+    assert not [w for w in kube.writes if w[0].startswith("event")]
+
+
+def test_pending_events_older_than_the_api_servers_event_ttl_are_not_posted_again():
+    kube = FakeKube(make_run_obj())
+    undo = _kill_at_event(kube, 1)
+    with pytest.raises(Killed):
+        reconciler(kube).reconcile("ns", "r")
+    undo()
+    later = Reconciler(kube, Metrics(), Options(), clock=lambda: "2025-01-01T01:00:01Z", cache=kube.cache)
+    kube.deliver()
+    r = later.reconcile("ns", "r")
+    assert not r.events and not kube.posted_events  # it may have expired after being posted
+    soon = Reconciler(kube, Metrics(), Options(), clock=lambda: "2025-01-01T00:59:59Z", cache=kube.cache)
+    assert soon.reconcile("ns", "r").events == [("Normal", "StageStarting")]

@@ -108,6 +108,16 @@ class Condition(StatusModel):
     observed_generation: Optional[int] = None
 
 
+class PendingEvent(StatusModel):
+    """An Event of the latest status write, posted again under its name after a restart."""
+
+    name: str = Field(description="The Event's metadata.name.")
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str = ""
+    at: str = Field(description="When it was decided.", json_schema_extra=DATE_TIME)
+
+
 class RunStatus(StatusModel):
     phase: Phase = "Pending"
     reason: str = "Created"
@@ -130,6 +140,11 @@ class RunStatus(StatusModel):
     finished_at: Optional[str] = _time()
     gpu_seconds: Optional[float] = _gpu_seconds("Sum of the iterations' gpuSeconds: the run's GPU cost.")
     iterations: list[IterationRecord] = Field(default_factory=list)
+    pending_events: Optional[list[PendingEvent]] = Field(
+        None,
+        description="Operator only: the Events of the latest transition, by name. Posted right after "
+        "the status write; an operator that died in between posts them after its restart.",
+    )
 
     def record(self, iteration: int) -> Optional[IterationRecord]:
         for rec in self.iterations:

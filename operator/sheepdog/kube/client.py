@@ -41,7 +41,7 @@ class KubeApi(Protocol):
     def get_job(self, namespace: str, name: str) -> Optional[Obj]: ...
     def suspend_job(self, namespace: str, name: str, suspend: bool) -> None: ...
     def replace_run_status(self, run: Obj, status: Obj) -> Obj: ...
-    def create_event(self, namespace: str, event: Obj) -> None: ...
+    def create_event(self, namespace: str, event: Obj) -> bool: ...
 
 
 def load_config(kubeconfig: Optional[str] = None, context: Optional[str] = None) -> None:
@@ -174,8 +174,13 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
-    def create_event(self, namespace: str, event: Obj) -> None:
-        self.request("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
+    def create_event(self, namespace: str, event: Obj) -> bool:
+        """Post an Event: False when one of its name exists already (it was posted before)."""
+        try:
+            self.request("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
+        except Conflict:
+            return False
+        return True
 
 
 def _listing(out: Obj, api_version: str, kind: str) -> Listing:

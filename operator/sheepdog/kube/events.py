@@ -4,30 +4,39 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 COMPONENT = "sheepdog-operator"
 MAX_MESSAGE = 1024  # readable in `kubectl describe`; status.message carries the same text
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _clip(text: str, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def run_event(run: Mapping[str, Any], type_: str, reason: str, message: str, instance: str = "") -> dict[str, Any]:
-    """A core v1 Event about `run` (type Normal or Warning, CamelCase reason)."""
+def event_name(run_name: str, at: str) -> str:
+    """A new Event's name: the run's, the time, and a random part (two Events of one second).
+    It is stored in status.pendingEvents before the Event is posted, so a repeated POST of the
+    same Event is refused (409) rather than duplicated."""
+    stamp = at[:19].replace("-", "").replace(":", "").replace("T", "")
+    return f"{run_name}.{stamp}.{uuid.uuid4().hex[:8]}"
+
+
+def run_event(run: Mapping[str, Any], type_: str, reason: str, message: str, instance: str = "",
+              name: Optional[str] = None, at: Optional[str] = None) -> dict[str, Any]:
+    """A core v1 Event about `run` (type Normal or Warning, CamelCase reason), decided at `at`
+    (RFC 3339; now by default) and named `name` (a new name by default)."""
     meta = run["metadata"]
-    now = _now()
-    stamp = now[:19].replace("-", "").replace(":", "").replace("T", "")
+    at = (at or _now())[:19] + "Z"
     return {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {
-            "name": f"{meta['name']}.{stamp}.{uuid.uuid4().hex[:8]}",
+            "name": name or event_name(meta["name"], at),
             "namespace": meta["namespace"],
         },
         "involvedObject": {
@@ -44,7 +53,7 @@ def run_event(run: Mapping[str, Any], type_: str, reason: str, message: str, ins
         "source": {"component": COMPONENT},
         "reportingComponent": f"sheepdog.dev/{COMPONENT}",
         "reportingInstance": instance or COMPONENT,
-        "firstTimestamp": now[:19] + "Z",
-        "lastTimestamp": now[:19] + "Z",
+        "firstTimestamp": at,
+        "lastTimestamp": at,
         "count": 1,
     }

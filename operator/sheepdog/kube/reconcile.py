@@ -34,7 +34,9 @@ event, from the periodic resync) is harmless:
   6. Write the status once: a merge patch of the status subresource that makes it exactly the
      planner's status, conditional on the run's resourceVersion as read (a run edited
      meanwhile -> Conflict -> the reconcile is retried on a run it GETs).
-  7. Only then emit the planner's Events (a failed status write emits nothing).
+  7. Only then emit the planner's Events (a failed status write emits nothing). The status
+     written names them (status.pendingEvents), so a process killed before it posted them
+     has its successor post them, under the same names: at least once, never twice.
 
 Why Jobs are created before the status write: a Job that exists is observed by every later
 reconcile, while a status that names a Job that does not exist would need special handling.
@@ -54,20 +56,20 @@ from typing import Any, Callable, Mapping, Optional
 from pydantic import ValidationError
 
 from sheepdog.api.spec import RunSpec
-from sheepdog.api.status import RunStatus
+from sheepdog.api.status import PendingEvent, RunStatus
 from sheepdog.kube import observe as obs
 from sheepdog.kube import stuck
 from sheepdog.kube.train_progress import TrainProgressReader, pod_log_reader
 from sheepdog.kube.cache import WatchCache, plain, pods_behind
 from sheepdog.kube.client import Conflict, KubeApi, error_status
-from sheepdog.kube.events import run_event
+from sheepdog.kube.events import event_name, run_event
 from sheepdog.kube.metrics import Metrics
 from sheepdog.kube.pod_admission import pod_template_problems
 from sheepdog.api.spec import KIND
 from sheepdog.planner import creation_policy
 from sheepdog.planner.actions import Plan, stage_name
 from sheepdog.planner.creation_policy import CreateError
-from sheepdog.planner.planner import plan, plan_invalid_spec
+from sheepdog.planner.planner import plan, plan_invalid_spec, timestamp
 from sheepdog.planner.reasons import Reason
 from sheepdog.api.load import RunSpecError, parse_run
 from sheepdog.stage_config import kube_layout
@@ -79,6 +81,8 @@ TEST_PREFIX = "sheepdog.test/"
 OWN_WRITES_KEPT = 4
 CREATE_RETRY_DELAYS = (2, 5, 10, 30, 60)  # a transient Job-creation error, retried
 OLD_PODS_RECHECK = 5.0  # seconds between looks at the pods of a Job deleted by hand
+# kube-apiserver's default --event-ttl: a pending Event older than this is not posted again
+EVENT_TTL = 3600.0
 
 
 def utcnow() -> str:
@@ -144,6 +148,10 @@ def passthrough_annotations(run: Mapping[str, Any], iteration: int, stage: str) 
             if isinstance(k, str) and k.startswith(TEST_PREFIX):
                 out[k] = string.Template(v if isinstance(v, str) else json.dumps(v)).safe_substitute(values)
     return out
+
+
+def _without_events(status: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if k != "pendingEvents"}
 
 
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -214,6 +222,8 @@ class Reconciler:
         # (namespace, pod name) -> a stage pod that is stuck, as its last watch event showed it:
         # the pod watch keeps exactly the stuck pods, so no reconcile LISTs pods to find them
         self._stuck_pods: dict[tuple[str, str], dict[str, Any]] = {}
+        # (namespace, run) -> names of its status's pending Events this process has posted
+        self._posted: dict[tuple[str, str], set[str]] = {}
         # (namespace, run) -> transient Job-creation errors in a row (the backoff)
         self._create_failures: dict[tuple[str, str], int] = {}
         # a running train's progress, from rank 0's log (train_progress.py)
@@ -295,6 +305,7 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         self._own_writes.pop((namespace, name), None)
         self._create_failures.pop((namespace, name), None)
+        self._posted.pop((namespace, name), None)
 
     # -----------------------------------------------------------------------------------------
 
@@ -357,19 +368,63 @@ class Reconciler:
         if p.actions and {a.name for a in p.actions} <= {*result.created, *result.existing}:
             p = self._as_started(namespace, name, uid, spec, p, old_status, old_raw, pods, events, layout, now, generation)
 
-        # 6. write status once
-        new_raw = p.status.to_wire()
+        # 6. write status once; 7. then its events
+        new_raw = self._commit(run, old_raw, p.status, p.events, now, result)
         result.phase = new_raw.get("phase")
-        if new_raw != old_raw:
-            self._write_status(run, new_raw)
-            result.status_written = True
+        if result.status_written:
             self._transitions(namespace, old_raw, new_raw)
-            # 7. events, only after the status write succeeded, and only for a status change
-            # (a reconcile that changes nothing already emitted its events the first time)
-            for ev in p.events:
-                self._emit(run, ev.type, ev.reason, ev.message, result)
         self.metrics.observe_run(namespace, name, new_raw)
         return result
+
+    def _commit(self, run: Mapping[str, Any], old_raw: Mapping[str, Any], status: RunStatus, events: tuple,
+                now: str, result: Result) -> dict[str, Any]:
+        """Steps 6 and 7: the status write, when the status changed, then its Events, named in
+        the status it wrote (status.pendingEvents). Events that an earlier process wrote but may
+        not have posted (killed in between) are posted first: under their own names, so one
+        that was posted is refused (409), not repeated. Returns the status as it now stands.
+        A status whose only change would be new Events is no change: a reconcile that changes
+        nothing emitted its Events the first time."""
+        meta = run["metadata"]
+        key = (meta["namespace"], meta["name"])
+        self._post_owed(run, old_raw, now, result)
+        new_raw = status.to_wire()
+        if _without_events(new_raw) == _without_events(old_raw):
+            return dict(old_raw)
+        if events:
+            at = timestamp(now)
+            status.pending_events = [
+                PendingEvent(name=event_name(meta["name"], at), type=ev.type, reason=ev.reason, message=ev.message,
+                             at=at)
+                for ev in events
+            ]
+            new_raw = status.to_wire()
+        self._write_status(run, new_raw)
+        result.status_written = True
+        if events:
+            self._posted[key] = set()
+            for ev in status.pending_events or ():
+                self._emit(run, ev, result)
+        return new_raw
+
+    def _post_owed(self, run: Mapping[str, Any], old_raw: Mapping[str, Any], now: str, result: Result) -> None:
+        """The status's pending Events this process has not posted (only after a start: every
+        later write posts its own), unless older than the API server keeps Events: one that old
+        may have been posted and expired, and posting it again would repeat it."""
+        meta = run["metadata"]
+        posted = self._posted.setdefault((meta["namespace"], meta["name"]), set())
+        clock = obs.parse_time(timestamp(now))
+        for raw in old_raw.get("pendingEvents") or ():
+            try:
+                ev = PendingEvent.model_validate(raw)
+            except ValidationError:
+                continue
+            if ev.name in posted:
+                continue
+            at = obs.parse_time(ev.at)
+            if clock is None or at is None or (clock - at).total_seconds() > EVENT_TTL:
+                posted.add(ev.name)
+                continue
+            self._emit(run, ev, result)
 
     # -----------------------------------------------------------------------------------------
 
@@ -528,15 +583,22 @@ class Reconciler:
                     namespace, stage, phase.lower(), _seconds_between(rec.get("startedAt"), rec.get("finishedAt"))
                 )
 
-    def _emit(self, run: Mapping[str, Any], type_: str, reason: str, message: str, result: Result) -> None:
-        ns = run["metadata"]["namespace"]
+    def _emit(self, run: Mapping[str, Any], ev: PendingEvent, result: Result) -> None:
+        """Post one Event, once per process whatever the answer (best effort: the status has it
+        all); an Event of that name already there (409) was posted before."""
+        meta = run["metadata"]
+        ns = meta["namespace"]
+        self._posted.setdefault((ns, meta["name"]), set()).add(ev.name)
         try:
-            self.kube.create_event(ns, run_event(run, type_, str(reason), message, self.options.instance))
+            created = self.kube.create_event(
+                ns, run_event(run, ev.type, ev.reason, ev.message, self.options.instance, name=ev.name, at=ev.at))
         except Exception as e:  # noqa: BLE001 - an event is best effort; the status has it all
-            log.warning("%s/%s: could not emit event %s: %s", ns, run["metadata"]["name"], reason, e)
+            log.warning("%s/%s: could not emit event %s: %s", ns, meta["name"], ev.reason, e)
             return
-        result.events.append((type_, str(reason)))
-        self.metrics.event_emitted(ns, type_, str(reason))
+        if created is False:
+            return
+        result.events.append((ev.type, ev.reason))
+        self.metrics.event_emitted(ns, ev.type, ev.reason)
 
     def _invalid(self, run: Mapping[str, Any], old_raw: Mapping[str, Any], problems: list[str], generation: Optional[int]) -> Result:
         """A spec the API server accepted but the models reject (an old CRD, a rule the schema
@@ -546,14 +608,11 @@ class Reconciler:
             old = RunStatus.model_validate(old_raw)
         except ValidationError:
             old = RunStatus()
-        p = plan_invalid_spec(old, problems, self.clock(), generation=generation)
-        new_raw = p.status.to_wire()
-        result = Result(phase=new_raw.get("phase"), done=p.done)
-        if new_raw != dict(old_raw):
-            self._write_status(run, new_raw)
-            result.status_written = True
-            for ev in p.events:
-                self._emit(run, ev.type, ev.reason, ev.message, result)
+        now = self.clock()
+        p = plan_invalid_spec(old, problems, now, generation=generation)
+        result = Result(done=p.done)
+        new_raw = self._commit(run, old_raw, p.status, p.events, now, result)
+        result.phase = new_raw.get("phase")
         self.metrics.observe_run(meta["namespace"], meta["name"], new_raw)
         return result
 

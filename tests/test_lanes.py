@@ -71,3 +71,23 @@ def test_control_plane_tests_share_one_worker_and_a_model_lane_stays_on_one(tmp_
     assert len(model_workers) == 1, model_workers
     assert len({n for n in names if n.startswith("ran-model-")}) == 6  # every module ran
     print(json.dumps(sorted(names)))
+
+
+def test_the_front_door_starts_first_in_its_lane():
+    """Collection order is the order a lane runs its tests in: the longest one goes first."""
+    from types import SimpleNamespace
+
+    from tests.conftest import pytest_collection_modifyitems
+
+    def item(nodeid, module, fixtures=("tiny_model",)):
+        marks = []
+        return SimpleNamespace(nodeid=nodeid, fixturenames=list(fixtures), module=SimpleNamespace(__name__=module),
+                               get_closest_marker=lambda name: None, add_marker=marks.append, marks=marks)
+
+    items = [item("tests/jobs/test_vllm_engine.py::test_a", "tests.jobs.test_vllm_engine"),
+             item("tests/api/test_x.py::test_unit", "tests.api.test_x", fixtures=()),
+             item("tests/test_front_door.py::test_make_demo", "tests.test_front_door")]
+    pytest_collection_modifyitems(None, items)
+    assert [i.nodeid.split("::")[0] for i in items] == [
+        "tests/test_front_door.py", "tests/jobs/test_vllm_engine.py", "tests/api/test_x.py"]
+    assert [m.args for m in items[0].marks] == [("model-a",)]  # still in its lane

@@ -53,8 +53,8 @@ def test_crd_is_established_with_its_names(cluster, crd) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.path.stem for c in CASES])
-def test_invalid_manifest_is_rejected_by_the_api_server(cluster, crd, namespace, case: Case) -> None:
-    res = dry_run(cluster, namespace, case.path.read_text())
+def test_invalid_manifest_is_rejected_by_the_api_server(cluster, crd, module_namespace, case: Case) -> None:
+    res = dry_run(cluster, module_namespace, case.path.read_text())
     if case.server_accepts:
         assert res.returncode == 0, (
             f"{case.path.name} is marked '# server: accepts' but the API server refused it: drop "
@@ -66,8 +66,8 @@ def test_invalid_manifest_is_rejected_by_the_api_server(cluster, crd, namespace,
 
 
 @pytest.mark.parametrize("path", VALID + EXAMPLES, ids=[p.stem for p in VALID + EXAMPLES])
-def test_valid_manifest_is_accepted_and_defaulted_like_pydantic(cluster, crd, namespace, path) -> None:
-    res = dry_run(cluster, namespace, path.read_text())
+def test_valid_manifest_is_accepted_and_defaulted_like_pydantic(cluster, crd, module_namespace, path) -> None:
+    res = dry_run(cluster, module_namespace, path.read_text())
     assert res.returncode == 0, f"{path.name}:\n{res.stderr}"
     stored = json.loads(res.stdout)
     expected = SelfAlignmentRun.model_validate(yaml.safe_load(path.read_text())).spec.to_wire()
@@ -187,11 +187,13 @@ def _built_objects() -> list[tuple[str, dict[str, Any]]]:
 BUILT = _built_objects()
 
 
-@pytest.fixture
-def restricted_namespace(cluster, namespace) -> str:
-    cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
+@pytest.fixture(scope="module")
+def restricted_namespace(cluster, module_namespace) -> str:
+    """The module's namespace (server-side dry runs only), enforcing Pod Security "restricted"
+    (which judges pods only: the runs dry-run there are unaffected)."""
+    cluster.kubectl("label", "namespace", module_namespace, "pod-security.kubernetes.io/enforce=restricted",
                     "pod-security.kubernetes.io/enforce-version=latest")
-    return namespace
+    return module_namespace
 
 
 def test_podsecurity_admission_is_on(cluster, restricted_namespace) -> None:

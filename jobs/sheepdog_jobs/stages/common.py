@@ -106,9 +106,15 @@ def setup_logging() -> None:
 
 def configure_torch_threads() -> None:
     """SHEEPDOG_TORCH_THREADS caps intra-op threads: on an oversubscribed CPU, OpenMP
-    spin-waiting made 2 threads ~10x slower than 1 here (measured)."""
+    spin-waiting made 2 threads ~10x slower than 1 here (measured). It also sets OMP_NUM_THREADS
+    (unless set): vLLM's CPU kernels keep an OpenMP pool of one thread per core whatever torch is
+    told (seen: two busy threads under SHEEPDOG_TORCH_THREADS=1), and OpenMP reads the variable
+    once, when torch loads it, so this runs before torch is imported."""
     n = os.environ.get("SHEEPDOG_TORCH_THREADS")
     if n:
+        threads = str(max(1, int(n)))
+        if "torch" not in sys.modules:
+            os.environ.setdefault("OMP_NUM_THREADS", threads)
         import torch
 
-        torch.set_num_threads(max(1, int(n)))
+        torch.set_num_threads(int(threads))

@@ -13,6 +13,9 @@ import random
 import sys
 
 if __name__ == "__main__":
+    from sheepdog_jobs.stages.common import configure_torch_threads
+
+    configure_torch_threads()  # as every stage program does, before torch is imported
     from sheepdog_jobs.engines import EngineError
     from sheepdog_jobs.engines.vllm_engine import VllmEngine
     from sheepdog_jobs.prompts import build_instruction_request

@@ -9,6 +9,9 @@ pytest_plugins = ["tests.cluster.fixture"]
 # OpenMP workers spin-waiting for a core made 2 threads many times slower than 1 (measured:
 # tests/jobs/conftest.py; seen again with three vLLM engines at once, 2026-12-02).
 os.environ.setdefault("SHEEPDOG_TORCH_THREADS", "1")
+# The same for what is not a stage program: torch inside the test processes, vLLM's server in the
+# MT-Bench test (OpenMP reads this when torch loads; stage programs set it themselves).
+os.environ.setdefault("OMP_NUM_THREADS", os.environ["SHEEPDOG_TORCH_THREADS"])
 
 # Lanes of `pytest -n 4 --dist loadgroup` (make test). xdist hands out groups largest first (by
 # number of tests), so a long single-test module such as the front door would start last if it

@@ -734,8 +734,8 @@ class Killed(BaseException):
     """The process dies here (a SIGKILL between two requests): nothing after it runs."""
 
 
-def _kill_at_event(kube, n):
-    """Makes the n-th next Event POST kill the process before it is sent."""
+def _reconcile_killed_at_event(kube, rec, n):
+    """One reconcile whose process dies right before its n-th Event POST."""
     post, calls = kube.create_event, []
 
     def create_event(namespace, event):
@@ -744,19 +744,16 @@ def _kill_at_event(kube, n):
             raise Killed(event["reason"])
         return post(namespace, event)
     kube.create_event = create_event
-    return lambda: setattr(kube, "create_event", post)
-
-
-def _posted(kube):
-    return sorted((e["reason"], e["message"].split(":")[0]) for e in kube.posted_events.values())
+    try:
+        with pytest.raises(Killed):
+            rec.reconcile("ns", "r")
+    finally:
+        kube.create_event = post
 
 
 def test_events_written_in_the_status_are_posted_once_by_the_next_process_after_a_kill():
     kube = FakeKube(make_run_obj())
-    undo = _kill_at_event(kube, 1)
-    with pytest.raises(Killed):
-        reconciler(kube).reconcile("ns", "r")
-    undo()
+    _reconcile_killed_at_event(kube, reconciler(kube), 1)
     # the status write happened, its Event did not: the status names what it owes
     pending = kube.run["status"]["pendingEvents"]
     assert [e["reason"] for e in pending] == ["StageStarting"] and not kube.posted_events
@@ -769,10 +766,7 @@ def test_events_written_in_the_status_are_posted_once_by_the_next_process_after_
 
     # killed between the two Events of a transition: the first was posted, the second not
     kube.finish("r-i1-synthesize", message=json.dumps(SUMMARY))
-    undo = _kill_at_event(kube, 2)
-    with pytest.raises(Killed):
-        restarted.reconcile("ns", "r")
-    undo()
+    _reconcile_killed_at_event(kube, restarted, 2)
     assert [e["reason"] for e in kube.run["status"]["pendingEvents"]] == ["StageSucceeded", "StageStarting"]
     kube.writes.clear()
     again = reconciler(kube)
@@ -801,10 +795,7 @@ def test_a_status_change_without_events_keeps_the_pending_ones_and_posts_nothing
 
 def test_pending_events_older_than_the_api_servers_event_ttl_are_not_posted_again():
     kube = FakeKube(make_run_obj())
-    undo = _kill_at_event(kube, 1)
-    with pytest.raises(Killed):
-        reconciler(kube).reconcile("ns", "r")
-    undo()
+    _reconcile_killed_at_event(kube, reconciler(kube), 1)
     later = Reconciler(kube, Metrics(), Options(), clock=lambda: "2025-01-01T01:00:01Z", cache=kube.cache)
     kube.deliver()
     r = later.reconcile("ns", "r")

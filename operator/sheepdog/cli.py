@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from sheepdog import __version__
+
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
@@ -28,7 +30,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sheepdog.local import InputError, WorkdirBusy, run_local
 
     try:
-        result = run_local(args.run_file, args.workdir, retry_failed=args.retry_failed, plot=not args.no_plot)
+        result = run_local(args.run_file, args.workdir, retry_failed=args.retry_failed, plot=not args.no_plot,
+                           overrides=args.set)
     except (RunSpecError, InputError) as err:
         _error(str(err))
         return EXIT_INVALID
@@ -54,7 +57,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from sheepdog.planner import data_size, iteration_count
 
     try:
-        run = load_run(args.run_file)
+        run = load_run(args.run_file, args.set)
         if args.workdir is not None:
             run, notes = prepare_local_run(run, Path(args.workdir), Path(args.run_file))
             for note in notes:
@@ -75,7 +78,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from sheepdog.api.load import RunSpecError, load_run
 
     try:
-        run = load_run(args.run_file)
+        run = load_run(args.run_file, args.set)
     except RunSpecError as err:
         _error(str(err))
         return EXIT_INVALID
@@ -218,8 +221,15 @@ def cmd_operator(operator_args: list[str]) -> int:
 # --- parser -----------------------------------------------------------------------------------
 
 
+def _add_set_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec field, e.g. --set synthesis.dataSize=40 (a dotted path into "
+                   "spec; the value is read as YAML; repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sheepdog", description="I-SHEEP iterative self-alignment runs.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run a SelfAlignmentRun on this machine (resumes where it stopped)")
@@ -228,11 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "paths are looked up here first, then beside the run file")
     p.add_argument("--retry-failed", action="store_true", help="retry the stage that failed the run")
     p.add_argument("--no-plot", action="store_true", help="do not write report.png")
+    _add_set_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check a run file (and, with --workdir, its local inputs)")
     p.add_argument("run_file", metavar="RUN.yaml")
     p.add_argument("--workdir", help="also check the seed file and model as `sheepdog run` would")
+    _add_set_option(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("render", help="print the Kubernetes objects a run would create")
@@ -240,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", "-n", default=None)
     p.add_argument("--iteration", type=int, default=1, help="which iteration (default 1)")
     p.add_argument("--commands", action="store_true", help="print the stage commands instead of Jobs")
+    _add_set_option(p)
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("status", help="print the report of a local run")

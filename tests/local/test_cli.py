@@ -69,3 +69,41 @@ def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["frobnicate"])
     assert info.value.code == 2
+
+
+def test_version_prints_the_package_version(capsys):
+    import tomllib
+    from pathlib import Path
+
+    import sheepdog
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sheepdog {sheepdog.__version__}"
+    # the package's metadata takes its version from the same attribute: one version, not two
+    pyproject = tomllib.loads((Path(sheepdog.__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["dynamic"] == ["version"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "sheepdog.__version__"}
+
+
+def test_set_overrides_on_validate_render_and_run(project, capsys):
+    argv = ["validate", str(project.run_file), "--set", "iterations=2", "--set", "synthesis.dataSize=40"]
+    assert main(argv) == 0
+    assert "demo: 2 iteration(s), strategy one_base, 40 instructions per iteration" in capsys.readouterr().out
+    assert main(["validate", str(project.run_file), "--set", "synthesis.dataSise=40"]) == 2
+    assert "did you mean spec.synthesis.dataSize?" in capsys.readouterr().err
+    assert main(["validate", str(project.run_file), "--set", "filter.threshold=12"]) == 2
+    assert "spec.filter.threshold: must be between -1 and 10 (got 12)" in capsys.readouterr().err
+
+    assert main(["render", str(project.run_file), "--commands", "--iteration", "2", "--set", "iterations=2"]) == 0
+    assert "# demo-i2-synthesize" in capsys.readouterr().out
+    assert main(["render", str(project.run_file), "--set", "bogus=1"]) == 2
+
+    argv = ["run", str(project.run_file), "--workdir", str(project.workdir), "--no-plot", "--set", "iterations=2"]
+    assert main(argv) == 0
+    # the effective run, override included, is what the workdir records
+    assert "iterations: 2" in (project.workdir / "run.yaml").read_text()
+    assert {i for i, _ in project.invocations()} == {1, 2}
+    assert main(["run", str(project.run_file), "--workdir", str(project.root / "x"), "--set", "nope=1"]) == 2
+    assert not (project.root / "x").exists()

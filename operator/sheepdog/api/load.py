@@ -12,12 +12,13 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import annotated_types
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from sheepdog.api.overrides import OverrideError, apply_overrides
 from sheepdog.api.spec import SelfAlignmentRun
 
 __all__ = ["RunSpecError", "load_run", "load_run_text", "parse_run", "dump_run"]
@@ -39,7 +40,8 @@ class RunSpecError(ValueError):
         return f"{where}invalid run ({len(self.problems)} problems):\n{lines}"
 
 
-def load_run(path: Union[str, Path]) -> SelfAlignmentRun:
+def load_run(path: Union[str, Path], overrides: Sequence[str] = ()) -> SelfAlignmentRun:
+    """The run in `path`, with each `key=value` of `overrides` set (see sheepdog.api.overrides)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -47,10 +49,10 @@ def load_run(path: Union[str, Path]) -> SelfAlignmentRun:
         raise RunSpecError([f"{path}: no such file"]) from None
     except (OSError, UnicodeDecodeError) as err:
         raise RunSpecError([f"{path}: cannot read: {err}"]) from None
-    return load_run_text(text, source=str(path))
+    return load_run_text(text, source=str(path), overrides=overrides)
 
 
-def load_run_text(text: str, source: str = "<string>") -> SelfAlignmentRun:
+def load_run_text(text: str, source: str = "<string>", overrides: Sequence[str] = ()) -> SelfAlignmentRun:
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
         root_node = yaml.compose(text, Loader=yaml.SafeLoader) if len(documents) == 1 else None
@@ -59,6 +61,14 @@ def load_run_text(text: str, source: str = "<string>") -> SelfAlignmentRun:
     if len(documents) != 1:
         raise RunSpecError([f"{source}: expected one YAML document with a SelfAlignmentRun, "
                             f"found {len(documents)}"])
+    if overrides:
+        try:
+            document = apply_overrides(documents[0], overrides)
+        except OverrideError as err:
+            raise RunSpecError(err.problems, source=source) from None
+        # A problem with an overridden value would point at the file's line holding the old one;
+        # without the node, problems name the path alone.
+        return parse_run(document, source=f"{source} with --set", node=None)
     return parse_run(documents[0], source=source, node=root_node)
 
 

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional, TextIO, Union
+from typing import Callable, Optional, Sequence, TextIO, Union
 
 from sheepdog.api.load import dump_run, load_run
 from sheepdog.api.status import RunStatus
@@ -64,12 +64,13 @@ def run_local(
     plot: bool = True,
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     progress_seconds: float = POLL_SECONDS,
+    overrides: Sequence[str] = (),
 ) -> LocalResult:
     """Run (or resume) a run file to its end. Raises RunSpecError (bad run file), InputError
     (bad seed/model inputs; nothing written) or WorkdirBusy (another executor works here)."""
     out = out if out is not None else sys.stdout
     run_file = Path(run_file)
-    run = load_run(run_file)
+    run = load_run(run_file, overrides)  # the effective run, --set included, is what run.yaml records
     workdir = Path(workdir) if workdir is not None else default_workdir(run.metadata.name)
     run, notes = prepare_local_run(run, workdir, run_file)  # before anything is written
     module = stage_module or os.environ.get(STAGE_MODULE_ENV) or STAGE_MODULE

@@ -206,6 +206,36 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- sheepdog export-data ---------------------------------------------------------------------
+
+
+def cmd_export_data(args: argparse.Namespace) -> int:
+    """A run's curated pairs as a Hugging Face dataset (sheepdog/export/data.py)."""
+    from sheepdog.export import ExportError
+    from sheepdog.export.config import is_s3
+    from sheepdog.export.hub import is_hf
+
+    to = args.to if is_s3(args.to) or is_hf(args.to) else str(Path(args.to).resolve())
+    try:
+        from sheepdog.export.data import export_data
+
+        result = export_data(Path(args.run_dir).resolve(), to, include_dropped=args.include_dropped,
+                             private=True if args.private else None)
+    except ImportError as err:
+        _error(f"export-data needs the extra sheepdog[export] (datasets, huggingface_hub): {err}")
+        return EXIT_INVALID
+    except ExportError as err:
+        _error(f"export-data: {err}")
+        return EXIT_INVALID
+    except Exception as err:  # noqa: BLE001 - disk, S3 or hub errors: one clear line
+        _error(f"export-data failed: {type(err).__name__}: {err}")
+        return EXIT_FAILED
+    dropped = f", {result['dropped']} dropped" if args.include_dropped else ""
+    print(f"exported iterations {', '.join(map(str, result['iterations']))}: {result['kept']} kept pairs"
+          f"{dropped} to {result['to']} ({result['files']} files)")
+    return EXIT_OK
+
+
 # --- sheepdog operator ------------------------------------------------------------------------
 
 
@@ -276,6 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iteration", default="best", help="best (default) or an iteration number")
     p.add_argument("--to", required=True, metavar="DIR|s3://BUCKET/PREFIX", help="where the model goes")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("export-data", help="write a run's curated pairs as a Hugging Face dataset (parquet, "
+                       "dataset card, LLaMA-Factory's dataset_info.json)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run's directory (a `sheepdog run` workdir)")
+    p.add_argument("--to", required=True, metavar="DIR|s3://BUCKET/PREFIX|hf://ORG/NAME",
+                   help="where the dataset goes")
+    p.add_argument("--include-dropped", action="store_true",
+                   help="also export the pairs curate dropped, with the reason (configs *_dropped)")
+    p.add_argument("--private", action="store_true", help="hf:// only: create the dataset repository private")
+    p.set_defaults(func=cmd_export_data)
 
     # Listed for --help only: main() hands everything after `operator` to the operator's own
     # parser untouched (argparse would eat options such as --help on the way).

@@ -6,17 +6,9 @@ import pytest
 
 from sheepdog.api.load import RunSpecError, load_run_text
 from sheepdog.api.overrides import OverrideError, apply_overrides, parse_override
+from tests.api.test_load import HEAD as MINIMAL
 
-HEAD = """apiVersion: sheepdog.dev/v1alpha1
-kind: SelfAlignmentRun
-metadata:
-  name: demo
-spec:
-  model:
-    base: models/tiny
-  synthesis:
-    dataSize: 100
-"""
+HEAD = MINIMAL + "  synthesis:\n    dataSize: 100\n"
 
 DOC = {"apiVersion": "sheepdog.dev/v1alpha1", "kind": "SelfAlignmentRun", "metadata": {"name": "demo"},
        "spec": {"model": {"base": "models/tiny"}, "synthesis": {"dataSize": 100}}}

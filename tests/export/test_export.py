@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -52,7 +51,7 @@ def test_export_config_resolves_paths_and_drops_stage_records():
 
 def test_model_card_names_the_run_its_figures_and_spec():
     spec = RunSpec.model_validate(RUN["spec"])
-    m0 = {"iteration": 0, "model": "models/base", "evaluation": {"ifeval.promptStrict": 0.2}}  # M_0
+    m0 = {"iteration": 0, "model": "models/base", "evaluation": {"ifeval-smoke.promptStrict": 0.2}}  # M_0
     cfg = ExportConfig(run="tiny", iteration=1, best_iteration=1, spec=spec, model_dir="/m", to="/out",
                        records=[m0] + [{k: v for k, v in r.items() if k != "stages"} for r in _records(2)])
     card = model_card(cfg)
@@ -63,9 +62,9 @@ def test_model_card_names_the_run_its_figures_and_spec():
     assert "2 finished of 3 asked; this model is iteration 1, the run's best is 1" in card
     assert "8 new instructions per iteration; this iteration kept 4 of 7 assessed pairs" in card
     assert "keep fraction 0.5" in card and "training loss 1.4" in card
-    assert "evaluation: ifeval.promptStrict 0.4" in card
+    assert "evaluation: ifeval-smoke.promptStrict 0.4" in card
     assert "| 2 | 8 | 7 | 5 | 71.4% |" in card  # the iterations table
-    assert "| 0 | - | - | - | - | - | - | - | ifeval.promptStrict 0.2 |" in card  # M_0's evaluation
+    assert "| 0 | - | - | - | - | - | - | - | ifeval-smoke.promptStrict 0.2 |" in card  # M_0's evaluation
     assert "```yaml\nmodel:\n  base: HuggingFaceTB/SmolLM2-135M-Instruct" in card  # the spec
 
 
@@ -126,26 +125,6 @@ def test_split_url():
     assert split_url("s3://bucket") == ("bucket", "")
     with pytest.raises(ExportError):
         split_url("s3:///x")
-
-
-@pytest.fixture
-def s3_server(monkeypatch):
-    """moto's S3 server on 127.0.0.1 and a free port; boto3 finds it through AWS_ENDPOINT_URL."""
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def test_cli_uploads_to_s3(tmp_path, s3_server, capsys):

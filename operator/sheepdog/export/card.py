@@ -19,7 +19,7 @@ COLUMNS = (("iteration", "iteration"), ("generated", "generated"), ("assessed", 
            ("meanFollowing", "mean following"), ("trainLoss", "train loss"))
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -27,10 +27,10 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _evaluation(value: Any) -> str:
+def evaluation_text(value: Any) -> str:
     if not isinstance(value, dict) or not value:
         return "-"
-    return ", ".join(f"{k} {_cell(v)}" for k, v in sorted(value.items()))
+    return ", ".join(f"{k} {cell(v)}" for k, v in sorted(value.items()))
 
 
 def front_matter(config: ExportConfig, library: str) -> dict[str, Any]:
@@ -45,10 +45,10 @@ def iteration_table(records: list[dict[str, Any]]) -> str:
     head = [label for _, label in COLUMNS] + ["evaluation"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
-        cells = [_cell(r.get(key)) for key, _ in COLUMNS]
+        cells = [cell(r.get(key)) for key, _ in COLUMNS]
         if r.get("keepRate") is not None:
             cells[4] = f"{100 * r['keepRate']:.1f}%"
-        lines.append("| " + " | ".join(cells + [_evaluation(r.get("evaluation"))]) + " |")
+        lines.append("| " + " | ".join(cells + [evaluation_text(r.get("evaluation"))]) + " |")
     return "\n".join(lines)
 
 
@@ -72,12 +72,12 @@ def model_card(config: ExportConfig, library: str = "transformers") -> str:
         f"- iterations: {len(finished)} finished of {spec.iterations} asked; this model is iteration "
         f"{config.iteration}" + (f", the run's best is {best}" if best is not None else ""),
         f"- data size: {spec.synthesis.data_size} new instructions per iteration; this iteration kept "
-        f"{_cell(this.get('kept'))} of {_cell(this.get('assessed'))} assessed pairs "
+        f"{cell(this.get('kept'))} of {cell(this.get('assessed'))} assessed pairs "
         f"(filter {spec.filter.method}, threshold {spec.filter.threshold:g}"
         + (f", keep fraction {spec.filter.keep_fraction:g}" if spec.filter.keep_fraction is not None else "") + ")",
-        f"- self-assessment: mean quality {_cell(this.get('meanQuality'))}, mean following "
-        f"{_cell(this.get('meanFollowing'))}; training loss {_cell(this.get('trainLoss'))}",
-        f"- evaluation: {_evaluation(this.get('evaluation'))}",
+        f"- self-assessment: mean quality {cell(this.get('meanQuality'))}, mean following "
+        f"{cell(this.get('meanFollowing'))}; training loss {cell(this.get('trainLoss'))}",
+        f"- evaluation: {evaluation_text(this.get('evaluation'))}",
         "", "## Iterations", "", iteration_table(records),
         "", "## The run's spec", "", "```yaml",
         yaml.safe_dump(spec.to_wire(), sort_keys=False).rstrip(), "```", "",

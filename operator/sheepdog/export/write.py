@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional, TypeVar
 
 from sheepdog.export.card import model_card
 from sheepdog.export.config import ExportConfig, ExportError, is_s3
@@ -49,31 +49,47 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
 
 
 def _write_dir(model_dir: Path, files: list[Path], card: str, info: dict[str, Any], to: Path, run: str) -> int:
-    """Build the export beside `to` and rename it into place: a kill leaves either no export or
-    a whole one. An earlier export of the same run at `to` is replaced (a retried export Job);
-    anything else there is never overwritten."""
-    if to.exists() and (not to.is_dir() or any(to.iterdir())):
-        previous = _read(to / MARKER)
-        if previous.get("run") != run:
-            raise ExportError(f"{to}: exists and is not an export of run {run}; choose an empty or new directory")
+    def build(tmp: Path) -> int:
+        return write_model_folder(model_dir, files, card, info, tmp)
+
+    return replace_dir(to, run, lambda folder: _read(folder / MARKER).get("run"), "an export", build)
+
+
+def write_model_folder(model_dir: Path, files: list[Path], card: str, info: dict[str, Any], folder: Path) -> int:
+    """The export's files into `folder`; returns the bytes of the model files."""
+    size = 0
+    for rel in files:
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model_dir / rel, folder / rel)
+        size += (folder / rel).stat().st_size
+    (folder / CARD).write_text(card, encoding="utf-8")
+    (folder / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return size
+
+
+T = TypeVar("T")
+
+
+def replace_dir(to: Path, run: str, owner: Callable[[Path], Optional[str]], what: str,
+                build: Callable[[Path], T]) -> T:
+    """`build(folder)` into a folder beside `to`, then renamed into place: a kill leaves either
+    no export or a whole one. An earlier export of the same run at `to` (`owner(to) == run`) is
+    replaced (a retried export Job); anything else there is never overwritten."""
+    if to.exists() and (not to.is_dir() or any(to.iterdir())) and owner(to) != run:
+        raise ExportError(f"{to}: exists and is not {what} of run {run}; choose an empty or new directory")
     to.parent.mkdir(parents=True, exist_ok=True)
     tmp = to.parent / f".{to.name}.export-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    size = 0
+    tmp.mkdir()
     try:
-        for rel in files:
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(model_dir / rel, tmp / rel)
-            size += (tmp / rel).stat().st_size
-        (tmp / CARD).write_text(card, encoding="utf-8")
-        (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        result = build(tmp)
         if to.exists():
             shutil.rmtree(to)
         tmp.replace(to)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return size
+    return result
 
 
 def _read(path: Path) -> dict[str, Any]:

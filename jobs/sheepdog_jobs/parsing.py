@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "GeneratedTask", "ParsedBatch", "BLACKLIST", "DROP_REASONS",
-    "parse_generated_instructions", "instruction_drop_reason",
+    "parse_generated_instructions", "instruction_drop_reason", "parse_instructions_authors",
+    "INSTRUCTION_PARSERS",
     "extract_score", "extract_score_strict", "SCORE_PARSERS",
 ]
 
@@ -165,6 +166,76 @@ def parse_generated_instructions(text: str, first_index: int = 6,
             else:
                 batch.tasks.append(GeneratedTask(instruction, input_text, item.get("output", "")))
     return batch
+
+
+# ---- the authors' strict parser (synthesis.instructionParser: authors) ----------------------
+# Written from the documented behaviour of the scripts' post-processing (ISHEEP.md stage fact 1):
+# piece n of the "###" split (counting every piece, blank or not) must hold exactly two headers
+# "{first_index + n}. Instruction:" / "{first_index + n}. Input:" (a number, ".", whitespace); the
+# text after the first is the instruction, after the second the input ("<noinput>" -> "").
+# Anything else (a misnumbered item, no Input:, a third header) is "unparsable".  The item
+# filters then run in the scripts' order: word count, blacklist (whole words, case-insensitive,
+# instruction then input), first character, "noinput"/"no input" anywhere in the input or
+# "noinput" in the instruction, a header left inside a field ("Output:" in the input too), and
+# "http:"/"https:".  No language or format checks of sheepdog's own.
+_A_BLACKLIST_RE = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in BLACKLIST) + r")\b", re.IGNORECASE)
+_A_LEAK_INSTRUCTION_RE = re.compile(r".\s+(?:Instruction|Input):")
+_A_LEAK_INPUT_RE = re.compile(r".\s+(?:Instruction|Input|Output):")
+_A_URL_RE = re.compile(r"https?:")
+
+
+def _authors_item_reason(instruction: str, input: str) -> str | None:
+    words = len(instruction.split())
+    if words <= 3:
+        return "too_short"
+    if words > 150:
+        return "too_long"
+    if _A_BLACKLIST_RE.search(instruction) or _A_BLACKLIST_RE.search(input):
+        return "blacklisted_word"
+    if instruction[0] in string.punctuation:
+        return "starts_with_punctuation"
+    if not instruction[0].isascii():
+        return "non_ascii_start"
+    low = input.lower()
+    if "noinput" in low or "no input" in low or "noinput" in instruction:
+        return "noinput_marker"
+    if _A_LEAK_INSTRUCTION_RE.search(instruction) or _A_LEAK_INPUT_RE.search(input):
+        return "format_leak"
+    if _A_URL_RE.search(instruction) or _A_URL_RE.search(input):
+        return "contains_url"
+    return None
+
+
+def parse_instructions_authors(text: str, first_index: int = 6, truncated: bool = False,
+                               language: str = "en", drop_last: bool = False) -> ParsedBatch:
+    """parse_generated_instructions' signature and drop counting, with the authors' strict rules
+    (see above; ``language`` is accepted and unused: the scripts check none)."""
+    batch = ParsedBatch()
+    pieces = f"{first_index}. Instruction:{text}".split("###")
+    if (truncated or drop_last) and pieces:
+        last = pieces.pop()
+        if last.strip():
+            batch.dropped["truncated_last" if truncated else "last_item"] += 1
+    for n, piece in enumerate(pieces):
+        headers = list(re.finditer(rf"{first_index + n}\.\s+(?:Instruction|Input):", piece))
+        if len(headers) != 2:
+            if piece.strip():
+                batch.dropped["unparsable"] += 1
+            continue
+        instruction = piece[headers[0].end():headers[1].start()].strip()
+        input_text = piece[headers[1].end():].strip()
+        if input_text.lower() == "<noinput>":
+            input_text = ""
+        reason = _authors_item_reason(instruction, input_text)
+        if reason:
+            batch.dropped[reason] += 1
+        else:
+            batch.tasks.append(GeneratedTask(instruction, input_text))
+    return batch
+
+
+# synthesis.instructionParser -> the parser of a task list (spec.SynthesisSpec.instructionParser).
+INSTRUCTION_PARSERS = {"tolerant": parse_generated_instructions, "authors": parse_instructions_authors}
 
 
 # ---- scores ---------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from typing import Protocol, Sequence
 
 __all__ = [
     "ASSESSMENT_KINDS", "CRITERIA", "SCORE_CUE", "ALPACA_META_PROMPT", "DEFAULT_RESPONSE_PROMPT",
-    "build_instruction_request", "build_response_prompt", "build_assessment_prompt",
+    "CHATML_RESPONSE_PROMPT", "PROMPT_TAILS", "build_instruction_request", "build_response_prompt",
+    "build_assessment_prompt", "response_template", "training_template",
 ]
 
 ASSESSMENT_KINDS = ("simple", "combined", "icl")
@@ -99,6 +100,27 @@ def build_instruction_request(examples: Sequence[_Example], num_tasks: int = 20,
 DEFAULT_RESPONSE_PROMPT = "{instruction}{input}\n"
 
 
+# The wrapper of the authors' generate_output_iter2.py (responses from iteration 2 on) and of
+# their training data (add_qwen_prompts; LLaMA-Factory's "qwen_like" template): ChatML with a
+# fixed system prompt around the instruction and the input, glued as in iteration 1.
+CHATML_RESPONSE_PROMPT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                          "<|im_start|>user\n{instruction}{input}<|im_end|>\n<|im_start|>assistant\n")
+
+
+def response_template(synthesis, iteration: int) -> str | None:
+    """The response prompt template of ``iteration`` (1-based) from a SynthesisSpec:
+    laterResponsePrompt from iteration 2 on when it is set, else responsePrompt (None: the
+    default).  The model of iteration t (trained after it) answers with iteration t+1's."""
+    later = getattr(synthesis, "later_response_prompt", None)
+    return later if later and iteration >= 2 else synthesis.response_prompt
+
+
+def training_template(spec, iteration: int) -> str | None:
+    """The prompt template of iteration ``iteration``'s training examples: training.prompt, or
+    the response prompt that iteration's pairs were answered with."""
+    return getattr(spec.training, "prompt", None) or response_template(spec.synthesis, iteration)
+
+
 def build_response_prompt(instruction: str, input: str, template: str | None = None) -> str:
     """The zero-shot response prompt: ``template`` (synthesis.responsePrompt, with
     {instruction} and {input}) or DEFAULT_RESPONSE_PROMPT, filled with the stripped fields.
@@ -154,7 +176,18 @@ _ICL_FOCUS = {"quality": "based on its quality",
               "following": "based on its adherence to instructions"}
 
 
-def _pair(instruction: str, input: str, response: str) -> str:
+# assessment.promptTail: "sheepdog" tidies the pair and ends on the cue; "authors" is the
+# scripts' exact text (evaluate_prompt.py): the response as generated, "." always appended,
+# and a space after the cue.
+PROMPT_TAILS = ("sheepdog", "authors")
+
+
+def _pair(instruction: str, input: str, response: str, tail: str = "sheepdog") -> str:
+    if tail == "authors":
+        # The scripts: a non-empty input joins the instruction after a space; the response is
+        # not stripped and always gets a "." ("Paris." -> "Paris..", " 42\n" -> " 42\n.").
+        full = f"{instruction} {input}" if input != "" else instruction
+        return f"Instruction: {full} Response: {response}."
     # As the reference: instruction and input joined by a space, and a "." after the
     # response, except that we do not double the end punctuation ("Paris.." -> "Paris.").
     instruction, input, response = instruction.strip(), input.strip(), response.strip()
@@ -164,7 +197,7 @@ def _pair(instruction: str, input: str, response: str) -> str:
 
 
 def build_assessment_prompt(kind: str, criterion: str, instruction: str, input: str,
-                            response: str, rubric_first: bool = False) -> str:
+                            response: str, rubric_first: bool = False, tail: str = "sheepdog") -> str:
     """A self-assessment prompt asking for '<score>||<explanation>' (scores 1..10).
 
     ``kind``: "simple" | "combined" | "icl"; ``criterion``: "quality" | "following".
@@ -172,14 +205,24 @@ def build_assessment_prompt(kind: str, criterion: str, instruction: str, input: 
     ``rubric_first=True`` the rubric (and, for ICL, the examples) come first and the pair last,
     so that all prompts of one (kind, criterion) share a long common prefix that an engine's
     prefix cache can reuse; this is a documented deviation from the paper's order.
-    Every prompt ends exactly with SCORE_CUE (no trailing space; the reference had one).
+    Every prompt ends exactly with SCORE_CUE (no trailing space; the reference had one), unless
+    ``tail == "authors"`` (assessment.promptTail): then the pair is the scripts' (response
+    unstripped, "." always appended) and the prompt ends with SCORE_CUE and a space.
     """
+    if tail not in PROMPT_TAILS:
+        raise ValueError(f"unknown assessment prompt tail {tail!r}; expected one of {', '.join(PROMPT_TAILS)}")
+    prompt = _assessment_prompt(kind, criterion, instruction, input, response, rubric_first, tail)
+    return prompt + " " if tail == "authors" else prompt
+
+
+def _assessment_prompt(kind: str, criterion: str, instruction: str, input: str, response: str,
+                       rubric_first: bool, tail: str) -> str:
     if kind not in ASSESSMENT_KINDS:
         raise ValueError(f"unknown assessment prompt kind {kind!r}; expected one of "
                          f"{', '.join(ASSESSMENT_KINDS)}")
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; expected one of {', '.join(CRITERIA)}")
-    pair = _pair(instruction, input, response)
+    pair = _pair(instruction, input, response, tail)
     if kind == "icl":
         focus = _ICL_FOCUS[criterion]
         shots = "\n".join(

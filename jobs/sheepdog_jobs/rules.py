@@ -20,7 +20,11 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["RULE_REASONS", "rule_filter_reason"]
+__all__ = ["RULE_REASONS", "AUTHORS_RULE_REASONS", "RULE_SETS", "rule_filter_reason",
+           "authors_rule_reason", "strip_answer_prefix", "rule_reason", "clean_output"]
+
+# filter.ruleSet: "sheepdog" (the narrowed rules above) or "authors" (the scripts' broad ones).
+RULE_SETS = ("sheepdog", "authors")
 
 RULE_REASONS = ("empty_output", "role_marker", "answer_choices", "lettered_options",
                 "cjk_text", "placeholder", "input_in_instruction")
@@ -83,3 +87,65 @@ def rule_filter_reason(instruction: str, input: str, output: str,
     if input.strip() and input.strip() in instruction:
         return "input_in_instruction"
     return None
+
+
+# ---- the authors' rule set (filter.ruleSet: authors) ----------------------------------------
+# Written from the documented behaviour of the scripts' step_2_1 filter (ISHEEP.md stage fact 3):
+# a leading "答案:" (Chinese "answer:") is removed from the output first; then, in this order,
+# an output with a role line, "Answer Choices:", a no-input marker, a question-like phrase, a
+# letter option anywhere or a CJK ideograph drops the pair; so does an instruction or input with
+# a no-input marker, any "<...>" of up to 20 characters or the letters "none"; then an input
+# that occurs in its instruction; then an empty output.  Each is as broad as the scripts' on
+# purpose: "e.g." and "(a)" count as letter options, "nonetheless" holds "none".
+AUTHORS_RULE_REASONS = ("role_marker", "answer_choices", "noinput_marker", "question",
+                        "lettered_options", "cjk_text", "placeholder", "input_in_instruction",
+                        "empty_output")
+
+_ANSWER_PREFIX_RE = re.compile(r"^(?:答案[:：]\s?)+")
+# A new line that starts with a role name and a ":" or a line break.
+_A_ROLE_RE = re.compile(r"\n(?:assistant|system|human|question|output|user)[:\n]", re.IGNORECASE)
+_A_CHOICES_RE = re.compile(r"answer\schoices:", re.IGNORECASE)
+_A_NOINPUT_RE = re.compile(r"noinput|no input", re.IGNORECASE)
+# "can you" after one or two line breaks, "do you " and anything, or a blank line followed
+# within one line of at most 100 characters by a "?": the answer asks instead of answering.
+_A_QUESTION_RE = re.compile(r"\n\n?can you|do you .|\n\n.{1,100}\?", re.IGNORECASE)
+# A letter A-E (either case) with a "." after a word boundary, or in parentheses.
+_A_LETTER_RE = re.compile(r"\b[A-Ea-e]\.|\([A-Ea-e]\)")
+_A_CJK_RE = re.compile("[\u4e00-\u9fff]")
+_A_PLACEHOLDER_RE = re.compile(r"noinput|no input|<.{1,20}>|none", re.IGNORECASE)
+
+
+def strip_answer_prefix(output: str) -> str:
+    """The scripts' first step: leading "答案:" / "答案：" (each with one optional space) removed."""
+    return _ANSWER_PREFIX_RE.sub("", output, count=1)
+
+
+def authors_rule_reason(instruction: str, input: str, output: str) -> str | None:
+    """The authors' rules on a pair whose output went through strip_answer_prefix: None to
+    keep it, else one of AUTHORS_RULE_REASONS (the first that applies, in the scripts' order)."""
+    for reason, pattern in (("role_marker", _A_ROLE_RE), ("answer_choices", _A_CHOICES_RE),
+                            ("noinput_marker", _A_NOINPUT_RE), ("question", _A_QUESTION_RE),
+                            ("lettered_options", _A_LETTER_RE), ("cjk_text", _A_CJK_RE)):
+        if pattern.search(output):
+            return reason
+    if _A_PLACEHOLDER_RE.search(input) or _A_PLACEHOLDER_RE.search(instruction):
+        return "placeholder"
+    if input.strip() != "" and input in instruction:
+        return "input_in_instruction"
+    if output == "":
+        return "empty_output"
+    return None
+
+
+def clean_output(rule_set: str, output: str) -> str:
+    """The output the rules (and the judge) see: the authors' set strips the answer prefix."""
+    return strip_answer_prefix(output) if rule_set == "authors" else output
+
+
+def rule_reason(rule_set: str, instruction: str, input: str, output: str) -> str | None:
+    """filter.ruleSet's verdict on a pair (output already through clean_output)."""
+    if rule_set == "authors":
+        return authors_rule_reason(instruction, input, output)
+    if rule_set == "sheepdog":
+        return rule_filter_reason(instruction, input, output)
+    raise ValueError(f"unknown rule set {rule_set!r}; expected one of {', '.join(RULE_SETS)}")

@@ -67,6 +67,11 @@ class StageConfig(BaseModel):
         )
 
 
+# The first rendered prompts of a stage and what answered them (sheepdog_jobs.samples writes
+# it in synthesize's and evaluate's directories; `sheepdog status --prompts` reads it).
+PROMPT_SAMPLES = "prompts.sample.jsonl"
+
+
 class Layout(BaseModel):
     """Where a run lives for one executor.
 

@@ -118,3 +118,17 @@ def configure_torch_threads() -> None:
         import torch
 
         torch.set_num_threads(int(threads))
+
+
+def settings_dump(model, added: Iterable[str], **kwargs) -> dict:
+    """model.model_dump(mode="json", **kwargs) without the ``added`` fields (python names) that
+    still hold their defaults: a setting added later leaves the fingerprints of runs that do not
+    use it as they were, so their finished work is reused."""
+    data = model.model_dump(mode="json", **kwargs)
+    fields = type(model).model_fields
+    for name in added:
+        info = fields[name]
+        key = info.alias if kwargs.get("by_alias") and info.alias else name
+        if key in data and getattr(model, name) == info.get_default(call_default_factory=True):
+            del data[key]
+    return data

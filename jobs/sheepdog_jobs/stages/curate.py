@@ -16,8 +16,9 @@ from pathlib import Path
 from sheepdog.stage_config import StageConfig
 from sheepdog_jobs import storage
 from sheepdog_jobs.curation import select_by_keep_fraction, select_by_threshold
-from sheepdog_jobs.rules import rule_filter_reason
-from sheepdog_jobs.stages.common import StageError, check_model, layout, mean
+from sheepdog_jobs.prompts import response_template
+from sheepdog_jobs.rules import clean_output, rule_reason
+from sheepdog_jobs.stages.common import StageError, check_model, layout, mean, settings_dump
 
 INPUT = "assessments.jsonl"
 TRAIN_FIELDS = ("id", "instruction", "input", "output", "scores")
@@ -29,7 +30,7 @@ def run(config: StageConfig) -> dict:
         check_model(config.generator_model, "generatorModel")
     sources = _sources(config)
     fp = storage.fingerprint(
-        {"stage": "curate", "iteration": config.iteration, "filter": f.model_dump(mode="json"),
+        {"stage": "curate", "iteration": config.iteration, "filter": settings_dump(f, ("rule_set",)),
          # "sources" stays so that earlier runs' fingerprints stay valid: there is one source
          # for every shard count (synthesize's shards write one set of files).
          "criteria": list(spec.assessment.criteria), "sources": len(sources),
@@ -52,7 +53,9 @@ def run(config: StageConfig) -> dict:
     for r in records:
         # Synthesize already skipped judging these; recomputing keeps curate correct for
         # inputs made with rules off (the rule filter is cheap and deterministic).
-        reason = (r.get("ruleReason") or rule_filter_reason(r["instruction"], r["input"], r["output"])) \
+        if f.rules and not r.get("ruleReason"):
+            r = {**r, "output": clean_output(f.rule_set, r["output"])}
+        reason = (r.get("ruleReason") or rule_reason(f.rule_set, r["instruction"], r["input"], r["output"])) \
             if f.rules else None
         if reason:
             dropped.append((r, f"rule_{reason}"))
@@ -80,6 +83,9 @@ def run(config: StageConfig) -> dict:
         "dropped": dict(Counter(why for _, why in dropped)),
         "meanQuality": mean(r.get("scores", {}).get("quality") for r in candidates),
         "meanFollowing": mean(r.get("scores", {}).get("following") for r in candidates),
+        # Which rules were in effect and what they dropped (filter.ruleSet; "off": filter.rules false).
+        "ruleSet": f.rule_set if f.rules else "off",
+        "ruleDropped": dict(Counter(why[len("rule_"):] for _, why in dropped if why.startswith("rule_"))),
         **extra,
     }
     storage.write_manifest(out, ["kept.jsonl", "dropped.jsonl"], fp,
@@ -105,7 +111,7 @@ def _model_filter(config: StageConfig, candidates: list[dict]):
     engine = create_engine("transformers" if f.method == "density" else spec.engine,
                            config.generator_model, spec.model.chat_template, seed=spec.synthesis.random_seed)
     try:
-        template = spec.synthesis.response_prompt
+        template = response_template(spec.synthesis, config.iteration)  # the prompt the pairs answered
         result = apply_model_filter(f.method, candidates, engine, ppl_max=f.ppl_max, clusters=f.clusters,
                                     keep=spec.training.max_samples, seed=spec.synthesis.random_seed,
                                     text_of=lambda r: pair_text(r, template))

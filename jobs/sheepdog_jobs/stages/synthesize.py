@@ -48,16 +48,17 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from sheepdog.stage_config import StageConfig
-from sheepdog_jobs import storage
+from sheepdog_jobs import samples, storage
 from sheepdog_jobs.engines import Engine, create_engine, resolve_engine
-from sheepdog_jobs.parsing import SCORE_PARSERS, parse_generated_instructions
-from sheepdog_jobs.prompts import build_assessment_prompt, build_instruction_request, build_response_prompt
+from sheepdog_jobs.parsing import INSTRUCTION_PARSERS, SCORE_PARSERS
+from sheepdog_jobs.prompts import (build_assessment_prompt, build_instruction_request, build_response_prompt,
+                                   response_template)
 from sheepdog_jobs.rouge import FastDedup
-from sheepdog_jobs.rules import rule_filter_reason
+from sheepdog_jobs.rules import clean_output, rule_reason
 from sheepdog_jobs.scores import logprob_score
 from sheepdog_jobs.seeds import SELF_INSTRUCT_SEED_TASKS, load_seed_tasks
 from sheepdog_jobs.stages.common import (StageError, check_file, check_model, check_not_adapter, derive_seed,
-                                         log, mean, progress, shard_of)
+                                         log, mean, progress, settings_dump, shard_of)
 
 PHASES = ("instructions", "responses", "assessments")
 UNIT = {"instructions": "a", "responses": "b", "assessments": "c"}  # unit file prefixes
@@ -70,6 +71,10 @@ STOP_ITEM = 17
 BATCH = {"vllm": 256, "transformers": 8}
 CHUNK = {"vllm": 512, "transformers": 16}  # instructions per unit in phases B and C
 PLAN = "plan.json"
+# Settings added after runs were fingerprinted: left out of a fingerprint while at their default.
+ADDED_SYNTHESIS = ("later_response_prompt", "response_stop", "instruction_parser", "dedup_scope", "dedup_window")
+ADDED_ASSESSMENT = ("prompt_tail",)
+SAMPLES_DIR = "samples"  # one file per phase, written by the worker that computes its first unit
 POLL_ENV, STALE_ENV = "SHEEPDOG_SHARD_POLL_SECONDS", "SHEEPDOG_CLAIM_STALE_SECONDS"
 
 
@@ -265,12 +270,20 @@ def chunk_count(records: int, size: int) -> int:
 
 
 class PrefixMerge:
-    """The global dedup over blocks 0, 1, ... in order: each candidate, in (request r, position
-    j) order, is kept when its ROUGE-L against the seeds and every instruction kept before it is
-    at most the threshold, until `target` are kept."""
+    """The dedup over blocks 0, 1, ... in order: each candidate, in (request r, position j)
+    order, is kept when its ROUGE-L against the seeds and every instruction kept before it is
+    at most the threshold, until `target` are kept.
 
-    def __init__(self, seed_instructions: Iterable[str], threshold: float, target: int, id_prefix: str):
-        self.dedup = FastDedup(list(seed_instructions), threshold=threshold)
+    ``window`` (synthesis.dedupScope: window): the pool is the seeds and the instructions kept
+    in the current window only; a window closes after the request that brings it to ``window``
+    kept instructions. The authors' scripts compare within one generation call (seeds + the
+    ~100 instructions it keeps; it stops after the batch of requests that reaches 100)."""
+
+    def __init__(self, seed_instructions: Iterable[str], threshold: float, target: int, id_prefix: str,
+                 window: int | None = None):
+        self.seeds, self.threshold, self.window = list(seed_instructions), threshold, window
+        self.dedup = FastDedup(self.seeds, threshold=threshold)
+        self.window_start = 0  # len(kept) when the current window opened
         self.target, self.id_prefix = target, id_prefix
         self.kept: list[dict] = []
         self.dropped: Counter = Counter()
@@ -292,13 +305,16 @@ class PrefixMerge:
                                       "input": c["input"], "request": line["r"]})
                 else:
                     self.dropped["rouge_similar"] += 1
+            if self.window is not None and len(self.kept) - self.window_start >= self.window:
+                self.window_start = len(self.kept)  # a new window: the seeds only
+                self.dedup = FastDedup(self.seeds, threshold=self.threshold)
         self.blocks += 1
 
 
 def merge_blocks(seed_instructions: Iterable[str], blocks: Iterable[list[dict]], threshold: float, target: int,
-                 id_prefix: str) -> PrefixMerge:
+                 id_prefix: str, window: int | None = None) -> PrefixMerge:
     """Merge blocks 0, 1, ... until `target` instructions are kept (later blocks are not read)."""
-    merge = PrefixMerge(seed_instructions, threshold, target, id_prefix)
+    merge = PrefixMerge(seed_instructions, threshold, target, id_prefix, window)
     for lines in blocks:
         if merge.full:
             break
@@ -348,7 +364,7 @@ class Synthesis:
             "stage": "synthesize", "iteration": self.config.iteration, "dataSize": self.config.data_size,
             "generator": storage.model_identity(self.config.generator_model),
             "chatTemplate": self.spec.model.chat_template,
-            "examplesPerRequest": k, "synthesis": s.model_dump(mode="json"),
+            "examplesPerRequest": k, "synthesis": settings_dump(s, ADDED_SYNTHESIS),
             "stop": self.stop_strings(), "dropLast": s.drop_last_item,
         }
         self.fp = {"instructions": storage.fingerprint(base, [self.seed_file])}
@@ -357,7 +373,9 @@ class Synthesis:
             check_not_adapter(self.judge_model, "judgeModel")
         self.settings = {
             "responses": {},
-            "assessments": {"assessment": a.model_dump(mode="json"), "rules": self.spec.filter.rules,
+            "assessments": {"assessment": settings_dump(a, ADDED_ASSESSMENT), "rules": self.spec.filter.rules,
+                            **({"ruleSet": self.spec.filter.rule_set} if self.spec.filter.rule_set != "sheepdog"
+                               else {}),
                             # Only a judge other than the generator is named, so that the
                             # fingerprints of runs judged by M_t stay what they were.
                             **({"judge": storage.model_identity(self.judge_model)}
@@ -454,9 +472,12 @@ class Synthesis:
             seeds.append(derive_seed(s.random_seed, it, "request", r))
         outs = self.get_engine().generate(prompts, temperature=s.temperature, top_p=s.top_p,
                                           max_tokens=s.max_tokens, seed=seeds, stop=self.stop_strings())
+        if block == 0:
+            self.write_phase_samples("instructions", self.config.generator_model, prompts, outs)
+        parse = INSTRUCTION_PARSERS[s.instruction_parser]
         lines = []
         for r, out in zip(requests, outs):
-            batch = parse_generated_instructions(out.text, first_index=k + 1,
+            batch = parse(out.text, first_index=k + 1,
                                                  truncated=out.finish_reason == "length",
                                                  drop_last=s.drop_last_item == "always")
             lines.append({"r": r, "dropped": dict(batch.dropped),
@@ -484,7 +505,8 @@ class Synthesis:
         size, max_requests = self.plan()["block"], self.max_requests()
         blocks = block_count(size, max_requests)
         units = self.units("instructions")
-        merge = PrefixMerge((t.instruction for t in self.seeds), s.rouge_l_max, self.config.data_size, f"i{it}-")
+        merge = PrefixMerge((t.instruction for t in self.seeds), s.rouge_l_max, self.config.data_size, f"i{it}-",
+                            s.dedup_window if s.dedup_scope == "window" else None)
         pending: dict[int, int] = {}  # finished blocks past the prefix -> their candidates
         bar = progress(total=self.config.data_size, desc="instructions", unit="instr")
         while True:
@@ -516,12 +538,18 @@ class Synthesis:
         s, it, size = self.spec.synthesis, self.config.iteration, self.plan()["chunk"]
         bar = progress(total=len(records), desc="responses", unit="resp")
 
+        # The iteration's template: synthesis.laterResponsePrompt from iteration 2 on, if set.
+        template = response_template(s, it)
+
         def compute(c: int) -> list[dict]:
             chunk = records[c * size:(c + 1) * size]
+            prompts = [build_response_prompt(r["instruction"], r["input"], template) for r in chunk]
             outs = self.get_engine().generate(
-                [build_response_prompt(r["instruction"], r["input"], s.response_prompt) for r in chunk],
-                temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
-                seed=[derive_seed(s.random_seed, it, "response", r["id"]) for r in chunk])
+                prompts, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
+                seed=[derive_seed(s.random_seed, it, "response", r["id"]) for r in chunk],
+                stop=list(s.response_stop))
+            if c == 0:
+                self.write_phase_samples("responses", self.config.generator_model, prompts, outs)
             bar.update(len(chunk))
             return [{**r, "output": o.text, "finishReason": o.finish_reason, "outputTokens": o.num_tokens}
                     for r, o in zip(chunk, outs)]
@@ -532,30 +560,43 @@ class Synthesis:
         return out_records, {"truncatedResponses": truncated}
 
     # ---- phase C: self-assessment ------------------------------------------------------------
-    def assess_chunk(self, chunk: list[dict]) -> list[dict]:
-        a, it = self.spec.assessment, self.config.iteration
+    def assess_chunk(self, chunk: list[dict], first: bool = False) -> list[dict]:
+        a, it, f = self.spec.assessment, self.config.iteration, self.spec.filter
         out = []
         for r in chunk:
-            reason = rule_filter_reason(r["instruction"], r["input"], r["output"]) if self.spec.filter.rules else None
+            if f.rules:
+                # The authors' rule set first strips a leading "答案:" from the output; the judge
+                # and training see the stripped output, as in the scripts.
+                r = {**r, "output": clean_output(f.rule_set, r["output"])}
+            reason = rule_reason(f.rule_set, r["instruction"], r["input"], r["output"]) if f.rules else None
             out.append({**r, "ruleReason": reason, "scores": {}})
         todo = [r for r in out if r["ruleReason"] is None]
         if not (a.criteria and todo):
             return out
         jobs = [(r, c) for r in todo for c in a.criteria]
         prompts = [build_assessment_prompt(a.prompt, c, r["instruction"], r["input"], r["output"],
-                                           rubric_first=a.rubric_first) for r, c in jobs]
+                                           rubric_first=a.rubric_first, tail=a.prompt_tail) for r, c in jobs]
         engine = self.get_engine(self.judge_model)
         if a.scoring == "text":
             outs = engine.generate(prompts, temperature=a.temperature, top_p=self.spec.synthesis.top_p,
                                    max_tokens=a.max_tokens,
                                    seed=[derive_seed(self.spec.synthesis.random_seed, it, "assess", c, r["id"])
                                          for r, c in jobs])
+            if first:
+                self.write_phase_samples("assessments", self.judge_model, prompts, outs,
+                                         phases=[f"assessment:{c}" for _, c in jobs])
             parse = SCORE_PARSERS[a.parse]
             for (r, c), o in zip(jobs, outs):
                 r["scores"][c] = parse(o.text)
                 r.setdefault("judgements", {})[c] = o.text  # kept raw, parsable or not
         else:
-            for (r, c), lps in zip(jobs, engine.score_digits(prompts)):
+            scored = engine.score_digits(prompts)
+            if first:  # the "output" of a logprob judgement: its distribution over the scores
+                self.write_phase_samples("assessments", self.judge_model, prompts,
+                                         [json.dumps({d: round(v, 4) for d, v in lps.items() if v > -1e30})
+                                          for lps in scored],
+                                         phases=[f"assessment:{c}" for _, c in jobs])
+            for (r, c), lps in zip(jobs, scored):
                 expected, argmax, mass = logprob_score(lps)
                 r["scores"][c] = None if expected is None else round(expected, 4)
                 r.setdefault("scoreDetail", {})[c] = {
@@ -585,7 +626,7 @@ class Synthesis:
         bar = progress(total=len(records), desc="assessments", unit="pair")
 
         def compute(c: int) -> list[dict]:
-            chunk = self.assess_chunk(records[c * size:(c + 1) * size])
+            chunk = self.assess_chunk(records[c * size:(c + 1) * size], first=c == 0)
             bar.update(len(chunk))
             return chunk
 
@@ -602,6 +643,29 @@ class Synthesis:
             "meanFollowing": mean(r["scores"].get("following") for r in todo),
         }
         return out, counts
+
+    # ---- prompt samples (sheepdog_jobs.samples) ----------------------------------------------
+    def write_phase_samples(self, phase: str, model: str, prompts: list[str], outs: list, *,
+                            phases: list[str] | None = None) -> None:
+        """The first samples.PER_PHASE prompts of each phase label (one label per prompt, or
+        ``phase`` for all) to samples/<phase>.jsonl; called by the worker computing unit 0."""
+        labels = phases or [phase] * len(prompts)
+        lines = []
+        for label in dict.fromkeys(labels):
+            idx = [i for i, x in enumerate(labels) if x == label]
+            lines += samples.sample_lines(label, self.config.iteration, model, self.engine,
+                                          [prompts[i] for i in idx], [outs[i] for i in idx])
+        storage.write_jsonl(self.out / SAMPLES_DIR / f"{phase}.jsonl", lines)
+
+    def collect_samples(self) -> None:
+        """prompts.sample.jsonl: the phases' samples in phase order (a phase whose first unit
+        was computed by an older version has none)."""
+        lines = []
+        for phase in PHASES:
+            path = self.out / SAMPLES_DIR / f"{phase}.jsonl"
+            if path.is_file():
+                lines += storage.read_jsonl(path)
+        samples.write_samples(self.out, lines)
 
     # ---- driver ------------------------------------------------------------------------------
     def run_phase(self, phase: str, previous: list[dict] | None) -> tuple[list[dict], dict]:
@@ -674,7 +738,10 @@ class Synthesis:
             self.heartbeat.stop()
             if self.engine is not None:
                 self.engine.close()
-        e, c = self.engine, counts["assessments"]
+        self.collect_samples()
+        e, c, s, f = self.engine, counts["assessments"], self.spec.synthesis, self.spec.filter
+        parser_dropped = {k: v for k, v in counts["instructions"]["dropped"].items()
+                          if k not in ("rouge_similar", "over_target")}
         summary = {
             "generated": counts["instructions"]["records"],
             "assessed": c["assessed"], "parseFailures": c["parseFailures"],
@@ -685,6 +752,11 @@ class Synthesis:
             "dropped": {**counts["instructions"]["dropped"],
                         **{f"rule_{k}": v for k, v in c["ruleDropped"].items()}},
             "resumedPhases": self.reused,
+            # What decided this iteration's data, with what each dropped (issue: reproductions
+            # must show the scripts' parser and rules were in effect).
+            "instructionParser": s.instruction_parser, "parserDropped": parser_dropped,
+            "dedupScope": s.dedup_scope if s.dedup_scope == "global" else f"window:{s.dedup_window}",
+            "ruleSet": f.rule_set if f.rules else "off", "ruleDropped": c["ruleDropped"],
         }
         if e is not None and e.generate_seconds:
             summary["tokensPerSecond"] = round(e.tokens_per_second, 1)

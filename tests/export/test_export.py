@@ -144,3 +144,110 @@ def test_cli_uploads_to_s3(tmp_path, s3_server, capsys):
     # a bucket that does not exist: a clear failure, not a traceback
     assert main(["export", str(run), "--to", "s3://nobucket/x"]) == 1
     assert "NoSuchBucket" in capsys.readouterr().err
+
+
+def _card_config(tmp_path: Path, base: str, **fields) -> ExportConfig:
+    spec = RunSpec.model_validate({**RUN["spec"], "model": {"base": base}})
+    records = [{k: v for k, v in r.items() if k != "stages"} for r in _records(2)]
+    return ExportConfig(run="tiny", iteration=2, best_iteration=2, spec=spec, model_dir="/m", to="/out",
+                        records=records, root=str(tmp_path), **fields)
+
+
+def test_model_card_data_merged_vs_adapter_and_model_index(tmp_path):
+    from huggingface_hub import ModelCard
+
+    cfg = _card_config(tmp_path, "HuggingFaceTB/SmolLM2-135M-Instruct", datasets=["my-org/tiny-pairs"])
+    merged = ModelCard(model_card(cfg, "transformers")).data
+    assert (merged.base_model, merged.library_name, merged.pipeline_tag) == (
+        "HuggingFaceTB/SmolLM2-135M-Instruct", "transformers", "text-generation")
+    assert merged.to_dict()["base_model_relation"] == "finetune"
+    assert "lora" not in merged.tags and "i-sheep" in merged.tags  # a merged model is no LoRA adapter
+    assert merged.datasets == ["my-org/tiny-pairs"]
+    # model-index: iteration 2's evaluation, as the hub reads it back
+    [result] = merged.eval_results
+    assert (result.dataset_type, result.metric_type, result.metric_name, result.metric_value) == (
+        "ifeval-smoke", "promptStrict", "ifeval-smoke.promptStrict", 0.5)
+    assert merged.model_name == "tiny-i2"
+
+    adapter = ModelCard(model_card(cfg, "peft")).data
+    assert adapter.library_name == "peft" and adapter.to_dict()["base_model_relation"] == "adapter"
+    assert {"lora", "peft"} <= set(adapter.tags)
+
+
+def test_model_card_license_comes_from_the_base_models_card_config_or_hub_cache(tmp_path, monkeypatch):
+    from huggingface_hub import ModelCard
+
+    base = tmp_path / "models" / "base"
+    base.mkdir(parents=True)
+    (base / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    cfg = _card_config(tmp_path, "models/base")  # relative: under the run's volume root
+    card = model_card(cfg)
+    assert ModelCard(card).data.license is None and "license: none found in the base model's card" in card
+    assert "base_model" not in ModelCard(card).data.to_dict()  # a volume path is not a hub id
+
+    (base / "config.json").write_text(json.dumps({"model_type": "llama", "license": "mit"}))
+    assert ModelCard(model_card(cfg)).data.license == "mit"
+    (base / "README.md").write_text("---\nlicense: other\nlicense_name: qwen\nlicense_link: LICENSE\n---\n# Base\n")
+    data = ModelCard(model_card(cfg)).data.to_dict()
+    assert (data["license"], data["license_name"], data["license_link"]) == ("other", "qwen", "LICENSE")
+
+    # a hub id: its card from the local hub cache, never the network
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = tmp_path / "hub" / "models--org--base" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (tmp_path / "hub" / "models--org--base" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--base" / "refs" / "main").write_text("abc123")
+    (snapshot / "README.md").write_text("---\nlicense: apache-2.0\n---\n")
+    hub = ModelCard(model_card(_card_config(tmp_path, "org/base"))).data
+    assert (hub.license, hub.base_model) == ("apache-2.0", "org/base")
+
+
+def test_cli_exports_to_the_hub_up_to_the_upload(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import ModelCard
+
+    from tests.export.conftest import RecordingHfApi
+
+    run = make_run_dir(tmp_path / "run", best=2)
+    layout = Layout(root=str(run), run_dir=str(run))
+    cfg = export_config("tiny", RunSpec.model_validate(RUN["spec"]), _records(2), layout, "hf://my-org/tiny", "best", 2)
+    assert cfg.to == "hf://my-org/tiny"  # not resolved as a path
+    api = RecordingHfApi(tmp_path / "pushed")
+    result = export_model(cfg, private=True, api=api)
+    assert result["files"] == 5 and result["bytes"] == 1000 + len(json.dumps({"model_type": "llama", "iteration": 2})) + 2
+    (_, repo, create), (_, repo2, upload) = api.calls
+    assert (repo, create) == ("my-org/tiny", {"repo_type": "model", "private": True, "exist_ok": True})
+    assert (repo2, upload["repo_type"]) == ("my-org/tiny", "model")
+    assert upload["commit_message"] == "sheepdog export of run tiny, iteration 2"
+    # what was handed to the hub is the directory export, card and export.json included
+    assert sorted(p.name for p in (tmp_path / "pushed").iterdir()) == [
+        "README.md", "config.json", "export.json", "model.safetensors", "tokenizer.json"]
+    assert ModelCard.load(tmp_path / "pushed" / "README.md").data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+    # from the CLI: no token is a clear error before any copy; so is a malformed destination
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    assert main(["export", str(run), "--to", "hf://my-org/tiny", "--dataset", "my-org/tiny-pairs"]) == 2
+    assert "needs a Hugging Face token: set HF_TOKEN" in capsys.readouterr().err
+    assert main(["export", str(run), "--to", "hf://tiny"]) == 2
+    assert "expected hf://ORG/NAME" in capsys.readouterr().err
+
+
+def test_spec_export_to_takes_a_hub_repository():
+    from sheepdog.api.load import RunSpecError, parse_run
+
+    def run_with(to: str):
+        return parse_run({**{k: v for k, v in RUN.items() if k != "spec"},
+                          "spec": {**RUN["spec"], "export": {"to": to, "credentialsSecretRef": {"name": "hf"}}}})
+
+    assert run_with("hf://my-org/tiny-i-sheep").spec.export.to == "hf://my-org/tiny-i-sheep"
+    for bad in ("hf://tiny", "hf://a/b/c", "gs://bucket/x"):
+        with pytest.raises(RunSpecError, match="spec.export.to: must match"):
+            run_with(bad)
+    # the planner's export of such a run keeps the destination as it is (not a path on /data)
+    layout = Layout(root="/data", run_dir="/data/runs/tiny")
+    spec = run_with("hf://my-org/tiny-i-sheep").spec
+    cfg = export_config("tiny", spec, _records(2), layout, spec.export.to, "best", 1)
+    assert cfg.to == "hf://my-org/tiny-i-sheep" and cfg.root == "/data"

@@ -5,18 +5,17 @@ and the hub (up to the upload: an HfApi subclass that records the calls)."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-from huggingface_hub import DatasetCard, HfApi
+from huggingface_hub import DatasetCard
 
 from sheepdog.cli import main
 from sheepdog.export import ExportError
 from sheepdog.export.data import export_data, read_run, user_turn
 from sheepdog.export.data_card import size_category
 from sheepdog.export.hub import repo_id_of
-from tests.export.conftest import add_curated_pairs, make_run_dir
+from tests.export.conftest import RecordingHfApi, add_curated_pairs, make_run_dir
 
 
 @pytest.fixture(autouse=True)
@@ -164,23 +163,6 @@ def test_upload_to_s3(run_dir, tmp_path, s3_server, capsys):
     assert load(copy / "isheep" / "tiny", "alpaca")["iteration_2"].num_rows == 2
     assert main(["export-data", str(run_dir), "--to", "s3://nobucket/x"]) == 1
     assert "NoSuchBucket" in capsys.readouterr().err
-
-
-class RecordingHfApi(HfApi):
-    """The real HfApi with its two network calls recorded instead of sent; the folder handed
-    to upload_folder is copied, since the export removes it afterwards."""
-
-    def __init__(self, keep: Path):
-        super().__init__(token="hf_test")
-        self.keep, self.calls = keep, []
-
-    def create_repo(self, repo_id, **kwargs):
-        self.calls.append(("create_repo", repo_id, kwargs))
-        return f"https://huggingface.co/datasets/{repo_id}"
-
-    def upload_folder(self, **kwargs):
-        self.calls.append(("upload_folder", kwargs["repo_id"], {k: v for k, v in kwargs.items() if k != "repo_id"}))
-        shutil.copytree(kwargs["folder_path"], self.keep)
 
 
 def test_push_to_the_hub_up_to_the_upload(run_dir, tmp_path):

@@ -602,14 +602,15 @@ class ExportSpec(Model):
 
     to: str = Field(
         min_length=1,
-        pattern=r"^(s3://[^/]+(/.*)?|[^:]+)$",
-        description="s3://bucket/prefix, or a directory on the run's storage (relative to its root).",
+        pattern=r"^(s3://[^/]+(/.*)?|hf://[A-Za-z0-9][-\w.]*/[A-Za-z0-9][-\w.]*|[^:]+)$",
+        description="s3://bucket/prefix, hf://ORG/NAME (a Hugging Face model repository, created if "
+        "needed), or a directory on the run's storage (relative to its root).",
     )
     credentials_secret_ref: Optional[SecretRef] = Field(
         None,
-        description="S3 only: a Secret whose keys become the export Job's environment "
-        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optionally AWS_ENDPOINT_URL, AWS_DEFAULT_REGION); "
-        "by reference only.",
+        description="S3 or hf:// only: a Secret whose keys become the export Job's environment "
+        "(S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optionally AWS_ENDPOINT_URL, AWS_DEFAULT_REGION; "
+        "hf://: HF_TOKEN, a token with write access); by reference only.",
     )
 
 

@@ -33,8 +33,12 @@ class ExportConfig(BaseModel):
     best_iteration: Optional[int] = Field(None, description="The run's best iteration when known.")
     spec: RunSpec
     model_dir: str = Field(description="The model directory to export (absolute).")
-    to: str = Field(description="s3://bucket/prefix, or an absolute directory.")
+    to: str = Field(description="s3://bucket/prefix, hf://ORG/NAME, or an absolute directory.")
     records: list[dict[str, Any]] = Field(default_factory=list, description="The run's iteration records.")
+    root: Optional[str] = Field(None, description="The run's volume root: where a relative base model "
+                                "path lives (its card gives the model's license).")
+    datasets: list[str] = Field(default_factory=list, description="Hub ids of the data the model was "
+                                "trained on (e.g. a `sheepdog export-data --to hf://` of the run), for the card.")
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", by_alias=True, exclude_none=True),
@@ -43,6 +47,16 @@ class ExportConfig(BaseModel):
 
 def is_s3(to: str) -> bool:
     return to.startswith("s3://")
+
+
+def is_hf(to: str) -> bool:
+    """A hub repository destination, hf://ORG/NAME (sheepdog/export/hub.py)."""
+    return to.startswith("hf://")
+
+
+def is_remote(to: str) -> bool:
+    """A destination that is not a path (S3 or the hub)."""
+    return is_s3(to) or is_hf(to)
 
 
 def card_records(iterations: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -70,17 +84,18 @@ def choose_iteration(choice: Union[str, int], records: list[dict[str, Any]], bes
 
 
 def export_config(run: str, spec: RunSpec, iterations: list[dict[str, Any]], layout: Layout,
-                  to: str, choice: Union[str, int] = "best", best: Optional[int] = None) -> ExportConfig:
+                  to: str, choice: Union[str, int] = "best", best: Optional[int] = None,
+                  datasets: Optional[list[str]] = None) -> ExportConfig:
     """The export of iteration `choice` of a run. Model paths in the records are relative to the
     layout's root (as status records are); a relative `to` is a path on the run's storage."""
     records = card_records(iterations)
     iteration = choose_iteration(choice, records, best)
     model = next(r["model"] for r in records if r.get("iteration") == iteration and r.get("model"))
     if not to:
-        raise ExportError("no destination: give --to DIR or s3://bucket/prefix")
+        raise ExportError("no destination: give --to DIR, s3://bucket/prefix or hf://ORG/NAME")
     return ExportConfig(run=run, iteration=iteration, best_iteration=best, spec=spec,
-                        model_dir=layout.resolve(model), to=to if is_s3(to) else layout.resolve(to),
-                        records=records)
+                        model_dir=layout.resolve(model), to=to if is_remote(to) else layout.resolve(to),
+                        records=records, root=layout.root, datasets=list(datasets or []))
 
 
 def export_command(config: ExportConfig, python: str = "python", summary_file: str = TERMINATION_LOG) -> list[str]:

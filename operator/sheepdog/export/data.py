@@ -31,8 +31,8 @@ from typing import Any, Optional
 
 from sheepdog.api.load import RunSpecError, load_run
 from sheepdog.api.spec import RunSpec
-from sheepdog.export.config import ExportError, is_s3
-from sheepdog.export.hub import is_hf, push_folder, repo_id_of
+from sheepdog.export.config import ExportError, is_hf, is_remote, is_s3
+from sheepdog.export.hub import push_folder, repo_id_of
 from sheepdog.export.write import replace_dir
 from sheepdog.local.workdir_files import REPORT_FILE, RUN_FILE, read_json
 
@@ -256,7 +256,7 @@ def export_data(run_dir: Path, to: str, *, include_dropped: bool = False, privat
     if is_hf(to):
         repo_id_of(to)  # a malformed destination fails before any work
     run = read_run(run_dir, include_dropped)
-    if is_s3(to) or is_hf(to):
+    if is_remote(to):
         with tempfile.TemporaryDirectory(prefix="sheepdog-data-") as tmp:
             counts = write_folder(run, Path(tmp))
             files = _files(Path(tmp))

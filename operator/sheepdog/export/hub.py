@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from sheepdog.export.config import ExportError
+from sheepdog.export.config import ExportError, is_hf
 
 PREFIX = "hf://"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")  # ORG/NAME, as the hub names repositories
@@ -27,10 +27,6 @@ RepoType = Literal["model", "dataset"]
 def is_hub_id(name: str) -> bool:
     """Whether a model name is a hub repository id rather than a path."""
     return bool(REPO_ID.match(name)) and not name.startswith(VOLUME_DIRS)
-
-
-def is_hf(to: str) -> bool:
-    return to.startswith(PREFIX)
 
 
 def repo_id_of(to: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
 from sheepdog.export.card import model_card
-from sheepdog.export.config import ExportConfig, ExportError, is_s3
+from sheepdog.export.config import ExportConfig, ExportError, is_hf, is_s3
 
 MARKER = "export.json"
 CARD = "README.md"
@@ -34,18 +34,40 @@ def manifest(config: ExportConfig, files: list[Path]) -> dict[str, Any]:
             "source": config.model_dir, "files": [str(f) for f in files] + [CARD]}
 
 
-def export_model(config: ExportConfig) -> dict[str, Any]:
-    """Export as configured; returns the summary ({to, files, bytes})."""
+def export_model(config: ExportConfig, *, private: Optional[bool] = None, api: Any = None) -> dict[str, Any]:
+    """Export as configured; returns the summary ({to, files, bytes}). `private`, `api`: for
+    hf:// (a new repository's visibility; the HfApi to push with, for tests)."""
     model_dir = Path(config.model_dir)
+    if is_hf(config.to):
+        from sheepdog.export.hub import repo_id_of
+
+        repo_id_of(config.to)  # a malformed destination fails before any copy
     files = model_files(model_dir)
     card = model_card(config, library_of(model_dir))
     if is_s3(config.to):
         from sheepdog.export.s3 import upload
 
         size = upload(model_dir, files, card, manifest(config, files), config.to)
+    elif is_hf(config.to):
+        size = _push(model_dir, files, card, config, private, api)
     else:
         size = _write_dir(model_dir, files, card, manifest(config, files), Path(config.to), config.run)
     return {"to": config.to, "iteration": config.iteration, "files": len(files) + 2, "bytes": size}
+
+
+def _push(model_dir: Path, files: list[Path], card: str, config: ExportConfig, private: Optional[bool],
+          api: Any) -> int:
+    """The same folder a directory export writes, staged locally and uploaded to the hub."""
+    import tempfile
+
+    from sheepdog.export.hub import hub_api, push_folder
+
+    api = hub_api(api)  # no token: stop before copying gigabytes
+    with tempfile.TemporaryDirectory(prefix="sheepdog-model-") as tmp:
+        size = write_model_folder(model_dir, files, card, manifest(config, files), Path(tmp))
+        push_folder(Path(tmp), config.to, "model", private=private, api=api,
+                    message=f"sheepdog export of run {config.run}, iteration {config.iteration}")
+    return size
 
 
 def _write_dir(model_dir: Path, files: list[Path], card: str, info: dict[str, Any], to: Path, run: str) -> int:

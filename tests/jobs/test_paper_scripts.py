@@ -291,3 +291,28 @@ def test_evaluate_asks_in_the_evaluated_models_template_and_samples_it(tmp_path,
         assert prompt.endswith("<|im_end|>\n<|im_start|>assistant\n")
     else:
         assert "<|im_start|>" not in prompt and prompt.endswith("\n")
+
+
+# ---- curate: the rule set in effect and what it dropped --------------------------------------
+@pytest.mark.parametrize("rule_set,kept,dropped", [
+    ("authors", ["42", "Leaves fall softly down"], {"lettered_options": 1, "placeholder": 1}),
+    # sheepdog's rules keep "e.g." and "Nonetheless" but drop the untouched Chinese prefix
+    ("sheepdog", ["Leaves fall softly down", "Plants use light, e.g. sunlight.", "It is fine"], {"cjk_text": 1}),
+])
+def test_curate_applies_and_reports_the_rule_set(tmp_path, make_config, rule_set, kept, dropped):
+    from sheepdog_jobs.stages import curate
+
+    cfg = make_config(tmp_path / "run", "curate", spec={"filter": {"ruleSet": rule_set, "threshold": 8,
+                                                                     "keepFraction": None},
+                                                          "assessment": {"scoring": "text"}})
+    src = tmp_path / "run" / "i1" / "synthesize"
+    pairs = [("What is six times seven?", "", "答案: 42"), ("Write a haiku about autumn", "", "Leaves fall softly down"),
+             ("Explain photosynthesis in plants.", "", "Plants use light, e.g. sunlight."),
+             ("Nonetheless, describe the weather.", "", "It is fine")]
+    storage.write_jsonl(src / "assessments.jsonl", [
+        {"id": f"i1-{n:06d}", "instruction": i, "input": x, "output": o, "ruleReason": None,
+         "scores": {"quality": 9, "following": 9}} for n, (i, x, o) in enumerate(pairs)])
+    storage.write_manifest(src, ["assessments.jsonl"], "fp")
+    summary = curate.run(cfg)
+    assert summary["ruleSet"] == rule_set and summary["ruleDropped"] == dropped
+    assert [r["output"] for r in storage.read_jsonl(Path(cfg.out_dir) / "kept.jsonl")] == kept

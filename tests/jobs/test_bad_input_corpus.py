@@ -28,10 +28,10 @@ import pytest
 from sheepdog_jobs import parsing, rules
 from sheepdog_jobs.parsing import (
     DROP_REASONS, extract_score, extract_score_strict, instruction_drop_reason,
-    parse_generated_instructions,
+    parse_generated_instructions, parse_instructions_authors,
 )
 from sheepdog_jobs.rouge import FastDedup
-from sheepdog_jobs.rules import RULE_REASONS, rule_filter_reason
+from sheepdog_jobs.rules import AUTHORS_RULE_REASONS, RULE_REASONS, authors_rule_reason, rule_filter_reason
 from sheepdog_jobs.seeds import MAX_LINE_BYTES, SeedError, load_seed_tasks
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -214,6 +214,11 @@ def test_model_output_corpus(case):
     for as_instruction, as_input in ((text, ""), (INSTRUCTION, text)):
         other = rule_filter_reason(as_instruction, as_input, "A calm answer.")
         assert other is None or other in RULE_REASONS
+    # the authors' rule set and parser (examples/paper.yaml) take the same inputs
+    for args in ((INSTRUCTION, "", text), (text, "", "A calm answer."), (INSTRUCTION, text, "A calm answer.")):
+        assert authors_rule_reason(*args) in (None, *AUTHORS_RULE_REASONS)
+    strict = parse_instructions_authors(text, drop_last=True)
+    assert all(t.instruction.split() and len(t.instruction.split()) > 3 for t in strict.tasks), name
 
     for extract, key in ((extract_score, "score"), (extract_score_strict, "score_strict")):
         score = extract(text)
@@ -303,6 +308,9 @@ def _all_consumers(text: str) -> None:
     parse_generated_instructions(text, truncated=True)
     rule_filter_reason(INSTRUCTION, "", text)
     rule_filter_reason(text, text, "A calm answer.")
+    parse_instructions_authors(text)
+    authors_rule_reason(INSTRUCTION, "", text)
+    authors_rule_reason(text, text, "A calm answer.")
     extract_score(text)
     extract_score_strict(text)
 

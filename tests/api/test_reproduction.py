@@ -13,8 +13,13 @@ PAPER = REPO / "examples" / "paper.yaml"
 
 
 def test_the_paper_file_is_a_reproduction_that_departs_from_nothing():
+    from sheepdog.api.reproduction import CHATML
+    from sheepdog_jobs.prompts import CHATML_RESPONSE_PROMPT
+
     run = load_run(PAPER)
     assert is_scripts_reproduction(run) and departures(run.spec) == []
+    # the operator's copy of the scripts' wrapper (it does not import the stage programs)
+    assert CHATML == CHATML_RESPONSE_PROMPT == run.spec.synthesis.later_response_prompt
 
 
 def test_each_departure_is_named_with_the_scripts_value_and_source():

@@ -142,11 +142,11 @@ def test_runs_complete_as_the_service_account(cluster_wide):
     good, bad = cluster_wide.statuses["good"], cluster_wide.statuses["bad"]
     assert good["phase"] == "Succeeded", good
     m0, *recs = good["iterations"]  # evaluation is on: M_0 (the base model) first, as iteration 0
-    assert m0["iteration"] == 0 and m0["evaluation"] == {"ifeval.promptStrict": 0.25}, m0
+    assert m0["iteration"] == 0 and m0["evaluation"] == {"ifeval-smoke.promptStrict": 0.25}, m0
     assert [r["iteration"] for r in recs] == [1, 2]
     for rec in recs:
         assert rec["kept"] == 9 and rec["generated"] == 20 and rec["trainLoss"] == 1.25
-        assert rec["evaluation"] == {"ifeval.promptStrict": 0.25}
+        assert rec["evaluation"] == {"ifeval-smoke.promptStrict": 0.25}
     assert bad["phase"] == "Failed", bad
     assert "train" in (bad.get("message") or "") or bad.get("stage") == "train", bad
 

@@ -306,18 +306,61 @@ def test_stage_asks_both_suites_in_the_runs_response_prompt(tmp_path):
     ]
 
 
-def test_stage_limit_and_default_file(tmp_path):
-    cfg = make_config(tmp_path, {"suites": ["ifeval"], "limit": 4})
+def test_stage_limit_and_the_smoke_set_never_labelled_ifeval(tmp_path):
+    cfg = make_config(tmp_path, {"suites": ["ifeval-smoke"], "limit": 4})
     engine = ScriptedEngine(lambda p: "")
     summary = run(cfg, engine=engine)
     assert len(engine.calls[0][1]) == 4
-    assert summary["evaluation"]["ifeval.promptStrict"] == 0.0  # empty answers follow nothing
+    assert summary["evaluation"]["ifeval-smoke.promptStrict"] == 0.0  # empty answers follow nothing
+    assert not [k for k in summary["evaluation"] if k.startswith("ifeval.")]
+    assert len(storage.read_jsonl(Path(cfg.out_dir) / "ifeval-smoke.jsonl")) == 4
+
+
+def test_ifeval_without_the_official_file_is_refused(tmp_path):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="needs evaluation.ifevalFile"):
+        make_config(tmp_path, {"suites": ["ifeval"]})
+    # a hand-written stage config that skipped the spec's check fails before any generation
+    cfg = make_config(tmp_path, {"suites": ["ifeval-smoke"]})
+    cfg.spec.evaluation.suites = ["ifeval"]
+    engine = ScriptedEngine(lambda p: "")
+    with pytest.raises(EvaluateError, match="built-in set is the suite ifeval-smoke"):
+        run(cfg, engine=engine)
+    assert engine.calls == []
+
+
+def test_stage_ifbench_scores_with_its_checkers_and_counts_unchecked(tmp_path):
+    import nltk
+
+    from sheepdog_jobs.evaluation import ifbench
+
+    cfg = make_config(tmp_path, {"suites": ["ifbench"], "limit": 140})  # 133..: stop-word prompts
+    # an answer with no whitespace follows format:no_whitespace and little else
+    engine = ScriptedEngine(lambda p: "Done.")
+    ev = run(cfg, engine=engine)["evaluation"]
+    examples = ifbench.load_ifbench(limit=140)
+    assert len(engine.calls[0][1]) == 140
+    records = storage.read_jsonl(Path(cfg.out_dir) / "ifbench.jsonl")
+    assert [r["key"] for r in records] == [e.key for e in examples]
+    checked = [r for r in records if "unchecked" not in r]
+    assert ev["ifbench.unchecked"] == len(records) - len(checked)
+    strict = [x for r in checked for x in r["strict"]]
+    assert ev["ifbench.instructionStrict"] == pytest.approx(sum(strict) / len(strict))
+    assert ev["ifbench.promptStrict"] == pytest.approx(sum(all(r["strict"]) for r in checked) / len(checked))
+    try:
+        nltk.data.find("corpora/stopwords")
+    except LookupError:  # without NLTK's stop words, exactly the stop-word prompts are unchecked
+        assert ev["ifbench.unchecked"] > 0
+        assert all("ratio:stop_words" in r["instruction_id_list"] for r in records if "unchecked" in r)
+    results = json.loads((Path(cfg.out_dir) / "results.json").read_text())
+    assert results["details"]["ifbench"]["package"] == ifbench.PACKAGE
 
 
 # ---- errors ----------------------------------------------------------------------------------------
 
 def test_missing_model_dir_is_a_clear_error(tmp_path):
-    cfg = make_config(tmp_path, {"suites": ["ifeval"]}, model=str(tmp_path / "i2" / "model"))
+    cfg = make_config(tmp_path, {"suites": ["ifeval-smoke"]}, model=str(tmp_path / "i2" / "model"))
     with pytest.raises(StageError, match="does not exist"):
         run(cfg)
 
@@ -329,7 +372,7 @@ def test_missing_data_file_names_the_field(tmp_path):
 
 
 def test_unknown_suite_is_named(tmp_path):
-    cfg = make_config(tmp_path, {"suites": ["ifeval", "no_such_benchmark_xyz"]})
+    cfg = make_config(tmp_path, {"suites": ["ifeval-smoke", "no_such_benchmark_xyz"]})
     engine = ScriptedEngine(lambda p: "")
     with pytest.raises(EvaluateError, match="no_such_benchmark_xyz") as err:
         run(cfg, engine=engine)
@@ -376,19 +419,20 @@ def tiny_model() -> str:
 
 @pytest.mark.model
 def test_evaluate_stage_on_the_tiny_model(tmp_path, tiny_model):
-    cfg = make_config(tmp_path, {"suites": ["ifeval", "heldout"], "limit": 5, "maxTokens": 24},
+    cfg = make_config(tmp_path, {"suites": ["ifeval-smoke", "ifbench", "heldout"], "limit": 5, "maxTokens": 24},
                       model=tiny_model, assessment={"scoring": "logprobs"})
     cfg.spec.model.chat_template = "auto"
     summary = run(cfg)
     ev = summary["evaluation"]
-    for metric in ("ifeval.promptStrict", "ifeval.promptLoose", "ifeval.instructionStrict",
-                   "ifeval.instructionLoose"):
-        assert 0.0 <= ev[metric] <= 1.0, metric
-    assert ev["ifeval.promptLoose"] >= ev["ifeval.promptStrict"]
-    assert ev["ifeval.instructionLoose"] >= ev["ifeval.instructionStrict"]
+    for suite in ("ifeval-smoke", "ifbench"):
+        for metric in ("promptStrict", "promptLoose", "instructionStrict", "instructionLoose"):
+            assert 0.0 <= ev[f"{suite}.{metric}"] <= 1.0, (suite, metric)
+        assert ev[f"{suite}.promptLoose"] >= ev[f"{suite}.promptStrict"]
+        assert ev[f"{suite}.instructionLoose"] >= ev[f"{suite}.instructionStrict"]
     assert 1.0 <= ev["heldout.meanScore"] <= 10.0
     out = Path(cfg.out_dir)
-    answers = storage.read_jsonl(out / "ifeval.jsonl")
+    assert len(storage.read_jsonl(out / "ifbench.jsonl")) == 5
+    answers = storage.read_jsonl(out / "ifeval-smoke.jsonl")
     assert len(answers) == 5 and all(isinstance(a["response"], str) for a in answers)
     assert any(a["response"].strip() for a in answers)
     assert len(storage.read_jsonl(out / "heldout.jsonl")) == 5

@@ -1,6 +1,7 @@
 """The held-out set is disjoint from the seeds a run uses: the shipped set against the shipped
 seeds, and a run whose held-out tasks are its seeds fails at its start (synthesize) and in
-evaluate, naming the shared tasks."""
+evaluate, naming the shared tasks; and from the training pairs every iteration so far kept
+(evaluate)."""
 
 from __future__ import annotations
 
@@ -71,3 +72,46 @@ def test_evaluate_refuses_an_overlapping_heldout_set(tmp_path, make_config):
 
     with pytest.raises(EvaluateError, match="shares 1 task"):
         run(cfg, engine=NoEngine())
+
+
+def write_kept(workdir: Path, iteration: int, pairs: list[tuple[str, str]]) -> Path:
+    path = workdir / f"i{iteration}" / "curate" / "kept.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"id": f"k{n}", "instruction": a, "input": b, "output": "o",
+                                        "scores": {}}) + "\n" for n, (a, b) in enumerate(pairs)))
+    return path
+
+
+def test_evaluate_refuses_a_heldout_task_an_earlier_iteration_trained_on(tmp_path, make_config):
+    from sheepdog_jobs.stages.evaluate import EvaluateError, kept_files, run
+
+    write(tmp_path / "heldout.jsonl", [("Explain how a rainbow forms after a storm.", ""),
+                                       ("List three uses of copper.", "")])
+    # iteration 1 kept the task (reworded a little), iteration 2 did not; i3 is not yet evaluated
+    first = write_kept(tmp_path, 1, [("Explain how a rainbow forms after the storm.", ""), ("Add 2 and 3.", "")])
+    second = write_kept(tmp_path, 2, [("Name a planet.", "")])
+    write_kept(tmp_path, 3, [("List three uses of copper.", "")])
+    cfg = make_config(tmp_path, "evaluate", iteration=2, spec={"evaluation": {
+        "enabled": True, "suites": ["heldout"], "heldoutFile": "heldout.jsonl"}}, seed_file=QUICKSTART)
+    assert kept_files(cfg) == [str(first), str(second)]
+
+    class NoEngine:
+        def generate(self, *a, **k):
+            raise AssertionError("nothing may be generated")
+
+    with pytest.raises(EvaluateError, match=r"shares 1 task\(s\) with the training pairs kept so far") as err:
+        run(cfg, engine=NoEngine())
+    assert "t0: instruction 'Explain how a rainbow forms after a storm.' matches a kept training pair" in str(err.value)
+    assert str(first) in str(err.value)
+
+
+def test_kept_pairs_overlap_by_input_too_and_disjoint_sets_pass(tmp_path):
+    from sheepdog_jobs.evaluation.heldout import check_disjoint_from_kept
+
+    heldout = write(tmp_path / "heldout.jsonl", [("Count the vowels.", "An apple a day keeps the doctor away.")])
+    same_input = write_kept(tmp_path, 1, [("Translate the text into French.", "An apple a day keeps the doctor away.")])
+    with pytest.raises(HeldoutOverlap, match="the same input as kept training pair"):
+        check_disjoint_from_kept(heldout, [str(same_input)], 0.7)
+    other = write_kept(tmp_path, 2, [("Translate the text into French.", "Good morning.")])
+    check_disjoint_from_kept(heldout, [str(other)], 0.7)  # no overlap: no error
+    check_disjoint_from_kept(heldout, [], 0.7)  # M_0 (iteration 0): nothing trained yet

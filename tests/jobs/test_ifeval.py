@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from sheepdog_jobs.evaluation.ifeval import (
-    IfevalError, IfevalExample, IfevalResult, aggregate, check_response, default_ifeval_file,
+    IfevalError, IfevalExample, IfevalResult, aggregate, check_response, smoke_ifeval_file,
     instruction_ids, load_ifeval, per_instruction,
 )
 
@@ -92,7 +92,7 @@ def example(iid: str, kwargs: dict, prompt: str = "Write something.") -> IfevalE
 
 def shipped_ids() -> set[str]:
     ids = set()
-    with open(default_ifeval_file(), encoding="utf-8") as fh:
+    with open(smoke_ifeval_file(), encoding="utf-8") as fh:
         for line in fh:
             ids.update(json.loads(line)["instruction_id_list"])
     return ids
@@ -153,10 +153,10 @@ def test_aggregate_hand_made_set():
 
 
 def test_shipped_file_loads_with_limit():
-    full = load_ifeval(default_ifeval_file())
+    full = load_ifeval(smoke_ifeval_file())
     assert 20 <= len(full) <= 40
     assert len({e.key for e in full}) == len(full)
-    assert [e.key for e in load_ifeval(default_ifeval_file(), limit=5)] == [e.key for e in full[:5]]
+    assert [e.key for e in load_ifeval(smoke_ifeval_file(), limit=5)] == [e.key for e in full[:5]]
 
 
 @pytest.mark.parametrize("line, message", [

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from sheepdog_jobs import storage
+from sheepdog_jobs.engines.base import Completion
+from sheepdog_jobs.engines.prompting import Chat, ChatTemplateError, PromptFormat
 from sheepdog_jobs.evaluation import mtbench
 from sheepdog_jobs.evaluation.mtbench import Verdict
 from sheepdog_jobs.stages.evaluate import run
@@ -71,6 +73,55 @@ def test_the_second_turn_is_asked_with_the_conversation_in_the_runs_format():
     assert mtbench.answer_prompt(q, 1, fmt) == "<<Write a haiku.>>\n"
     assert mtbench.answer_prompt(q, 2, fmt, " Leaves fall. \n") == (
         "<<Write a haiku.>>\nLeaves fall.\n\n<<Now in French.>>\n")
+    # with a chat template: a real two-turn conversation, each user turn in the run's format
+    assert mtbench.answer_prompt(q, 2, fmt, " Leaves fall. \n", chat=True) == Chat((
+        ("user", "<<Write a haiku.>>\n"), ("assistant", "Leaves fall."), ("user", "<<Now in French.>>\n")))
+
+
+# A chat template in Jinja (as model.chatTemplate may give one): role tags around each message.
+TAGS = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def tagged_format() -> PromptFormat:
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({"[UNK]": 0}, unk_token="[UNK]")))
+    return PromptFormat(tokenizer, TAGS)
+
+
+def test_a_conversation_is_rendered_by_the_chat_template_as_turns():
+    fmt = tagged_format()
+    chat = Chat((("user", "Write a haiku."), ("assistant", "Leaves fall."), ("user", "Now in French.")))
+    assert fmt.render(chat) == ("<|user|>Write a haiku.\n<|assistant|>Leaves fall.\n<|user|>Now in French.\n"
+                                "<|assistant|>")
+    assert fmt.render("Write a haiku.") == "<|user|>Write a haiku.\n<|assistant|>"
+    with pytest.raises(ChatTemplateError, match="needs a chat template"):
+        PromptFormat(fmt.tokenizer, "none").render(chat)
+
+
+@pytest.mark.parametrize("category, fastchat", [
+    ("writing", 0.7), ("roleplay", 0.7), ("extraction", 0.0), ("math", 0.0), ("coding", 0.0),
+    ("reasoning", 0.0), ("stem", 0.1), ("humanities", 0.1), ("arena-hard-200", 0.7)])
+def test_answers_are_sampled_at_fastchats_category_temperature(category, fastchat):
+    assert mtbench.temperature(category) == fastchat
+    assert mtbench.temperature(category, "greedy") == 0.0
+    with pytest.raises(mtbench.MtbenchError, match="unknown mtbench sampling"):
+        mtbench.temperature(category, "hot")
+
+
+def test_generate_by_temperature_calls_once_per_temperature_and_keeps_the_order():
+    calls = []
+
+    def generate(prompts, *, temperature, seed):
+        calls.append((temperature, list(prompts), list(seed)))
+        return [f"{p}@{temperature}/{s}" for p, s in zip(prompts, seed)]
+
+    out = mtbench.generate_by_temperature(generate, ["a", "b", "c", "d"], [0.7, 0.0, 0.7, 0.1], [1, 2, 3, 4])
+    assert out == ["a@0.7/1", "b@0.0/2", "c@0.7/3", "d@0.1/4"]
+    assert calls == [(0.0, ["b"], [2]), (0.1, ["d"], [4]), (0.7, ["a", "c"], [1, 3])]
 
 
 @pytest.mark.parametrize("verdict, rating", [
@@ -114,6 +165,7 @@ def test_stage_mtbench_answers_both_turns_and_grades_each(tmp_path):
     assert (ev["mtbench.score"], ev["mtbench.turn1"], ev["mtbench.writing"]) == (6.0, 6.0, 6.0)
     assert ev["mtbench.unparsed"] == 2 and "mtbench.turn2" not in ev  # no turn 2 scored: NaN, left out
     assert [c[0] for c in engine.calls] == ["generate", "generate"]  # turn 1, then turn 2
+    assert [c[2] for c in engine.calls] == [0.7, 0.7]  # writing: FastChat samples at 0.7
     questions = mtbench.load_questions(limit=2)
     # both turns in the run's response prompt (synthesis.responsePrompt), as the model was trained
     assert engine.calls[0][1][0] == f"### Q: {questions[0].turns[0]}\n### A:"
@@ -126,6 +178,58 @@ def test_stage_mtbench_answers_both_turns_and_grades_each(tmp_path):
     assert records[0]["ratings"] == [6.0, None] and records[0]["verdicts"][1] == "Hard to say."
     results = json.loads((Path(cfg.out_dir) / "results.json").read_text())
     assert results["metrics"]["mtbench.turn2"] is None and results["details"]["mtbench"]["unparsed"] == 2
+    assert results["details"]["mtbench"]["secondTurn"] == "text"  # no chat template: no turns to render
+
+
+class ChatEngine:
+    """Renders with a real chat template and answers "A<question's first words>"."""
+
+    def __init__(self):
+        self.format = tagged_format()
+        self.calls = []
+
+    def generate(self, prompts, *, temperature, top_p, max_tokens, seed, stop=()):
+        self.calls.append((list(prompts), temperature, list(seed)))
+        return [Completion(f"answer to {self.format.render(p)[-40:]!r}", "stop", 3) for p in prompts]
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("sampling", ["fastchat", "greedy"])
+def test_stage_mtbench_second_turn_is_a_chat_at_the_category_temperature(tmp_path, sampling):
+    with StubJudge(lambda first: "Rating: [[5]]") as stub:
+        cfg = make_config(tmp_path, {"suites": ["mtbench"], "mtbenchSampling": sampling,
+                                     "judge": {"url": stub.url, "model": "judge"}})
+        engine = ChatEngine()
+        summary = run(cfg, engine=engine)
+    questions = mtbench.load_questions()
+    assert summary["evaluation"]["mtbench.score"] == 5.0 and len(stub.requests) == 160
+    want = {q.id: mtbench.temperature(q.category, sampling) for q in questions}
+    asked = {}  # (question id, turn) -> (prompt, temperature, seed)
+    for prompts, temperature, seeds in engine.calls:
+        for p, s in zip(prompts, seeds):
+            turn = 2 if isinstance(p, Chat) else 1
+            text = p.messages[0][1] if turn == 2 else p
+            q = next(q for q in questions if text == f"{q.turns[0]}\n")  # the default response prompt
+            asked[(q.id, turn)] = (p, temperature, s)
+    assert len(asked) == 160
+    seed = cfg.spec.synthesis.random_seed
+    for q in questions:
+        first, t1, s1 = asked[(q.id, 1)]
+        second, t2, s2 = asked[(q.id, 2)]
+        assert t1 == t2 == want[q.id], q.category
+        assert (s1, s2) == (mtbench.answer_seed(seed, q, 1), mtbench.answer_seed(seed, q, 2))
+        # turn 2: user (turn 1), assistant (the model's own first answer), user (turn 2)
+        assert [role for role, _ in second.messages] == ["user", "assistant", "user"]
+        assert second.messages[1][1] == f"answer to {engine.format.render(first)[-40:]!r}"
+        assert second.messages[2][1] == f"{q.turns[1]}\n"
+    temps = sorted({t for _, t, _ in engine.calls})
+    assert temps == ([0.0, 0.1, 0.7] if sampling == "fastchat" else [0.0])
+    records = storage.read_jsonl(Path(cfg.out_dir) / "mtbench.jsonl")
+    assert {r["questionId"]: r["temperature"] for r in records} == want
+    details = json.loads((Path(cfg.out_dir) / "results.json").read_text())["details"]["mtbench"]
+    assert (details["secondTurn"], details["sampling"]) == ("chat", sampling)
 
 
 # ---- end to end: the tiny model answers, and judges behind vLLM's server ----------------------

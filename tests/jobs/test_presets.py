@@ -16,7 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 PRESETS = ROOT / "examples" / "presets"
 
 # The tiny main setting the presets start from: examples/quickstart.yaml plus evaluation.
-EVALUATION = {"enabled": True, "suites": ["heldout", "ifeval"], "limit": 8, "maxTokens": 128}
+EVALUATION = {"enabled": True, "suites": ["heldout", "ifeval-smoke"], "limit": 8, "maxTokens": 128}
 
 # preset -> {dotted camelCase path: value} that must differ from the main setting (and nothing else)
 EXPECTED: dict[str, dict[str, Any]] = {
@@ -24,9 +24,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
                       "filter.keepFraction": None},
     "dromedary": {"iterations": 1, "synthesis.responsePrompt": "<template>"},
     "direct": {"iterations": 3, "training.strategy": "direct"},
-    "one-last": {"iterations": 3, "training.strategy": "one_last", "stopping.metric": "ifeval.promptStrict",
+    "one-last": {"iterations": 3, "training.strategy": "one_last", "stopping.metric": "ifeval-smoke.promptStrict",
                  "stopping.minDelta": 0.0, "stopping.patience": 1},
-    "total-base": {"iterations": 3, "training.strategy": "total_base", "stopping.metric": "ifeval.promptStrict",
+    "total-base": {"iterations": 3, "training.strategy": "total_base", "stopping.metric": "ifeval-smoke.promptStrict",
                    "stopping.minDelta": 0.0, "stopping.patience": 1},
     "ppl-filter": {"assessment.criteria": [], "filter.method": "ppl", "filter.keepFraction": None},
     "density-filter": {"assessment.criteria": [], "filter.method": "density", "filter.keepFraction": None,

@@ -135,13 +135,13 @@ def test_mlflow_runs_are_found_again_and_take_the_evaluation(tmp_path, make_conf
     assert uri == f"sqlite:///{tmp_path}/i1/train/mlflow.db"
     first = tracking.MlflowTracker(uri, "t", 1, spec).start()
     assert tracking.MlflowTracker(uri, "t", 1, spec).start() == first
-    tracking.log_evaluation(cfg, {"ifeval.promptStrict": 0.25, "flag": True})
+    tracking.log_evaluation(cfg, {"ifeval-smoke.promptStrict": 0.25, "flag": True})
     client = MlflowClient(uri)
-    assert client.get_run(first).data.metrics == {"evaluation/ifeval.promptStrict": 0.25}
+    assert client.get_run(first).data.metrics == {"evaluation/ifeval-smoke.promptStrict": 0.25}
     tracking.MlflowTracker(uri, "t", 2, spec).start()
     runs = client.search_runs([client.get_experiment_by_name("t").experiment_id])
     assert sorted(r.data.tags["sheepdog.iteration"] for r in runs) == ["1", "2", "all"]
 
     quiet = make_config(tmp_path / "quiet", "evaluate", spec={"training": {"reportTo": ["tensorboard"]}})
-    tracking.log_evaluation(quiet, {"ifeval.promptStrict": 0.5})
+    tracking.log_evaluation(quiet, {"ifeval-smoke.promptStrict": 0.5})
     assert not (tmp_path / "quiet" / "i1" / "train").exists()

@@ -141,7 +141,7 @@ def test_a_missing_summary_warns_and_the_run_goes_on(project, monkeypatch):
 
 
 def test_stopping_locally(project, monkeypatch):
-    project.write_run(iterations=3, extra="  evaluation: {enabled: true}\n  stopping: {metric: ifeval.promptStrict}\n")
+    project.write_run(iterations=3, extra="  evaluation: {enabled: true}\n  stopping: {metric: ifeval-smoke.promptStrict}\n")
     monkeypatch.setenv("FAKE_METRICS", "0.4,0.35,0.9")
     result, _ = run(project)
     assert (result.status.reason, result.status.best_iteration, result.status.best_model) == ("EarlyStopped", 1, "i1/model")
@@ -149,7 +149,7 @@ def test_stopping_locally(project, monkeypatch):
 
 
 def test_m0_is_evaluated_first_and_gains_and_stopping_are_relative_to_it(project, monkeypatch):
-    project.write_run(iterations=3, extra="  evaluation: {enabled: true}\n  stopping: {metric: ifeval.promptStrict}\n")
+    project.write_run(iterations=3, extra="  evaluation: {enabled: true}\n  stopping: {metric: ifeval-smoke.promptStrict}\n")
     monkeypatch.setenv("FAKE_BASELINE", "0.5")
     monkeypatch.setenv("FAKE_METRICS", "0.45,0.9")
     result, out = run(project)
@@ -162,10 +162,10 @@ def test_m0_is_evaluated_first_and_gains_and_stopping_are_relative_to_it(project
     m0, first = project.report()["iterations"]
     bookkeeping = ("stages", "startedAt", "finishedAt", "gpuSeconds")
     assert {k for k in m0 if k not in bookkeeping} == {"iteration", "model", "evaluation"}
-    assert (m0["iteration"], m0["model"], m0["evaluation"]) == (0, base, {"ifeval.promptStrict": 0.5})
-    assert first["evaluationGain"] == {"ifeval.promptStrict": -0.05}
+    assert (m0["iteration"], m0["model"], m0["evaluation"]) == (0, base, {"ifeval-smoke.promptStrict": 0.5})
+    assert first["evaluationGain"] == {"ifeval-smoke.promptStrict": -0.05}
     assert (project.workdir / "i0" / "evaluate.summary.json").is_file()
-    assert "ifeval.promptStrict=0.45(-0.05)" in out
+    assert "ifeval-smoke.promptStrict=0.45(-0.05)" in out
     # resumed: nothing runs again, M_0 included
     before = project.invocations()
     run(project)

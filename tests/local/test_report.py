@@ -10,7 +10,7 @@ REPORT = {
     "bestIteration": 2, "bestModel": "i2/model",
     "iterations": [
         {"iteration": 1, "generated": 16, "assessed": 15, "parseFailures": 1, "kept": 7, "keepRate": 0.4667,
-         "meanQuality": 2.345, "meanFollowing": 3.1, "trainLoss": 1.2345, "evaluation": {"ifeval.promptStrict": 0.25}},
+         "meanQuality": 2.345, "meanFollowing": 3.1, "trainLoss": 1.2345, "evaluation": {"ifeval-smoke.promptStrict": 0.25}},
         {"iteration": 2, "generated": 16},
     ],
 }
@@ -18,7 +18,7 @@ REPORT = {
 
 def test_rows_show_every_column_and_dashes_for_unknowns():
     rows = rows_of(REPORT)
-    assert rows[0] == ["1", "16", "15", "1", "7", "46.7%", "2.35", "3.1", "1.23", "ifeval.promptStrict=0.25"]
+    assert rows[0] == ["1", "16", "15", "1", "7", "46.7%", "2.35", "3.1", "1.23", "ifeval-smoke.promptStrict=0.25"]
     assert rows[1] == ["2", "16", "-", "-", "-", "-", "-", "-", "-", "-"]
 
 

@@ -185,7 +185,7 @@ def summary_for(stage: str, iteration: str = "${iteration}") -> dict[str, Any]:
                        "meanFollowing": 8.25, "modelLoads": 1, "engine": "vllm"},
         "curate": {**base, "kept": 9, "keepRate": 0.5, "dropped": {"rules": 3, "score": 6}},
         "train": {**base, "trainLoss": 1.25, "evalLoss": 1.5, "samples": 9},
-        "evaluate": {**base, "evaluation": {"ifeval.promptStrict": 0.25}},
+        "evaluate": {**base, "evaluation": {"ifeval-smoke.promptStrict": 0.25}},
     }[stage]
 
 

@@ -85,7 +85,7 @@ def test_status_keeps_what_the_operator_writes(cluster, crd, namespace) -> None:
         "conditions": [{"type": "Progressing", "status": "True", "reason": "StageRunning",
                         "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
         "iterations": [{
-            "iteration": 1, "kept": 5231, "keepRate": 0.556, "evaluation": {"ifeval.promptStrict": 0.357},
+            "iteration": 1, "kept": 5231, "keepRate": 0.556, "evaluation": {"ifeval-smoke.promptStrict": 0.357},
             "aFieldOfANewerOperator": {"nested": [1, 2]},
             "stages": {"curate": {"phase": "Succeeded", "attempts": 1,
                                   "summary": {"kept": 5231, "dropped": {"rouge": 12}, "future": {"x": True}}}},

@@ -52,7 +52,7 @@ def e2e_manifest(name: str, namespace: str, node_label: dict[str, str]) -> dict:
             "training": {"learningRate": 1.0e-4, "epochs": 1, "cutoffLength": 512, "warmupSteps": 0,
                          "zeroStage": 2, "precision": "fp32"},
             # every stage program in one chain: evaluate too (IFEval, two prompts, short answers)
-            "evaluation": {"enabled": True, "suites": ["ifeval"], "limit": 2, "maxTokens": 16},
+            "evaluation": {"enabled": True, "suites": ["ifeval-smoke"], "limit": 2, "maxTokens": 16},
             "engine": "transformers",
             "stages": {
                 "synthesize": {**stage, "tensorParallel": 1},
@@ -112,7 +112,7 @@ def test_one_iteration_runs_the_real_stages_m0_evaluate_included(cluster, namesp
     m0, *recs = status["iterations"]
     # with evaluation on, M_0 (the base model) is evaluated first, as iteration 0
     assert m0["iteration"] == 0 and m0["stages"]["evaluate"]["phase"] == "Succeeded", m0
-    assert set(m0["evaluation"]) >= {"ifeval.promptStrict", "ifeval.instructionLoose"}, m0
+    assert set(m0["evaluation"]) >= {"ifeval-smoke.promptStrict", "ifeval-smoke.instructionLoose"}, m0
     assert [r["iteration"] for r in recs] == [1]
     for r in recs:
         n = r["iteration"]
@@ -120,7 +120,7 @@ def test_one_iteration_runs_the_real_stages_m0_evaluate_included(cluster, namesp
         assert isinstance(r["kept"], int) and 0 < r["kept"] <= r["generated"], r
         assert isinstance(r["trainLoss"], (int, float)) and r["trainLoss"] > 0, r
         assert r["model"] == f"runs/{name}/i{n}/model"
-        assert set(r["evaluation"]) >= {"ifeval.promptStrict", "ifeval.instructionLoose"}, r
+        assert set(r["evaluation"]) >= {"ifeval-smoke.promptStrict", "ifeval-smoke.instructionLoose"}, r
         for stage in STAGES:
             srec = r["stages"][stage]
             assert srec["phase"] == "Succeeded" and srec["attempts"] == 1, srec

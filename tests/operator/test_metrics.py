@@ -14,7 +14,7 @@ STATUS = {
     "bestIteration": 1,
     "iterations": [
         {"iteration": 1, "generated": 20, "assessed": 18, "parseFailures": 1, "kept": 9, "keepRate": 0.5,
-         "meanQuality": 7.5, "meanFollowing": 8.0, "trainLoss": 1.25, "evaluation": {"ifeval.promptStrict": 0.3}},
+         "meanQuality": 7.5, "meanFollowing": 8.0, "trainLoss": 1.25, "evaluation": {"ifeval-smoke.promptStrict": 0.3}},
         {"iteration": 2, "generated": 21},
     ],
 }
@@ -44,7 +44,7 @@ def test_run_series_from_status():
     assert s[("sheepdog_iteration_kept_pairs", it1)] == 9
     assert s[("sheepdog_iteration_keep_ratio", it1)] == 0.5
     assert s[("sheepdog_iteration_train_loss", it1)] == 1.25
-    assert s[("sheepdog_iteration_evaluation_score", (*it1[:1], ("metric", "ifeval.promptStrict"), *it1[1:]))] == 0.3
+    assert s[("sheepdog_iteration_evaluation_score", (*it1[:1], ("metric", "ifeval-smoke.promptStrict"), *it1[1:]))] == 0.3
     # unknown figures are absent, not 0
     assert ("sheepdog_iteration_kept_pairs", (("iteration", "2"), ("namespace", "ns"), ("run", "r"))) not in s
 

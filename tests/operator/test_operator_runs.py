@@ -38,8 +38,8 @@ def _latencies_from_log(log: str) -> list[float]:
 def test_three_iterations_reach_succeeded_with_one_job_per_stage(cluster, namespace, storage, operator_process):
     name = "three"
     # M_0 (the base model) is evaluated first, as iteration 0, and scores 0.2 (each iteration 0.25)
-    m0 = {"i0.evaluate": {"sheepdog.test/termination-message": '{"stage":"evaluate","ok":true,"skipped":false,"seconds":1.0,"evaluation":{"ifeval.promptStrict":0.2},"iteration":0}'}}
-    manifest = run_manifest(name, namespace, iterations=3, evaluation={"enabled": True, "suites": ["ifeval"]},
+    m0 = {"i0.evaluate": {"sheepdog.test/termination-message": '{"stage":"evaluate","ok":true,"skipped":false,"seconds":1.0,"evaluation":{"ifeval-smoke.promptStrict":0.2},"iteration":0}'}}
+    manifest = run_manifest(name, namespace, iterations=3, evaluation={"enabled": True, "suites": ["ifeval-smoke"]},
                             extra_annotations=m0)
     t0 = time.monotonic()
     cluster.apply(manifest)
@@ -56,7 +56,7 @@ def test_three_iterations_reach_succeeded_with_one_job_per_stage(cluster, namesp
     assert {k for k in m0_record if k not in ("stages", "startedAt", "finishedAt", "gpuSeconds")} == {
         "iteration", "model", "evaluation"}
     assert (m0_record["iteration"], m0_record["model"]) == (0, "models/tiny")
-    assert m0_record["evaluation"] == {"ifeval.promptStrict": 0.2}
+    assert m0_record["evaluation"] == {"ifeval-smoke.promptStrict": 0.2}
     assert m0_record["stages"]["evaluate"]["job"] == f"{name}-i0-evaluate"
     assert m0_record["stages"]["evaluate"]["phase"] == "Succeeded"
     for r in recs:
@@ -64,8 +64,8 @@ def test_three_iterations_reach_succeeded_with_one_job_per_stage(cluster, namesp
         assert (r["generated"], r["assessed"], r["parseFailures"]) == (20, 18, 1)
         assert (r["kept"], r["keepRate"], r["meanQuality"], r["meanFollowing"]) == (9, 0.5, 7.5, 8.25)
         assert r["trainLoss"] == 1.25
-        assert r["evaluation"] == {"ifeval.promptStrict": 0.25}
-        assert r["evaluationGain"] == {"ifeval.promptStrict": 0.05}
+        assert r["evaluation"] == {"ifeval-smoke.promptStrict": 0.25}
+        assert r["evaluationGain"] == {"ifeval-smoke.promptStrict": 0.05}
         assert r["model"] == f"runs/{name}/i{n}/model"
         # one_base: M_{t-1} generates, the base is trained
         assert r["baseModel"] == "/data/models/tiny" or r["baseModel"].endswith("models/tiny")
@@ -128,10 +128,10 @@ def test_three_iterations_reach_succeeded_with_one_job_per_stage(cluster, namesp
     assert sum(metric(s, "sheepdog_jobs_created_total", namespace=namespace)) == 13
     assert metric(s, "sheepdog_run_iteration", run=name) == [3]
     assert metric(s, "sheepdog_iteration_kept_pairs", run=name, iteration="2") == [9]
-    assert metric(s, "sheepdog_iteration_evaluation_score", run=name, iteration="3", metric="ifeval.promptStrict") == [0.25]
+    assert metric(s, "sheepdog_iteration_evaluation_score", run=name, iteration="3", metric="ifeval-smoke.promptStrict") == [0.25]
     assert sum(metric(s, "sheepdog_stage_transition_latency_seconds_count", namespace=namespace)) == 12
     assert sum(metric(s, "sheepdog_stage_duration_seconds_count", namespace=namespace)) == 13
-    assert metric(s, "sheepdog_iteration_evaluation_score", run=name, iteration="0", metric="ifeval.promptStrict") == [0.2]
+    assert metric(s, "sheepdog_iteration_evaluation_score", run=name, iteration="0", metric="ifeval-smoke.promptStrict") == [0.2]
     log = operator_process.log()
     assert "Traceback" not in log and " ERROR " not in log, operator_process.log_tail()
     latencies = _latencies_from_log(log)

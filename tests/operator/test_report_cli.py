@@ -29,7 +29,7 @@ def test_cluster_run_exports_its_best_model_and_reports(cluster, namespace, stor
     cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds", "namespace": namespace},
                    "stringData": {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}})
     cluster.apply(run_manifest(name, namespace, iterations=1, extra_annotations=summaries,
-                               evaluation={"enabled": True, "suites": ["ifeval"]},
+                               evaluation={"enabled": True, "suites": ["ifeval-smoke"]},
                                export={"to": "s3://models/r", "credentialsSecretRef": {"name": "s3-creds"}}))
     status = wait_phase(cluster, namespace, name, ("Succeeded", "Failed"), timeout=180)
     assert status["phase"] == "Succeeded" and status["reason"] == "Completed", status
@@ -55,8 +55,8 @@ def test_cluster_run_exports_its_best_model_and_reports(cluster, namespace, stor
     table = {row[0]: row for row in (line.split() for line in lines) if row and row[0].isdigit()}
     assert sorted(table) == ["0", "1"]  # iteration 0: M_0's evaluation
     assert table["1"][1:9] == ["20", "18", "1", "9", "50.0%", "7.5", "8.25", "0.75"]
-    assert table["1"][9] == "ifeval.promptStrict=0.25(+0)"  # and its gain over M_0
-    assert table["0"][1:9] == ["-"] * 8 and table["0"][9].startswith("ifeval.promptStrict=0.25")
+    assert table["1"][9] == "ifeval-smoke.promptStrict=0.25(+0)"  # and its gain over M_0
+    assert table["0"][1:9] == ["-"] * 8 and table["0"][9].startswith("ifeval-smoke.promptStrict=0.25")
     assert f"best: iteration 1, model runs/{name}/i1/model" in proc.stdout
     assert lines[-1] == f"plot: {png}"
     assert png_size(png) == (1100, 750)

@@ -37,7 +37,7 @@ def summary_for(config_iteration: int, stage: str, metrics: Optional[dict[int, f
     if stage == "train":
         return base | {"trainLoss": 2.0 / i, "evalLoss": 2.1 / i, "samples": 50 * i,
                        "model": f"{LAYOUT.run_dir}/i{i}/model"}
-    return base | {"evaluation": {"ifeval.promptStrict": (metrics or {}).get(i, 0.1 * i)}}
+    return base | {"evaluation": {"ifeval-smoke.promptStrict": (metrics or {}).get(i, 0.1 * i)}}
 
 
 Outcome = Callable[[int, str], tuple[str, Optional[dict], str]]  # (state, summary, message)

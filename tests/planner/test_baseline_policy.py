@@ -6,7 +6,7 @@ from sheepdog.api.status import IterationRecord, RunStatus, StageRecord
 from sheepdog.planner.baseline_policy import apply_gains, first_stage, gains, wanted
 from tests.planner.simulate import make_spec
 
-M = "ifeval.promptStrict"
+M = "ifeval-smoke.promptStrict"
 
 
 def test_m0_is_evaluated_first_only_when_evaluation_is_on_at_the_start():

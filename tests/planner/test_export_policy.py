@@ -36,7 +36,7 @@ def test_the_last_iteration_is_exported_before_the_run_succeeds():
 
 
 def test_with_stopping_the_best_iteration_is_exported_to_a_path_on_the_volume():
-    spec = make_spec(iterations=3, export={"to": "exports/demo"}, stopping={"metric": "ifeval.promptStrict"}, **EVAL)
+    spec = make_spec(iterations=3, export={"to": "exports/demo"}, stopping={"metric": "ifeval-smoke.promptStrict"}, **EVAL)
     sim = Simulation(spec, metrics={0: 0.1, 1: 0.5, 2: 0.4, 3: 0.9}, outcome=None)
     sim.outcome = lambda i, s: exported("/data/exports/demo")(i, s) if s == "export" else (
         "succeeded", summary_for(i, s, sim.metrics), "")
@@ -81,7 +81,7 @@ def test_without_export_nothing_is_exported():
 
 
 def test_nothing_is_exported_when_no_iteration_beats_m0():
-    spec = make_spec(iterations=3, export={"to": "s3://models/demo"}, stopping={"metric": "ifeval.promptStrict"}, **EVAL)
+    spec = make_spec(iterations=3, export={"to": "s3://models/demo"}, stopping={"metric": "ifeval-smoke.promptStrict"}, **EVAL)
     sim = Simulation(spec, metrics={0: 0.5, 1: 0.4, 2: 0.3, 3: 0.2}, outcome=None)
     final = sim.run()
     assert final.status.phase == "Succeeded" and final.status.best_iteration == 0

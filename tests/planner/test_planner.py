@@ -87,9 +87,9 @@ def test_evaluate_runs_after_train_when_enabled_and_m0_first():
     final = sim.run()
     assert sim.executed == [(0, "evaluate")] + stages_in_order(2, ALL + ("evaluate",))
     assert [r.evaluation for r in final.status.iterations] == [
-        {"ifeval.promptStrict": 0.05}, {"ifeval.promptStrict": 0.1}, {"ifeval.promptStrict": 0.2}]
+        {"ifeval-smoke.promptStrict": 0.05}, {"ifeval-smoke.promptStrict": 0.1}, {"ifeval-smoke.promptStrict": 0.2}]
     assert [r.evaluation_gain for r in final.status.iterations] == [
-        None, {"ifeval.promptStrict": 0.05}, {"ifeval.promptStrict": 0.15}]
+        None, {"ifeval-smoke.promptStrict": 0.05}, {"ifeval-smoke.promptStrict": 0.15}]
 
 
 def test_m0_is_evaluated_once_as_iteration_0_on_the_base_model():
@@ -142,10 +142,10 @@ def test_records_carry_every_figure_and_times():
     sim = Simulation(make_spec(iterations=1, evaluation={"enabled": True}))
     final = sim.run()
     [m0, r] = final.status.iterations
-    assert m0.iteration == 0 and r.evaluation_gain == {"ifeval.promptStrict": 0.1}
+    assert m0.iteration == 0 and r.evaluation_gain == {"ifeval-smoke.promptStrict": 0.1}
     assert (r.generated, r.assessed, r.parse_failures, r.kept, r.keep_rate) == (100, 90, 1, 50, 0.5)
     assert r.mean_quality == pytest.approx(7.1) and r.mean_following == pytest.approx(6.1)
-    assert r.train_loss == 2.0 and r.evaluation == {"ifeval.promptStrict": 0.1}
+    assert r.train_loss == 2.0 and r.evaluation == {"ifeval-smoke.promptStrict": 0.1}
     assert r.started_at is not None and r.finished_at is not None and r.started_at < r.finished_at
     assert set(r.stages) == {"synthesize", "curate", "train", "evaluate"}
     assert all(s.phase == "Succeeded" and s.attempts == 1 for s in r.stages.values())
@@ -381,7 +381,7 @@ def test_suspend_while_a_request_is_unseen_holds_it_and_resume_requests_it_again
 
 def stopping_spec(**stopping):
     return make_spec(iterations=5, evaluation={"enabled": True},
-                     stopping={"metric": "ifeval.promptStrict"} | stopping)
+                     stopping={"metric": "ifeval-smoke.promptStrict"} | stopping)
 
 
 def test_stopping_improving_runs_all_iterations_and_the_last_is_best():
@@ -397,8 +397,8 @@ def test_stopping_flat_stops_after_patience_and_keeps_the_best():
     s = final.status
     assert (s.phase, s.reason, s.iteration) == ("Succeeded", "EarlyStopped", 4)
     assert s.best_iteration == 2 and s.best_model == "runs/demo/i2/model"
-    assert s.message == ("stopped after iteration 4 of 5: ifeval.promptStrict has not improved by more than 0 "
-                         "for 2 iterations; best iteration 2 (ifeval.promptStrict 0.35)")
+    assert s.message == ("stopped after iteration 4 of 5: ifeval-smoke.promptStrict has not improved by more than 0 "
+                         "for 2 iterations; best iteration 2 (ifeval-smoke.promptStrict 0.35)")
     assert (5, "synthesize") not in sim.executed
     assert sim.reasons()[-1] == "EarlyStopped"
 
@@ -420,8 +420,8 @@ def test_stopping_compares_with_m0_and_m0_can_stay_the_best():
     final = sim.run()
     s = final.status
     assert (s.reason, s.iteration, s.best_iteration, s.best_model) == ("EarlyStopped", 1, 0, "models/base")
-    assert s.message.endswith("best iteration 0 (ifeval.promptStrict 0.5)")
-    assert s.record(1).evaluation_gain == {"ifeval.promptStrict": -0.05}
+    assert s.message.endswith("best iteration 0 (ifeval-smoke.promptStrict 0.5)")
+    assert s.record(1).evaluation_gain == {"ifeval-smoke.promptStrict": -0.05}
 
 
 def test_stopping_at_the_last_iteration_is_completed_not_early():
@@ -434,8 +434,8 @@ def test_stopping_at_the_last_iteration_is_completed_not_early():
 def test_a_missing_metric_warns_and_does_not_count():
     def outcome(i, stage):
         if stage == "evaluate":
-            values = {0: {"ifeval.promptStrict": 0.1}, 1: {"ifeval.promptStrict": 0.3}, 2: {"other": 1.0},
-                      3: {"ifeval.promptStrict": 0.2}}
+            values = {0: {"ifeval-smoke.promptStrict": 0.1}, 1: {"ifeval-smoke.promptStrict": 0.3}, 2: {"other": 1.0},
+                      3: {"ifeval-smoke.promptStrict": 0.2}}
             return "succeeded", {"ok": True, "evaluation": values[i]}, ""
         return "succeeded", summary_for(i, stage), ""
 

@@ -6,7 +6,7 @@ from sheepdog.api.spec import StoppingSpec
 from sheepdog.api.status import IterationRecord
 from sheepdog.planner.stopping_policy import judge, metric_of
 
-M = "ifeval.promptStrict"
+M = "ifeval-smoke.promptStrict"
 
 
 def records(*values) -> list[IterationRecord]:

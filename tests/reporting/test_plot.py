@@ -9,12 +9,12 @@ from sheepdog.reporting.plot import PANELS, plot_report, report_figure
 REPORT = {
     "run": "demo", "phase": "Succeeded",
     "iterations": [
-        {"iteration": 0, "evaluation": {"ifeval.promptStrict": 0.2}},  # M_0: evaluation only
+        {"iteration": 0, "evaluation": {"ifeval-smoke.promptStrict": 0.2}},  # M_0: evaluation only
         {"iteration": 1, "keepRate": 0.5, "meanQuality": 7.0, "meanFollowing": 8.0, "trainLoss": 1.5,
-         "evaluation": {"ifeval.promptStrict": 0.25, "heldout.meanScore": 6.0},
+         "evaluation": {"ifeval-smoke.promptStrict": 0.25, "heldout.meanScore": 6.0},
          "stages": {"train": {"phase": "Succeeded", "summary": {"trainLoss": 1.5, "evalLoss": 1.7}}}},
         {"iteration": 2, "keepRate": 0.4, "meanQuality": 7.5, "meanFollowing": 8.5, "trainLoss": 1.2,
-         "evaluation": {"ifeval.promptStrict": 0.3, "heldout.meanScore": 6.5},
+         "evaluation": {"ifeval-smoke.promptStrict": 0.3, "heldout.meanScore": 6.5},
          "stages": {"train": {"phase": "Succeeded", "summary": {"trainLoss": 1.2, "evalLoss": 1.4}}}},
     ],
 }
@@ -40,7 +40,7 @@ def test_figure_has_the_four_panels_with_losses_and_metrics_per_iteration():
         loss = lines_of(axes[2])
         assert loss["train (last epoch)"][1:] == [1.5, 1.2] and loss["validation"][1:] == [1.7, 1.4]
         evaluation = lines_of(axes[3])
-        assert evaluation["ifeval.promptStrict"] == [0.2, 0.25, 0.3]
+        assert evaluation["ifeval-smoke.promptStrict"] == [0.2, 0.25, 0.3]
         assert evaluation["heldout.meanScore"][1:] == [6.0, 6.5]
         assert [float(t) for t in axes[3].get_xticks()] == [0, 1, 2]
     finally:

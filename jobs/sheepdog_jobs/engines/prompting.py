@@ -29,6 +29,15 @@ class DigitPlan:
     ten: tuple[str, int]
 
 
+@dataclass(frozen=True)
+class Chat:
+    """A conversation for the model to continue: (role, content) messages, the last one the
+    user's. With a chat template it is rendered as the whole conversation (MT-Bench's second
+    turn), not as one user message; without one there is no conversation format to render."""
+
+    messages: tuple[tuple[str, str], ...]
+
+
 class PromptFormat:
     """chat_template: "none" (raw text, base models), "auto" (the tokenizer's own), or a
     Jinja template string."""
@@ -46,7 +55,13 @@ class PromptFormat:
     def templated(self) -> bool:
         return self.chat_template != "none"
 
-    def render(self, prompt: str) -> str:
+    def render(self, prompt: "str | Chat") -> str:
+        if isinstance(prompt, Chat):
+            if not self.templated:
+                raise ChatTemplateError("a multi-turn conversation needs a chat template (model.chatTemplate)")
+            return self.tokenizer.apply_chat_template(
+                [{"role": r, "content": c} for r, c in prompt.messages], tokenize=False,
+                add_generation_prompt=True)
         if not self.templated:
             return prompt
         return self.tokenizer.apply_chat_template(

@@ -3,8 +3,9 @@
 The tasks are a Self-Instruct or flat JSONL file (the seed format, seeds.load_seed_tasks), by
 default the small set shipped with sheepdog (data/heldout_small.jsonl, written for the
 project and disjoint from the Self-Instruct seeds and the quickstart seeds). A held-out task
-must not be one of the run's seeds (check_disjoint, run by synthesize and evaluate, fails the
-stage on an overlap). The model answers each task zero-shot with the run's response prompt
+must not be one of the run's seeds (check_disjoint, run by synthesize and evaluate) nor one of
+the pairs any iteration so far kept for training (check_disjoint_from_kept, run by evaluate:
+a model trained on a held-out task would be scored on recall); either fails the stage. The model answers each task zero-shot with the run's response prompt
 (prompts.build_response_prompt, synthesis.responsePrompt), greedily; a judge
 (judge.SelfJudge or judge.HttpJudge) scores every answer on each criterion.
 
@@ -20,17 +21,20 @@ import os
 from importlib import resources
 from typing import Any, Optional, Sequence
 
+from sheepdog_jobs import storage
 from sheepdog_jobs.evaluation.judge import Judgement, Pair
 from sheepdog_jobs.prompts import build_response_prompt
 from sheepdog_jobs.rouge import FastDedup
 from sheepdog_jobs.seeds import SeedTask, load_seed_tasks
 
 __all__ = ["default_heldout_file", "heldout_file", "load_heldout", "response_prompts", "aggregate_heldout",
-           "heldout_records", "overlaps", "check_disjoint", "HeldoutOverlap"]
+           "heldout_records", "overlaps", "check_disjoint", "check_disjoint_from_kept", "load_kept",
+           "HeldoutOverlap"]
 
 
 class HeldoutOverlap(ValueError):
-    """The held-out set shares tasks with the run's seeds: its scores would measure recall."""
+    """The held-out set shares tasks with the run's seeds or its training pairs: its scores
+    would measure recall."""
 
 
 def default_heldout_file() -> str:
@@ -47,19 +51,21 @@ def heldout_file(spec, root: str) -> Optional[str]:
     return ev.heldout_file if os.path.isabs(ev.heldout_file) else os.path.join(root, ev.heldout_file)
 
 
-def overlaps(tasks: Sequence[SeedTask], seeds: Sequence[SeedTask], threshold: float) -> list[str]:
-    """One line per held-out task that is one of the seeds: its instruction's ROUGE-L F1
-    against a seed instruction exceeds ``threshold`` (the run's synthesis.rougeLMax, the very
-    test that calls two instructions the same task), or its non-empty input is a seed's."""
+def overlaps(tasks: Sequence[SeedTask], seeds: Sequence[SeedTask], threshold: float,
+             what: str = "seed") -> list[str]:
+    """One line per held-out task that is one of ``seeds`` (the run's seeds, or ``what`` else:
+    kept training pairs): its instruction's ROUGE-L F1 against one of their instructions
+    exceeds ``threshold`` (the run's synthesis.rougeLMax, the very test that calls two
+    instructions the same task), or its non-empty input is one of theirs."""
     dedup = FastDedup([s.instruction for s in seeds], threshold=threshold)
     inputs = {s.input.strip(): s.id for s in seeds if s.input.strip()}
     found = []
     for t in tasks:
         similarity = dedup.max_similarity(t.instruction)
         if similarity > threshold:
-            found.append(f"{t.id}: instruction {t.instruction!r} matches a seed (ROUGE-L {similarity:.2f})")
+            found.append(f"{t.id}: instruction {t.instruction!r} matches a {what} (ROUGE-L {similarity:.2f})")
         elif t.input.strip() in inputs:
-            found.append(f"{t.id}: the same input as seed {inputs[t.input.strip()]}")
+            found.append(f"{t.id}: the same input as {what} {inputs[t.input.strip()]}")
     return found
 
 
@@ -71,6 +77,28 @@ def check_disjoint(heldout_path: str, seed_path: str, threshold: float) -> None:
             f"the held-out set {heldout_path} shares {len(found)} task(s) with the seeds {seed_path}, "
             "so its scores would reward remembering them; use other tasks (evaluation.heldoutFile) "
             "or other seeds: " + "; ".join(found[:5]) + (" ..." if len(found) > 5 else ""))
+
+
+def load_kept(path: str | os.PathLike) -> list[SeedTask]:
+    """The pairs of a curate stage's kept.jsonl (what train read), as tasks."""
+    return [SeedTask(str(r.get("instruction", "")), str(r.get("input", "") or ""), str(r.get("output", "")),
+                     f"{os.fspath(path)}#{r.get('id', n)}")
+            for n, r in enumerate(storage.iter_jsonl(path), start=1)]
+
+
+def check_disjoint_from_kept(heldout_path: str, kept_paths: Sequence[str], threshold: float) -> None:
+    """Raise HeldoutOverlap naming every held-out task that is one of the kept training pairs
+    of ``kept_paths`` (every iteration's curate/kept.jsonl up to the evaluated one)."""
+    if not kept_paths:
+        return
+    kept = [t for path in kept_paths for t in load_kept(path)]
+    found = overlaps(load_seed_tasks(heldout_path), kept, threshold, what="kept training pair")
+    if found:
+        raise HeldoutOverlap(
+            f"the held-out set {heldout_path} shares {len(found)} task(s) with the training pairs "
+            f"kept so far ({', '.join(kept_paths)}), so its scores would reward remembering them; "
+            "evaluate on other tasks (evaluation.heldoutFile, or leave heldout out of "
+            "evaluation.suites): " + "; ".join(found[:5]) + (" ..." if len(found) > 5 else ""))
 
 
 def load_heldout(path: str, limit: int | None = None) -> list[SeedTask]:

@@ -6,7 +6,11 @@ community reports IFEval numbers with); this module only
   langdetect seed so the language checks are reproducible),
 * reads an IFEval-format JSONL file (``{key, prompt, instruction_id_list, kwargs}``, one
   object a line, as the official ``input_data.jsonl``) and checks every line up front,
-* aggregates the four accuracies of the paper (ISHEEP.md stage fact 8):
+* aggregates the four accuracies of the paper (ISHEEP.md stage fact 8), named after the
+  suite that asked: ``ifeval.*`` for the official prompts (``evaluation.ifevalFile``),
+  ``ifeval-smoke.*`` for the 27 prompts shipped with sheepdog (``smoke_ifeval_file``), which
+  are not IFEval and never carry its name; ``ifbench.*`` (evaluation/ifbench.py) reuses the
+  loader and the aggregation with IFBench's own checkers:
 
     promptStrict       share of prompts whose every instruction is followed (strict)
     instructionStrict  share of all instructions followed (strict), pooled over prompts
@@ -25,13 +29,13 @@ from typing import Any, Iterable, Sequence
 from sheepdog_jobs.prompts import build_response_prompt
 
 __all__ = [
-    "IfevalExample", "IfevalResult", "IfevalError", "METRICS",
-    "default_ifeval_file", "load_ifeval", "parse_ifeval_line", "check_response", "aggregate",
-    "instruction_ids", "response_prompts",
+    "IfevalExample", "IfevalResult", "IfevalError", "METRICS", "SMOKE_SUITE",
+    "smoke_ifeval_file", "load_ifeval", "load_examples", "parse_ifeval_line", "check_response",
+    "aggregate", "instruction_ids", "response_prompts",
 ]
 
-METRICS = ("ifeval.promptStrict", "ifeval.promptLoose", "ifeval.instructionStrict",
-           "ifeval.instructionLoose")
+METRICS = ("promptStrict", "promptLoose", "instructionStrict", "instructionLoose")  # <suite>.<metric>
+SMOKE_SUITE = "ifeval-smoke"  # the shipped 27 prompts: IFEval's format and checkers, not IFEval
 
 
 class IfevalError(ValueError):
@@ -99,8 +103,8 @@ def instruction_ids() -> frozenset[str]:
     return frozenset(registry.INSTRUCTION_DICT)
 
 
-def default_ifeval_file() -> str:
-    """The small evaluation set shipped with sheepdog (written for the project)."""
+def smoke_ifeval_file() -> str:
+    """The 27 prompts of the ifeval-smoke suite, shipped with sheepdog (written for the project)."""
     return str(resources.files("sheepdog_jobs.data") / "ifeval_small.jsonl")
 
 
@@ -120,18 +124,24 @@ def parse_ifeval_line(obj: Any, where: str, known: frozenset[str]) -> IfevalExam
     unknown = [i for i in ids if i not in known]
     if unknown:
         raise IfevalError(f"{where}: unknown instruction id {unknown[0]!r} "
-                          f"(lm-eval's IFEval registry has {len(known)} ids)")
+                          f"(the checkers' registry has {len(known)} ids)")
     return IfevalExample(obj.get("key", where), prompt, tuple(ids), tuple(dict(k) for k in kwargs))
 
 
 def load_ifeval(path: str | os.PathLike, limit: int | None = None) -> list[IfevalExample]:
     """Read and check an IFEval JSONL file; the first ``limit`` examples when given."""
-    known = instruction_ids()
+    return load_examples(path, instruction_ids(), limit)
+
+
+def load_examples(path: str | os.PathLike, known: frozenset[str], limit: int | None = None,
+                  what: str = "IFEval") -> list[IfevalExample]:
+    """Read and check a file in IFEval's format whose instruction ids are in ``known`` (the
+    registry of the checkers that will score it); the first ``limit`` examples when given."""
     examples: list[IfevalExample] = []
     try:
         fh = open(path, encoding="utf-8")
     except OSError as exc:
-        raise IfevalError(f"IFEval file {path}: cannot read ({exc.strerror or exc})") from exc
+        raise IfevalError(f"{what} file {path}: cannot read ({exc.strerror or exc})") from exc
     with fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -145,7 +155,7 @@ def load_ifeval(path: str | os.PathLike, limit: int | None = None) -> list[Ifeva
             if limit is not None and len(examples) >= limit:
                 break
     if not examples:
-        raise IfevalError(f"IFEval file {path}: no examples")
+        raise IfevalError(f"{what} file {path}: no examples")
     return examples
 
 
@@ -167,18 +177,19 @@ def check_response(example: IfevalExample, response: str) -> IfevalResult:
                         [bool(x) for x in loose.follow_instruction_list], response)
 
 
-def aggregate(results: Iterable[IfevalResult]) -> dict[str, float]:
-    """The four accuracies (fractions in [0, 1]) over a set of checked responses."""
+def aggregate(results: Iterable[IfevalResult], suite: str = "ifeval") -> dict[str, float]:
+    """The four accuracies (fractions in [0, 1]) over a set of checked responses, named
+    ``<suite>.<metric>`` (ifeval, ifeval-smoke or ifbench)."""
     results = list(results)
     if not results:
-        raise IfevalError("no IFEval results to aggregate")
+        raise IfevalError(f"no {suite} results to aggregate")
     strict = [x for r in results for x in r.strict]
     loose = [x for r in results for x in r.loose]
     return {
-        "ifeval.promptStrict": sum(r.prompt_strict for r in results) / len(results),
-        "ifeval.promptLoose": sum(r.prompt_loose for r in results) / len(results),
-        "ifeval.instructionStrict": sum(strict) / len(strict),
-        "ifeval.instructionLoose": sum(loose) / len(loose),
+        f"{suite}.promptStrict": sum(r.prompt_strict for r in results) / len(results),
+        f"{suite}.promptLoose": sum(r.prompt_loose for r in results) / len(results),
+        f"{suite}.instructionStrict": sum(strict) / len(strict),
+        f"{suite}.instructionLoose": sum(loose) / len(loose),
     }
 
 

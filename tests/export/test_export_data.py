@@ -84,6 +84,7 @@ def test_the_card_records_settings_counts_and_filters(run_dir, tmp_path):
     text = card.text
     assert "- base model: `HuggingFaceTB/SmolLM2-135M-Instruct`; training strategy one_base" in text
     assert "- iterations: 2 exported of 3 asked" in text
+    assert "Iteration t's model is the base model fine-tuned on iteration t's kept pairs." in text  # one_base
     assert "- filter: heuristic rules on; keep the best fraction 0.5 by mean score" in text
     assert "- self-assessment: criteria quality, following" in text
     # iteration 1: 8 generated (report), 5 assessed and 2 kept (curate), reasons, loss, evaluation
@@ -136,6 +137,15 @@ def test_unfinished_and_damaged_curate_outputs(tmp_path, capsys):
     assert "bytes, but _SUCCESS recorded" in capsys.readouterr().err
     assert main(["export-data", str(tmp_path / "nowhere"), "--to", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_the_card_says_what_every_strategy_trained_on():
+    import typing
+
+    from sheepdog.api.spec import TrainingSpec
+    from sheepdog.export.data_card import TRAINED_ON
+
+    assert set(TRAINED_ON) == set(typing.get_args(TrainingSpec.model_fields["strategy"].annotation))
 
 
 def test_user_turn_and_size_category():

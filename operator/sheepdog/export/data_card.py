@@ -13,6 +13,13 @@ from sheepdog.export.data import DATA, LLAMA_FACTORY_INFO, RunPairs, data_file, 
 from sheepdog.export.license import license_of
 
 TAGS = ["sheepdog", "i-sheep", "self-alignment", "synthetic", "sft"]
+# What each iteration's model was trained on, by training.strategy (planner/lineage_policy.py).
+TRAINED_ON = {
+    "one_base": "Iteration t's model is the base model fine-tuned on iteration t's kept pairs.",
+    "one_last": "Iteration t's model is iteration t-1's model fine-tuned on iteration t's kept pairs.",
+    "total_base": "Iteration t's model is the base model fine-tuned on the kept pairs of iterations 1 to t.",
+    "direct": "The run's one iteration kept all its pairs at once; its model is the base fine-tuned on them.",
+}
 
 
 def size_category(rows: int) -> str:
@@ -106,9 +113,8 @@ def dataset_card(run: RunPairs, counts: dict[str, dict[int, int]]):
         f"# {run.name}: I-SHEEP self-aligned pairs", "",
         "Instruction-response pairs that a model wrote, answered and graded itself during the "
         f"I-SHEEP run `{run.name}` (iterative self-alignment, Liang et al., arXiv 2408.08072), "
-        "exported by sheepdog. Each iteration's kept pairs are what that iteration's model was "
-        "fine-tuned on." + (" The `*_dropped` configs hold the pairs curate dropped, with the "
-                            "reason." if dropped else ""), "",
+        f"exported by sheepdog. {TRAINED_ON[run.spec.training.strategy]}"
+        + (" The `*_dropped` configs hold the pairs curate dropped, with the reason." if dropped else ""), "",
         "## The run's settings", "", *settings_lines(run), "",
         "## Iterations", "", iteration_table(run, counts), "",
         "## Configs and files", "",

@@ -1,4 +1,5 @@
-"""Other lm-evaluation-harness tasks (``evaluation.suites`` entries besides ifeval/heldout).
+"""Other lm-evaluation-harness tasks (``evaluation.suites`` entries besides sheepdog's own:
+ifeval, ifeval-smoke, ifbench, heldout, mtbench).
 
 Each such entry is an lm-eval task or group name (``arc_easy``, ``gsm8k``, ``mmlu``, ...) run
 with ``lm_eval.simple_evaluate`` on the iteration's model directory through lm-eval's own
@@ -45,7 +46,8 @@ def check_suites(names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in known]
     if unknown:
         raise HarnessError(
-            f"unknown evaluation suite(s) {', '.join(map(repr, unknown))}: not ifeval, not heldout, "
+            f"unknown evaluation suite(s) {', '.join(map(repr, unknown))}: not one of sheepdog's "
+            "(ifeval, ifeval-smoke, ifbench, heldout, mtbench) "
             f"and not an lm-evaluation-harness task or group (it knows {len(known)} names; "
             "`lm-eval ls tasks` lists them)")
 

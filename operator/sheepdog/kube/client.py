@@ -26,6 +26,11 @@ class NotFound(Exception):
     pass
 
 
+USER_AGENT = "sheepdog-operator"
+# Objects per page of the resync's LISTs and of Kopf's first LISTs.
+LIST_PAGE_SIZE = 500
+
+
 class Listing(list):
     """A LIST's items, with the list's resourceVersion (WatchCache.relist needs it)."""
 
@@ -81,6 +86,11 @@ class Kube:
             cfg = client.Configuration.get_default_copy()
             cfg.connection_pool_maxsize = pool_size
             api_client = client.ApiClient(cfg)
+        from sheepdog import __version__
+
+        # Names the operator's own requests in the API server's audit log and metrics
+        # (Kopf's watches say kopf/<version>).
+        api_client.user_agent = f"{USER_AGENT}/{__version__}"
         self.api_client = api_client
         self.timeout = request_timeout
         self._exc = client.ApiException
@@ -119,12 +129,27 @@ class Kube:
             return None
 
     def list_runs(self, namespace: Optional[str]) -> Listing:
-        return _listing(self.request("GET", self._runs(namespace)), f"{GROUP}/{VERSION}", "SelfAlignmentRun")
+        return _listing(self._list_pages(self._runs(namespace), []), f"{GROUP}/{VERSION}", "SelfAlignmentRun")
 
     def list_stage_jobs(self, namespace: Optional[str]) -> Listing:
         """Every Job labelled sheepdog.dev/run (of one namespace, or all): the resync's re-list."""
         path = f"/apis/batch/v1/namespaces/{namespace}/jobs" if namespace else "/apis/batch/v1/jobs"
-        return _listing(self.request("GET", path, query=[("labelSelector", "sheepdog.dev/run")]), "batch/v1", "Job")
+        return _listing(self._list_pages(path, [("labelSelector", "sheepdog.dev/run")]), "batch/v1", "Job")
+
+    def _list_pages(self, path: str, query: list[tuple[str, str]]) -> Obj:
+        """A LIST read in pages of LIST_PAGE_SIZE (limit/continue), joined: the API server never
+        builds one response of every object, and all pages come from one snapshot, whose
+        resourceVersion (the first page's) the result keeps."""
+        items: list[Obj] = []
+        first: Optional[Obj] = None
+        token = ""
+        while first is None or token:
+            page = self.request("GET", path, query=query + [("limit", str(LIST_PAGE_SIZE))]
+                                + ([("continue", token)] if token else []))
+            first = first or page
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or ""
+        return {"items": items, "metadata": {"resourceVersion": (first.get("metadata") or {}).get("resourceVersion")}}
 
     def list_pods(self, namespace: str, job_names: Iterable[str]) -> list[Obj]:
         names = sorted(set(job_names))

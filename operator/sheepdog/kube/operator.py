@@ -65,6 +65,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def configure_settings(settings: Any, args: argparse.Namespace) -> None:
     """Kopf settings (see the module docstring)."""
+    from sheepdog.kube.client import LIST_PAGE_SIZE
+
     # Watch streams: the server ends each after watch-timeout; the client gives up on a stream
     # that has not finished 60 s after that; connecting must succeed within 15 s; a stream
     # silent for longer than the bookmark period plus jitter is dropped.
@@ -73,8 +75,13 @@ def configure_settings(settings: Any, args: argparse.Namespace) -> None:
     settings.watching.connect_timeout = 15
     settings.watching.reconnect_backoff = 1.0
     settings.watching.inactivity_timeout = 90
-    # Jobs: only ours, filtered by the API server.
+    # Jobs and pods: only ours, filtered by the API server. The handlers' `labels=` filters are
+    # client-side: without these selectors the first LIST and the watch of pods would carry every
+    # pod of a shared cluster, spec and all, into the operator.
     settings.watching.label_selectors["batch", "jobs"] = "sheepdog.dev/run"
+    settings.watching.label_selectors["", "v1", "pods"] = "sheepdog.dev/run"
+    # The first LIST of each watched kind comes in pages, not as one response of every object.
+    settings.watching.chunk_size = LIST_PAGE_SIZE
     # Events: only the Job controller's FailedCreate (why a stage Job has no pods; stuck.py),
     # watched into the cache instead of a LIST per reconcile of such a Job.
     settings.watching.field_selectors["", "v1", "events"] = "involvedObject.kind=Job,reason=FailedCreate"

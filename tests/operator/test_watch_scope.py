@@ -1,0 +1,71 @@
+"""What the operator asks the API server for, read from the real API server's audit log: in a
+shared cluster it must never list or watch other workloads' pods, Jobs or Events, and its LISTs
+come in pages (issue 24: the first pod LIST used to be every pod of the cluster in one response).
+
+Kopf's watches carry the user agent kopf/<version>, the operator's own requests (the resync)
+sheepdog-operator/<version>.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+
+import pytest
+
+from sheepdog.kube.client import LIST_PAGE_SIZE, USER_AGENT
+
+pytestmark = pytest.mark.cluster
+
+AGENTS = ("kopf/", f"{USER_AGENT}/")
+
+# What each watched kind must be filtered by, as the request's query says it.
+REQUIRED = {
+    "pods": ("labelSelector", "sheepdog.dev/run"),
+    "jobs": ("labelSelector", "sheepdog.dev/run"),
+    "events": ("fieldSelector", "involvedObject.kind=Job,reason=FailedCreate"),
+}
+
+
+def operator_reads(audit_log, namespace: str) -> list[dict]:
+    """The operator's list and watch requests in `namespace` (or cluster-wide), one per
+    request (a watch logs several stages under one auditID)."""
+    seen, out = set(), []
+    for line in audit_log.read_text(errors="replace").splitlines():
+        if not any(agent in line for agent in AGENTS):
+            continue
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the line the API server is writing now
+        if ev.get("auditID") in seen or ev.get("verb") not in ("list", "watch"):
+            continue
+        if not str(ev.get("userAgent", "")).startswith(AGENTS):
+            continue
+        ref = ev.get("objectRef") or {}
+        if ref.get("namespace") not in (namespace, None):
+            continue
+        seen.add(ev.get("auditID"))
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(ev["requestURI"]).query))
+        out.append({"verb": ev["verb"], "resource": ref.get("resource"), "agent": ev["userAgent"],
+                    "query": query, "uri": ev["requestURI"]})
+    return out
+
+
+def test_every_list_and_watch_is_filtered_server_side_and_paged(cluster, namespace, operator_process):
+    def complete() -> list[dict] | None:
+        reads = operator_reads(cluster.control_plane.audit_log, namespace)
+        kinds = {(r["resource"], r["verb"], r["agent"].startswith("kopf/")) for r in reads}
+        wanted = {(kind, verb, True) for kind in REQUIRED for verb in ("list", "watch")}
+        wanted |= {("selfalignmentruns", "list", False), ("jobs", "list", False)}  # the resync
+        return reads if wanted <= kinds else None
+
+    reads = cluster.wait_for("the operator's LISTs, watches and first resync in the audit log",
+                             complete, timeout=60, interval=2)
+    for r in reads:
+        if r["resource"] in REQUIRED:
+            key, value = REQUIRED[r["resource"]]
+            assert r["query"].get(key) == value, f"{r['verb']} {r['resource']} not filtered by {key}: {r['uri']}"
+        if r["verb"] == "list":
+            assert r["query"].get("limit") == str(LIST_PAGE_SIZE), f"unpaged LIST: {r['uri']}"

@@ -147,3 +147,45 @@ def test_gpu_seconds_per_iteration_from_status():
     s = samples(m)
     assert s[("sheepdog_iteration_gpu_seconds", (("iteration", "1"), ("namespace", "ns"), ("run", "r")))] == 7200
     assert ("sheepdog_iteration_gpu_seconds", (("iteration", "2"), ("namespace", "ns"), ("run", "r"))) not in s
+
+
+def stage_info(m: Metrics) -> list[tuple]:
+    return [k for k in samples(m) if k[0] == "sheepdog_run_stage_info"]
+
+
+def test_a_status_write_takes_the_old_stage_down_before_the_write_and_sets_the_new_after():
+    """Issue 24: right after a run read Succeeded, a scrape still showed its last stage. What a
+    scrape during the write sees is recorded by the write itself."""
+    m = Metrics()
+    m.observe_run("ns", "r", STATUS)
+    done = {**STATUS, "phase": "Succeeded", "stage": None}
+    during: dict[str, object] = {}
+
+    def write() -> None:
+        s = samples(m)
+        during["info"] = stage_info(m)
+        during["running"] = s[("sheepdog_run_phase", (("namespace", "ns"), ("phase", "Running"), ("run", "r")))]
+
+    m.with_status_write("ns", "r", STATUS, done, write)
+    assert during == {"info": [], "running": 0}
+    s = samples(m)
+    assert stage_info(m) == []
+    assert s[("sheepdog_run_phase", (("namespace", "ns"), ("phase", "Succeeded"), ("run", "r")))] == 1
+    assert s[("sheepdog_runs", (("namespace", "ns"), ("phase", "Running")))] == 0
+
+
+def test_a_failed_status_write_puts_the_old_series_back():
+    m = Metrics()
+    m.observe_run("ns", "r", STATUS)
+    before = samples(m)
+
+    def refused() -> None:
+        raise RuntimeError("409")
+
+    try:
+        m.with_status_write("ns", "r", STATUS, {**STATUS, "iteration": 3, "stage": "synthesize"}, refused)
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the write's error must reach the reconcile")
+    assert samples(m) == before

@@ -25,7 +25,7 @@ SheepdogRunStuck alert compares it with time().
 from __future__ import annotations
 
 import threading
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -159,19 +159,16 @@ class Metrics:
             self._track(key, "run_iteration", (namespace, name))
             self.run_best_iteration.labels(namespace, name).set(int(status.get("bestIteration") or 0))
             self._track(key, "run_best_iteration", (namespace, name))
-            stage = status.get("stage")
-            stuck = next((c for c in status.get("conditions") or ()
-                          if c.get("type") == "Stuck" and c.get("status") == "True"), None)
-            since = parse_time((stuck or {}).get("lastTransitionTime"))
-            if stuck is not None and phase == "Running" and since is not None:
-                labels = (namespace, name, str(stage or ""), str(stuck.get("reason") or ""))
-                self.run_stuck_since.labels(*labels).set(since.timestamp())
+            stuck = _stuck_series(namespace, name, status)
+            if stuck is not None:
+                labels, since = stuck
+                self.run_stuck_since.labels(*labels).set(since)
                 self._track(key, "run_stuck_since", labels)
                 self._stuck[key] = labels[-1]
             else:
                 self._stuck.pop(key, None)
-            if stage and phase in ("Running", "Suspended", "Pending"):
-                labels = (namespace, name, str(iteration), str(stage))
+            labels = _stage_series(namespace, name, status)
+            if labels is not None:
                 self.run_stage_info.labels(*labels).set(1)
                 self._track(key, "run_stage_info", labels)
             for rec in status.get("iterations") or ():
@@ -194,6 +191,43 @@ class Metrics:
                     except KeyError:
                         pass
             self._recount(namespace)
+
+    def with_status_write(self, namespace: str, name: str, old: Mapping[str, Any], new: Mapping[str, Any],
+                          write: Callable[[], None]) -> None:
+        """Runs `write` (the status write) with the run's gauges changing in the same step: what
+        the new status stops saying goes before it, what it says right after it (before any
+        Event's request), and a failed write puts the old status's series back."""
+        self.retire(namespace, name, new)
+        try:
+            write()
+        except BaseException:
+            self.observe_run(namespace, name, old)
+            raise
+        self.observe_run(namespace, name, new)
+
+    def retire(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Before the run's status is written: take down what the new status no longer says
+        (its former stage and stuck series, the 1 of its former phase), so that no scrape
+        after the write shows the old state. observe_run sets the new series after the write."""
+        key = (namespace, name)
+        phase = status.get("phase") or "Pending"
+        stuck = _stuck_series(namespace, name, status)
+        keep = {"run_stage_info": _stage_series(namespace, name, status),
+                "run_stuck_since": stuck[0] if stuck else None}
+        fams = self._families()
+        with self._lock:
+            series = self._series.get(key, {})
+            for fam, wanted in keep.items():
+                for labels in list(series.get(fam, ())):
+                    if labels != wanted:
+                        series[fam].discard(labels)
+                        try:
+                            fams[fam].remove(*labels)
+                        except KeyError:
+                            pass
+            old = self._phases.get(key)
+            if old is not None and old != phase:
+                self.run_phase.labels(namespace, name, old).set(0)
 
     def start(self, namespaces: list[str]) -> None:
         """The series of the watched namespaces (or "" for all) at 0, before any run."""
@@ -278,3 +312,21 @@ class Metrics:
 
     def event_emitted(self, namespace: str, type_: str, reason: str) -> None:
         self.events_emitted.labels(namespace, type_, reason).inc()
+
+
+def _stage_series(namespace: str, name: str, status: Mapping[str, Any]) -> Optional[tuple[str, ...]]:
+    """The labels of the run's sheepdog_run_stage_info series, None while it is in no stage."""
+    stage = status.get("stage")
+    if stage and (status.get("phase") or "Pending") in ("Running", "Suspended", "Pending"):
+        return (namespace, name, str(int(status.get("iteration") or 0)), str(stage))
+    return None
+
+
+def _stuck_series(namespace: str, name: str, status: Mapping[str, Any]) -> Optional[tuple[tuple[str, ...], float]]:
+    """The labels and value (since when) of the run's stuck series, None while it is not stuck."""
+    stuck = next((c for c in status.get("conditions") or ()
+                  if c.get("type") == "Stuck" and c.get("status") == "True"), None)
+    since = parse_time((stuck or {}).get("lastTransitionTime"))
+    if stuck is None or (status.get("phase") or "Pending") != "Running" or since is None:
+        return None
+    return (namespace, name, str(status.get("stage") or ""), str(stuck.get("reason") or "")), since.timestamp()

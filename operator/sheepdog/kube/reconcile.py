@@ -398,7 +398,7 @@ class Reconciler:
                 for ev in events
             ]
             new_raw = status.to_wire()
-        self._write_status(run, new_raw)
+        self.metrics.with_status_write(*key, old_raw, new_raw, lambda: self._write_status(run, new_raw))
         result.status_written = True
         if events:
             self._posted[key] = set()

@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
-from sheepdog.api.spec import STAGES
+from sheepdog_jobs.constants import STAGES
 
 SUMMARY_LIMIT = 4000  # Kubernetes keeps at most 4096 bytes of a termination message
 EXIT_FAILED = 1

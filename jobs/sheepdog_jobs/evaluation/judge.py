@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from sheepdog_jobs.constants import JUDGE_API_KEY_ENV
 from sheepdog_jobs.parsing import SCORE_PARSERS, extract_score
 from sheepdog_jobs.prompts import build_assessment_prompt
 from sheepdog_jobs.scores import logprob_score
@@ -34,10 +35,6 @@ from sheepdog_jobs.scores import logprob_score
 __all__ = ["Judgement", "Pair", "SelfJudge", "HttpJudge", "JudgeError", "JUDGE_API_KEY_ENV",
            "judge_criteria"]
 
-try:  # one name for both sides (the operator sets it, this stage reads it)
-    from sheepdog.api.spec import JUDGE_API_KEY_ENV
-except ImportError:  # an older operator package
-    JUDGE_API_KEY_ENV = "SHEEPDOG_JUDGE_API_KEY"
 
 
 class JudgeError(RuntimeError):

@@ -12,7 +12,7 @@ Indexed Job's K pods: shard k gets StageConfig.shard = {index: k, count: K}, its
 terminal shows the lowest running shard's progress. An attempt succeeds when every shard
 still to run exits 0; a failed attempt reruns only the shards that failed (the others'
 work is on disk either way), within the same 1 + backoffLimit attempts. The stage summary
-is the shards' summaries merged as the operator merges an Indexed Job's (kube/observe.py).
+is the shards' summaries merged as the operator merges an Indexed Job's (sheepdog/summaries.py).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from sheepdog.planner import StartStage, max_attempts
 from sheepdog.planner.export_policy import EXPORT
 from sheepdog.export.config import export_command
 from sheepdog.stage_config import Layout, Shard, StageConfig, stage_command
+from sheepdog.summaries import merge_summaries
 
 TAIL_LINES = 5
 
@@ -151,8 +152,6 @@ def shard_log_file(layout: Layout, iteration: int, stage: str, index: int) -> Pa
 def _run_shards(action: StartStage, layout: Layout, now: Callable[[], str], python: str, module: str,
                 stream: BinaryIO, env: Optional[dict[str, str]], shards: int, limit: int, attempt: int,
                 started_at: str) -> StageOutcome:
-    from sheepdog.kube.observe import merge_summaries  # pure; imports nothing of Kubernetes
-
     iteration, stage = action.iteration, action.stage
     record_path, summary_path = attempts_file(layout, iteration, stage), summary_file(layout, iteration, stage)
     summaries = [shard_summary_file(layout, iteration, stage, k) for k in range(shards)]

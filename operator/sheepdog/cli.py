@@ -66,9 +66,57 @@ def cmd_validate(args: argparse.Namespace) -> int:
         _error(str(err))
         return EXIT_INVALID
     spec = run.spec
+    problems = _fit_check(run, args)
+    if problems:
+        _error(f"{args.run_file}: invalid run: a stage cannot fit its GPUs (sheepdog plan shows the whole plan):\n"
+               + "\n".join(f"  - {p}" for p in problems))
+        return EXIT_INVALID
     print(f"{args.run_file}: valid SelfAlignmentRun {run.metadata.name}: {iteration_count(spec)} iteration(s), "
           f"strategy {spec.training.strategy}, {data_size(spec)} instructions per iteration")
     _warn_reproduction(run)
+    return EXIT_OK
+
+
+def _model_shape(run, args):
+    """The run's model shape (sheepdog.capacity): --model-config, else model.base's config.json
+    as given, beside the run file, in --workdir or in the local hub cache."""
+    from sheepdog.capacity import shape_for
+
+    search = [Path.cwd(), Path(args.run_file).resolve().parent]
+    if getattr(args, "workdir", None):
+        search.insert(0, Path(args.workdir))
+    return shape_for(run.spec.model.base, args.model_config, search)
+
+
+def _fit_check(run, args) -> list[str]:
+    """Problems of stages that cannot fit spec.resources.gpuMemoryGiB; none (with a note) when
+    the model's config.json cannot be read here."""
+    from sheepdog.capacity import ModelConfigError, fit_problems, plan_run
+
+    try:
+        shape = _model_shape(run, args)
+    except ModelConfigError as err:
+        if args.model_config:
+            return [str(err)]
+        print(f"note: GPU memory not checked: {err}")
+        return []
+    return fit_problems(plan_run(run.spec, shape, claim_gib=args.claim_gib))
+
+
+# --- sheepdog plan ----------------------------------------------------------------------------
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from sheepdog.api.load import RunSpecError, load_run
+    from sheepdog.capacity import ModelConfigError, format_plan, plan_run
+
+    try:
+        run = load_run(args.run_file, args.set)
+        plan = plan_run(run.spec, _model_shape(run, args), gpu=args.gpu, claim_gib=args.claim_gib)
+    except (RunSpecError, ModelConfigError) as err:
+        _error(str(err))
+        return EXIT_INVALID
+    print(json.dumps(plan, indent=2) if args.output == "json" else format_plan(plan), end="\n" if args.output == "json" else "")
     return EXIT_OK
 
 
@@ -276,6 +324,16 @@ def _add_set_option(p: argparse.ArgumentParser) -> None:
                    "spec; the value is read as YAML; repeatable)")
 
 
+GPU_KINDS = ("h100", "h200", "a100", "a800")  # sheepdog.capacity.GPUS (imported lazily)
+
+
+def _add_plan_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-config", metavar="FILE", help="the model's config.json (or its directory), for a "
+                   "model.base that is a hub id or a path on the cluster's volume")
+    p.add_argument("--claim-gib", type=float, metavar="GIB", help="the claim's size: also check the run's "
+                   "storage against it (the chart's default claim is 500Gi)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sheepdog", description="I-SHEEP iterative self-alignment runs.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -293,8 +351,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a run file (and, with --workdir, its local inputs)")
     p.add_argument("run_file", metavar="RUN.yaml")
     p.add_argument("--workdir", help="also check the seed file and model as `sheepdog run` would")
+    _add_plan_options(p)
     _add_set_option(p)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plan", help="per stage: GPUs, memory per rank and whether it fits, tokens and "
+                       "GPU-hours per iteration; the storage the run needs (from the model's config.json)")
+    p.add_argument("run_file", metavar="RUN.yaml")
+    p.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    p.add_argument("--gpu", choices=sorted(GPU_KINDS), default="h100",
+                   help="whose peak FLOP/s and bandwidth the time estimates use (default h100)")
+    p.add_argument("--workdir", help="also look for model.base's config.json here")
+    _add_plan_options(p)
+    _add_set_option(p)
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("render", help="print the Kubernetes objects a run would create")
     p.add_argument("run_file", metavar="RUN.yaml")

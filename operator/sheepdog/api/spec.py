@@ -587,6 +587,13 @@ class StorageSpec(Model):
     sub_path: str = Field("", description="Run directory on the volume (default runs/<run name>).")
 
 
+class ResourcesSpec(Model):
+    gpu_memory_gib: float = Field(
+        80, alias="gpuMemoryGiB", gt=0, le=4096,
+        description="Memory of one GPU of the cluster, in GiB: what `sheepdog plan` and `sheepdog "
+        "validate` check each stage's per-rank memory against (an H100-80GB exposes 79.6).")
+
+
 class SchedulingSpec(Model):
     queue_name: str = Field("", description="Kueue LocalQueue; Jobs are then created suspended.")
     priority_class_name: str = ""
@@ -660,6 +667,7 @@ class RunSpec(Model):
     engine: Literal["auto", "vllm", "transformers"] = "auto"
     stages: StagesSpec = Field(default_factory=StagesSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
     retries: int = Field(2, ge=0, le=100, description="Stage retries before the run fails.")
     suspend: bool = False

@@ -81,7 +81,10 @@ class OperatorProcess:
             "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
             "--liveness-port", str(self.liveness_port), "--liveness-address", "127.0.0.1",
             "--worker-image", "registry.example/sheepdog-worker:test",
-            "--resync-seconds", "10", "--test-pod-annotations", "--log-level", "DEBUG", *self.extra,
+            "--resync-seconds", "10", "--test-pod-annotations", "--log-level", "DEBUG",
+            # Tests read every Job a run created; the deletion of older iterations' Jobs (the
+            # product's default, 2) has its own test (test_job_cleanup.py) and the chart's tests.
+            "--job-history", "all", *self.extra,
         ]
 
     def start(self, timeout: float = 60) -> "OperatorProcess":

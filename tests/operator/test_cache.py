@@ -147,3 +147,27 @@ def test_pods_behind_when_the_job_controller_counted_more_than_the_cache_shows()
     assert pods_behind({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}, [])  # at least one
     assert pods_behind(failed, [bad, bad]) and not pods_behind(failed, [bad, bad, bad])
     assert not pods_behind(running, [])
+
+
+def test_a_cached_job_keeps_no_pod_template_but_its_containers_resources():
+    from sheepdog.kube.cache import WatchCache
+
+    big = "x" * 100_000  # the stage config in the command
+    job = {"metadata": {"name": "r-i1-a", "namespace": "ns", "uid": "u", "resourceVersion": "3",
+                        "labels": {"sheepdog.dev/run": "r"}, "managedFields": [{"f": 1}]},
+           "spec": {"suspend": False, "parallelism": 2, "backoffLimit": 2, "template": {
+               "metadata": {"annotations": {"a": big}},
+               "spec": {"containers": [{"name": "stage", "command": ["python", big], "env": [{"name": "E", "value": big}],
+                                        "resources": {"limits": {"nvidia.com/gpu": "8"}}}],
+                        "volumes": [{"name": "data"}]}}},
+           "status": {"active": 1}}
+    c = WatchCache()
+    c.put_job(job)
+    [cached] = c.jobs("ns", "r")
+    assert cached["spec"] == {"suspend": False, "parallelism": 2, "backoffLimit": 2, "template": {
+        "spec": {"containers": [{"name": "stage", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}}}
+    assert cached["status"] == {"active": 1} and "managedFields" not in cached["metadata"]
+    assert len(repr(cached)) < 1000
+    from sheepdog.kube.gpu_cost import pod_gpus
+
+    assert pod_gpus(cached) == 8

@@ -19,7 +19,8 @@ Newer wins: an object replaces the cached one unless both resourceVersions are i
 the cached one is higher (etcd revisions are; a delayed watch event must not undo our own
 write's answer). Objects are stored as plain dicts and never changed in place: readers get
 the stored dicts and must not modify them. Pods are kept as metadata and status (what the
-reads use; their spec is most of their size), managedFields dropped from everything.
+reads use; their spec is most of their size), Jobs without their pod template but for the
+containers' resources (slim_job), managedFields dropped from everything.
 
 Staleness, and what covers it:
   - the watch is behind our own write: the write's answer is stored (above); a Job whose
@@ -79,6 +80,20 @@ def slim(obj: Mapping[str, Any], keep_spec: bool = True) -> Obj:
     spec unless kept: what the cache keeps, never shared with the caller."""
     out = {k: plain(v) for k, v in obj.items() if (keep_spec or k != "spec") and k != "metadata"}
     out["metadata"] = {k: plain(v) for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    return out
+
+
+def slim_job(job: Mapping[str, Any]) -> Obj:
+    """A Job as the cache keeps it: its pod template reduced to the containers' names and
+    resources (gpu_cost's fallback for a Job without the GPUs annotation). The template's
+    command holds the whole stage config, most of a stage Job's size, and nothing reads it."""
+    out = slim(job)
+    spec = out.get("spec")
+    if isinstance(spec, dict) and isinstance(spec.get("template"), dict):
+        pod = spec["template"].get("spec") or {}
+        spec["template"] = {"spec": {"containers": [
+            {"name": c.get("name"), "resources": c.get("resources") or {}}
+            for c in pod.get("containers") or () if isinstance(c, dict)]}}
     return out
 
 
@@ -174,7 +189,7 @@ class WatchCache:
         return self._put(self._runs, slim(run))
 
     def put_job(self, job: Mapping[str, Any]) -> bool:
-        return self._put(self._jobs, slim(job))
+        return self._put(self._jobs, slim_job(job))
 
     def put_pod(self, pod: Mapping[str, Any]) -> bool:
         return self._put(self._pods, slim(pod, keep_spec=False))

@@ -45,6 +45,7 @@ class KubeApi(Protocol):
     def create(self, namespace: str, obj: Obj) -> Optional[Obj]: ...
     def get_job(self, namespace: str, name: str) -> Optional[Obj]: ...
     def suspend_job(self, namespace: str, name: str, suspend: bool) -> None: ...
+    def delete_job(self, namespace: str, name: str, uid: Optional[str] = None) -> bool: ...
     def replace_run_status(self, run: Obj, status: Obj) -> Obj: ...
     def create_event(self, namespace: str, event: Obj) -> bool: ...
 
@@ -172,6 +173,18 @@ class Kube:
         """Job.spec.suspend: true deletes its pods (not counted as failures), false resumes it."""
         self.request("PATCH", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
                      body={"spec": {"suspend": suspend}}, content_type="application/merge-patch+json")
+
+    def delete_job(self, namespace: str, name: str, uid: Optional[str] = None) -> bool:
+        """Delete a Job and, in the background, its pods; only the Job of that uid when given
+        (a Job re-created under the name is not touched). False when it was gone already."""
+        body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self.request("DELETE", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}", body=body)
+        except (NotFound, Conflict):
+            return False
+        return True
 
     def create(self, namespace: str, obj: Obj) -> Optional[Obj]:
         """Create a Job or a Service: the created object, or None when one of that name already

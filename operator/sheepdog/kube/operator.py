@@ -51,12 +51,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="reconcile every run this often regardless of events (default 60)")
     p.add_argument("--watch-timeout", type=float, default=float(os.environ.get("SHEEPDOG_WATCH_TIMEOUT", 300)),
                    help="server-side limit of one watch request, seconds (default 300)")
+    p.add_argument("--job-history", default=os.environ.get("SHEEPDOG_JOB_HISTORY", "2"),
+                   help="keep the finished stage Jobs of this many latest iterations per run, older "
+                   "ones are deleted once the run's status holds their outcome (`all`: keep every "
+                   "Job; default 2: the running iteration and the one before, for kubectl logs)")
     p.add_argument("--log-level", default=os.environ.get("SHEEPDOG_LOG_LEVEL", "INFO"))
     p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
     # Test-only (tests/cluster with kwok); see reconcile.passthrough_annotations.
     p.add_argument("--test-pod-annotations", action="store_true",
                    default=os.environ.get("SHEEPDOG_TEST_POD_ANNOTATIONS") == "1", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    try:
+        from sheepdog.kube.job_cleanup import parse_keep
+
+        args.job_history = parse_keep(args.job_history)
+    except ValueError as exc:
+        p.error(f"--job-history: {exc}")
     args.namespaces = sorted({n.strip() for v in args.namespace for n in v.split(",") if n.strip()})
     if args.all_namespaces:
         args.namespaces = []
@@ -120,6 +130,7 @@ async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Eve
         test_pod_annotations=args.test_pod_annotations,
         instance=socket.gethostname()[:128],
         progress_interval=args.resync_seconds,  # one log read per running train per resync
+        job_history=args.job_history,
     )
     if args.test_pod_annotations:
         log.warning("test mode: copying sheepdog.test/* pod annotations from runs into their Jobs")

@@ -58,7 +58,7 @@ from pydantic import ValidationError
 from sheepdog.api.spec import RunSpec
 from sheepdog.api.status import PendingEvent, RunStatus
 from sheepdog.kube import observe as obs
-from sheepdog.kube import stuck
+from sheepdog.kube import job_cleanup, stuck
 from sheepdog.kube.train_progress import TrainProgressReader, pod_log_reader
 from sheepdog.kube.cache import WatchCache, plain, pods_behind
 from sheepdog.kube.client import Conflict, KubeApi, error_status
@@ -71,6 +71,7 @@ from sheepdog.planner.actions import Plan, stage_name
 from sheepdog.planner.creation_policy import CreateError
 from sheepdog.planner.planner import plan, plan_invalid_spec, timestamp
 from sheepdog.planner.reasons import Reason
+from sheepdog.planner.retention_policy import DEFAULT_KEEP_ITERATIONS
 from sheepdog.api.load import RunSpecError, parse_run
 from sheepdog.stage_config import kube_layout
 
@@ -115,6 +116,8 @@ class Options:
     instance: str = ""
     # Seconds between two reads of a running train's log (train_progress): the resync interval.
     progress_interval: float = 60.0
+    # Iterations whose finished stage Jobs are kept (job_cleanup); None keeps every Job.
+    job_history: Optional[int] = DEFAULT_KEEP_ITERATIONS
 
 
 def passthrough_annotations(run: Mapping[str, Any], iteration: int, stage: str) -> dict[str, str]:
@@ -374,6 +377,7 @@ class Reconciler:
         if result.status_written:
             self._transitions(namespace, old_raw, new_raw)
         self.metrics.observe_run(namespace, name, new_raw)
+        job_cleanup.clean_up(self.kube, self.cache, namespace, new_raw, jobs, self.options.job_history)
         return result
 
     def _commit(self, run: Mapping[str, Any], old_raw: Mapping[str, Any], status: RunStatus, events: tuple,

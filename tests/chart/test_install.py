@@ -319,7 +319,12 @@ def namespaced(cluster, tmp_path_factory, cluster_wide):
                 op.start()
                 cluster.apply(good_run("mine", ns_a, iterations=1))
                 cluster.apply(good_run("theirs", ns_b, iterations=1))
+                brief = failing_run("brief", ns_a)  # deleted 1 s after it failed (the delete grant)
+                brief["spec"]["ttlSecondsAfterFinished"] = 1
+                cluster.apply(brief)
                 status = wait_runs(cluster, op, ns_a, ["mine"])["mine"]
+                cluster.wait_for("brief deleted by its TTL", lambda: cluster.kubectl(
+                    "get", "selfalignmentrun", "brief", "-n", ns_a, check=False).returncode != 0, timeout=120)
                 yield {"release": rel, "a": ns_a, "b": ns_b, "operator": op, "status": status}
             finally:
                 op.stop()
@@ -330,7 +335,8 @@ def namespaced(cluster, tmp_path_factory, cluster_wide):
 
 def test_namespaced_operator_completes_runs_in_its_namespace(cluster, namespaced):
     assert namespaced["status"]["phase"] == "Succeeded", namespaced["status"]
-    jobs = sorted(j["metadata"]["name"] for j in cluster.get_json("jobs", "-n", namespaced["a"])["items"])
+    jobs = sorted(j["metadata"]["name"] for j in cluster.get_json("jobs", "-n", namespaced["a"], "-l",
+                                                                    "sheepdog.dev/run=mine")["items"])
     assert jobs == [f"mine-i1-{s}" for s in ("curate", "evaluate", "synthesize", "train")], jobs
     theirs = cluster.get_json("selfalignmentrun", "theirs", "-n", namespaced["b"])
     assert not theirs.get("status"), "a namespace the operator does not watch was touched"

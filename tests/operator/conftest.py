@@ -9,7 +9,7 @@
 
 How kwok produces the stage summaries: the operator runs with `--test-pod-annotations`, which
 copies the `sheepdog.test/*` pod annotations listed in the run's `sheepdog.test/pod-annotations`
-annotation into each stage Job's pod template (sheepdog.kube.reconcile.passthrough_annotations);
+annotation into each stage Job's pod template (sheepdog.kube.pod_passthrough.passthrough_annotations);
 kwok's stages (tests/cluster/kwok/stages.yaml) turn `sheepdog.test/termination-message` into
 the container's termination message and `sheepdog.test/fail: "true"` into a failed pod.
 A production operator (no flag) never copies anything.
@@ -138,6 +138,38 @@ class OperatorProcess:
 
     def log_tail(self, lines: int = 200) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
+
+
+AUDITED_SA = "sheepdog-audited"
+
+
+@pytest.fixture
+def audited_operator(request, cluster, crd, namespace, tmp_path):
+    """A factory: `sheepdog operator` on the test's namespace as a ServiceAccount bound to
+    cluster-admin, so that the API server's audit log (which records ServiceAccounts only)
+    holds its every request under the user `.user`. Stopped at the end of the test."""
+    from tests.chart.e2e import IdentityCluster, write_token_kubeconfig
+
+    binding = f"{AUDITED_SA}-{namespace}"
+    cluster.kubectl("create", "serviceaccount", AUDITED_SA, "-n", namespace)
+    cluster.kubectl("create", "clusterrolebinding", binding, "--clusterrole=cluster-admin",
+                    f"--serviceaccount={namespace}:{AUDITED_SA}")
+    kubeconfig = write_token_kubeconfig(cluster, namespace, AUDITED_SA, tmp_path / "audited.kubeconfig")
+    started: list[OperatorProcess] = []
+    request.node.stash[_OPERATORS] = started
+
+    def start(*extra: str) -> OperatorProcess:
+        op = OperatorProcess(IdentityCluster(cluster, kubeconfig), [namespace], tmp_path / "operator.log", extra=extra)
+        op.user = f"system:serviceaccount:{namespace}:{AUDITED_SA}"
+        started.append(op)
+        return op.start()
+
+    try:
+        yield start
+    finally:
+        for op in started:
+            op.stop()
+        cluster.kubectl("delete", "clusterrolebinding", binding, "--ignore-not-found", check=False)
 
 
 @pytest.fixture(scope="session")

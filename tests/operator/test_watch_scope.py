@@ -2,8 +2,8 @@
 shared cluster it must never list or watch other workloads' pods, Jobs or Events, and its LISTs
 come in pages (issue 24: the first pod LIST used to be every pod of the cluster in one response).
 
-Kopf's watches carry the user agent kopf/<version>, the operator's own requests (the resync)
-sheepdog-operator/<version>.
+The operator runs as a ServiceAccount (the audit log records only those); Kopf's watches carry the
+user agent kopf/<version>, the operator's own requests (the resync) sheepdog-operator/<version>.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ REQUIRED = {
 }
 
 
-def operator_reads(audit_log, namespace: str) -> list[dict]:
-    """The operator's list and watch requests in `namespace` (or cluster-wide), one per
-    request (a watch logs several stages under one auditID)."""
+def operator_reads(audit_log, user: str) -> list[dict]:
+    """The operator's list and watch requests, one per request (a watch logs several stages
+    under one auditID)."""
     seen, out = set(), []
     for line in audit_log.read_text(errors="replace").splitlines():
-        if not any(agent in line for agent in AGENTS):
+        if user not in line:
             continue
         try:
             ev = json.loads(line)
@@ -41,11 +41,10 @@ def operator_reads(audit_log, namespace: str) -> list[dict]:
             continue  # the line the API server is writing now
         if ev.get("auditID") in seen or ev.get("verb") not in ("list", "watch"):
             continue
-        if not str(ev.get("userAgent", "")).startswith(AGENTS):
+        if (ev.get("user") or {}).get("username") != user:
             continue
+        assert str(ev.get("userAgent", "")).startswith(AGENTS), ev.get("userAgent")
         ref = ev.get("objectRef") or {}
-        if ref.get("namespace") not in (namespace, None):
-            continue
         seen.add(ev.get("auditID"))
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(ev["requestURI"]).query))
         out.append({"verb": ev["verb"], "resource": ref.get("resource"), "agent": ev["userAgent"],
@@ -53,9 +52,11 @@ def operator_reads(audit_log, namespace: str) -> list[dict]:
     return out
 
 
-def test_every_list_and_watch_is_filtered_server_side_and_paged(cluster, namespace, operator_process):
+def test_every_list_and_watch_is_filtered_server_side_and_paged(cluster, audited_operator):
+    op = audited_operator()
+
     def complete() -> list[dict] | None:
-        reads = operator_reads(cluster.control_plane.audit_log, namespace)
+        reads = operator_reads(cluster.control_plane.audit_log, op.user)
         kinds = {(r["resource"], r["verb"], r["agent"].startswith("kopf/")) for r in reads}
         wanted = {(kind, verb, True) for kind in REQUIRED for verb in ("list", "watch")}
         wanted |= {("selfalignmentruns", "list", False), ("jobs", "list", False)}  # the resync

@@ -281,6 +281,25 @@ class TrainingSpec(Model):
     gradient_accumulation: int = Field(2, ge=1, le=1024)
     zero_stage: int = Field(3, ge=0, le=3)
     precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Paper: bf16.")
+    gradient_checkpointing: bool = Field(
+        True,
+        description="Recompute each layer's activations during backward instead of keeping them "
+        "(non-reentrant checkpointing): Qwen1.5-72B at cutoff 1024 keeps 1.8 GiB of activations "
+        "per rank instead of 43.8, for about a third more compute (docs/training.md). Changes no "
+        "trained weight.",
+    )
+    attn_implementation: Literal["sdpa", "flash_attention_2", "eager"] = Field(
+        "sdpa",
+        description="Attention kernel of training: sdpa (torch's, everywhere), flash_attention_2 "
+        "(needs the flash-attn package and a CUDA GPU: the stage fails at start without them), "
+        "eager (keeps the attention scores: more memory).",
+    )
+    packing: bool = Field(
+        False,
+        description="Pack several examples into each cutoffLength row (attention and positions "
+        "stay within each example): fewer, fuller rows, so fewer optimizer steps. Off: one "
+        "example a row (LLaMA-Factory's SFT default).",
+    )
     merge: bool = Field(True, description="Merge the adapter into the model of the next iteration.")
     prompt: Optional[str] = Field(
         None,
@@ -314,6 +333,28 @@ class TrainingSpec(Model):
     tracking_uri: Optional[str] = Field(
         None, min_length=1, description="MLflow tracking server (e.g. http://mlflow:5000) for reportTo "
         "mlflow; default: a SQLite store (mlflow.db) in the train stage's output directory.")
+    trainer_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More TrainingArguments of transformers, as given (e.g. optim: adamw_torch_fused, "
+        "weight_decay: 0.01, neftune_noise_alpha: 5); the names are checked against the "
+        "TrainingArguments of the worker image's transformers, and one that a training field sets "
+        "(learning_rate, num_train_epochs, ...) is refused with that field's name.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    quantization: Literal["none", "4bit"] = Field(
+        "none",
+        description="4bit: QLoRA, the base model loaded in 4-bit NF4 by bitsandbytes and the LoRA "
+        "adapter trained over it (the merged model is the full-precision base plus the adapter). "
+        "Needs a CUDA GPU (stages.train.gpus > 0) and bitsandbytes in the worker image.",
+    )
+
+    @field_validator("trainer_args")
+    @classmethod
+    def _trainer_args(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from sheepdog.api.passthrough import check_trainer_args
+
+        check_trainer_args(v)
+        return v
 
 
 # The evaluate stage reads the judge's API key from this environment variable; the operator
@@ -340,6 +381,18 @@ class JudgeSpec(Model):
         description="Token budget of one MT-Bench verdict: the judge explains, then rates "
         "(\"[[rating]]\"); FastChat gives its judge 2048.",
     )
+    timeout_seconds: float = Field(
+        300, gt=0, le=3600,
+        description="How long one request may take before it is tried again (an MT-Bench verdict "
+        "of 2048 tokens from a busy judge can take minutes).",
+    )
+    max_retries: int = Field(
+        2, ge=0, le=20,
+        description="Tries after the first when a request times out, the connection drops, or the "
+        "endpoint answers 408, 409, 429 or 5xx (exponential backoff from 0.5 s to 8 s, or the "
+        "server's Retry-After); any other error fails the stage at once.",
+    )
+    concurrency: int = Field(4, ge=1, le=256, description="Requests in flight at once.")
 
 
 MTBENCH_NEEDS_JUDGE = ("evaluation.suites mtbench needs evaluation.judge: an OpenAI-compatible "
@@ -511,9 +564,17 @@ class StageResources(Model):
     pending_timeout: str = Field(
         "30m",
         pattern=r"^(0|([0-9]+(h|m|s))+)$",
-        description="How long the stage's pods may stay stuck before starting (unschedulable, "
-        "image pull failing, pods not created, container config error) before the stage fails "
-        "with that reason, e.g. 30m, 2h, 1h30m; 0: never. Waiting for Kueue admission does not count.",
+        description="How long the stage's pods may stay stuck for a reason waiting cannot resolve "
+        "(image pull failing, container config error, pods not created by policy) before the stage "
+        "fails with that reason, e.g. 30m, 2h, 1h30m; 0: never. Waiting for capacity is "
+        "capacityTimeout's.",
+    )
+    capacity_timeout: str = Field(
+        "0",
+        pattern=r"^(0|([0-9]+(h|m|s))+)$",
+        description="How long the stage's pods may wait for capacity (Unschedulable, a ResourceQuota: "
+        "QuotaExceeded) before the stage fails, e.g. 6h; 0 (the default): never, the run stays Running "
+        "with the Stuck condition and alert. Waiting for Kueue admission never fails a stage.",
     )
     backoff_limit: Optional[int] = Field(
         None, ge=0, le=100, description="Pod retries of this stage's Job (default: spec.retries)."
@@ -540,6 +601,13 @@ EVALUATE_TP_RULE = ("!self.evaluation.enabled || self.stages.evaluate.gpus == 0 
 EVALUATE_TP_MESSAGE = ("stages.evaluate.gpus ({gpus}) must divide stages.synthesize.tensorParallel ({tp}): "
                        "evaluate runs the model as one engine over all its GPUs, split as the model "
                        "tensor parallelism allows")
+
+
+# bitsandbytes' 4-bit kernels are CUDA kernels: a CPU train stage cannot load the model so.
+QLORA_NEEDS_GPU = ("training.quantization 4bit (QLoRA with bitsandbytes) needs a CUDA GPU: "
+                   "stages.train.gpus is 0; set it to 1 or more, or quantization: none")
+ENGINE_ARGS_NEED_VLLM = ("engineArgs are vLLM's EngineArgs: engine transformers does not take them "
+                         "(use engine auto or vllm, or remove engineArgs)")
 
 
 def cel_fields(rule: str, template: str) -> dict[str, str]:
@@ -651,6 +719,9 @@ class RunSpec(Model):
                 ),
                 cel_fields(SYNTHESIZE_TP_RULE, SYNTHESIZE_TP_MESSAGE),
                 cel_fields(EVALUATE_TP_RULE, EVALUATE_TP_MESSAGE),
+                cel("self.training.quantization != '4bit' || self.stages.train.gpus > 0", QLORA_NEEDS_GPU),
+                cel("!has(self.engineArgs) || size(self.engineArgs) == 0 || self.engine != 'transformers'",
+                    ENGINE_ARGS_NEED_VLLM),
             ]
         },
     )
@@ -665,6 +736,24 @@ class RunSpec(Model):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     stopping: Optional[StoppingSpec] = None
     engine: Literal["auto", "vllm", "transformers"] = "auto"
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More arguments of vLLM's engine (EngineArgs), as given, for synthesize, "
+        "curate and evaluate (e.g. maxModelLen is written max_model_len: 4096; dtype, "
+        "quantization, max_num_seqs, gpu_memory_utilization); they win over sheepdog's own "
+        "choices. Names are checked against the worker image's vLLM; model, tokenizer, seed and "
+        "tensor_parallel_size are sheepdog's. The transformers engine does not take them.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    @field_validator("engine_args")
+    @classmethod
+    def _engine_args(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from sheepdog.api.passthrough import check_engine_args
+
+        check_engine_args(v)
+        return v
+
     stages: StagesSpec = Field(default_factory=StagesSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -673,6 +762,12 @@ class RunSpec(Model):
     suspend: bool = False
     export: Optional[ExportSpec] = Field(
         None, description="Export the best iteration's model when the run ends (a Job on a cluster)."
+    )
+    ttl_seconds_after_finished: Optional[int] = Field(
+        None, ge=0,
+        description="Delete the run (and with it its Jobs) this many seconds after it Succeeded or Failed; "
+        "its data on the volume stays. Unset: the run stays until deleted. The operator acts on it; "
+        "the local executor ignores it.",
     )
 
     @model_validator(mode="after")
@@ -695,6 +790,10 @@ class RunSpec(Model):
             problem = stopping_metric_problem(self.stopping.metric, self.evaluation.suites)
             if problem:
                 raise ValueError(problem)
+        if self.training.quantization == "4bit" and self.stages.train.gpus == 0:
+            raise ValueError(QLORA_NEEDS_GPU)
+        if self.engine_args and self.engine == "transformers":
+            raise ValueError(ENGINE_ARGS_NEED_VLLM)
         ev, syn = self.stages.evaluate, self.stages.synthesize
         if self.evaluation.enabled and ev.gpus and syn.gpus and syn.tensor_parallel % ev.gpus:
             raise ValueError(EVALUATE_TP_MESSAGE.format(gpus=ev.gpus, tp=syn.tensor_parallel))

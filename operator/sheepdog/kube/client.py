@@ -45,7 +45,19 @@ class KubeApi(Protocol):
     def create(self, namespace: str, obj: Obj) -> Optional[Obj]: ...
     def get_job(self, namespace: str, name: str) -> Optional[Obj]: ...
     def suspend_job(self, namespace: str, name: str, suspend: bool) -> None: ...
+    def delete_run(self, namespace: str, name: str, uid: str) -> bool:
+        """Delete the run of that uid (its Jobs go through their ownerReferences); False when it
+        was gone already or is another run of the same name."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
+                "preconditions": {"uid": uid}}
+        try:
+            self.request("DELETE", f"{self._runs(namespace)}/{name}", body=body)
+        except (NotFound, Conflict):
+            return False
+        return True
+
     def delete_job(self, namespace: str, name: str, uid: Optional[str] = None) -> bool: ...
+    def delete_run(self, namespace: str, name: str, uid: str) -> bool: ...
     def replace_run_status(self, run: Obj, status: Obj) -> Obj: ...
     def create_event(self, namespace: str, event: Obj) -> bool: ...
 
@@ -169,10 +181,26 @@ class Kube:
 
     # writes ------------------------------------------------------------------------------
 
+    def patch_run(self, namespace: str, name: str, patch: Obj) -> Obj:
+        """A merge patch of the run itself (its metadata: `sheepdog retry`'s annotation)."""
+        return self.request("PATCH", f"{self._runs(namespace)}/{name}", body=patch,
+                            content_type="application/merge-patch+json")
+
     def suspend_job(self, namespace: str, name: str, suspend: bool) -> None:
         """Job.spec.suspend: true deletes its pods (not counted as failures), false resumes it."""
         self.request("PATCH", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
                      body={"spec": {"suspend": suspend}}, content_type="application/merge-patch+json")
+
+    def delete_run(self, namespace: str, name: str, uid: str) -> bool:
+        """Delete the run of that uid (its Jobs go through their ownerReferences); False when it
+        was gone already or is another run of the same name."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
+                "preconditions": {"uid": uid}}
+        try:
+            self.request("DELETE", f"{self._runs(namespace)}/{name}", body=body)
+        except (NotFound, Conflict):
+            return False
+        return True
 
     def delete_job(self, namespace: str, name: str, uid: Optional[str] = None) -> bool:
         """Delete a Job and, in the background, its pods; only the Job of that uid when given

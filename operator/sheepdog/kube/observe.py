@@ -19,16 +19,16 @@ summaries of all succeeded pods are merged (see merge_summaries).
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Optional
 
 from sheepdog.planner.actions import StageObservation
 from sheepdog.summaries import merge_summaries, parse_summary
+from sheepdog.timestamps import parse_time
 
 from sheepdog.kube import stuck as stuck_mod
 from sheepdog.kube.gpu_cost import job_gpu_seconds
-from sheepdog.kube.jobs import COMPLETION_INDEX_ANNOTATION, JOB_NAME_LABEL, LABEL_ITERATION, LABEL_RUN, LABEL_STAGE
+from sheepdog.kube.jobs import (COMPLETION_INDEX_ANNOTATION, JOB_NAME_LABEL, LABEL_ITERATION, LABEL_RETRY, LABEL_RUN,
+                                LABEL_STAGE)
 
 # The Job controller labels its pods with both (job-name is the older one).
 POD_JOB_LABELS = (JOB_NAME_LABEL, "job-name")
@@ -60,6 +60,14 @@ def job_identity(job: Mapping[str, Any]) -> Optional[tuple[int, str]]:
     except (KeyError, TypeError, ValueError):
         return None
     return iteration, stage
+
+
+def job_retry(job: Mapping[str, Any]) -> int:
+    """Which retry of its stage the Job is (label sheepdog.dev/retry; 0: the first Job)."""
+    try:
+        return max(0, int(((job.get("metadata") or {}).get("labels") or {}).get(LABEL_RETRY, 0)))
+    except (TypeError, ValueError):
+        return 0
 
 
 def job_attempts(job: Mapping[str, Any]) -> int:
@@ -98,15 +106,6 @@ def job_finished_at(job: Mapping[str, Any]) -> Optional[str]:
     if state == "failed":
         return (_cond(job, "Failed") or {}).get("lastTransitionTime")
     return None
-
-
-def parse_time(value: Optional[str]) -> Optional[datetime]:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
-    except ValueError:
-        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +222,8 @@ def needs_pods(job: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
     if state == "running":
         return False
     rec = recorded_stage(status, *ident)
+    if job_retry(job) < int(rec.get("retries") or 0):
+        return False  # a retried stage's earlier Job: it no longer counts (recovery_policy)
     want = "Succeeded" if state == "succeeded" else "Failed"
     return rec.get("phase") != want
 
@@ -281,6 +282,7 @@ def observe_job(
         stuck_since=stuck.since if stuck else None,
         suspended=stuck_mod.suspended(job),
         queued=stuck_mod.queued(job),
+        retry=job_retry(job),
     )
 
 

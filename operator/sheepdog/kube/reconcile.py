@@ -44,9 +44,7 @@ reconcile, while a status that names a Job that does not exist would need specia
 
 from __future__ import annotations
 
-import json
 import logging
-import string
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -58,13 +56,15 @@ from pydantic import ValidationError
 from sheepdog.api.spec import RunSpec
 from sheepdog.api.status import PendingEvent, RunStatus
 from sheepdog.kube import observe as obs
-from sheepdog.kube import job_cleanup, stuck
+from sheepdog.kube import job_cleanup, run_ttl, stuck
 from sheepdog.kube.train_progress import TrainProgressReader, pod_log_reader
 from sheepdog.kube.cache import WatchCache, plain, pods_behind
 from sheepdog.kube.client import Conflict, KubeApi, error_status
 from sheepdog.kube.events import event_name, run_event
 from sheepdog.kube.metrics import Metrics
 from sheepdog.kube.pod_admission import pod_template_problems
+from sheepdog.kube.pod_passthrough import add_to_job
+from sheepdog.kube.retry_request import retry_token
 from sheepdog.api.spec import KIND
 from sheepdog.planner import creation_policy
 from sheepdog.planner.actions import Plan, stage_name
@@ -77,8 +77,6 @@ from sheepdog.stage_config import kube_layout
 
 log = logging.getLogger("sheepdog.reconcile")
 
-TEST_POD_ANNOTATIONS = "sheepdog.test/pod-annotations"
-TEST_PREFIX = "sheepdog.test/"
 OWN_WRITES_KEPT = 4
 CREATE_RETRY_DELAYS = (2, 5, 10, 30, 60)  # a transient Job-creation error, retried
 OLD_PODS_RECHECK = 5.0  # seconds between looks at the pods of a Job deleted by hand
@@ -118,39 +116,6 @@ class Options:
     progress_interval: float = 60.0
     # Iterations whose finished stage Jobs are kept (job_cleanup); None keeps every Job.
     job_history: Optional[int] = DEFAULT_KEEP_ITERATIONS
-
-
-def passthrough_annotations(run: Mapping[str, Any], iteration: int, stage: str) -> dict[str, str]:
-    """The test-only pod annotations for one stage Job (enabled by `--test-pod-annotations`).
-
-    kwok (the fake kubelet of tests/cluster) finishes pods by their annotations
-    (`sheepdog.test/fail`, `sheepdog.test/termination-message`, `sheepdog.test/duration`), and
-    the operator is what creates the pods. A test therefore puts, on the run,
-
-        sheepdog.test/pod-annotations: '{"*": {...}, "train": {...}, "i2.train": {...}}'
-
-    a JSON map from a selector (`*`, `<stage>`, `i<N>.<stage>`, most specific wins) to pod
-    annotations. Only keys under `sheepdog.test/` are copied, and only when the operator runs
-    with the flag, so a production operator never copies anything. Values may use
-    ${iteration}, ${stage} and ${run}.
-    """
-    raw = ((run.get("metadata") or {}).get("annotations") or {}).get(TEST_POD_ANNOTATIONS)
-    if not raw:
-        return {}
-    try:
-        table = json.loads(raw)
-    except ValueError:
-        log.warning("ignoring %s: not JSON", TEST_POD_ANNOTATIONS)
-        return {}
-    if not isinstance(table, dict):
-        return {}
-    out: dict[str, str] = {}
-    values = {"iteration": str(iteration), "stage": stage, "run": run["metadata"]["name"]}
-    for selector in ("*", stage, f"i{iteration}.{stage}"):
-        for k, v in (table.get(selector) or {}).items():
-            if isinstance(k, str) and k.startswith(TEST_PREFIX):
-                out[k] = string.Template(v if isinstance(v, str) else json.dumps(v)).safe_substitute(values)
-    return out
 
 
 def _without_events(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -358,7 +323,8 @@ class Reconciler:
         observed = self.train_progress.observe(namespace, name, observed, now)
 
         layout = kube_layout(name, spec)
-        p = plan(name, spec, old_status.model_copy(deep=True), observed, layout, now, generation=generation)
+        p = plan(name, spec, old_status.model_copy(deep=True), observed, layout, now, generation=generation,
+                 retry=retry_token(run))
         result = Result(done=p.done)
         known = {(o.iteration, o.stage) for o in observed if o.stuck_reason}
         if any(stuck.recheck_events(j, obs.job_identity(j) in known) for j in jobs):
@@ -369,7 +335,8 @@ class Reconciler:
         # 5. act
         p = self._act(run, spec, p, observed, old_status, layout, now, generation, result)
         if p.actions and {a.name for a in p.actions} <= {*result.created, *result.existing}:
-            p = self._as_started(namespace, name, uid, spec, p, old_status, old_raw, pods, events, layout, now, generation)
+            p = self._as_started(namespace, name, uid, spec, p, old_status, old_raw, pods, events, layout, now,
+                                 generation, retry_token(run))
 
         # 6. write status once; 7. then its events
         new_raw = self._commit(run, old_raw, p.status, p.events, now, result)
@@ -378,6 +345,9 @@ class Reconciler:
             self._transitions(namespace, old_raw, new_raw)
         self.metrics.observe_run(namespace, name, new_raw)
         job_cleanup.clean_up(self.kube, self.cache, namespace, new_raw, jobs, self.options.job_history)
+        ttl_left = run_ttl.expire(self.kube, run, spec, new_raw, now)
+        if ttl_left is not None and (result.recheck_after is None or ttl_left < result.recheck_after):
+            result.recheck_after = max(1.0, ttl_left)
         return result
 
     def _commit(self, run: Mapping[str, Any], old_raw: Mapping[str, Any], status: RunStatus, events: tuple,
@@ -454,7 +424,7 @@ class Reconciler:
                 log.warning("%s/%s: %s (permanent: the run fails)", ns, name, message)
                 failed = creation_policy.rejected(action.iteration, action.stage, err, action.name)
                 p = plan(name, spec, old_status.model_copy(deep=True), [*observed, failed], layout, now,
-                         generation=generation)
+                         generation=generation, retry=retry_token(run))
                 result.done = p.done
                 return p
             n = self._create_failures[(ns, name)] = self._create_failures.get((ns, name), 0) + 1
@@ -464,7 +434,7 @@ class Reconciler:
                                      f"{message}; retrying in {delay}s", now, old_status)
             result.recheck_after = delay
         for change in p.job_changes:
-            job = stage_name(name, change.iteration, change.stage)
+            job = stage_name(name, change.iteration, change.stage, change.retry)
             self.kube.suspend_job(ns, job, change.suspend)
             result.changed.append(f"{job}:{'suspend' if change.suspend else 'resume'}")
             log.info("%s/%s: %s Job %s", ns, name, "suspended" if change.suspend else "resumed", job)
@@ -472,7 +442,7 @@ class Reconciler:
 
     def _as_started(self, namespace: str, name: str, uid: str, spec: RunSpec, p: Plan, old_status: RunStatus,
                     old_raw: Mapping[str, Any], pods: list, events: Mapping[str, Any], layout: Any,
-                    now: str, generation: Optional[int]) -> Plan:
+                    now: str, generation: Optional[int], retry: Optional[str]) -> Plan:
         """The plan again, with the Jobs just created observed: their stages are written as
         running now, so the Jobs' first status updates change nothing and a transition costs one
         status write, not two (bench/load.py, docs/benchmarks.md). The first plan's events stay
@@ -481,7 +451,8 @@ class Reconciler:
         reason recorded and never say it). Anything else to do keeps the first plan."""
         jobs = [j for j in self.cache.jobs(namespace, name) if _owned_by(j, uid)]
         observed = obs.observe(jobs, old_raw, pods, events)
-        again = plan(name, spec, old_status.model_copy(deep=True), observed, layout, now, generation=generation)
+        again = plan(name, spec, old_status.model_copy(deep=True), observed, layout, now, generation=generation,
+                     retry=retry)
         if again.actions or again.done or again.job_changes:
             return p
         return replace(again, events=(*p.events, *(e for e in again.events if e not in p.events)))
@@ -509,10 +480,7 @@ class Reconciler:
         ns, name = meta["namespace"], meta["name"]
         for obj in self._objects(kjobs, run, spec, action):
             if obj.get("kind") == "Job" and self.options.test_pod_annotations:
-                extra = passthrough_annotations(run, action.iteration, action.stage)
-                if extra:
-                    tmeta = obj["spec"]["template"].setdefault("metadata", {})
-                    tmeta.setdefault("annotations", {}).update(extra)
+                add_to_job(obj, run, action.iteration, action.stage)
             oname = obj["metadata"]["name"]
             if obj.get("kind") == "Job":
                 # known as created before the POST: its ADDED event can beat the response
@@ -557,7 +525,7 @@ class Reconciler:
             return export_job.export_objects(run, spec, action, self.options.image_defaults)
         meta = run["metadata"]
         return kjobs.build_stage_objects(
-            meta["name"], meta["namespace"], meta["uid"], spec, action.config, self.options.image_defaults
+            meta["name"], meta["namespace"], meta["uid"], spec, action.config, self.options.image_defaults, action.retry
         )
 
     def _latency(self, observed: list) -> Optional[float]:

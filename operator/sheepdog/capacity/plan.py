@@ -195,8 +195,7 @@ def _train(spec: RunSpec, shape: ModelShape, stage: str, gpu: str) -> dict:
     if res.gpus == 0:
         return _cpu_stage(stage, res.nodes)
     ranks = res.gpus * res.nodes
-    checkpointing = bool(getattr(t, "gradient_checkpointing", False))
-    attn = getattr(t, "attn_implementation", "sdpa")
+    checkpointing, attn = t.gradient_checkpointing, t.attn_implementation
     m = train_memory(shape, ranks=ranks, zero_stage=t.zero_stage, lora_rank=t.lora.rank,
                      micro_batch=t.per_device_batch_size, seq_len=t.cutoff_length,
                      checkpointing=checkpointing, attn=attn,

@@ -45,15 +45,17 @@ VALUE_SETS: dict[str, dict] = {
 # What the operator may do: (apiGroup, resource) -> verbs. Anything else in a rendered rule
 # fails test_rbac_rules_are_exactly_these. Keep docs/install.md's table in step.
 NAMESPACED_RULES = {
-    ("sheepdog.dev", "selfalignmentruns"): {"get", "list", "watch"},
+    ("sheepdog.dev", "selfalignmentruns"): {"get", "list", "watch", "delete"},
     ("sheepdog.dev", "selfalignmentruns/status"): {"patch"},
     ("sheepdog.dev", "selfalignmentruns/finalizers"): {"update"},
-    ("batch", "jobs"): {"create", "get", "list", "watch", "patch"},
+    ("batch", "jobs"): {"create", "get", "list", "watch", "patch", "delete"},
     ("", "pods"): {"list", "watch"},
     ("", "pods/log"): {"get"},
     ("", "services"): {"create"},
     ("", "events"): {"create", "list", "watch"},
 }
+# Leader election's Lease, in the release's namespace only (a Role of its own).
+LEADER_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
 CLUSTER_READ_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
 }
@@ -130,13 +132,22 @@ def _merge(a: dict, b: dict) -> dict:
 # ---- the operator Deployment ---------------------------------------------------------------
 
 
-def test_deployment_is_one_recreated_replica_with_probe_and_resources(rendered):
+def test_deployment_is_two_replicas_with_leader_election_probe_and_resources(rendered):
     dep = one(rendered["defaults"], "Deployment")
     spec = dep["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}, "Kopf has no leader election here: never two operators"
+    assert spec["replicas"] == 2 and spec["strategy"] == {"type": "RollingUpdate"}
     pod = spec["template"]["spec"]
     (c,) = pod["containers"]
+    assert "--leader-election" in c["args"] and f"--leader-election-id={dep['metadata']['name']}" in c["args"]
+    pdb = one(rendered["defaults"], "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1 and pdb["spec"]["selector"]["matchLabels"].items() <= \
+        spec["template"]["metadata"]["labels"].items()
+    # without leader election: one replica at most, never two at once (Recreate), no PDB
+    alone = render({"operator": {"leaderElection": False, "replicas": 1}})
+    assert one(alone, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    assert not find(alone, "PodDisruptionBudget")
+    (c1,) = one(alone, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert not [a for a in c1["args"] if a.startswith("--leader-election")]
     probe = c["livenessProbe"]
     assert probe["httpGet"] == {"path": "/healthz", "port": "liveness"}
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -199,7 +210,11 @@ def test_optional_pvc(rendered):
 
 def test_cluster_wide_rbac(rendered):
     docs = rendered["defaults"]
-    assert not find(docs, "Role") and not find(docs, "RoleBinding")
+    (leader,) = find(docs, "Role")
+    assert leader["metadata"]["namespace"] == "sheepdog-system" and rules_of(leader) == LEADER_RULES
+    (leader_binding,) = find(docs, "RoleBinding")
+    assert leader_binding["roleRef"]["name"] == leader["metadata"]["name"]
+    assert not find(render({"operator": {"leaderElection": False, "replicas": 1}}), "Role")
     (role,) = find(docs, "ClusterRole")
     assert rules_of(role) == {**NAMESPACED_RULES, **CLUSTER_READ_RULES}
     (binding,) = find(docs, "ClusterRoleBinding")
@@ -212,11 +227,11 @@ def test_cluster_wide_rbac(rendered):
 
 def test_namespaced_rbac(rendered):
     docs = rendered["namespaced"]
-    roles = find(docs, "Role")
+    roles = [r for r in find(docs, "Role") if not r["metadata"]["name"].endswith("-leader")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for r in roles:
         assert rules_of(r) == NAMESPACED_RULES
-    bindings = find(docs, "RoleBinding")
+    bindings = [b for b in find(docs, "RoleBinding") if not b["metadata"]["name"].endswith("-leader")]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for b in bindings:
         assert b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": roles[0]["metadata"]["name"]}
@@ -315,7 +330,7 @@ def test_dashboard_configmaps(rendered):
 # ---- the schema rejects wrong values --------------------------------------------------------
 
 BAD_VALUES = [
-    (["operator.replicas=2"], "/operator/replicas"),
+    (["operator.leaderElection=false", "operator.replicas=2"], "/operator/replicas"),
     (["operator.replicas=one"], "/operator/replicas"),
     (["image.pullPolicy=Sometimes"], "/image/pullPolicy"),
     (["watchNamespaces[0]=team-*"], "/watchNamespaces/0"),

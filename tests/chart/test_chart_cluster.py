@@ -87,7 +87,8 @@ def test_operator_pod_passes_pod_security_restricted(cluster, crds, restricted_n
     assert res.returncode != 0 and "violates PodSecurity" in res.stderr, res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("sets", [["operator.replicas=2"], ["watchNamespaces[0]=team-*"], ["image.pullPolicy=Sometimes"]])
+@pytest.mark.parametrize("sets", [["operator.leaderElection=false", "operator.replicas=2"], ["watchNamespaces[0]=team-*"],
+                                  ["image.pullPolicy=Sometimes"]])
 def test_install_refuses_wrong_values(cluster, namespace, sets):
     from tests.chart.e2e import cluster_helm
     from tests.chart.helm import CHART

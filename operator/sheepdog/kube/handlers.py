@@ -47,6 +47,7 @@ from sheepdog.api.spec import GROUP, PLURAL, VERSION
 from sheepdog.kube.client import Conflict
 from sheepdog.kube.observe import LABEL_RUN
 from sheepdog.kube.reconcile import Reconciler
+from sheepdog.kube.retry_request import retry_token
 
 log = logging.getLogger("sheepdog.handlers")
 
@@ -72,12 +73,18 @@ class Dispatcher:
         self.last_resync: Optional[float] = None
         self.reconciles = 0
         self._tasks: set[asyncio.Task] = set()
+        # Whether this replica may reconcile (leader election, kube/leader.py): a standby keeps
+        # its cache fed and drops every trigger.
+        self.leading: Callable[[], bool] = lambda: True
+        self.leading_since: Optional[float] = None
 
     async def trigger(self, namespace: str, name: str, why: str = "",
                       no_news: Optional[Callable[[], bool]] = None) -> None:
         """Reconcile the run (coalesced, see the module docstring). `no_news` is asked once
         this trigger's turn has come: True drops it (a run event of our own status write
         whose response had not been recorded when the event arrived)."""
+        if not self.leading():
+            return
         key = (namespace, name)
         st = self._runs.get(key)
         if st is None:
@@ -186,9 +193,30 @@ class Dispatcher:
         self.last_resync = time.monotonic()
         return len(runs)
 
+    def lead(self, namespaces: list[str], concurrency: int) -> None:
+        """This replica leads from now on: reconcile every run at once (the triggers of the
+        standby time were dropped)."""
+        self.leading_since = time.monotonic()
+        task = asyncio.get_running_loop().create_task(self.resync(namespaces, concurrency))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def stalled(self, interval: float) -> Optional[str]:
+        """Why the liveness probe fails: the leader's resync has not completed for three
+        intervals (a reconcile or an API call that hangs); None while it is fine."""
+        if not self.leading():
+            return None
+        since = self.last_resync if self.last_resync is not None else self.leading_since
+        if since is None:
+            return None
+        age = time.monotonic() - since
+        return f"no resync completed for {age:.0f}s (every {interval:g}s expected)" if age > 3 * interval else None
+
     async def resync_forever(self, namespaces: list[str], interval: float, concurrency: int) -> None:
         while True:
             await asyncio.sleep(interval)
+            if not self.leading():
+                continue
             try:
                 n = await self.resync(namespaces, concurrency)
                 log.debug("resync: %d runs", n)
@@ -209,11 +237,13 @@ def settled(run: Any) -> bool:
     """A finished run whose status answers its current spec: only an event (an edit, a
     deletion) can give it anything to do, so the resync skips it."""
     st = run.get("status") or {}
+    token = retry_token(run)  # a retry request not acted on yet (its watch event was missed)
     return (st.get("phase") in ("Succeeded", "Failed")
-            and st.get("observedGeneration") == (run.get("metadata") or {}).get("generation"))
+            and st.get("observedGeneration") == (run.get("metadata") or {}).get("generation")
+            and (token is None or (st.get("lastRetry") or {}).get("token") == token))
 
 
-def register(registry: Any, dispatcher: Dispatcher) -> None:
+def register(registry: Any, dispatcher: Dispatcher, resync_interval: float = 60.0) -> None:
     """The Kopf handlers (on.event and the cache's index feed; see the module docstring)."""
     import kopf
 
@@ -299,5 +329,8 @@ def register(registry: Any, dispatcher: Dispatcher) -> None:
 
     @kopf.on.probe(id="reconciler", registry=registry)
     def probe(**_: Any) -> dict[str, Any]:
+        stalled = dispatcher.stalled(resync_interval)
+        if stalled:  # the liveness endpoint answers 500, and the kubelet restarts the operator
+            raise kopf.PermanentError(stalled)
         age = None if dispatcher.last_resync is None else round(time.monotonic() - dispatcher.last_resync, 1)
-        return {"reconciles": dispatcher.reconciles, "lastResyncAgeSeconds": age}
+        return {"reconciles": dispatcher.reconciles, "lastResyncAgeSeconds": age, "leading": dispatcher.leading()}

@@ -6,8 +6,10 @@
 All namespaces by default (Kopf clusterwide), or only the given ones. Credentials: KUBECONFIG
 (or ~/.kube/config) when present, else the in-cluster service account.
 
-Kopf runs standalone (no peering objects: one replica, the Deployment uses the Recreate
-strategy) with on.event handlers only (handlers.py): no finalizers, no progress annotations.
+Kopf runs standalone (no peering objects) with on.event handlers only (handlers.py): no
+finalizers, no progress annotations. With --leader-election (the chart's default, two replicas)
+only the replica holding a coordination.k8s.io Lease reconciles (leader.py); the other keeps its
+watches and cache and takes over when the Lease goes unrenewed.
 Its watch streams are bounded (server_timeout) and checked for silence (client_timeout,
 inactivity_timeout), so a stalled stream is dropped and re-established instead of hanging
 the operator; the periodic resync covers anything missed meanwhile.
@@ -55,9 +57,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="keep the finished stage Jobs of this many latest iterations per run, older "
                    "ones are deleted once the run's status holds their outcome (`all`: keep every "
                    "Job; default 2: the running iteration and the one before, for kubectl logs)")
+    p.add_argument("--leader-election", action="store_true",
+                   default=os.environ.get("SHEEPDOG_LEADER_ELECTION") == "1",
+                   help="reconcile only while holding a coordination.k8s.io Lease (for several "
+                   "replicas; the chart turns it on)")
+    p.add_argument("--leader-election-namespace", default=os.environ.get("POD_NAMESPACE", ""),
+                   help="namespace of the Lease (default: $POD_NAMESPACE)")
+    p.add_argument("--leader-election-id", default="sheepdog-operator", help="name of the Lease")
     p.add_argument("--log-level", default=os.environ.get("SHEEPDOG_LOG_LEVEL", "INFO"))
     p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
-    # Test-only (tests/cluster with kwok); see reconcile.passthrough_annotations.
+    # Test-only (tests/cluster with kwok); see pod_passthrough.passthrough_annotations.
     p.add_argument("--test-pod-annotations", action="store_true",
                    default=os.environ.get("SHEEPDOG_TEST_POD_ANNOTATIONS") == "1", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -67,6 +76,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.job_history = parse_keep(args.job_history)
     except ValueError as exc:
         p.error(f"--job-history: {exc}")
+    if args.leader_election and not args.leader_election_namespace:
+        p.error("--leader-election needs --leader-election-namespace (or $POD_NAMESPACE)")
     args.namespaces = sorted({n.strip() for v in args.namespace for n in v.split(",") if n.strip()})
     if args.all_namespaces:
         args.namespaces = []
@@ -138,7 +149,7 @@ async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Eve
     dispatcher = Dispatcher(reconciler, executor)
 
     registry = kopf.OperatorRegistry()
-    register(registry, dispatcher)
+    register(registry, dispatcher, args.resync_seconds)
     settings = kopf.OperatorSettings()
     configure_settings(settings, args)
 
@@ -151,6 +162,17 @@ async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Eve
     resync = asyncio.create_task(
         dispatcher.resync_forever(args.namespaces, args.resync_seconds, concurrency=args.workers), name="resync"
     )
+    tasks = [resync]
+    if args.leader_election:
+        from sheepdog.kube.leader import LeaderElector, exit_now
+
+        elector = LeaderElector(kube, args.leader_election_namespace, args.leader_election_id)
+        dispatcher.leading = lambda: elector.leading
+
+        async def lead() -> None:
+            dispatcher.lead(args.namespaces, args.workers)
+
+        tasks.append(asyncio.create_task(elector.run(lead, exit_now), name="leader-election"))
     try:
         await kopf.operator(
             registry=registry,
@@ -162,11 +184,12 @@ async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Eve
             stop_flag=stop_flag,
         )
     finally:
-        resync.cancel()
-        try:
-            await resync
-        except (asyncio.CancelledError, Exception):
-            pass
+        for task in reversed(tasks):  # the Lease is given up first
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
         executor.shutdown(wait=False, cancel_futures=True)
 
 

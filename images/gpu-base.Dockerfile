@@ -11,8 +11,8 @@ FROM ${PYTHON_IMAGE}
 ARG VLLM_VERSION=0.32.0
 COPY images/uv-env.sh /opt/sheepdog/build/uv-env.sh
 RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
-    --mount=type=cache,id=sheepdog-uv,target=/root/.cache/uv,sharing=locked \
-    --mount=type=cache,id=sheepdog-uv-bin,target=/uv,sharing=locked \
+    --mount=type=cache,id=sheepdog-uv,target=/root/.cache/uv \
+    --mount=type=cache,id=sheepdog-uv-bin,target=/uv \
     . /opt/sheepdog/build/uv-env.sh \
  && uv pip install --system --python "$(command -v python3)" --link-mode copy --compile-bytecode \
       "vllm==${VLLM_VERSION}" \

@@ -20,7 +20,7 @@ COPY operator/ operator/
 # The build machine's CA bundle and pip configuration come in as build secrets (mounted for this
 # step only, never in a layer) and pip's cache is a cache mount: neither is in the image.
 RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
-    --mount=type=cache,id=sheepdog-pip,target=/root/.cache/pip,sharing=locked \
+    --mount=type=cache,id=sheepdog-pip,target=/root/.cache/pip \
     if [ -s /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi \
  && if [ -s /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi \
  && python -m venv /opt/sheepdog \

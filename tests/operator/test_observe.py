@@ -145,7 +145,8 @@ import pytest  # noqa: E402
 from sheepdog.kube.cache import WatchCache  # noqa: E402
 from sheepdog.kube.client import Conflict  # noqa: E402
 from sheepdog.kube.metrics import Metrics  # noqa: E402
-from sheepdog.kube.reconcile import Options, Reconciler, passthrough_annotations  # noqa: E402
+from sheepdog.kube.pod_passthrough import passthrough_annotations  # noqa: E402
+from sheepdog.kube.reconcile import Options, Reconciler  # noqa: E402
 
 
 class FakeKube:
@@ -633,12 +634,12 @@ def test_a_job_without_pods_reads_its_events_and_rechecks_until_one_says_why():
     rec = reconciler(kube)
     rec.reconcile("ns", "r")
     r = rec.reconcile("ns", "r")
-    assert r.recheck_after and kube.run["status"]["reason"] != "PodsNotCreated"  # nothing known yet
+    assert r.recheck_after and kube.run["status"]["reason"] not in ("PodsNotCreated", "QuotaExceeded")  # nothing known yet
     kube.events["r-i1-synthesize"] = [{"reason": "FailedCreate", "lastTimestamp": "2025-01-01T00:00:02Z",
                                        "message": 'Error creating: pods "x" is forbidden: exceeded quota: q'}]
     r = rec.reconcile("ns", "r")
-    assert kube.run["status"]["reason"] == "PodsNotCreated" and "exceeded quota: q" in kube.run["status"]["message"]
-    assert ("Warning", "PodsNotCreated") in r.events and not r.recheck_after
+    assert kube.run["status"]["reason"] == "QuotaExceeded" and "exceeded quota: q" in kube.run["status"]["message"]
+    assert ("Warning", "QuotaExceeded") in r.events and not r.recheck_after
 
 
 def test_a_rejected_job_fails_the_run_with_the_api_servers_message():
@@ -777,6 +778,37 @@ def test_events_written_in_the_status_are_posted_once_by_the_next_process_after_
     reasons = [e["reason"] for e in kube.posted_events.values()]
     assert sorted(reasons) == ["StageStarting", "StageStarting", "StageSucceeded"]
     assert len({e["message"] for e in kube.posted_events.values()}) == 3  # never one Event twice
+
+
+def test_an_event_whose_post_failed_is_posted_by_the_next_reconcile_once():
+    """At least once: an Event counts as posted only after a 201 or a 409 (issue 24)."""
+    kube = FakeKube(make_run_obj())
+    post, failures = kube.create_event, []
+
+    def flaky(namespace, event):
+        if not failures:
+            failures.append(event["reason"])
+            raise RuntimeError("503 Service Unavailable")
+        return post(namespace, event)
+
+    kube.create_event = flaky
+    rec = reconciler(kube)
+    r = rec.reconcile("ns", "r")
+    assert r.status_written and failures == ["StageStarting"] and not kube.posted_events
+    assert r.recheck_after is not None and r.recheck_after <= 5  # the retry is asked for
+    r = rec.reconcile("ns", "r")  # nothing else changed: the owed Event goes out now
+    assert not r.status_written and r.events == [("Normal", "StageStarting")]
+    assert [e["reason"] for e in kube.posted_events.values()] == ["StageStarting"]
+    assert not rec.reconcile("ns", "r").events  # and never twice
+
+
+def test_the_never_twice_window_is_the_event_ttl_flag():
+    kube = FakeKube(make_run_obj())
+    _reconcile_killed_at_event(kube, reconciler(kube), 1)
+    # an hour and a second later: past the default TTL, within a 2-hour one
+    later = lambda **o: Reconciler(kube, Metrics(), Options(**o), clock=lambda: "2025-01-01T01:00:01Z", cache=kube.cache)  # noqa: E731
+    assert not later().reconcile("ns", "r").events
+    assert later(event_ttl=7200).reconcile("ns", "r").events == [("Normal", "StageStarting")]
 
 
 def test_a_status_change_without_events_keeps_the_pending_ones_and_posts_nothing():

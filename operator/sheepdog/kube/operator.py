@@ -57,6 +57,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="keep the finished stage Jobs of this many latest iterations per run, older "
                    "ones are deleted once the run's status holds their outcome (`all`: keep every "
                    "Job; default 2: the running iteration and the one before, for kubectl logs)")
+    p.add_argument("--event-ttl-seconds", type=float, default=float(os.environ.get("SHEEPDOG_EVENT_TTL_SECONDS", 3600)),
+                   help="the API server's --event-ttl (default 1h): an Event owed by a crashed "
+                   "process is posted again only while younger than this, never twice")
     p.add_argument("--leader-election", action="store_true",
                    default=os.environ.get("SHEEPDOG_LEADER_ELECTION") == "1",
                    help="reconcile only while holding a coordination.k8s.io Lease (for several "
@@ -69,6 +72,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     # Test-only (tests/cluster with kwok); see pod_passthrough.passthrough_annotations.
     p.add_argument("--test-pod-annotations", action="store_true",
                    default=os.environ.get("SHEEPDOG_TEST_POD_ANNOTATIONS") == "1", help=argparse.SUPPRESS)
+    p.add_argument("--test-exit-after-status-write", default="", metavar="REASON", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
         from sheepdog.kube.job_cleanup import parse_keep
@@ -142,6 +146,8 @@ async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Eve
         instance=socket.gethostname()[:128],
         progress_interval=args.resync_seconds,  # one log read per running train per resync
         job_history=args.job_history,
+        event_ttl=args.event_ttl_seconds,
+        test_exit_after_status_write=args.test_exit_after_status_write,
     )
     if args.test_pod_annotations:
         log.warning("test mode: copying sheepdog.test/* pod annotations from runs into their Jobs")

@@ -56,7 +56,7 @@ from pydantic import ValidationError
 from sheepdog.api.spec import RunSpec
 from sheepdog.api.status import PendingEvent, RunStatus
 from sheepdog.kube import observe as obs
-from sheepdog.kube import job_cleanup, run_ttl, stuck
+from sheepdog.kube import crash_hooks, job_cleanup, run_ttl, stuck
 from sheepdog.kube.train_progress import TrainProgressReader, pod_log_reader
 from sheepdog.kube.cache import WatchCache, plain, pods_behind
 from sheepdog.kube.client import Conflict, KubeApi, error_status
@@ -82,6 +82,7 @@ CREATE_RETRY_DELAYS = (2, 5, 10, 30, 60)  # a transient Job-creation error, retr
 OLD_PODS_RECHECK = 5.0  # seconds between looks at the pods of a Job deleted by hand
 # kube-apiserver's default --event-ttl: a pending Event older than this is not posted again
 EVENT_TTL = 3600.0
+EVENT_RETRY = 5.0  # seconds before a reconcile posts again an Event whose POST failed
 
 
 def utcnow() -> str:
@@ -116,6 +117,10 @@ class Options:
     progress_interval: float = 60.0
     # Iterations whose finished stage Jobs are kept (job_cleanup); None keeps every Job.
     job_history: Optional[int] = DEFAULT_KEEP_ITERATIONS
+    # The API server's --event-ttl: an owed Event older than this may have been posted and
+    # expired, so it is not posted again (the "never twice" window).
+    event_ttl: float = EVENT_TTL
+    test_exit_after_status_write: str = ""  # test-only crash point (crash_hooks.py)
 
 
 def _without_events(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -374,6 +379,7 @@ class Reconciler:
             new_raw = status.to_wire()
         self.metrics.with_status_write(*key, old_raw, new_raw, lambda: self._write_status(run, new_raw))
         result.status_written = True
+        crash_hooks.after_status_write(self.options.test_exit_after_status_write, events)
         if events:
             self._posted[key] = set()
             for ev in status.pending_events or ():
@@ -395,7 +401,7 @@ class Reconciler:
             if ev.name in posted:
                 continue
             at = obs.parse_time(ev.at)
-            if clock is None or at is None or (clock - at).total_seconds() > EVENT_TTL:
+            if clock is None or at is None or (clock - at).total_seconds() > self.options.event_ttl:
                 posted.add(ev.name)
                 continue
             self._emit(run, ev, result)
@@ -556,17 +562,19 @@ class Reconciler:
                 )
 
     def _emit(self, run: Mapping[str, Any], ev: PendingEvent, result: Result) -> None:
-        """Post one Event, once per process whatever the answer (best effort: the status has it
-        all); an Event of that name already there (409) was posted before."""
+        """Post one Event. It counts as posted once the API server answered 201, or 409 (one of
+        its name exists: posted before); a failed POST stays owed (status.pendingEvents) and the
+        next reconcile, asked for in EVENT_RETRY seconds, posts it again."""
         meta = run["metadata"]
         ns = meta["namespace"]
-        self._posted.setdefault((ns, meta["name"]), set()).add(ev.name)
         try:
             created = self.kube.create_event(
                 ns, run_event(run, ev.type, ev.reason, ev.message, self.options.instance, name=ev.name, at=ev.at))
-        except Exception as e:  # noqa: BLE001 - an event is best effort; the status has it all
-            log.warning("%s/%s: could not emit event %s: %s", ns, meta["name"], ev.reason, e)
+        except Exception as e:  # noqa: BLE001 - retried; the status has it all meanwhile
+            log.warning("%s/%s: could not emit event %s (retried): %s", ns, meta["name"], ev.reason, e)
+            result.recheck_after = min(result.recheck_after or EVENT_RETRY, EVENT_RETRY)
             return
+        self._posted.setdefault((ns, meta["name"]), set()).add(ev.name)
         if created is False:
             return
         result.events.append((ev.type, ev.reason))

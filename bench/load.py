@@ -1,6 +1,7 @@
 """Load: many concurrent runs on many fake GPU nodes, on a real control plane (kwok runs the pods).
 
     .venv/bin/python bench/load.py [--runs 200] [--nodes 50] [--iterations 3]
+                                   [--finished-runs 2000] [--foreign-pods 10000] [--job-history 2]
 
 Same set-up as bench/transition_latency.py (whose watches and helpers it reuses): tests/cluster's
 ControlPlane (etcd, kube-apiserver, controller-manager, scheduler, kwok with --nodes fake nodes
@@ -29,6 +30,18 @@ Figures (all over the load phase, from creating the runs until the last one fini
     any deviation counts in `lost_updates`. Exactly one Job per stage and iteration: a Job name
     seen with a second uid (re-created), a Job of a run that is not one of its expected stage
     Jobs, or a missing one, counts in `duplicate_jobs` (missing ones in `lost_updates`).
+A shared cluster's history and neighbours, before the load phase (issue 24):
+  - --finished-runs N runs that finished earlier, in the same namespace: created, then their
+    status written as a Succeeded 3-iteration run's (the operator lists and caches them and must
+    not reconcile them). Their Jobs are not simulated: a Job cannot be made Complete without
+    running its pods, and with the default --job-history 2 a finished run keeps at most 6
+    Jobs, which the cache holds without their pod templates;
+  - --foreign-pods N pods of other workloads, in namespace `others`, with a scheduler name no
+    scheduler serves (they stay Pending and cost the scheduler nothing): an operator that
+    watched every pod would list and stream them all.
+  - operator_peak_rss_mib: the operator's peak RSS (VmHWM) at the end.
+The operator runs at the product's --job-history (default 2), so older iterations' Jobs are
+deleted during the load; a Job counts as missing only if the watch never saw it.
 The exit status is non-zero when any run failed or did not finish, or lost_updates or
 duplicate_jobs is non-zero. The last line printed is one JSON object with the results.
 """
@@ -204,11 +217,11 @@ def check_runs(cluster: Cluster, namespace: str, names: list[str], iterations: i
             if not (r.get("startedAt") and r.get("finishedAt")):
                 lost.append(f"{name} i{n}: startedAt/finishedAt missing")
         expected = {f"{name}-i{n}-{s}" for n in range(1, iterations + 1) for s in STAGES}
-        have = jobs.get(name, [])
-        for j in sorted(set(have) - expected):
+        have = set(jobs.get(name, [])) | {j for j in job_uids if j.startswith(f"{name}-i")}
+        for j in sorted(have - expected):
             dup.append(f"{name}: unexpected Job {j}")
-        for j in sorted(expected - set(have)):
-            lost.append(f"{name}: Job {j} missing")
+        for j in sorted(expected - have):
+            lost.append(f"{name}: Job {j} never created")
         for j in sorted(expected):
             if len(job_uids.get(j, ())) > 1:
                 dup.append(f"{name}: Job {j} created {len(job_uids[j])} times (uids {sorted(job_uids[j])})")
@@ -233,6 +246,62 @@ def operator_figures(op: OperatorProcess) -> dict[str, float]:
     return out
 
 
+# --- a shared cluster's history and neighbours ---------------------------------------------------
+
+def finished_status(iterations: int = 3) -> dict:
+    """The status of a run that Succeeded long ago (what the operator would have written)."""
+    at = "2026-01-01T00:00:00Z"
+    summaries = {s: summary_for(s) for s in STAGES}
+    recs = []
+    for n in range(1, iterations + 1):
+        rec = {"iteration": n, "startedAt": at, "finishedAt": at, "stages": {}}
+        for stage in STAGES:
+            rec.update({f: summaries[stage][f] for f in RECORD_FIGURES[stage]})
+            rec["stages"][stage] = {"phase": "Succeeded", "job": f"x-i{n}-{stage}", "attempts": 1,
+                                    "startedAt": at, "finishedAt": at}
+        recs.append(rec)
+    return {"phase": "Succeeded", "reason": "Completed", "message": "done", "iteration": iterations,
+            "observedGeneration": 1, "iterations": recs,
+            "conditions": [{"type": t, "status": v, "reason": "Completed", "message": "", "lastTransitionTime": at}
+                           for t, v in (("Ready", "True"), ("Progressing", "False"))]}
+
+
+def create_history(cluster: Cluster, namespace: str, finished_runs: int, foreign_pods: int) -> None:
+    """--finished-runs and --foreign-pods (see the module docstring), in parallel requests."""
+    import concurrent.futures
+
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(str(cluster.kubeconfig))
+    custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+    status = finished_status()
+
+    def one_run(i: int) -> None:
+        body = run_manifest(f"h{i:04d}", namespace, iterations=3)
+        custom.create_namespaced_custom_object("sheepdog.dev", "v1alpha1", namespace, "selfalignmentruns", body)
+        custom.patch_namespaced_custom_object_status("sheepdog.dev", "v1alpha1", namespace, "selfalignmentruns",
+                                                     f"h{i:04d}", {"status": status})
+
+    def one_pod(i: int) -> None:
+        core.create_namespaced_pod("others", {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"other-{i:05d}", "labels": {"app": "someone-else"},
+                         "annotations": {"note": "x" * 512}},
+            "spec": {"schedulerName": "nobody", "containers": [{
+                "name": "c", "image": "registry.example/other:1", "command": ["sleep", "infinity"],
+                "env": [{"name": f"E{k}", "value": "y" * 64} for k in range(8)]}]}})
+
+    t0 = time.monotonic()
+    if foreign_pods:
+        cluster.kubectl("create", "namespace", "others")
+        cluster.wait_for("default ServiceAccount in others", lambda: cluster.kubectl(
+            "get", "serviceaccount", "default", "-n", "others", check=False).returncode == 0, interval=0.2)
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(one_pod, range(foreign_pods)))
+        list(pool.map(one_run, range(finished_runs)))
+    say(f"history: {finished_runs} finished runs, {foreign_pods} foreign pods in {time.monotonic() - t0:.1f}s")
+
+
 # --- main -------------------------------------------------------------------------------------------
 
 def main() -> int:
@@ -244,6 +313,9 @@ def main() -> int:
     ap.add_argument("--resync-seconds", type=float, default=60,
                     help="operator --resync-seconds (default 60, the operator's and the chart's; the tests run 10)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds for all runs to finish")
+    ap.add_argument("--finished-runs", type=int, default=0, help="runs that finished before the load (history)")
+    ap.add_argument("--foreign-pods", type=int, default=0, help="pods of other workloads in the cluster")
+    ap.add_argument("--job-history", default="2", help="operator --job-history (default 2, the product's)")
     args = ap.parse_args()
 
     gpu_capacity = args.nodes * GPUS_PER_NODE
@@ -270,6 +342,7 @@ def main() -> int:
             "get", "serviceaccount", "default", "-n", ns, check=False).returncode == 0, interval=0.2)
         cluster.create_pvc(ns, "sheepdog-data")
         kubeconfig = operator_kubeconfig(cp, cluster)
+        create_history(cluster, ns, args.finished_runs, args.foreign_pods)
 
         jobs, runs = JobWatch(str(cp.kubeconfig), ns), RunWatch(str(cp.kubeconfig), ns)
         pending = PendingPods(cluster, ns)
@@ -281,7 +354,7 @@ def main() -> int:
         extra = ["--log-level", "INFO"]  # the tests' DEBUG logging costs CPU at this scale
         # the deployed resync interval, not the tests' 10 s: at 200 runs a 10 s resync is 20
         # reconciles a second of its own, competing with the transitions measured
-        extra += ["--resync-seconds", f"{args.resync_seconds:g}"]
+        extra += ["--resync-seconds", f"{args.resync_seconds:g}", "--job-history", args.job_history]
         if args.workers:
             extra += ["--workers", str(args.workers)]
         op = OperatorProcess(_OperatorEnv(cluster, kubeconfig), [ns], cp.state_dir / "operator.log", extra=tuple(extra))
@@ -370,7 +443,9 @@ def main() -> int:
             "operator_api_requests_per_transition": round(op_reqs / n_trans, 2) if n_trans and op_reqs is not None else None,
             "operator_cpu_seconds": round(cpu, 1),
             "operator_cpu_cores_avg": round(cpu / wall, 3),
-            "operator_peak_rss_mb": round(rss, 1),
+            "finished_runs_in_history": args.finished_runs,
+            "foreign_pods": args.foreign_pods,
+            "operator_peak_rss_mib": round(rss, 1),
             "operator_reconciles": int(figs.get("reconciles", 0)),
             "operator_conflicts": int(figs.get("conflicts", 0)),
             "operator_reconcile_errors": int(figs.get("reconcile_errors", 0)),

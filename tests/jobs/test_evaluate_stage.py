@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from sheepdog_jobs.evaluation.judge import HttpJudge, JudgeError, Pair, SelfJudg
 from sheepdog_jobs.prompts import SCORE_CUE
 from sheepdog_jobs.stages.common import StageError
 from sheepdog_jobs.stages.evaluate import EvaluateError, run
+from tests.jobs.http_stub import LocalServer
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -110,17 +110,15 @@ class StubJudge:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.local = LocalServer(Handler)
+        self.url = self.local.url
 
     def __enter__(self):
-        self.thread.start()
+        self.local.__enter__()
         return self
 
     def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        self.local.__exit__(*exc)
 
 
 def quality_8_following_6(prompt: str) -> str:
@@ -154,7 +152,7 @@ def test_http_judge_unparsable_answer_is_unscored_not_dropped():
 
 def test_http_judge_retries_busy_then_succeeds():
     with StubJudge(lambda p: "9||great", fail_first=2, status=503) as stub:
-        judge = HttpJudge(stub.url + "/chat/completions", "m", retries=3, workers=1)
+        judge = HttpJudge(stub.url + "/chat/completions", "m", max_retries=2, concurrency=1)
         out = judge.judge([Pair("Say hi.", "", "Hi!")], ["quality"])
     assert out[0]["quality"].score == 9.0
     assert len(stub.requests) == 3
@@ -163,7 +161,7 @@ def test_http_judge_retries_busy_then_succeeds():
 def test_http_judge_client_error_fails_at_once():
     with StubJudge(lambda p: "9", fail_first=5, status=401) as stub:
         with pytest.raises(JudgeError, match="HTTP 401"):
-            HttpJudge(stub.url, "m", retries=3, workers=1).judge([Pair("a b c d", "", "x")], ["quality"])
+            HttpJudge(stub.url, "m", max_retries=2, concurrency=1).judge([Pair("a b c d", "", "x")], ["quality"])
     assert len(stub.requests) == 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 from sheepdog_jobs.engines.base import Completion, Engine, EngineError
 from sheepdog_jobs.engines.prompting import ChatTemplateError, PromptFormat
@@ -34,6 +35,10 @@ def create_engine(name: str, model: str, chat_template: str = "none", **kwargs) 
         return VllmEngine(model, chat_template, **kwargs)
     from sheepdog_jobs.engines.hf import TransformersEngine
 
+    if kwargs.pop("engine_args", None):
+        # engine auto on an image without vLLM (the spec refuses engineArgs with engine transformers)
+        logging.getLogger("sheepdog_jobs").warning(
+            "engineArgs are vLLM's; the transformers engine runs without them")
     kwargs.pop("seed", None)
     kwargs.pop("tensor_parallel", None)
     return TransformersEngine(model, chat_template, **kwargs)

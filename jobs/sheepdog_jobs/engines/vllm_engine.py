@@ -37,7 +37,8 @@ class VllmEngine(Engine):
 
     def __init__(self, model: str, chat_template: str = "none", *, seed: int = 0,
                  tensor_parallel: int = 1, max_model_len: Optional[int] = None,
-                 memory_fraction: Optional[float] = None, enforce_eager: Optional[bool] = None):
+                 memory_fraction: Optional[float] = None, enforce_eager: Optional[bool] = None,
+                 engine_args: Optional[dict] = None):
         super().__init__()
         from vllm import LLM
 
@@ -73,7 +74,9 @@ class VllmEngine(Engine):
         self.model_path = model
         self.errors = EngineErrorCapture()
         try:
-            self.llm = LLM(
+            # The run's engineArgs win over the choices above (the spec refused the keys that
+            # name the model, its seed and its parallelism).
+            self.llm = LLM(**{**dict(
                 model=model,
                 tokenizer=model,
                 seed=seed,
@@ -84,7 +87,7 @@ class VllmEngine(Engine):
                 max_model_len=max_model_len,
                 enforce_eager=enforce_eager,
                 **cpu_scheduling,
-            )
+            ), **(engine_args or {})})
         except Exception as exc:  # noqa: BLE001 - whatever vLLM raised, the stage says it in one line
             raise EngineError(self.errors.describe(exc)) from exc
         self.loads += 1

@@ -8,8 +8,9 @@ read a score 1..10 from the answer:
   (``assessment.scoring``): ``text`` decodes a judgement at ``assessment.temperature`` within
   ``assessment.maxTokens`` and reads it with the run's ``assessment.parse`` rule; ``logprobs``
   reads the expected score from the next-token distribution (scores.logprob_score);
-* ``HttpJudge``: any OpenAI-compatible server (``POST {url}/chat/completions``), the prompt as
-  one user message, greedy, a few tokens; its first number is the score. The API key comes
+* ``HttpJudge``: any OpenAI-compatible server (``POST {url}/chat/completions``) through the
+  openai client, the prompt as one user message, greedy, a few tokens; its first number is the
+  score. Timeout, retries and concurrency are evaluation.judge's. The API key comes
   from the environment variable ``SHEEPDOG_JUDGE_API_KEY`` (the operator fills it from
   ``evaluation.judge.apiKeySecretRef`` by reference; it is never in the stage config).
 
@@ -20,9 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -107,16 +105,32 @@ class SelfJudge:
 
 
 class HttpJudge:
-    """An OpenAI-compatible chat-completions endpoint as the judge."""
+    """An OpenAI-compatible chat-completions endpoint as the judge, through the openai client.
+
+    ``timeout`` bounds one request (seconds), ``max_retries`` is how many times the client
+    tries again after a timeout, a dropped connection, 408, 409, 429 or a 5xx (with its
+    exponential backoff and the server's Retry-After), ``concurrency`` how many requests are in
+    flight at once (evaluation.judge.timeoutSeconds, maxRetries, concurrency)."""
 
     def __init__(self, url: str, model: str, *, api_key: Optional[str] = None, max_tokens: int = 16,
-                 kind: str = "combined", rubric_first: bool = False, timeout: float = 60.0,
-                 retries: int = 3, workers: int = 4):
+                 kind: str = "combined", rubric_first: bool = False, timeout: float = 300.0,
+                 max_retries: int = 2, concurrency: int = 4):
+        from openai import OpenAI
+
         url = url.rstrip("/")
+        # The client appends /chat/completions itself; a URL that names it is accepted too.
+        base = url[: -len("/chat/completions")] if url.endswith("/chat/completions") else url
         self.kind, self.rubric_first = kind, rubric_first
-        self.endpoint = url if url.endswith("/chat/completions") else url + "/chat/completions"
-        self.model, self.api_key, self.max_tokens = model, api_key, max_tokens
-        self.timeout, self.retries, self.workers = timeout, max(1, retries), max(1, workers)
+        self.endpoint = base + "/chat/completions"
+        self.model, self.max_tokens = model, max_tokens
+        self.timeout, self.max_retries, self.concurrency = timeout, max(0, max_retries), max(1, concurrency)
+        # Without a key no Authorization header is sent (a local vLLM server wants none): the
+        # client insists on a key, so it gets a placeholder and each request omits the header.
+        from openai import Omit
+
+        self.client = OpenAI(base_url=base, api_key=api_key or "none", timeout=timeout,
+                             max_retries=self.max_retries)
+        self._headers = None if api_key else {"Authorization": Omit()}
 
     @classmethod
     def from_spec(cls, spec, environ=None) -> "HttpJudge":
@@ -133,62 +147,58 @@ class HttpJudge:
                     f"the environment variable {JUDGE_API_KEY_ENV} is empty; the operator sets it "
                     "from the Secret (locally: export it before `sheepdog run`)")
         return cls(judge_spec.url, judge_spec.model, api_key=key, max_tokens=judge_spec.max_tokens,
-                   kind=spec.assessment.prompt, rubric_first=spec.assessment.rubric_first)
+                   kind=spec.assessment.prompt, rubric_first=spec.assessment.rubric_first,
+                   timeout=judge_spec.timeout_seconds, max_retries=judge_spec.max_retries,
+                   concurrency=judge_spec.concurrency)
 
     def _post(self, prompt: str) -> str:
         return self.chat([{"role": "user", "content": prompt}], self.max_tokens)
 
+    def _map(self, fn, items: Sequence) -> list:
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items))) as pool:
+            return list(pool.map(fn, items))
+
     def chat_many(self, conversations: Sequence[Sequence[dict]], max_tokens: int) -> list[str]:
-        """One greedy completion per conversation (chat messages), a few requests at a time."""
+        """One greedy completion per conversation (chat messages), ``concurrency`` at a time."""
         if not conversations:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(conversations))) as pool:
-            return list(pool.map(lambda messages: self.chat(messages, max_tokens), conversations))
+        return self._map(lambda messages: self.chat(messages, max_tokens), conversations)
 
     def chat(self, messages: Sequence[dict], max_tokens: int) -> str:
         """The text of one greedy chat completion (MT-Bench sends a system and a user message)."""
-        body = json.dumps({
-            "model": self.model,
-            "messages": list(messages),
-            "temperature": 0,
-            "max_tokens": max_tokens,
-        }).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        last = ""
-        for attempt in range(self.retries):
-            req = urllib.request.Request(self.endpoint, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    payload = json.loads(resp.read().decode("utf-8"))
-                break
-            except urllib.error.HTTPError as exc:
-                detail = exc.read()[:300].decode("utf-8", "replace")
-                last = f"HTTP {exc.code} from {self.endpoint}: {detail}"
-                if exc.code not in (408, 409, 429) and exc.code < 500:
-                    raise JudgeError(f"judge endpoint refused the request: {last}") from exc
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                last = f"{self.endpoint}: {getattr(exc, 'reason', exc)}"
-            except ValueError as exc:
-                raise JudgeError(f"judge endpoint {self.endpoint} did not answer JSON: {exc}") from exc
-            if attempt + 1 < self.retries:
-                time.sleep(min(8.0, 0.5 * 2 ** attempt))
-        else:
-            raise JudgeError(f"judge endpoint failed after {self.retries} attempts: {last}")
+        import openai
+
         try:
-            content = payload["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError) as exc:
+            completion = self.client.chat.completions.create(
+                model=self.model, messages=list(messages), temperature=0, max_tokens=max_tokens,
+                extra_headers=self._headers)
+        except openai.APIStatusError as exc:
+            detail = exc.response.text[:300] if exc.response is not None else str(exc)
+            retried = exc.status_code in (408, 409, 429) or exc.status_code >= 500
+            raise JudgeError(
+                f"judge endpoint {self.endpoint}: HTTP {exc.status_code}: {detail}"
+                + (f" (after {self.max_retries + 1} attempts)" if retried else "")) from exc
+        except openai.APITimeoutError as exc:
+            raise JudgeError(f"judge endpoint {self.endpoint}: no answer within {self.timeout:g} s, "
+                             f"{self.max_retries + 1} attempts (evaluation.judge.timeoutSeconds, "
+                             "maxRetries)") from exc
+        except openai.APIConnectionError as exc:
+            raise JudgeError(f"judge endpoint {self.endpoint}: {exc.__cause__ or exc} "
+                             f"(after {self.max_retries + 1} attempts)") from exc
+        except openai.OpenAIError as exc:  # an answer that is no chat completion
+            raise JudgeError(f"judge endpoint {self.endpoint}: {exc}") from exc
+        try:
+            content = completion.choices[0].message.content
+        except (AttributeError, IndexError, TypeError) as exc:
             raise JudgeError(f"judge endpoint {self.endpoint}: no choices[0].message.content in "
-                             f"the answer {str(payload)[:200]!r}") from exc
+                             f"the answer {str(completion)[:200]!r}") from exc
         return content if isinstance(content, str) else ""
 
     def judge(self, pairs: Sequence[Pair], criteria: Sequence[str]) -> list[dict[str, Judgement]]:
         prompts = _prompts(pairs, self.kind, criteria, self.rubric_first)
         if not prompts:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(prompts))) as pool:
-            texts = list(pool.map(self._post, prompts))
+        texts = self._map(self._post, prompts)
         flat = []
         for text in texts:
             score = extract_score(text)

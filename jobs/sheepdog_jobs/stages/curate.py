@@ -109,7 +109,8 @@ def _model_filter(config: StageConfig, candidates: list[dict]):
     # Embeddings come from transformers either way (vLLM would need a second, pooling
     # instance): for density alone, vLLM would only add its start-up time.
     engine = create_engine("transformers" if f.method == "density" else spec.engine,
-                           config.generator_model, spec.model.chat_template, seed=spec.synthesis.random_seed)
+                           config.generator_model, spec.model.chat_template, seed=spec.synthesis.random_seed,
+                           engine_args=spec.engine_args)
     try:
         template = response_template(spec.synthesis, config.iteration)  # the prompt the pairs answered
         result = apply_model_filter(f.method, candidates, engine, ppl_max=f.ppl_max, clusters=f.clusters,

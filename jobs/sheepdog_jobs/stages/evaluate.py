@@ -152,11 +152,15 @@ def _fingerprint(cfg: StageConfig, files: dict[str, str]) -> str:
     spec = cfg.spec
     parts: dict[str, Any] = {
         "stage": "evaluate",
-        "evaluation": spec.evaluation.model_dump(mode="json", by_alias=True),
+        # how the judge is reached (timeout, retries, concurrency) does not change a score
+        "evaluation": spec.evaluation.model_dump(
+            mode="json", by_alias=True, exclude={"judge": {"timeout_seconds", "max_retries", "concurrency"}}),
         "chatTemplate": spec.model.chat_template,
         "responsePrompt": _template(cfg),
         "engine": spec.engine,
         "model": storage.model_identity(cfg.model_out),
+        # only when set, so that the fingerprints of runs without them stay as they were
+        **({"engineArgs": spec.engine_args} if spec.engine_args else {}),
     }
     if "heldout" in spec.evaluation.suites:
         parts["assessment"] = spec.assessment.model_dump(mode="json", by_alias=True)
@@ -186,7 +190,8 @@ def _make_engine(cfg: StageConfig):
 
     spec = cfg.spec
     return create_engine(spec.engine, cfg.model_out, spec.model.chat_template,
-                         tensor_parallel=max(1, spec.stages.evaluate.gpus), seed=spec.synthesis.random_seed)
+                         tensor_parallel=max(1, spec.stages.evaluate.gpus), seed=spec.synthesis.random_seed,
+                         engine_args=spec.engine_args)
 
 
 def _greedy(engine, prompts, max_tokens: int, seed: int):

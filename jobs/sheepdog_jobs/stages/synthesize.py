@@ -366,6 +366,9 @@ class Synthesis:
             "chatTemplate": self.spec.model.chat_template,
             "examplesPerRequest": k, "synthesis": settings_dump(s, ADDED_SYNTHESIS),
             "stop": self.stop_strings(), "dropLast": s.drop_last_item,
+            # dtype or quantization change the samples; only when set, so that the
+            # fingerprints of runs without engineArgs stay as they were
+            **({"engineArgs": self.spec.engine_args} if self.spec.engine_args else {}),
         }
         self.fp = {"instructions": storage.fingerprint(base, [self.seed_file])}
         if self.judge_model != self.config.generator_model and a.criteria:
@@ -440,6 +443,7 @@ class Synthesis:
                 self.engine_name, model, self.spec.model.chat_template,
                 seed=self.spec.synthesis.random_seed,
                 tensor_parallel=self.spec.stages.synthesize.tensor_parallel,
+                engine_args=self.spec.engine_args,
             )
             # Imports included: that is what a stage start costs.
             self.engine.load_seconds = time.monotonic() - started

@@ -188,7 +188,8 @@ def run(config: StageConfig) -> dict:
     # What decides the trained weights; reportTo and checkpointEvery do not.
     # gradientCheckpointing recomputes the same activations (dropout's RNG state restored): no
     # weight changes, so it is not part of the fingerprint.
-    training = settings_dump(t, ("prompt", "output_suffix", "attn_implementation", "packing"),
+    training = settings_dump(t, ("prompt", "output_suffix", "attn_implementation", "packing",
+                                 "trainer_args", "quantization"),
                              exclude={"report_to", "checkpoint_every", "tracking_uri", "gradient_checkpointing"})
     fp = storage.fingerprint(
         {"stage": "train", "iteration": config.iteration, "training": training,
@@ -213,6 +214,7 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     from sheepdog_jobs.training import checkpoints, tracking
     from sheepdog_jobs.training.options import (OptionError, PackedCollator, attention_implementation,
                                                 deepspeed_config, pack)
+    from sheepdog_jobs.training import quantization
     from sheepdog_jobs.training.progress import StepLog
 
     t, seed = config.spec.training, config.spec.synthesis.random_seed
@@ -220,7 +222,8 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     cuda = torch.cuda.is_available()
     try:
         attn = attention_implementation(t.attn_implementation, cuda)
-    except OptionError as exc:
+        quantization.check(t.quantization, cuda)
+    except (OptionError, quantization.QuantizationError) as exc:
         raise StageError(str(exc)) from None
     precision = _precision(torch, t.precision)
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
@@ -245,7 +248,8 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     tracking.prepare_env(t.report_to, out, config.run, config.iteration)
     # Built before the model: with ZeRO-3 its DeepSpeed config makes from_pretrained load
     # under zero.Init, so each rank only ever holds its partition.
-    args = TrainingArguments(
+    # training.trainerArgs go last and win (the spec refused the keys sheepdog sets itself).
+    args = TrainingArguments(**{**dict(
         output_dir=str(ckpt_dir), seed=seed, data_seed=derive_seed(seed, config.iteration, "order"),
         per_device_train_batch_size=t.per_device_batch_size, per_device_eval_batch_size=t.per_device_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation, num_train_epochs=t.epochs,
@@ -263,7 +267,7 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
         report_to=tracking.trainer_reports(t.report_to), run_name=f"{config.run}-iteration-{config.iteration}",
         remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=cuda,
         accelerator_config={"use_configured_state": True},  # _distributed_state's
-    )
+    ), **t.trainer_args})
     if precision == "bf16" and not cuda:
         # transformers refuses bf16=True without a GPU unless use_cpu, which turns DeepSpeed
         # off; DeepSpeed itself trains in bf16 on a CPU that has it, so tell it directly.
@@ -279,10 +283,13 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
             log.warning("train: ignoring incomplete checkpoint %s", d.name)
 
     torch.manual_seed(seed)  # the LoRA initialisation
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     model = AutoModelForCausalLM.from_pretrained(
-        config.base_model, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32),
-        attn_implementation=attn)
+        config.base_model, dtype=dtype, attn_implementation=attn,
+        **quantization.load_kwargs(t.quantization, dtype, t.zero_stage,
+                                   torch.cuda.current_device() if cuda else None))
     model.config.use_cache = False
+    model = quantization.prepare(model, t.quantization, t.gradient_checkpointing)
     lora = LoraConfig(r=t.lora.rank, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
                       target_modules=t.lora.target_modules, task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
@@ -303,6 +310,8 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
              f" in {len(train_ex)} packed rows" if t.packing else "", len(val_ex), too_long, steps, t.zero_stage,
              precision, world, effective, " rows" if t.packing else "", attn,
              "on" if t.gradient_checkpointing else "off", f", resuming from {resume.name}" if resume else "")
+    if t.quantization != "none" or t.trainer_args:
+        log.info("train: quantization %s, trainerArgs %s", t.quantization, t.trainer_args or "none")
 
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)

@@ -720,8 +720,6 @@ class RunSpec(Model):
                 cel_fields(SYNTHESIZE_TP_RULE, SYNTHESIZE_TP_MESSAGE),
                 cel_fields(EVALUATE_TP_RULE, EVALUATE_TP_MESSAGE),
                 cel("self.training.quantization != '4bit' || self.stages.train.gpus > 0", QLORA_NEEDS_GPU),
-                cel("!has(self.engineArgs) || size(self.engineArgs) == 0 || self.engine != 'transformers'",
-                    ENGINE_ARGS_NEED_VLLM),
             ]
         },
     )

@@ -71,6 +71,26 @@ def rules_of(role: dict) -> dict[tuple[str, str], set[str]]:
     return out
 
 
+def operator_cluster_roles(docs: list[dict]) -> list[dict]:
+    """The ClusterRoles of the operator: those without the user-role aggregation labels."""
+    return [r for r in find(docs, "ClusterRole")
+            if not any(k.startswith(AGGREGATE) for k in r["metadata"].get("labels") or {})]
+
+
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+RUN_READ = {"get", "list", "watch"}
+# The users' roles (templates/user-roles.yaml): name suffix -> (rules, aggregation labels).
+USER_ROLES = {
+    "edit": ({("sheepdog.dev", "selfalignmentruns"): RUN_READ | {"create", "update", "patch", "delete",
+                                                                  "deletecollection"},
+              ("sheepdog.dev", "selfalignmentruns/status"): RUN_READ},
+             {AGGREGATE + "edit", AGGREGATE + "admin"}),
+    "view": ({("sheepdog.dev", "selfalignmentruns"): RUN_READ,
+              ("sheepdog.dev", "selfalignmentruns/status"): RUN_READ},
+             {AGGREGATE + "view"}),
+}
+
+
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[dict]]:
     return {name: render(values) for name, values in VALUE_SETS.items()}
@@ -215,7 +235,7 @@ def test_cluster_wide_rbac(rendered):
     (leader_binding,) = find(docs, "RoleBinding")
     assert leader_binding["roleRef"]["name"] == leader["metadata"]["name"]
     assert not find(render({"operator": {"leaderElection": False, "replicas": 1}}), "Role")
-    (role,) = find(docs, "ClusterRole")
+    (role,) = operator_cluster_roles(docs)
     assert rules_of(role) == {**NAMESPACED_RULES, **CLUSTER_READ_RULES}
     (binding,) = find(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
@@ -236,10 +256,29 @@ def test_namespaced_rbac(rendered):
     for b in bindings:
         assert b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": roles[0]["metadata"]["name"]}
     # Cluster-scoped: only the CRD read Kopf's discovery needs, never the namespaced rules.
-    (cr,) = find(docs, "ClusterRole")
+    (cr,) = operator_cluster_roles(docs)
     assert rules_of(cr) == CLUSTER_READ_RULES
     (crb,) = find(docs, "ClusterRoleBinding")
     assert crb["roleRef"]["name"] == cr["metadata"]["name"]
+
+
+@pytest.mark.parametrize("name", ["defaults", "namespaced"])
+def test_user_roles_aggregate_into_edit_and_view(rendered, name):
+    """<fullname>-edit and -view: only SelfAlignmentRuns, view read-only, labelled so the
+    API server folds them into the built-in roles; no binding (the cluster's own bindings to
+    edit/view/admin carry them)."""
+    docs = rendered[name]
+    users = {r["metadata"]["name"]: r for r in find(docs, "ClusterRole")}
+    for suffix, (rules, labels) in USER_ROLES.items():
+        role = users.pop(f"sd-sheepdog-{suffix}")
+        assert rules_of(role) == rules, suffix
+        assert {k for k, v in role["metadata"]["labels"].items() if k.startswith(AGGREGATE) and v == "true"} == labels
+    assert all(not k.startswith(AGGREGATE) for r in users.values() for k in r["metadata"]["labels"]), \
+        "the operator's own roles must not aggregate into users' roles"
+    bound = {b["roleRef"]["name"] for b in find(docs, "ClusterRoleBinding") + find(docs, "RoleBinding")}
+    assert not bound & {"sd-sheepdog-edit", "sd-sheepdog-view"}
+    off = render({"rbac": {"create": True, "userRoles": False}})
+    assert [r["metadata"]["name"] for r in find(off, "ClusterRole")] == ["sd-sheepdog"]
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))

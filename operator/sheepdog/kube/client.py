@@ -45,84 +45,13 @@ class KubeApi(Protocol):
     def create(self, namespace: str, obj: Obj) -> Optional[Obj]: ...
     def get_job(self, namespace: str, name: str) -> Optional[Obj]: ...
     def suspend_job(self, namespace: str, name: str, suspend: bool) -> None: ...
-    # leases (leader election) --------------------------------------------------------------
-
-    def _lease(self, namespace: str, name: str = "") -> str:
-        return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases" + (f"/{name}" if name else "")
-
-    def get_lease(self, namespace: str, name: str) -> Optional[Obj]:
-        try:
-            return self.request("GET", self._lease(namespace, name))
-        except NotFound:
-            return None
-
-    def create_lease(self, namespace: str, name: str, spec: Obj) -> Optional[Obj]:
-        """The created Lease, or None when another replica created it first."""
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "namespace": namespace}, "spec": spec}
-        try:
-            return self.request("POST", self._lease(namespace), body=body)
-        except Conflict:
-            return None
-
-    def replace_lease(self, lease: Obj, spec: Obj) -> Optional[Obj]:
-        """Write `spec` over the Lease as read (its resourceVersion): None when it changed since."""
-        meta = lease["metadata"]
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": meta["name"], "namespace": meta["namespace"],
-                             "resourceVersion": meta["resourceVersion"]}, "spec": spec}
-        try:
-            return self.request("PUT", self._lease(meta["namespace"], meta["name"]), body=body)
-        except Conflict:
-            return None
-
-    def delete_run(self, namespace: str, name: str, uid: str) -> bool:
-        """Delete the run of that uid (its Jobs go through their ownerReferences); False when it
-        was gone already or is another run of the same name."""
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
-                "preconditions": {"uid": uid}}
-        try:
-            self.request("DELETE", f"{self._runs(namespace)}/{name}", body=body)
-        except (NotFound, Conflict):
-            return False
-        return True
-
     def delete_job(self, namespace: str, name: str, uid: Optional[str] = None) -> bool: ...
-    # leases (leader election) --------------------------------------------------------------
-
-    def _lease(self, namespace: str, name: str = "") -> str:
-        return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases" + (f"/{name}" if name else "")
-
-    def get_lease(self, namespace: str, name: str) -> Optional[Obj]:
-        try:
-            return self.request("GET", self._lease(namespace, name))
-        except NotFound:
-            return None
-
-    def create_lease(self, namespace: str, name: str, spec: Obj) -> Optional[Obj]:
-        """The created Lease, or None when another replica created it first."""
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "namespace": namespace}, "spec": spec}
-        try:
-            return self.request("POST", self._lease(namespace), body=body)
-        except Conflict:
-            return None
-
-    def replace_lease(self, lease: Obj, spec: Obj) -> Optional[Obj]:
-        """Write `spec` over the Lease as read (its resourceVersion): None when it changed since."""
-        meta = lease["metadata"]
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": meta["name"], "namespace": meta["namespace"],
-                             "resourceVersion": meta["resourceVersion"]}, "spec": spec}
-        try:
-            return self.request("PUT", self._lease(meta["namespace"], meta["name"]), body=body)
-        except Conflict:
-            return None
-
     def delete_run(self, namespace: str, name: str, uid: str) -> bool: ...
+    def get_lease(self, namespace: str, name: str) -> Optional[Obj]: ...
+    def create_lease(self, namespace: str, name: str, spec: Obj) -> Optional[Obj]: ...
+    def replace_lease(self, lease: Obj, spec: Obj) -> Optional[Obj]: ...
     def replace_run_status(self, run: Obj, status: Obj) -> Obj: ...
     def create_event(self, namespace: str, event: Obj) -> bool: ...
-
 
 def load_config(kubeconfig: Optional[str] = None, context: Optional[str] = None) -> None:
     """KUBECONFIG (or ~/.kube/config) when present, else the in-cluster service account."""

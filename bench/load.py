@@ -334,7 +334,7 @@ def main() -> int:
         n_nodes = len(cluster.get_json("nodes", "-l", "sheepdog.dev/gpu-node=true")["items"])
         say(f"control plane up after {time.monotonic() - t_setup:.1f}s with {n_nodes} Ready GPU nodes")
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/selfalignmentruns.sheepdog.dev")
+        cluster.wait_established("selfalignmentruns.sheepdog.dev")  # kubectl wait fails on a CRD without conditions yet
         cluster.wait_for("CRD discovery", lambda: cluster.kubectl("get", "selfalignmentruns", "-A", check=False).returncode == 0)
         ns = "bench"
         cluster.kubectl("create", "namespace", ns)

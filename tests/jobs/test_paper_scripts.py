@@ -271,19 +271,25 @@ def test_paper_file_two_iterations_prompt_samples(tmp_path, make_config, scripts
 
 # ---- evaluate: the model of iteration N is asked in iteration N+1's template ----------------
 @pytest.mark.parametrize("iteration,chatml", [(0, False), (1, True)])
-def test_evaluate_asks_in_the_evaluated_models_template_and_samples_it(tmp_path, iteration, chatml):
+def test_evaluate_asks_in_the_evaluated_models_template_and_samples_it(tmp_path, monkeypatch, iteration, chatml):
     from dataclasses import replace
 
     from .test_evaluate_stage import ScriptedEngine, make_config as eval_config
+    from sheepdog_jobs.stages import evaluate as evaluate_stage
     from sheepdog_jobs.stages.evaluate import run as evaluate
 
-    cfg = eval_config(tmp_path, {"suites": ["ifeval-smoke"], "limit": 4},
+    # Reporting the metrics to MLflow imports transformers' trainer (a minute on a busy
+    # machine) and is not what this test checks.
+    monkeypatch.setattr(evaluate_stage, "_report_evaluation", lambda cfg, finite: None)
+
+    # heldout (the shipped set) rather than an IFEval suite: its checkers cost a minute to load
+    cfg = eval_config(tmp_path, {"suites": ["heldout"], "limit": 4},
                       synthesis={"laterResponsePrompt": PAPER["synthesis"]["laterResponsePrompt"]})
     cfg = cfg.model_copy(update={"iteration": iteration, "out_dir": str(tmp_path / f"i{iteration}" / "evaluate")}) \
         if hasattr(cfg, "model_copy") else replace(cfg, iteration=iteration)
     evaluate(cfg, engine=ScriptedEngine(lambda p: "ok"))
     lines = [json.loads(x) for x in (Path(cfg.out_dir) / SAMPLE_FILE).read_text().splitlines()]
-    assert len(lines) == 3 and {x["phase"] for x in lines} == {"evaluate:ifeval-smoke"}
+    assert len(lines) == 3 and {x["phase"] for x in lines} == {"evaluate:heldout"}
     assert all(x["model"] == cfg.model_out and x["iteration"] == iteration and x["output"] == "ok" for x in lines)
     prompt = lines[0]["prompt"]
     if chatml:

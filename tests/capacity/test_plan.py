@@ -48,10 +48,14 @@ def test_paper_setting_on_8x80gb():
     assert train["memoryGiBPerRankWithCheckpointing"] < train["memoryGiBPerRankWithoutCheckpointing"] / 2
     assert plan["stages"]["curate"]["gpus"] == 0 and plan["stages"]["curate"]["fits"]
     assert plan["fits"] and fit_problems(plan) == []
-    # judging 20k pairs at 1000 tokens each is most of synthesize's time (issue 22)
-    phases = syn["phases"]
+    # assessment.decode score (default): 16 tokens a judgement, 10 % decoded again to 1000
+    assert syn["phases"]["assessments"]["decodeTokens"] == 10000 * 2 * (16 + 100)
+    # judging 20k pairs at 1000 tokens each (decode full) is most of synthesize's time (issue 22)
+    full = plan_run(paper_spec(**{"assessment.decode": "full"}), QWEN)["stages"]["synthesize"]
+    phases = full["phases"]
     assert phases["assessments"]["decodeTokens"] == 10000 * 2 * 1000
     assert phases["assessments"]["seconds"] > phases["responses"]["seconds"]
+    assert full["gpuHoursPerIteration"] > 2 * syn["gpuHoursPerIteration"]
 
 
 def test_a_stage_that_cannot_fit_is_refused_with_its_numbers():

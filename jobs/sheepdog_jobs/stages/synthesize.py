@@ -50,6 +50,7 @@ from typing import Callable, Iterable, Optional
 from sheepdog.stage_config import StageConfig
 from sheepdog_jobs import samples, storage
 from sheepdog_jobs.engines import Engine, create_engine, resolve_engine
+from sheepdog_jobs.judgement_decode import generate_judgements
 from sheepdog_jobs.parsing import INSTRUCTION_PARSERS, SCORE_PARSERS
 from sheepdog_jobs.prompts import (build_assessment_prompt, build_instruction_request, build_response_prompt,
                                    response_template)
@@ -73,7 +74,9 @@ CHUNK = {"vllm": 512, "transformers": 16}  # instructions per unit in phases B a
 PLAN = "plan.json"
 # Settings added after runs were fingerprinted: left out of a fingerprint while at their default.
 ADDED_SYNTHESIS = ("later_response_prompt", "response_stop", "instruction_parser", "dedup_scope", "dedup_window")
-ADDED_ASSESSMENT = ("prompt_tail",)
+# decode: "score" gives the scores of "full" (judgement_decode), so runs from before it keep
+# their fingerprints (and their full-length judgements).
+ADDED_ASSESSMENT = ("prompt_tail", "decode", "score_max_tokens")
 SAMPLES_DIR = "samples"  # one file per phase, written by the worker that computes its first unit
 POLL_ENV, STALE_ENV = "SHEEPDOG_SHARD_POLL_SECONDS", "SHEEPDOG_CLAIM_STALE_SECONDS"
 
@@ -582,10 +585,14 @@ class Synthesis:
                                            rubric_first=a.rubric_first, tail=a.prompt_tail) for r, c in jobs]
         engine = self.get_engine(self.judge_model)
         if a.scoring == "text":
-            outs = engine.generate(prompts, temperature=a.temperature, top_p=self.spec.synthesis.top_p,
-                                   max_tokens=a.max_tokens,
-                                   seed=[derive_seed(self.spec.synthesis.random_seed, it, "assess", c, r["id"])
-                                         for r, c in jobs])
+            # parse strict reads the leading number: decode: score stops there (judgement_decode)
+            outs, cost = generate_judgements(
+                engine, prompts, temperature=a.temperature, top_p=self.spec.synthesis.top_p,
+                max_tokens=a.max_tokens, decode=a.decode if a.parse == "strict" else "full",
+                score_max_tokens=a.score_max_tokens,
+                seeds=[derive_seed(self.spec.synthesis.random_seed, it, "assess", c, r["id"]) for r, c in jobs])
+            log.info("assessments: %d judgements, %d decoded again in full, %d tokens", len(outs),
+                     cost["fullDecodes"] if cost["shortDecodes"] else 0, cost["judgementTokens"])
             if first:
                 self.write_phase_samples("assessments", self.judge_model, prompts, outs,
                                          phases=[f"assessment:{c}" for _, c in jobs])

@@ -188,6 +188,16 @@ class AssessmentSpec(Model):
     )
     temperature: float = Field(1.0, ge=0, le=5, description="Sampling temperature of text judgements (paper: 1).")
     max_tokens: int = Field(1000, ge=1, le=32768, description="Token budget of a text judgement (paper: 1000).")
+    decode: Literal["score", "full"] = Field(
+        "score",
+        description="How far a text judgement is decoded with parse strict. score: until '||' or "
+        "scoreMaxTokens tokens, and to maxTokens only where the score cannot be read yet: the "
+        "same scores as full for the same seed at a small part of the tokens; full: to maxTokens "
+        "(the authors' scripts; exact reproduction of the judgement texts). parse firstNumber "
+        "always decodes in full.",
+    )
+    score_max_tokens: int = Field(16, ge=1, le=4096, description="Token budget of the first, short "
+                                  "decode of a text judgement (decode: score).")
     rubric_first: bool = Field(
         False,
         description="Put the rubric before the pair so it is a shared prefix for prefix caching "

@@ -38,6 +38,7 @@ ASSUMPTIONS = {
     "instructionTokens": 100,         # an instruction (with input) in a response prompt
     "rubricTokens": 400,              # an assessment prompt without the pair
     "bytesPerToken": 4,               # stored text (UTF-8, JSON), for the data's size
+    "judgementsDecodedAgain": 0.1,    # assessment.decode score: share decoded again in full
 }
 
 
@@ -137,7 +138,12 @@ def _engine_stage(spec: RunSpec, shape: ModelShape, stage: str, gpu: str) -> dic
     requests = min(spec.synthesis.max_requests or n, math.ceil(n / ASSUMPTIONS["keptInstructionsPerRequest"]))
     judged = n * len(a.criteria)
     prompt_a = ASSUMPTIONS["instructionTokens"] + spec.seed.examples_per_request * ASSUMPTIONS["seedExampleTokens"]
-    judge_decode = a.max_tokens if a.scoring == "text" else 0
+    judge_decode = 0
+    if a.scoring == "text":
+        judge_decode = a.max_tokens
+        if a.parse == "strict" and a.decode == "score" and a.score_max_tokens < a.max_tokens:
+            # a short decode each, and a full one again where the score is not readable yet
+            judge_decode = a.score_max_tokens + round(ASSUMPTIONS["judgementsDecodedAgain"] * a.max_tokens)
     phases = {
         "instructions": {"requests": requests, "promptTokens": requests * prompt_a, "decodeTokens": requests * s.max_tokens},
         "responses": {"requests": n, "promptTokens": n * ASSUMPTIONS["instructionTokens"], "decodeTokens": n * s.max_tokens},
@@ -161,7 +167,9 @@ def _engine_stage(spec: RunSpec, shape: ModelShape, stage: str, gpu: str) -> dic
         formula="per phase: decodeTokens / decode tokens/s + promptTokens x 2 N / (tensorParallel x peak "
                 "FLOP/s x prefillMfu); decode tokens/s = running x bandwidth x decodeBandwidthEfficiency / "
                 "(weights / tensorParallel + running x seqLen/2 x KV bytes per token); GPU-hours = seconds x "
-                "gpus (shards split the work, not the total); every request decodes its whole budget",
+                "gpus (shards split the work, not the total); every request decodes its whole budget "
+                "(a judgement with assessment.decode score: scoreMaxTokens, plus maxTokens for the "
+                "judgementsDecodedAgain share)",
     )
     return out
 
@@ -324,7 +332,7 @@ def format_plan(plan: dict) -> str:
     lines += ["", f"storage: {st['totalGiB']} GiB{claim} (base {st['baseGiB']} + {st['iterationsStored']} x "
               f"({st['modelsGiBPerIteration']} models + {st['dataGiBPerIteration']} data) + "
               f"{st['checkpointsGiB']} checkpoints)",
-              f"GPU-hours per iteration: {plan['gpuHoursPerIteration']} (upper bound; formulas and assumptions: "
+              f"GPU-hours per iteration: {plan['gpuHoursPerIteration']} (an estimate; formulas and assumptions: "
               "--output json)",
               f"every stage fits: {'yes' if plan['fits'] else 'NO'}"]
     return "\n".join(lines) + "\n"

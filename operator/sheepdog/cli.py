@@ -11,7 +11,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from sheepdog import __version__
 
@@ -31,7 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         result = run_local(args.run_file, args.workdir, retry_failed=args.retry_failed, plot=not args.no_plot,
-                           overrides=args.set)
+                           overrides=args.set, verbose=args.verbose)
     except (RunSpecError, InputError) as err:
         _error(str(err))
         return EXIT_INVALID
@@ -207,6 +207,27 @@ def cmd_status(args: argparse.Namespace) -> int:
 # --- sheepdog report --------------------------------------------------------------------------
 
 
+def _cluster_run(args: argparse.Namespace, command: str) -> tuple[Any, Optional[dict], int]:
+    """(a Kube client, the run args.run in args.namespace, 0), or (None, None, the exit code)
+    after one clear line: the extra not installed, no kubeconfig, unreachable, forbidden, no run."""
+    try:
+        from sheepdog.kube.client import Kube, load_config
+    except ImportError as err:
+        _error(f"{command} needs the extra sheepdog[operator] (kubernetes): {err}")
+        return None, None, EXIT_INVALID
+    try:
+        load_config(args.kubeconfig, args.context)
+        kube = Kube()
+        obj = kube.get_run(args.namespace, args.run)
+    except Exception as err:  # noqa: BLE001 - no kubeconfig, unreachable or forbidden: one clear line
+        _error(f"{command}: cannot read SelfAlignmentRun {args.namespace}/{args.run}: {type(err).__name__}: {err}")
+        return None, None, EXIT_FAILED
+    if obj is None:
+        _error(f"{command}: no SelfAlignmentRun {args.run} in namespace {args.namespace}")
+        return None, None, EXIT_INVALID
+    return kube, obj, 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """A cluster run's report: its status read from the API server, printed and drawn as
     `sheepdog run` does for a local run."""
@@ -214,20 +235,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from sheepdog.local.report import format_report, report_of
     from sheepdog.reporting.plot import plot_report
 
-    try:
-        from sheepdog.kube.client import Kube, load_config
-    except ImportError as err:
-        _error(f"report needs the extra sheepdog[operator] (kubernetes): {err}")
-        return EXIT_INVALID
-    try:
-        load_config(args.kubeconfig, args.context)
-        obj = Kube().get_run(args.namespace, args.run)
-    except Exception as err:  # noqa: BLE001 - no kubeconfig, unreachable or forbidden: one clear line
-        _error(f"report: cannot read SelfAlignmentRun {args.namespace}/{args.run}: {type(err).__name__}: {err}")
-        return EXIT_FAILED
+    _, obj, code = _cluster_run(args, "report")
     if obj is None:
-        _error(f"report: no SelfAlignmentRun {args.run} in namespace {args.namespace}")
-        return EXIT_INVALID
+        return code
     report = report_of(args.run, RunStatus.model_validate(obj.get("status") or {}))
     if args.json:
         print(json.dumps(report, indent=2))
@@ -236,6 +246,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not args.no_plot and plot_report(report, Path(args.plot)):
         print(f"plot: {args.plot}")
     return EXIT_FAILED if report.get("phase") == "Failed" else EXIT_OK
+
+
+# --- sheepdog retry ---------------------------------------------------------------------------
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    """Resume a Failed cluster run from the stage that failed: a new token in the run's
+    annotation sheepdog.dev/retry, which the operator acts on once (kube/retry_request.py)."""
+    kube, obj, code = _cluster_run(args, "retry")
+    if obj is None:
+        return code
+    from sheepdog.kube.retry_request import RETRY_ANNOTATION, failed_at, new_token, refusal, retry_patch
+
+    why = refusal(obj)
+    if why is not None:
+        _error(f"retry: {args.namespace}/{args.run}: {why}")
+        return EXIT_INVALID
+    token = new_token()
+    try:
+        kube.patch_run(args.namespace, args.run, retry_patch(token))
+    except Exception as err:  # noqa: BLE001 - no kubeconfig, unreachable or forbidden: one clear line
+        _error(f"retry: cannot annotate SelfAlignmentRun {args.namespace}/{args.run}: {type(err).__name__}: {err}")
+        return EXIT_FAILED
+    print(f"retry requested ({RETRY_ANNOTATION}={token}): the operator resumes the run from "
+          f"{failed_at(obj)}\nwatch it: kubectl get sar {args.run} -n {args.namespace} -w")
+    return EXIT_OK
 
 
 # --- sheepdog export --------------------------------------------------------------------------
@@ -345,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "paths are looked up here first, then beside the run file")
     p.add_argument("--retry-failed", action="store_true", help="retry the stage that failed the run")
     p.add_argument("--no-plot", action="store_true", help="do not write report.png")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="show every stage's output here too (it is always in i<N>/<stage>.log)")
     _add_set_option(p)
     p.set_defaults(func=cmd_run)
 
@@ -381,6 +419,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", action="store_true", help="print the first prompts each synthesize phase and "
                    "evaluate sent, exactly, and the model that answered (prompts.sample.jsonl)")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("retry", help="resume a Failed run on a cluster from the stage that failed")
+    p.add_argument("run", metavar="RUN", help="the SelfAlignmentRun's name")
+    p.add_argument("--namespace", "-n", default="default")
+    p.add_argument("--kubeconfig", help="default: KUBECONFIG or ~/.kube/config")
+    p.add_argument("--context", help="the kubeconfig context (default: its current one)")
+    p.set_defaults(func=cmd_retry)
 
     p = sub.add_parser("report", help="print and plot the report of a run on a cluster")
     p.add_argument("run", metavar="RUN", help="the SelfAlignmentRun's name")

@@ -125,6 +125,26 @@ def test_longest_names_fit_kubernetes_limits() -> None:
     assert len(hostname) <= 63
 
 
+def test_a_retried_stage_is_a_new_job_labelled_with_its_retry() -> None:
+    """recovery_policy: the K-th retry of a failed stage is the Job `<job>-r<K>`, labelled
+    sheepdog.dev/retry=K (how observe tells it from the failed Job), within the name limits."""
+    from sheepdog.planner.actions import stage_name
+
+    spec = make_spec(stages={"train": {"nodes": 2}})
+    assert jobs.job_name("r", 3, "train", 2) == "r-i3-train-r2" == stage_name("r", 3, "train", 2)
+    svc, job = jobs.build_stage_objects(RUN, NS, UID, spec, config_for(spec, "train"), None, 1)
+    assert job["metadata"]["name"] == f"{RUN}-i1-train-r1" and job["metadata"]["labels"]["sheepdog.dev/retry"] == "1"
+    assert svc["metadata"]["name"] == f"{RUN}-i1-train-r1-rdzv"
+    assert pod_of(job)["subdomain"] == svc["metadata"]["name"]
+    assert f"--rdzv-endpoint={RUN}-i1-train-r1-0.{RUN}-i1-train-r1-rdzv:29500" in container_of(job)["command"]
+    assert "sheepdog.dev/retry" not in build(spec, "train")["metadata"]["labels"]  # the first Job
+    run = "r" + "x" * 39  # 40: the CRD's limit
+    for stage in STAGES:
+        assert len(jobs.job_name(run, 100, stage, 99)) <= 63
+    assert len(f"{jobs.job_name(run, 100, 'train', 99)}-rdzv") <= 63  # the Service, DNS-1035
+    assert len(f"{jobs.job_name(run, 100, 'train', 99)}-255") <= 63  # an Indexed pod's hostname
+
+
 def test_config_of_another_run_is_refused() -> None:
     spec = make_spec()
     with pytest.raises(ValueError):

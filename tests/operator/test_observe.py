@@ -85,6 +85,19 @@ def test_recorded_outcome_does_not_need_pods_again():
     assert not obs.needs_pods(job(active=1), {})
 
 
+def test_the_failed_job_of_a_retried_stage_needs_no_pods_and_its_retry_is_observed():
+    """After a retry request (recovery_policy) the failed Job stays; its pods are not read again
+    at every reconcile, and the new Job's observation says which retry it is."""
+    status = {"iterations": [{"iteration": 1, "stages": {"synthesize": {"phase": "Pending", "retries": 1}}}]}
+    failed = job(failed=3, conditions=[cond("Failed", "BackoffLimitExceeded")])
+    assert not obs.needs_pods(failed, status)
+    assert obs.needs_pods(failed, {})  # a failure not recorded yet is read
+    retried = job(name="r-i1-synthesize-r1", failed=1, conditions=[cond("Failed", "BackoffLimitExceeded")])
+    retried["metadata"]["labels"][obs.LABEL_RETRY] = "1"
+    assert obs.needs_pods(retried, status)
+    assert [o.retry for o in obs.observe([failed, retried], status, [])] == [0, 1]
+
+
 def test_failed_job_message_has_condition_and_last_pod():
     j = job(failed=3, conditions=[cond("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")])
     pods = [

@@ -64,8 +64,14 @@ def test_failed_create_event_names_why_no_pod_exists():
         {"reason": "SuccessfulCreate", "lastTimestamp": "2026-01-01T00:00:10Z", "message": "Created pod"},
     ]
     s = stuck.job_stuck(job(), [], events)
-    assert s.reason == "PodsNotCreated" and "exceeded quota: gpus" in s.message
+    # a ResourceQuota's refusal is a wait for capacity (stuck_policy: capacityTimeout)
+    assert s.reason == "QuotaExceeded" and "exceeded quota: gpus" in s.message
     assert s.since == "2026-01-01T00:00:01Z"  # the Job's start: no pod was ever created
+    # any other refusal (Pod Security, a webhook, a policy) needs a person: PodsNotCreated
+    denied = [{"reason": "FailedCreate", "lastTimestamp": "2026-01-01T00:00:09Z",
+               "message": 'Error creating: pods "x" is forbidden: violates PodSecurity "restricted:latest"'}]
+    s = stuck.job_stuck(job(), [], denied)
+    assert s.reason == "PodsNotCreated" and "violates PodSecurity" in s.message
     # with a pod running, an old FailedCreate says nothing
     assert stuck.job_stuck(job(active=1, ready=1), [], events) is None
 

@@ -4,9 +4,9 @@ One operator and one namespace for the whole module; every run is applied at the
 states develop side by side and the module stays short:
 
   big       a GPU request larger than any node (16 > 8): the real scheduler's Unschedulable,
-            then pendingTimeout 20s fails the stage with that reason
+            a wait for capacity: only its capacityTimeout 20s fails the stage with that reason
   quota     a ResourceQuota (scoped to a PriorityClass only this run uses) forbids its pods:
-            FailedCreate -> PodsNotCreated with the quota's message
+            FailedCreate -> QuotaExceeded with the quota's message
   policy    a ValidatingAdmissionPolicy denies its pods (what a webhook or Pod Security does):
             FailedCreate -> PodsNotCreated with the policy's message
   queued    spec.scheduling.queueName: the Job is created suspended and no Kueue admits it
@@ -106,7 +106,9 @@ def setup(cluster, crd, tmp_path_factory):
         extra = kw.pop("extra_annotations", None)
         manifest = run_manifest(name, ns, iterations=1, extra_annotations=extra, **kw)
         if name == "big":
-            manifest["spec"]["stages"]["synthesize"]["pendingTimeout"] = "20s"
+            # a capacity wait: a short pendingTimeout must not fail it, capacityTimeout does
+            manifest["spec"]["stages"]["synthesize"]["pendingTimeout"] = "1s"
+            manifest["spec"]["stages"]["synthesize"]["capacityTimeout"] = "20s"
         if name == "invalid":
             manifest["spec"]["stages"]["synthesize"]["resources"] = {"requests": {"cpu": "-1"}}
         cluster.apply(manifest)
@@ -157,14 +159,14 @@ def test_a_gpu_request_larger_than_any_node_is_unschedulable_then_times_out(setu
     cluster, ns, _ = setup
     assert_stuck(setup, "big", "Unschedulable", "Insufficient nvidia.com/gpu")
     st = wait_reason(cluster, ns, "big", ("StageFailed",))
-    assert st["phase"] == "Failed" and "pendingTimeout 20s" in st["message"], st
+    assert st["phase"] == "Failed" and "capacityTimeout 20s" in st["message"], st
     assert "Unschedulable" in st["message"] and "Insufficient nvidia.com/gpu" in st["message"], st
     job = cluster.get_json("job", "big-i1-synthesize", "-n", ns)
     assert job["spec"]["suspend"] is True  # its pending pod no longer holds the quota
 
 
 def test_a_resource_quota_leaves_the_job_without_pods(setup):
-    assert_stuck(setup, "quota", "PodsNotCreated", "exceeded quota: no-pods")
+    assert_stuck(setup, "quota", "QuotaExceeded", "exceeded quota: no-pods")
 
 
 def test_an_admission_policy_refusal_leaves_the_job_without_pods(setup):

@@ -1,6 +1,7 @@
 """stuck_policy: a stuck running stage is named (reason, message, Stuck condition, one Warning
-per reason), fails after pendingTimeout (not while Kueue queues it), and a run the user
-suspended is never stuck; suspend_policy.job_change suspends and resumes the running Job."""
+per reason), fails after pendingTimeout when waiting cannot help, after capacityTimeout (default
+never) when it waits for capacity, never while Kueue queues it; a run the user suspended is never
+stuck; suspend_policy.job_change suspends and resumes the running Job."""
 
 from __future__ import annotations
 
@@ -64,19 +65,44 @@ def test_a_stuck_stage_is_named_once_per_reason_and_clears():
     assert p4.status.iterations[-1].stages[stage].stuck_reason is None
 
 
+PULL = 'pod p: ImagePullBackOff: Back-off pulling image "registry.example/w:1"'
+
+
 def test_pending_timeout_fails_the_stage_with_the_stuck_reason_and_suspends_its_job():
     p0, it, stage = first_stage(make_spec())
     spec = make_spec(stages={stage: {"pendingTimeout": "30m"}})
-    obs = [running(it, stage, "Unschedulable", UNSCHED, t(0))]
+    obs = [running(it, stage, "ImagePullFailing", PULL, t(0))]
     within = plan(RUN, spec, p0.status, obs, LAYOUT, t(30), 1)
     assert within.status.phase == "Running"
     over = plan(RUN, spec, within.status, obs, LAYOUT, t(31), 1)
     assert (over.status.phase, over.status.reason) == ("Failed", "StageFailed")
-    assert "pendingTimeout 30m" in over.status.message and "Unschedulable" in over.status.message
-    assert UNSCHED in over.status.message
+    assert "pendingTimeout 30m" in over.status.message and "ImagePullFailing" in over.status.message
+    assert PULL in over.status.message
     assert over.status.iterations[-1].stages[stage].phase == "Failed"
     assert over.job_changes == (SuspendStage(it, stage, True),) and over.done
     assert [(e.type, e.reason) for e in over.events] == [("Warning", "StageFailed")]
+
+
+@pytest.mark.parametrize("reason", ["Unschedulable", "QuotaExceeded"])
+def test_waiting_for_capacity_never_fails_by_default_only_after_a_capacity_timeout(reason):
+    """A GPU node pool scaling up or a quota that frees later: the default pendingTimeout (30m)
+    does not apply; the run stays Running and stuck (condition, reason) for days. Only a
+    capacityTimeout the user sets fails it."""
+    p0, it, stage = first_stage(make_spec())
+    obs = [running(it, stage, reason, UNSCHED, t(0))]
+    days = "2026-01-04T00:00:00Z"
+    waiting = plan(RUN, make_spec(), p0.status, obs, LAYOUT, days, 1)
+    assert (waiting.status.phase, waiting.status.reason) == ("Running", reason) and not waiting.done
+    assert condition(waiting, "Stuck").status == "True" and waiting.job_changes == ()
+    # a short pendingTimeout does not change that either: it is for what waiting cannot fix
+    short = make_spec(stages={stage: {"pendingTimeout": "1m"}})
+    assert plan(RUN, short, p0.status, obs, LAYOUT, days, 1).status.phase == "Running"
+    limited = make_spec(stages={stage: {"capacityTimeout": "2h"}})
+    assert plan(RUN, limited, p0.status, obs, LAYOUT, t(120), 1).status.phase == "Running"
+    over = plan(RUN, limited, p0.status, obs, LAYOUT, t(121), 1)
+    assert (over.status.phase, over.status.reason) == ("Failed", "StageFailed")
+    assert f"capacityTimeout 2h: {reason}" in over.status.message
+    assert over.job_changes == (SuspendStage(it, stage, True),)
 
 
 def test_queueing_never_times_out_and_zero_disables_the_timeout():
@@ -85,8 +111,11 @@ def test_queueing_never_times_out_and_zero_disables_the_timeout():
                       suspended=True, queued=True)]
     p = plan(RUN, make_spec(), p0.status, queued, LAYOUT, t(600), 1)
     assert (p.status.phase, p.status.reason) == ("Running", "NotAdmitted") and p.job_changes == ()
+    # not even with a capacityTimeout: Kueue is the one to admit it
+    p = plan(RUN, make_spec(stages={stage: {"capacityTimeout": "1m"}}), p0.status, queued, LAYOUT, t(600), 1)
+    assert p.status.phase == "Running"
     never = make_spec(stages={stage: {"pendingTimeout": "0"}})
-    p = plan(RUN, never, p0.status, [running(it, stage, "Unschedulable", UNSCHED, t(0))], LAYOUT, t(600), 1)
+    p = plan(RUN, never, p0.status, [running(it, stage, "ImagePullFailing", PULL, t(0))], LAYOUT, t(600), 1)
     assert p.status.phase == "Running"
 
 

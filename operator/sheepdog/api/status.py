@@ -64,12 +64,29 @@ class StageRecord(StatusModel):
     stuck_reason: Optional[str] = Field(
         None, description="While its pods do not run: why (Unschedulable, ImagePullFailing, ...).")
     stuck_since: Optional[str] = _time("When the stuck state began (pendingTimeout counts from it).")
+    retries: Optional[int] = Field(
+        None, ge=1, description="How often a retry request resumed this stage after it failed "
+        "(its Job is then <job>-r<retries>, with its attempts counted anew).")
+    earlier_gpu_seconds: Optional[float] = _gpu_seconds(
+        "GPU cost of the stage's Jobs before its latest retry (included in gpuSeconds).")
     progress: Optional[TrainProgress] = Field(
         None,
         description="train only: the latest step while it runs, read from rank 0's log about once "
         "per resync (locally from progress.json); kept when it fails (how far it got), removed "
         "when it succeeds (its summary reports the end).",
     )
+
+
+class RetryRecord(StatusModel):
+    """The latest retry request (annotation sheepdog.dev/retry) the operator has acted on."""
+
+    token: str = Field(description="The annotation's value: a new value is a new request.")
+    at: Optional[str] = _time("When it was acted on.")
+    resumed: bool = Field(description="True: a Failed run resumed; false: the run had not failed.")
+    iteration: Optional[int] = None
+    stage: Optional[str] = Field(None, description="The failed stage that runs again.")
+    job: Optional[str] = Field(None, description="The failed Job (kept for kubectl logs).")
+    message: Optional[str] = Field(None, description="Why the run had failed.")
 
 
 class IterationRecord(StatusModel):
@@ -136,10 +153,14 @@ class RunStatus(StatusModel):
     )
     best_iteration: Optional[int] = None
     best_model: Optional[str] = None
+    best_by: Optional[str] = Field(
+        None, description="The stopping metric that chose bestIteration; unset: bestIteration is "
+        "only the last finished iteration (no stopping, or no metric known yet).")
     started_at: Optional[str] = _time()
     finished_at: Optional[str] = _time()
     gpu_seconds: Optional[float] = _gpu_seconds("Sum of the iterations' gpuSeconds: the run's GPU cost.")
     iterations: list[IterationRecord] = Field(default_factory=list)
+    last_retry: Optional[RetryRecord] = None
     pending_events: Optional[list[PendingEvent]] = Field(
         None,
         description="Operator only: the Events of the latest transition, by name. Posted right after "

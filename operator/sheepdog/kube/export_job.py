@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional, Union
 from sheepdog.api.spec import RunSpec
 from sheepdog.export.config import ExportConfig, export_command
 from sheepdog.kube.jobs import (
-    CACHE_DIR, CONTAINER_NAME, HOME_DIR, PYTHON, ImageDefaults, container_security_context, escape_for_kubelet,
+    CACHE_DIR, CONTAINER_NAME, HOME_DIR, LABEL_RETRY, PYTHON, ImageDefaults, container_security_context, escape_for_kubelet,
     base_pod_spec, job_name, labels, owner_reference, volume_mounts, volumes,
 )
 from sheepdog.planner.retry_policy import backoff_limit
@@ -34,15 +34,18 @@ def export_env(spec: RunSpec, config: ExportConfig) -> list[dict[str, Any]]:
 
 
 def build_export_job(run: Mapping[str, Any], spec: RunSpec, config: ExportConfig,
-                     image_defaults: Union[None, str, Mapping[str, Any], ImageDefaults] = None) -> dict[str, Any]:
-    """The Job of `run` (its metadata: name, namespace, uid) that exports as `config` says."""
+                     image_defaults: Union[None, str, Mapping[str, Any], ImageDefaults] = None,
+                     retry: int = 0) -> dict[str, Any]:
+    """The Job of `run` (its metadata: name, namespace, uid) that exports as `config` says
+    (`retry`: the export record's retries, recovery_policy)."""
     meta = run["metadata"]
     run_name, namespace, run_uid = meta["name"], meta["namespace"], meta["uid"]
     if config.run != run_name:
         raise ValueError(f"export config is for run {config.run!r}, not {run_name!r}")
     images = ImageDefaults.coerce(image_defaults)
-    name = job_name(run_name, config.iteration, EXPORT)
+    name = job_name(run_name, config.iteration, EXPORT, retry)
     lab = labels(run_name, config.iteration, EXPORT)
+    job_labels = {**lab, LABEL_RETRY: str(retry)} if retry else dict(lab)
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": images.for_stage(EXPORT),
@@ -63,7 +66,7 @@ def build_export_job(run: Mapping[str, Any], spec: RunSpec, config: ExportConfig
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(lab),
+        "metadata": {"name": name, "namespace": namespace, "labels": job_labels,
                      "ownerReferences": [owner_reference(run_name, run_uid)]},
         "spec": {
             "backoffLimit": backoff_limit(spec, EXPORT),
@@ -79,4 +82,4 @@ def is_export(action: Any) -> bool:
 
 
 def export_objects(run: Mapping[str, Any], spec: RunSpec, action: Any, image_defaults: Optional[Any]) -> list[dict]:
-    return [build_export_job(run, spec, action.config, image_defaults)]
+    return [build_export_job(run, spec, action.config, image_defaults, getattr(action, "retry", 0))]

@@ -51,6 +51,8 @@ except ImportError:  # pragma: no cover - the planner ships in the same package
 LABEL_RUN = f"{GROUP}/run"
 LABEL_ITERATION = f"{GROUP}/iteration"
 LABEL_STAGE = f"{GROUP}/stage"
+# On the Job of a retried stage (recovery_policy): which retry it is; absent on the first Job.
+LABEL_RETRY = f"{GROUP}/retry"
 LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set on pods by the Job controller
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
@@ -78,9 +80,10 @@ CONTAINER_NAME = "stage"
 ELASTIC_ENV = (("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1"), ("LOGLEVEL", "INFO"))
 
 
-def job_name(run: str, iteration: int, stage: str) -> str:
-    """`<run>-i<N>-<stage>`: the one name of a stage execution (the planner's stage_name)."""
-    return f"{run}-i{iteration}-{stage}"
+def job_name(run: str, iteration: int, stage: str, retry: int = 0) -> str:
+    """`<run>-i<N>-<stage>` (`-r<K>` after the K-th retry request): the one name of a stage
+    execution (the planner's stage_name)."""
+    return f"{run}-i{iteration}-{stage}" + (f"-r{retry}" if retry else "")
 
 
 def rendezvous_service_name(job: str) -> str:
@@ -368,18 +371,22 @@ def build_stage_job(
     spec: RunSpec,
     config: StageConfig,
     image_defaults: Union[None, str, Mapping[str, Any], ImageDefaults] = None,
+    retry: int = 0,
 ) -> dict[str, Any]:
-    """The batch/v1 Job of one stage execution (config.stage of config.iteration)."""
+    """The batch/v1 Job of one stage execution (config.stage of config.iteration; `retry`:
+    the stage's retries, recovery_policy)."""
     if config.run != run_name:
         raise ValueError(f"config is for run {config.run!r}, not {run_name!r}")
     images = ImageDefaults.coerce(image_defaults)
     stage, iteration = config.stage, config.iteration
     config = effective_config(spec, config)
-    name = job_name(run_name, iteration, stage)
+    name = job_name(run_name, iteration, stage, retry)
     lab = labels(run_name, iteration, stage)
     res = spec.stages.of(stage)
 
     job_labels = dict(lab)
+    if retry:
+        job_labels[LABEL_RETRY] = str(retry)
     job_spec: dict[str, Any] = {
         "backoffLimit": backoff_limit(spec, stage),
         # A node drained or lost, a preemption, an eviction: not the stage's fault, no retry spent.
@@ -423,10 +430,11 @@ def build_stage_job(
     }
 
 
-def build_rendezvous_service(run_name: str, namespace: str, run_uid: str, config: StageConfig) -> dict[str, Any]:
+def build_rendezvous_service(run_name: str, namespace: str, run_uid: str, config: StageConfig,
+                             retry: int = 0) -> dict[str, Any]:
     """The headless Service of a multi-node train Job: pod k of the Indexed Job is reachable as
     `<job>-k.<job>-rdzv` (its hostname and subdomain), before it is Ready."""
-    job = job_name(run_name, config.iteration, config.stage)
+    job = job_name(run_name, config.iteration, config.stage, retry)
     svc = rendezvous_service_name(job)
     return {
         "apiVersion": "v1",
@@ -453,10 +461,11 @@ def build_stage_objects(
     spec: RunSpec,
     config: StageConfig,
     image_defaults: Union[None, str, Mapping[str, Any], ImageDefaults] = None,
+    retry: int = 0,
 ) -> list[dict[str, Any]]:
     """Everything one stage execution needs, in creation order (Service first, then the Job)."""
     objs = []
     if multinode(spec, config.stage):
-        objs.append(build_rendezvous_service(run_name, namespace, run_uid, config))
-    objs.append(build_stage_job(run_name, namespace, run_uid, spec, config, image_defaults))
+        objs.append(build_rendezvous_service(run_name, namespace, run_uid, config, retry))
+    objs.append(build_stage_job(run_name, namespace, run_uid, spec, config, image_defaults, retry))
     return objs

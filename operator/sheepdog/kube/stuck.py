@@ -11,8 +11,10 @@ first that holds wins, most specific first):
                         ConfigMap or key) or CreateContainerError
   Unschedulable         a pod's PodScheduled condition is False/Unschedulable: the
                         scheduler's message ("0/2 nodes are available: 2 Insufficient ...")
+  QuotaExceeded         no pod exists and the Job controller's latest FailedCreate Event is a
+                        ResourceQuota's refusal ("exceeded quota"): waiting for capacity
   PodsNotCreated        no pod exists and the Job controller's latest FailedCreate Event says
-                        why (ResourceQuota, Pod Security, an admission webhook)
+                        why (Pod Security, an admission webhook or policy)
 
 `since` is when the waiting began (the stuck pod's creation, else the Job's start): the
 planner's pendingTimeout counts from it, and the stuck metric exports it.
@@ -29,6 +31,7 @@ from sheepdog.planner.reasons import Reason
 IMAGE_PULL = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
                         "RegistryUnavailable", "SignatureValidationFailed"})
 CONTAINER_CONFIG = frozenset({"CreateContainerConfigError", "CreateContainerError"})
+QUOTA_REFUSAL = "exceeded quota"
 EVENTS_RECHECK = 3.0  # seconds: look again for the FailedCreate of a Job without pods
 MAX_MESSAGE = 512  # the status and the Event carry it; the API server's messages can be long
 
@@ -172,6 +175,9 @@ def job_stuck(
         failed = [e for e in events if e.get("reason") == "FailedCreate"]
         if failed:
             latest = max(failed, key=_event_time)
-            return Stuck(Reason.PODS_NOT_CREATED, clip(f"Job {name}: {latest.get('message') or 'FailedCreate'}"),
+            message = latest.get("message") or "FailedCreate"
+            # the ResourceQuota admission plugin's words: "... is forbidden: exceeded quota: <name>, ..."
+            reason = Reason.QUOTA_EXCEEDED if QUOTA_REFUSAL in message else Reason.PODS_NOT_CREATED
+            return Stuck(reason, clip(f"Job {name}: {message}"),
                          st.get("startTime") or _meta(job).get("creationTimestamp"))
     return None

@@ -100,11 +100,11 @@ class TrainProgressReader:
         out = []
         for o in observed:
             if o.stage == "train" and o.state == "running":
-                reading = self._read(namespace, stage_name(run, o.iteration, o.stage), now)
+                reading = self._read(namespace, stage_name(run, o.iteration, o.stage, o.retry), now)
                 if reading is not None:
                     o = dataclasses.replace(o, progress=reading)
             elif o.stage == "train":  # finished: nothing will be read again
-                self._last_read.pop((namespace, stage_name(run, o.iteration, o.stage)), None)
+                self._last_read.pop((namespace, stage_name(run, o.iteration, o.stage, o.retry)), None)
             out.append(o)
         return out
 

@@ -17,9 +17,12 @@ StageState = Literal["running", "succeeded", "failed"]
 EventType = Literal["Normal", "Warning"]
 
 
-def stage_name(run_name: str, iteration: int, stage: str) -> str:
-    """The one name of a stage execution (the Job name in a cluster): `<run>-i<N>-<stage>`."""
-    return f"{run_name}-i{iteration}-{stage}"
+def stage_name(run_name: str, iteration: int, stage: str, retry: int = 0) -> str:
+    """The one name of a stage execution (the Job name in a cluster): `<run>-i<N>-<stage>`,
+    and `<run>-i<N>-<stage>-r<K>` after the K-th retry request resumed the failed stage
+    (recovery_policy): a new execution, the failed one stays as it was."""
+    base = f"{run_name}-i{iteration}-{stage}"
+    return f"{base}-r{retry}" if retry else base
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class StageObservation:
     # A running train's latest progress reading (progress_policy): {step, totalSteps, epoch,
     # etaSeconds, observedAt}; None when it was not read this time.
     progress: Optional[dict[str, Any]] = None
+    retry: int = 0  # which retry of the stage this execution is (0: the first; recovery_policy)
 
     @property
     def key(self) -> tuple[int, str]:
@@ -60,10 +64,11 @@ class StartStage:
     iteration: int
     stage: str
     config: StageConfig
+    retry: int = 0  # the stage record's retries: a retried stage gets a new execution
 
     @property
     def name(self) -> str:
-        return stage_name(self.config.run, self.iteration, self.stage)
+        return stage_name(self.config.run, self.iteration, self.stage, self.retry)
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class SuspendStage:
     iteration: int
     stage: str
     suspend: bool = True
+    retry: int = 0  # the execution's (StageObservation.retry)
 
 
 @dataclass(frozen=True)

@@ -40,10 +40,11 @@ class StartExport:
     iteration: int
     config: ExportConfig
     stage: str = EXPORT
+    retry: int = 0  # the export record's retries (recovery_policy)
 
     @property
     def name(self) -> str:
-        return stage_name(self.config.run, self.iteration, EXPORT)
+        return stage_name(self.config.run, self.iteration, EXPORT, self.retry)
 
 
 @dataclass(frozen=True)
@@ -102,5 +103,5 @@ def step(run_name: str, spec: RunSpec, status: RunStatus, best: Optional[int], o
     if observed is None:  # not (or no longer) seen: create it; creating is idempotent
         config = export_config(run_name, spec, [r.to_wire() for r in status.iterations], layout,
                                spec.export.to, best, best)
-        action = StartExport(best, config)
+        action = StartExport(best, config, retry=stage.retries or 0)
     return ExportStep("Running", EXPORTING, f"iteration {best}: exporting the model to {spec.export.to}", action)

@@ -20,8 +20,9 @@ So an edit applies from the next stage that starts. Raising `iterations` runs mo
 the run succeeded); lowering it below the current iteration ends the run after the current
 iteration, because an iteration that started is always finished (a half iteration has no
 model). `evaluation.enabled` turned off skips evaluate from the next iteration on (or from
-now on, if this iteration has not reached it). Failed is final: a failed stage is never
-re-run (a new run, or `sheepdog run --retry-failed` locally, is the way forward).
+now on, if this iteration has not reached it). Failed is final until a retry request
+(`retry`, recovery_policy: `sheepdog retry RUN` in a cluster) resumes the run from the stage
+that failed, as a new execution of that stage; locally `sheepdog run --retry-failed`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Iterable, Mapping, Optional, Union
 from sheepdog.api.spec import STAGES, RunSpec
 from sheepdog.api.status import IterationRecord, RunStatus, StageRecord
 from sheepdog.planner import baseline_policy, stage_order, stopping_policy, suspend_policy
-from sheepdog.planner import progress_policy, stuck_policy
+from sheepdog.planner import progress_policy, recovery_policy, stuck_policy
 from sheepdog.planner.actions import Event, Plan, StageObservation, StartStage, SuspendStage, stage_name
 from sheepdog.planner.conditions import TERMINAL_PHASES, conditions_for
 from sheepdog.planner import export_policy
@@ -74,7 +75,9 @@ def plan(
     layout: Layout,
     now: Union[datetime, str],
     generation: Optional[int] = None,
+    retry: Optional[str] = None,
 ) -> Plan:
+    """`retry`: the run's retry request token, if any (recovery_policy)."""
     stamp = timestamp(now)
     previous = status if status is not None else RunStatus()
     new = previous.model_copy(deep=True)
@@ -86,11 +89,15 @@ def plan(
                                 f"generation {generation}: changes apply from the next stage that starts"))
         new.observed_generation = generation
 
-    if previous.phase == "Failed":  # final: nothing is re-run or re-recorded
+    retried = recovery_policy.apply(new, run_name, retry, stamp)
+    events += retried
+    resumed = any(e.reason == Reason.RETRIED for e in retried)
+    if previous.phase == "Failed" and not resumed:  # final: nothing is re-run or re-recorded
         decision = _Decision("Failed", previous.reason, previous.message, previous.iteration, previous.stage)
         return _finish(new, previous, decision, events, spec, stamp, generation)
 
-    observed = list(observed.values() if isinstance(observed, Mapping) else observed)  # read twice
+    # read twice; a retried stage's executions from before its retry no longer count
+    observed = recovery_policy.current(observed.values() if isinstance(observed, Mapping) else observed, new)
     observations = _index(observed)
     for obs in sorted(observations.values(), key=lambda o: (o.iteration, _stage_rank(o.stage))):
         events += _absorb(new, obs, run_name, spec, layout, stamp)
@@ -150,16 +157,17 @@ def _stage_rank(stage: str) -> int:
 
 def _absorb(new: RunStatus, obs: StageObservation, run_name: str, spec: RunSpec, layout: Layout, stamp: str) -> list[Event]:
     record = record_for(new, spec, obs.iteration, layout, started_at=obs.started_at or stamp)
-    stage = record.stages.get(obs.stage) or StageRecord(job=stage_name(run_name, obs.iteration, obs.stage))
+    stage = record.stages.get(obs.stage) or StageRecord(job=stage_name(run_name, obs.iteration, obs.stage, obs.retry),
+                                                        retries=obs.retry or None)
     record.stages[obs.stage] = stage
     if stage.phase in ("Succeeded", "Failed"):
         return []  # recorded once; a finished stage is never re-read
     where = f"iteration {obs.iteration} {obs.stage}"
     events: list[Event] = []
-    stage.job = stage.job or stage_name(run_name, obs.iteration, obs.stage)
+    stage.job = stage.job or stage_name(run_name, obs.iteration, obs.stage, obs.retry)
     stage.started_at = stage.started_at or obs.started_at or stamp
     if obs.gpu_seconds is not None:
-        stage.gpu_seconds = obs.gpu_seconds
+        stage.gpu_seconds = recovery_policy.gpu_seconds(stage, obs.gpu_seconds)
 
     if obs.state == "running":
         if stage.phase == "Running" and obs.attempts > stage.attempts > 0:
@@ -263,9 +271,11 @@ def _walk(
     verdict = stopping_policy.judge(spec.stopping, _finished(new))
     last = iteration_count(spec)
     if frontier >= last:
+        # "best" only where the stopping metric chose it; otherwise it is just the last one
+        chosen = (f"best iteration {verdict.best_iteration} ({spec.stopping.metric} {verdict.best_value:g})"
+                  if verdict.best_value is not None else f"last iteration {verdict.best_iteration}")
         return _Decision("Succeeded", Reason.COMPLETED,
-                         f"{frontier} iteration{'s' if frontier != 1 else ''} finished; "
-                         f"best iteration {verdict.best_iteration}", frontier, stage)
+                         f"{frontier} iteration{'s' if frontier != 1 else ''} finished; {chosen}", frontier, stage)
     if verdict.stop:
         s = spec.stopping
         return _Decision("Succeeded", Reason.EARLY_STOPPED,
@@ -296,7 +306,7 @@ def _running(
         events.append(Event("Warning", Reason.STAGE_FAILED, f"{where} failed: {detail}"))
         # suspended, its pending pods stop holding quota; the Job stays for `kubectl describe`
         return _Decision("Failed", Reason.STAGE_FAILED, f"iteration {frontier} {stage} failed: {detail}",
-                         frontier, stage, changes=[SuspendStage(frontier, stage, True)])
+                         frontier, stage, changes=[SuspendStage(frontier, stage, True, obs.retry)])
     if spec.suspend and obs.suspended:
         message = suspend_policy.suspended_running_message(where)
         if previous.phase != "Suspended":
@@ -338,7 +348,8 @@ def _start(
     if stage not in record.stages:
         record.stages[stage] = StageRecord(phase="Pending", job=stage_name(run_name, iteration, stage))
         events.append(Event("Normal", Reason.STAGE_STARTING, f"iteration {iteration}: starting {stage}"))
-    action = StartStage(iteration, stage, stage_config(run_name, spec, iteration, stage, layout))
+    action = StartStage(iteration, stage, stage_config(run_name, spec, iteration, stage, layout),
+                        retry=record.stages[stage].retries or 0)
     reason, message = Reason.STAGE_STARTING, f"iteration {iteration}: starting {stage}"
     if suspend_policy.resuming(previous, spec):
         events.append(Event("Normal", Reason.RESUMED, f"resumed: iteration {iteration}: starting {stage}"))
@@ -385,6 +396,7 @@ def _finish(
     best = new.record(verdict.best_iteration) if verdict.best_iteration is not None else None
     new.best_iteration = best.iteration if best else None
     new.best_model = best.model if best else None
+    new.best_by = spec.stopping.metric if best and verdict.best_value is not None else None
     if "last_kept" in type(new).model_fields:  # the Kept printer column, where the model has it
         kept = [r.kept for r in new.iterations if r.kept is not None]
         new.last_kept = kept[-1] if kept else None

@@ -19,7 +19,8 @@ class Reason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     # a running stage whose pods do not run (stuck_policy; kube/stuck.py observes them)
     NOT_ADMITTED = "NotAdmitted"  # Job suspended until Kueue admits it
-    PODS_NOT_CREATED = "PodsNotCreated"  # FailedCreate: quota, Pod Security, a webhook
+    PODS_NOT_CREATED = "PodsNotCreated"  # FailedCreate: Pod Security, a webhook, a policy
+    QUOTA_EXCEEDED = "QuotaExceeded"  # FailedCreate of a ResourceQuota: waits for capacity
     UNSCHEDULABLE = "Unschedulable"
     IMAGE_PULL_FAILING = "ImagePullFailing"
     CONTAINER_CONFIG_ERROR = "ContainerConfigError"  # a missing Secret, ConfigMap or key
@@ -28,7 +29,10 @@ class Reason(StrEnum):
     JOB_REJECTED = "JobRejected"  # permanent: the run fails with the API server's message
     JOB_CONFLICT = "JobConflict"  # a Job of that name exists and this run does not own it
     WAITING_FOR_OLD_PODS = "WaitingForOldPods"  # a Job deleted by hand; its pods still run
+    # a Failed run resumed by a retry request (recovery_policy)
+    RETRIED = "Retried"
     # events only
+    RETRY_IGNORED = "RetryIgnored"  # a retry request for a run that has not failed
     STAGE_SUCCEEDED = "StageSucceeded"
     STAGE_RETRYING = "StageRetrying"
     STAGE_RESTARTED = "StageRestarted"

@@ -1,15 +1,22 @@
-"""A running stage whose pods do not run: name it, and fail it after stages.<stage>.pendingTimeout.
+"""A running stage whose pods do not run: name it; fail it after its pendingTimeout (capacityTimeout).
 
 The executor observes why (StageObservation.stuck_reason / stuck_message / stuck_since; in a
 cluster sheepdog.kube.stuck). While a stage is stuck the run stays Running, its reason is the
 stuck reason (the Reason column of `kubectl get sar`), its message carries Kubernetes' own
 message, the Stuck condition is True, and a Warning Event says so once per reason.
 
-pendingTimeout (default 30m; "0" never) counts from `stuck_since` (the stuck pod's creation,
-or the Job's start when no pod could be created): past it the stage fails with the stuck
-reason and message, and its Job is suspended so that its pending pods stop holding quota.
-Waiting for Kueue admission (NotAdmitted) never times out: queueing is what a queue is for;
-the alert covers a queue that never admits. A run the user suspended is never stuck.
+Two kinds of stuck, two limits, both counted from `stuck_since` (the stuck pod's creation, or
+the Job's start when no pod could be created):
+- waiting for capacity (CAPACITY_REASONS: Unschedulable, QuotaExceeded, NotAdmitted) resolves
+  by waiting: a GPU node pool scales up, another run frees its quota. It never fails a stage by
+  default (capacityTimeout "0"): a multi-day run must not die because a node took an hour to
+  come; the Stuck condition, the Warning Event and the SheepdogRunStuck alert tell the user.
+  Waiting for Kueue admission (NotAdmitted) never times out at all: a queue is for waiting.
+- anything else (ImagePullFailing, ContainerConfigError, PodsNotCreated by a policy) needs a
+  person: pendingTimeout (default 30m; "0" never) fails the stage with the stuck reason and
+  message.
+Past its limit the stage fails and its Job is suspended so that its pending pods stop holding
+quota. A run the user suspended is never stuck.
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ from sheepdog.api.status import Condition
 from sheepdog.planner.actions import StageObservation
 from sheepdog.planner.reasons import Reason
 
-STUCK_REASONS = (Reason.NOT_ADMITTED, Reason.PODS_NOT_CREATED, Reason.UNSCHEDULABLE,
+STUCK_REASONS = (Reason.NOT_ADMITTED, Reason.PODS_NOT_CREATED, Reason.QUOTA_EXCEEDED, Reason.UNSCHEDULABLE,
                  Reason.IMAGE_PULL_FAILING, Reason.CONTAINER_CONFIG_ERROR)
+CAPACITY_REASONS = (Reason.NOT_ADMITTED, Reason.UNSCHEDULABLE, Reason.QUOTA_EXCEEDED)
 NEVER_TIMES_OUT = (Reason.NOT_ADMITTED,)
 NOT_STUCK = "NotStuck"
 
@@ -55,11 +63,22 @@ def stuck(spec: RunSpec, obs: Optional[StageObservation]) -> bool:
     return obs is not None and obs.state == "running" and bool(obs.stuck_reason) and not spec.suspend
 
 
+def limit_field(obs: StageObservation) -> str:
+    """The stage setting that limits this stuck state: capacityTimeout or pendingTimeout."""
+    return "capacityTimeout" if obs.stuck_reason in CAPACITY_REASONS else "pendingTimeout"
+
+
+def _limit(spec: RunSpec, obs: StageObservation) -> str:
+    stage = spec.stages.of(obs.stage)
+    return stage.capacity_timeout if limit_field(obs) == "capacityTimeout" else stage.pending_timeout
+
+
 def timed_out(spec: RunSpec, obs: StageObservation, now: str) -> bool:
-    """Stuck for longer than the stage's pendingTimeout."""
+    """Stuck for longer than the stage's capacityTimeout (waiting for capacity) or
+    pendingTimeout (anything else)."""
     if not stuck(spec, obs) or obs.stuck_reason in NEVER_TIMES_OUT:
         return False
-    limit = duration_seconds(spec.stages.of(obs.stage).pending_timeout)
+    limit = duration_seconds(_limit(spec, obs))
     since, at = _parse(obs.stuck_since), _parse(now)
     if limit == 0 or since is None or at is None:
         return False
@@ -72,8 +91,8 @@ def stuck_message(where: str, obs: StageObservation) -> str:
 
 def timeout_message(spec: RunSpec, obs: StageObservation) -> str:
     """The failure's message: the stuck reason, as the issue's user reads it in `kubectl get`."""
-    limit = spec.stages.of(obs.stage).pending_timeout
-    return f"pods did not start within pendingTimeout {limit}: {obs.stuck_reason}: {obs.stuck_message}"
+    return (f"pods did not start within {limit_field(obs)} {_limit(spec, obs)}: "
+            f"{obs.stuck_reason}: {obs.stuck_message}")
 
 
 def condition(reason: Optional[str], message: str, previous: Sequence[Condition], now: str,

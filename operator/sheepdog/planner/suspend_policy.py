@@ -46,9 +46,9 @@ def job_change(spec: RunSpec, obs: StageObservation) -> Optional[SuspendStage]:
     if obs.state != "running":
         return None
     if spec.suspend and not obs.suspended:
-        return SuspendStage(obs.iteration, obs.stage, True)
+        return SuspendStage(obs.iteration, obs.stage, True, obs.retry)
     if not spec.suspend and obs.suspended and not obs.queued:
-        return SuspendStage(obs.iteration, obs.stage, False)
+        return SuspendStage(obs.iteration, obs.stage, False, obs.retry)
     return None
 
 

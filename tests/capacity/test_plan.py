@@ -126,6 +126,13 @@ def test_documented_keys_are_in_the_plan():
             node = node[part]
 
 
+def test_the_clis_gpu_choices_are_the_planners():
+    from sheepdog.capacity import GPUS
+    from sheepdog.cli import GPU_KINDS
+
+    assert sorted(GPU_KINDS) == sorted(GPUS)
+
+
 def test_model_config_resolution(tmp_path):
     write_config(tmp_path / "models" / "smol", SMOLLM2)
     assert shape_for("models/smol", search=[tmp_path]).hidden == 576

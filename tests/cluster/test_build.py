@@ -1,7 +1,9 @@
 """tests/cluster/build's cache rule, on the real binaries: what a build would make (--plan).
 
 A binary is rebuilt when it is missing, reports another version, or was built from another go.sum
-of its wrapper; a changed k8s-tools go.sum rebuilds all six of its binaries, whatever --only says.
+of its wrapper; a changed k8s-tools go.sum rebuilds all seven of its binaries, whatever --only says.
+The real node's binaries follow the same rule (containerd, the CNI plugins); its C programs are
+rebuilt when their sources change.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.controlplane import BUILD_SCRIPT, find_bin_dir
+from tests.cluster.realnode import NODE_BINARIES, ensure_binaries
 
 GOMOD = BUILD_SCRIPT.parent / "gomod"
-K8S_TOOLS = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm"]
+K8S_TOOLS = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kwok", "helm"]
+NODE_ONLY = [b for b in NODE_BINARIES if b != "kubelet"]
 
 
 def build(cache: Path, *args: str) -> list[str]:
@@ -30,12 +34,15 @@ def build(cache: Path, *args: str) -> list[str]:
 def cache(tmp_path: Path) -> Path:
     """A cache holding the built binaries (linked) and the stamps of the committed wrappers."""
     real = find_bin_dir()
+    ensure_binaries(real)
     bin_dir = Path(build(tmp_path, "--bin-dir")[-1])
-    bin_dir.mkdir(parents=True)
-    for name in ["etcd", *K8S_TOOLS]:
+    (bin_dir / "cni").mkdir(parents=True)
+    (bin_dir / "node").mkdir()
+    for name in ["etcd", *K8S_TOOLS, *NODE_ONLY]:
         (bin_dir / name).symlink_to(real / name)
-    for wrapper in ("k8s-tools", "etcd"):
+    for wrapper in ("k8s-tools", "etcd", "containerd", "cni-plugins"):
         shutil.copy(GOMOD / wrapper / "go.sum", bin_dir / f".{wrapper}.go.sum")
+    shutil.copy(real / "node" / ".sources.sha256", bin_dir / "node" / ".sources.sha256")
     return tmp_path
 
 
@@ -67,3 +74,18 @@ def test_binaries_built_from_another_go_sum_are_all_built_again(cache):
     assert build(cache, "--plan", "--only", "helm") == K8S_TOOLS
     (bin_dir(cache) / ".etcd.go.sum").unlink()
     assert build(cache, "--plan") == ["etcd", *K8S_TOOLS]
+
+
+def test_the_real_node_binaries_follow_their_own_stamps(cache):
+    stamp = bin_dir(cache) / ".containerd.go.sum"
+    stamp.write_text(stamp.read_text().replace("h1:", "h1:X", 1))
+    assert build(cache, "--plan") == ["containerd", "ctr", "containerd-shim-runc-v2"]
+    assert build(cache, "--plan", "--only", "kubernetes") == []
+    (bin_dir(cache) / "cni" / "portmap").unlink()
+    assert build(cache, "--plan", "--only", "node") == [
+        "containerd", "ctr", "containerd-shim-runc-v2", "cni/bridge", "cni/loopback", "cni/host-local", "cni/portmap"]
+
+
+def test_the_c_programs_are_built_again_when_their_sources_change(cache):
+    (bin_dir(cache) / "node" / ".sources.sha256").write_text("0" * 64 + "\n")
+    assert build(cache, "--plan") == ["node/sheepdog-pause", "node/sheepdog-probe"]

@@ -30,6 +30,9 @@ import socket
 import sys
 from typing import Any, Mapping, Optional, Sequence
 
+from sheepdog.logformat import FORMATS
+from sheepdog.logformat import configure as configure_logging
+
 log = logging.getLogger("sheepdog.operator")
 
 
@@ -68,6 +71,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="namespace of the Lease (default: $POD_NAMESPACE)")
     p.add_argument("--leader-election-id", default="sheepdog-operator", help="name of the Lease")
     p.add_argument("--log-level", default=os.environ.get("SHEEPDOG_LOG_LEVEL", "INFO"))
+    p.add_argument("--log-format", choices=FORMATS, default=os.environ.get("SHEEPDOG_LOG_FORMAT", "text"),
+                   help="text, or json: one JSON object per line (time, level, logger, message, ...)")
     p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
     # Test-only (tests/cluster with kwok); see pod_passthrough.passthrough_annotations.
     p.add_argument("--test-pod-annotations", action="store_true",
@@ -216,13 +221,20 @@ def image_defaults(args: argparse.Namespace, environ: Optional[Mapping[str, str]
     return ImageDefaults.coerce(mapping)
 
 
+def guardrails(environ: Optional[Mapping[str, str]] = None) -> Any:
+    """The admin guardrails runs are checked against: SHEEPDOG_GUARDRAILS (JSON, the chart's
+    `guardrails` values; sheepdog.guardrails). Unset: only hostPath volumes are refused."""
+    from sheepdog.guardrails import Guardrails, GuardrailsError
+
+    try:
+        return Guardrails.coerce((os.environ if environ is None else environ).get("SHEEPDOG_GUARDRAILS"))
+    except GuardrailsError as exc:
+        raise SystemExit(f"SHEEPDOG_GUARDRAILS: {exc}") from None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level, args.log_format, sys.stderr)
     # Kopf logs every handler call at INFO; its warnings are what matter.
     logging.getLogger("kopf").setLevel(max(logging.WARNING, logging.getLogger().level))
     logging.getLogger("kopf.activities.startup").setLevel(logging.INFO)

@@ -31,6 +31,18 @@ def test_make_demo_runs_the_quickstart_with_no_retried_stage(tmp_path, tiny_mode
 
     report = json.loads((demo / "report.json").read_text())
     assert report["phase"] == "Succeeded", report
+    # a short, readable terminal: one line per stage event, the stages' output in their logs,
+    # and none of vLLM's per-weight dtype warnings (engines/vllm_logging.py)
+    assert "Attempted to load weight" not in out
+    assert len(out.splitlines()) < 80, out
+    assert "Attempted to load weight" not in (demo / "i1" / "synthesize.log").read_text()
+    # the evaluation panel has values for M_0 and both iterations, and the best model was chosen
+    # by the quickstart's stopping metric, not just "the last one"
+    metric = "ifeval-smoke.promptLoose"
+    assert [r["iteration"] for r in report["iterations"]] == [0, 1, 2]
+    assert all(isinstance(r["evaluation"][metric], float) for r in report["iterations"]), report["iterations"]
+    assert report["bestBy"] == metric and report["bestIteration"] in (0, 1, 2)
+    assert f"best: iteration {report['bestIteration']} by {metric}" in out
     assert [r["iteration"] for r in report["iterations"] if r["iteration"] > 0] == [1, 2]
     attempts = {p.relative_to(demo).as_posix(): json.loads(p.read_text())["attempts"]
                 for p in sorted(demo.glob("i*/*.attempts.json"))}

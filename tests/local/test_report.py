@@ -28,7 +28,11 @@ def test_table_and_report_text():
     assert len(table) == 4
     text = format_report(REPORT)
     assert text.startswith("run demo: Succeeded (Completed)\n  2 iterations finished")
-    assert text.endswith("best: iteration 2, model i2/model")
+    # no stopping metric compared the iterations: the model is the last one, not a "best"
+    assert text.endswith("last iteration: 2, model i2/model (no stopping metric chose a best)")
+    chosen = format_report({**REPORT, "bestIteration": 1, "bestModel": "i1/model",
+                            "bestBy": "ifeval-smoke.promptStrict"})
+    assert chosen.endswith("best: iteration 1 by ifeval-smoke.promptStrict, model i1/model")
     assert format_table({"iterations": []}).count("\n") == 1
 
 

@@ -57,7 +57,7 @@ def test_cluster_run_exports_its_best_model_and_reports(cluster, namespace, stor
     assert table["1"][1:9] == ["20", "18", "1", "9", "50.0%", "7.5", "8.25", "0.75"]
     assert table["1"][9] == "ifeval-smoke.promptStrict=0.25(+0)"  # and its gain over M_0
     assert table["0"][1:9] == ["-"] * 8 and table["0"][9].startswith("ifeval-smoke.promptStrict=0.25")
-    assert f"best: iteration 1, model runs/{name}/i1/model" in proc.stdout
+    assert f"last iteration: 1, model runs/{name}/i1/model" in proc.stdout
     assert lines[-1] == f"plot: {png}"
     assert png_size(png) == (1100, 750)
 

@@ -38,6 +38,9 @@ def test_one_base_trains_the_base_on_each_iterations_data_generated_by_the_last_
         ("runs/demo/i2/model", "models/base", "runs/demo/i3/model"),
     ]
     assert final.status.best_iteration == 3 and final.status.best_model == "runs/demo/i3/model"
+    # no stopping metric compared the iterations: the model is the last one, never called "best"
+    assert final.status.best_by is None
+    assert final.status.message == "3 iterations finished; last iteration 3"
 
 
 def test_one_last_trains_the_last_model():
@@ -429,6 +432,8 @@ def test_stopping_at_the_last_iteration_is_completed_not_early():
     sim.spec = stopping_spec().model_copy(update={"iterations": 2})
     final = sim.run()
     assert final.status.reason == "Completed" and final.status.iteration == 2
+    assert final.status.message == "2 iterations finished; best iteration 2 (ifeval-smoke.promptStrict 0.5)"
+    assert final.status.best_by == "ifeval-smoke.promptStrict"
 
 
 def test_a_missing_metric_warns_and_does_not_count():

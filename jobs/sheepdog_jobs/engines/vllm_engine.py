@@ -7,16 +7,19 @@ runs in the stage's own process (below).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Optional
 
+from sheepdog_jobs.engines import vllm_logging
 from sheepdog_jobs.engines.base import Completion, Engine, EngineError, seeds_for
 from sheepdog_jobs.engines.vllm_errors import EngineErrorCapture
 from sheepdog_jobs.engines.prompting import PromptFormat
 
 # vLLM logs to stdout by default; the stage's summary must be the last line of stdout.
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+vllm_logging.default_level()  # WARNING: an engine start is otherwise dozens of INFO lines
 
 
 def _cuda() -> bool:
@@ -42,6 +45,7 @@ class VllmEngine(Engine):
         super().__init__()
         from vllm import LLM
 
+        casts = vllm_logging.install()
         started = time.monotonic()
         cuda = _cuda()
         kv_cache_bytes: Optional[int] = None
@@ -90,6 +94,8 @@ class VllmEngine(Engine):
             ), **(engine_args or {})})
         except Exception as exc:  # noqa: BLE001 - whatever vLLM raised, the stage says it in one line
             raise EngineError(self.errors.describe(exc)) from exc
+        for line in casts.summary():
+            logging.getLogger("sheepdog_jobs").info("%s", line)
         self.loads += 1
         self.load_seconds = time.monotonic() - started
         self.tokenizer = self.llm.get_tokenizer()

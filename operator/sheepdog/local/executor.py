@@ -65,9 +65,12 @@ def run_local(
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     progress_seconds: float = POLL_SECONDS,
     overrides: Sequence[str] = (),
+    verbose: bool = False,
 ) -> LocalResult:
     """Run (or resume) a run file to its end. Raises RunSpecError (bad run file), InputError
-    (bad seed/model inputs; nothing written) or WorkdirBusy (another executor works here)."""
+    (bad seed/model inputs; nothing written) or WorkdirBusy (another executor works here).
+    verbose: every stage's output on the terminal too; otherwise it is in the stage's log file
+    (i<N>/<stage>.log) and the terminal gets one line per stage event."""
     out = out if out is not None else sys.stdout
     run_file = Path(run_file)
     run = load_run(run_file, overrides)  # the effective run, --set included, is what run.yaml records
@@ -87,6 +90,8 @@ def run_local(
             _say(out, f"note: {note}")
         if retry_failed and status is not None and status.phase == "Failed":
             status = _forget_failure(status, layout, out)
+        if not verbose:
+            _say(out, f"stage output: {workdir}/i<N>/<stage>.log (sheepdog run --verbose shows it here too)")
 
         just_ran: Optional[str] = None
         while True:
@@ -103,7 +108,7 @@ def run_local(
                                        f"{layout.iteration_dir(action.iteration)}; refusing to loop")
                 with ProgressWatch(workdir, layout, status, action, now, lambda line: _say(out, line),
                                    progress_seconds) as watch:
-                    run_stage(action, layout, now, python=python, module=module)
+                    run_stage(action, layout, now, python=python, module=module, verbose=verbose)
                 status = watch.status  # with the train's last progress (kept if it failed)
                 just_ran = action.name
 

@@ -24,6 +24,7 @@ def report_of(run_name: str, status: RunStatus) -> dict[str, Any]:
         "message": status.message,
         "bestIteration": status.best_iteration,
         "bestModel": status.best_model,
+        "bestBy": status.best_by,  # the stopping metric that chose it; None: the last iteration
         "gpuSeconds": status.gpu_seconds,  # the run's total, as status.gpuSeconds
         "iterations": wire.get("iterations", []),
     }
@@ -77,7 +78,12 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  {report['message']}")
     lines += ["", format_table(report)]
     if report.get("bestModel"):
-        lines += ["", f"best: iteration {report.get('bestIteration')}, model {report['bestModel']}"]
+        if report.get("bestBy"):
+            lines += ["", f"best: iteration {report.get('bestIteration')} by {report['bestBy']}, "
+                          f"model {report['bestModel']}"]
+        else:  # nothing compared the iterations: calling the last one "best" would claim that
+            lines += ["", f"last iteration: {report.get('bestIteration')}, model {report['bestModel']} "
+                          "(no stopping metric chose a best)"]
     return "\n".join(lines)
 
 

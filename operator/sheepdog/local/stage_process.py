@@ -54,6 +54,17 @@ def _tee(source: BinaryIO, sinks: list[BinaryIO]) -> None:
                 pass
 
 
+class _Discard:
+    """The terminal's share of a stage's output when `sheepdog run` is not --verbose: the
+    output is in the stage's log file only."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
 class _TextSink:
     """Bytes onto a text stream that has no .buffer (a replaced sys.stderr)."""
 
@@ -89,7 +100,10 @@ def run_stage(
     module: str = "sheepdog_jobs",
     stream: Optional[BinaryIO] = None,
     env: Optional[dict[str, str]] = None,
+    verbose: bool = True,
 ) -> StageOutcome:
+    """verbose: the stage's stderr also on `stream` (the terminal); otherwise only in its log
+    file, and `stream` gets sheepdog's own lines (attempts, shards)."""
     spec, iteration, stage = action.config.spec, action.iteration, action.stage
     limit = max_attempts(spec, stage)
     record_path = attempts_file(layout, iteration, stage)
@@ -102,6 +116,7 @@ def run_stage(
     started_at = previous.get("startedAt") or now()
     if stream is None:
         stream = getattr(sys.stderr, "buffer", None) or _TextSink(sys.stderr)
+    tee = stream if verbose else _Discard()
     # A train of several ranks starts under torchrun, as its pod does (stage_config.launcher_args).
     if action.stage == EXPORT:  # spec.export (planner/export_policy.py): a stage's attempts, its own program
         command = export_command(action.config, python=python, summary_file=str(summary_path))
@@ -110,7 +125,8 @@ def run_stage(
     shown = command[:command.index("--config")]  # the program, without the config document
     shards = shard_count(action)
     if shards > 1:
-        return _run_shards(action, layout, now, python, module, stream, env, shards, limit, attempt, started_at)
+        return _run_shards(action, layout, now, python, module, stream, env, shards, limit, attempt, started_at,
+                           tee)
 
     exit_code, message = 1, ""
     while attempt <= limit:
@@ -120,7 +136,7 @@ def run_stage(
         if attempt > 1:
             stream.write(f"[sheepdog] iteration {iteration} {stage}: attempt {attempt} of {limit}\n".encode())
             stream.flush()
-        exit_code, output_from = _attempt(command, log_file(layout, iteration, stage), stream, env)
+        exit_code, output_from = _attempt(command, log_file(layout, iteration, stage), tee, env)
         message = "" if exit_code == 0 else _failure_message(
             summary_path, log_file(layout, iteration, stage), output_from, exit_code)
         write_json(record_path, {"attempts": attempt, "maxAttempts": limit, "exitCode": exit_code,
@@ -151,7 +167,7 @@ def shard_log_file(layout: Layout, iteration: int, stage: str, index: int) -> Pa
 
 def _run_shards(action: StartStage, layout: Layout, now: Callable[[], str], python: str, module: str,
                 stream: BinaryIO, env: Optional[dict[str, str]], shards: int, limit: int, attempt: int,
-                started_at: str) -> StageOutcome:
+                started_at: str, tee: Optional[BinaryIO] = None) -> StageOutcome:
     iteration, stage = action.iteration, action.stage
     record_path, summary_path = attempts_file(layout, iteration, stage), summary_file(layout, iteration, stage)
     summaries = [shard_summary_file(layout, iteration, stage, k) for k in range(shards)]
@@ -171,7 +187,7 @@ def _run_shards(action: StartStage, layout: Layout, now: Callable[[], str], pyth
                      f"{', '.join(map(str, pending))} of {shards} (logs: {logs[0].parent}/{stage}.shard-<k>.log)\n"
                      .encode())
         stream.flush()
-        results = _attempt_all([(commands[k], logs[k]) for k in pending], stream, env)
+        results = _attempt_all([(commands[k], logs[k]) for k in pending], stream if tee is None else tee, env)
         failed = [(k, code, since) for k, (code, since) in zip(pending, results) if code != 0]
         if failed:
             k, exit_code, since = failed[0]

@@ -50,6 +50,9 @@ def test_paper_setting_on_8x80gb():
     assert plan["fits"] and fit_problems(plan) == []
     # assessment.decode score (default): 16 tokens a judgement, 10 % decoded again to 1000
     assert syn["phases"]["assessments"]["decodeTokens"] == 10000 * 2 * (16 + 100)
+    # the KV cache holds fewer judgement sequences (rubric + response + judgement) than responses
+    running = {k: p["runningSequences"] for k, p in syn["phases"].items()}
+    assert 1 <= running["assessments"] < running["responses"] <= 256
     # judging 20k pairs at 1000 tokens each (decode full) is most of synthesize's time (issue 22)
     full = plan_run(paper_spec(**{"assessment.decode": "full"}), QWEN)["stages"]["synthesize"]
     phases = full["phases"]

@@ -111,15 +111,16 @@ def _engine_name(spec: RunSpec) -> str:
     return "transformers" if spec.engine == "transformers" else "vllm"
 
 
-def _decode_tokens_per_second(shape: ModelShape, mem: dict, seq_len: int, gpu: dict) -> float:
-    """Memory-bound decode: a step reads this rank's weights and every running sequence's KV
-    cache once; the running sequences are as many as the KV cache holds (at most vllmMaxNumSeqs)."""
+def _decode_tokens_per_second(shape: ModelShape, mem: dict, seq_len: int, gpu: dict) -> tuple[float, int]:
+    """(tokens/s, running sequences) of a memory-bound decode: a step reads this rank's weights
+    and every running sequence's KV cache once; the running sequences are as many as the KV
+    cache holds (at most vllmMaxNumSeqs)."""
     kv = mem.get("kvCache")
-    if not kv:  # transformers: one sequence batch at a time, weights read per step
-        return 8 * gpu["bandwidth"] * ASSUMPTIONS["decodeBandwidthEfficiency"] / shape.weight_bytes()
+    if not kv:  # transformers: a batch of 8 sequences at a time, the weights read every step
+        return 8 * gpu["bandwidth"] * ASSUMPTIONS["decodeBandwidthEfficiency"] / shape.weight_bytes(), 8
     running = max(1, min(ASSUMPTIONS["vllmMaxNumSeqs"], kv["tokens"] // max(1, seq_len)))
     read = shape.weight_bytes() / mem["tensorParallel"] + running * (seq_len / 2) * kv["bytesPerTokenPerRank"]
-    return running * gpu["bandwidth"] * ASSUMPTIONS["decodeBandwidthEfficiency"] / read
+    return running * gpu["bandwidth"] * ASSUMPTIONS["decodeBandwidthEfficiency"] / read, running
 
 
 def _engine_stage(spec: RunSpec, shape: ModelShape, stage: str, gpu: str) -> dict:
@@ -155,7 +156,7 @@ def _engine_stage(spec: RunSpec, shape: ModelShape, stage: str, gpu: str) -> dic
     for name, p in phases.items():
         prompt_len = p["promptTokens"] // max(1, p["requests"])
         decode_len = p["decodeTokens"] // max(1, p["requests"])
-        tps = _decode_tokens_per_second(shape, out, prompt_len + decode_len, g)
+        tps, p["runningSequences"] = _decode_tokens_per_second(shape, out, prompt_len + decode_len, g)
         prefill = p["promptTokens"] * 2 * shape.params() / (tp * g["flops"] * ASSUMPTIONS["prefillMfu"])
         p["seconds"] = round(p["decodeTokens"] / tps + prefill, 1)
         seconds += p["seconds"]
@@ -324,7 +325,7 @@ def format_plan(plan: dict) -> str:
                          f"{s['memoryGiBPerRankWithoutCheckpointing']} GiB; LoRA {s['loraParams'] / 1e6:.1f} M params")
         for name, p in (s.get("phases") or {}).items():
             lines.append(f"  {name}: {p['requests']} requests, {p['promptTokens']} prompt + {p['decodeTokens']} "
-                         f"decode tokens, ~{p['seconds'] / 3600:.2f} h")
+                         f"decode tokens, {p['runningSequences']} at once, ~{p['seconds'] / 3600:.2f} h")
         if s.get("gpuHoursPerIteration") is not None and s.get("tokensPerIteration"):
             lines.append(f"  per iteration: {s['tokensPerIteration']} tokens, {s['gpuHoursPerIteration']} GPU-hours")
     st = plan["storage"]

@@ -57,6 +57,7 @@ def plan_run(spec: RunSpec, shape: ModelShape, *, gpu: str = "h100",
     for stage in stages_of(spec):
         stages[stage] = {"train": _train, "curate": _curate}.get(stage, _engine_stage)(spec, shape, stage, gpu)
     gpu_hours = [s["gpuHoursPerIteration"] for s in stages.values()]
+    storage = _storage(spec, shape, claim_gib)
     return {
         "model": {"source": shape.source, "params": shape.params(), "layers": shape.layers,
                   "hidden": shape.hidden, "weightsGiB": _gib(shape.weight_bytes()),
@@ -66,8 +67,8 @@ def plan_run(spec: RunSpec, shape: ModelShape, *, gpu: str = "h100",
         "fits": all(s["fits"] is not False for s in stages.values()),
         "gpuHoursPerIteration": None if None in gpu_hours else round(sum(gpu_hours), 2),
         "iterations": iteration_count(spec),
-        "storage": _storage(spec, shape, claim_gib),
-        "storageGiB": _storage(spec, shape, claim_gib)["totalGiB"],
+        "storage": storage,
+        "storageGiB": storage["totalGiB"],
         "assumptions": {**ASSUMPTIONS, **GPUS[gpu]},
     }
 
@@ -185,7 +186,7 @@ def _curate(spec: RunSpec, shape: ModelShape, stage: str, gpu: str) -> dict:
     if method == "score":
         return {"gpus": res.gpus, "pods": 1, "memoryGiBPerRank": 0.0, "fits": True,
                 "why": "filter.method score: no model is loaded", "tokensPerIteration": 0,
-                "gpuHoursPerIteration": round(0.0, 2)}
+                "gpuHoursPerIteration": 0.0}
     if res.gpus == 0:
         return _cpu_stage(stage)
     # curate loads the model without tensor parallelism (one engine, one GPU); density takes
@@ -266,7 +267,7 @@ def _storage(spec: RunSpec, shape: ModelShape, claim_gib: Optional[float]) -> di
     # momentum, variance, 16-bit copy), deleted once the model is written.
     checkpoints = 2 * lora * 14
     total = shape.weight_bytes() + trained * (per_iteration_model + data) + checkpoints
-    out = {
+    return {
         "baseGiB": _gib(shape.weight_bytes()),
         "modelsGiBPerIteration": _gib(per_iteration_model),
         "dataGiBPerIteration": _gib(data),
@@ -277,7 +278,6 @@ def _storage(spec: RunSpec, shape: ModelShape, claim_gib: Optional[float]) -> di
         "claimGiB": claim_gib,
         "fits": None if claim_gib is None else total <= claim_gib * GiB,
     }
-    return out
 
 
 # --- refusals and text ------------------------------------------------------------------------

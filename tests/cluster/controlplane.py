@@ -97,6 +97,9 @@ def find_bin_dir(build: bool = True) -> Path:
     return Path(res.stdout.strip().splitlines()[-1])
 
 
+_EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
 def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -120,6 +123,7 @@ class ControlPlane:
         bin_dir: str | os.PathLike | None = None,
         nodes: int = 2,
         build: bool = True,
+        real_node: bool = False,
     ):
         if state_dir is None:
             tmp = os.environ.get("TMPDIR", "/tmp")
@@ -127,6 +131,8 @@ class ControlPlane:
         self.state_dir = Path(state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.nodes = nodes
+        self.real_node = real_node  # tests/cluster/realnode.py: a kubelet + containerd node
+        self._real = None
         self._procs: dict[str, subprocess.Popen] = {}
         state = self._load_state()
         if state:
@@ -134,6 +140,7 @@ class ControlPlane:
             self.pids = state.get("pids", {})
             self.bin_dir = Path(bin_dir or state["bin_dir"])
             self.nodes = state.get("nodes", nodes)
+            self.real_node = state.get("real_node", real_node)
         else:
             self.bin_dir = Path(bin_dir) if bin_dir else find_bin_dir(build=build)
             p = free_ports(6)
@@ -186,7 +193,8 @@ class ControlPlane:
             return None
 
     def _save_state(self) -> None:
-        data = {"ports": self.ports, "pids": self.pids, "bin_dir": str(self.bin_dir), "nodes": self.nodes}
+        data = {"ports": self.ports, "pids": self.pids, "bin_dir": str(self.bin_dir), "nodes": self.nodes,
+                "real_node": self.real_node}
         tmp = self._state_file().with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
         tmp.replace(self._state_file())
@@ -194,48 +202,55 @@ class ControlPlane:
     # ---- certificates and kubeconfigs -------------------------------------------------------
     def _ensure_pki(self) -> None:
         pki = self.pki
-        if (pki / "done").exists():
-            return
-        pki.mkdir(parents=True, exist_ok=True)
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        _openssl(
-            "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
-            "-subj", "/CN=sheepdog-test-ca",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-            cwd=pki,
-        )
-
-        def leaf(name: str, subj: str, usage: str, san: str | None = None) -> None:
-            _openssl("req", "-new", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subj, cwd=pki)
-            ext = [
-                "basicConstraints=CA:FALSE",
-                "keyUsage=critical,digitalSignature,keyEncipherment",
-                f"extendedKeyUsage={usage}",
-            ]
-            if san:
-                ext.append(f"subjectAltName={san}")
-            (pki / f"{name}.ext").write_text("\n".join(ext) + "\n")
+        if not (pki / "done").exists():
+            pki.mkdir(parents=True, exist_ok=True)
             _openssl(
-                "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", "3650", "-out", f"{name}.crt", "-extfile", f"{name}.ext",
+                "req", "-x509", *_EC, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
+                "-subj", "/CN=sheepdog-test-ca",
+                "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
                 cwd=pki,
             )
+            self.issue_cert(
+                "apiserver", "/CN=kube-apiserver", "serverAuth",
+                "IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+                f"DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:{SERVICE_IP}",
+            )
+            self.issue_cert("admin", "/O=system:masters/CN=sheepdog-admin", "clientAuth")
+            self.issue_cert("controller-manager", "/CN=system:kube-controller-manager", "clientAuth")
+            self.issue_cert("scheduler", "/CN=system:kube-scheduler", "clientAuth")
+            self.issue_cert("kwok", "/O=system:masters/CN=kwok", "clientAuth")
+            _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key", cwd=pki)
+            _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+            for name in ("admin", "controller-manager", "scheduler", "kwok"):
+                self._write_kubeconfig(self.state_dir / f"{name}.kubeconfig", name)
+            (pki / "done").write_text("ok\n")
+        # The API server's client certificate for kubelets (logs, exec): a real node's kubelet
+        # authenticates it against the test CA and authorizes it with a SubjectAccessReview.
+        # Outside the "done" guard: a state dir made before it existed gets it too.
+        self.issue_cert("apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client",
+                        "clientAuth")
 
-        leaf(
-            "apiserver", "/CN=kube-apiserver", "serverAuth",
-            "IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-            f"DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:{SERVICE_IP}",
+    def issue_cert(self, name: str, subj: str, usage: str, san: str | None = None) -> None:
+        """pki/<name>.crt and .key signed by the test CA (kept when they exist)."""
+        pki = self.pki
+        if (pki / f"{name}.crt").exists():
+            return
+        _openssl("req", "-new", *_EC, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subj, cwd=pki)
+        ext = [
+            "basicConstraints=CA:FALSE",
+            "keyUsage=critical,digitalSignature,keyEncipherment",
+            f"extendedKeyUsage={usage}",
+        ]
+        if san:
+            ext.append(f"subjectAltName={san}")
+        (pki / f"{name}.ext").write_text("\n".join(ext) + "\n")
+        _openssl(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "3650", "-out", f"{name}.crt.tmp", "-extfile", f"{name}.ext",
+            cwd=pki,
         )
-        leaf("admin", "/O=system:masters/CN=sheepdog-admin", "clientAuth")
-        leaf("controller-manager", "/CN=system:kube-controller-manager", "clientAuth")
-        leaf("scheduler", "/CN=system:kube-scheduler", "clientAuth")
-        leaf("kwok", "/O=system:masters/CN=kwok", "clientAuth")
-        _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key", cwd=pki)
-        _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
-        for name in ("admin", "controller-manager", "scheduler", "kwok"):
-            self._write_kubeconfig(self.state_dir / f"{name}.kubeconfig", name)
-        (pki / "done").write_text("ok\n")
+        (pki / f"{name}.crt.tmp").replace(pki / f"{name}.crt")  # exists only once complete
 
     def _write_kubeconfig(self, path: Path, cert: str) -> None:
         # Absolute paths: the file is read by Go (client-go), kubectl, Kopf and our own client.
@@ -315,6 +330,8 @@ class ControlPlane:
                 # nowhere). No --kubelet-certificate-authority: the kubelet's certificate is not
                 # verified, the stand-in's is self-signed (tests/cluster/pod_executor.py).
                 "--kubelet-preferred-address-types=InternalIP,Hostname",
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
                 "--endpoint-reconciler-type=none",
                 f"--audit-policy-file={self._audit_policy()}",
                 f"--audit-log-path={self.audit_log}",
@@ -482,7 +499,35 @@ class ControlPlane:
             _log(f"{c} up (pid {self.pids[c]}) after {time.monotonic() - t0:.1f}s")
         self.ensure_nodes()
         self.wait_ready(timeout)
+        if self.real_node:
+            self.start_real_node(timeout=timeout)
         _log(f"cluster ready after {time.monotonic() - t0:.1f}s")
+
+    def start_real_node(self, timeout: float = 180.0, owner_pid: int | None = None, images=()):
+        """Add the real node (tests/cluster/realnode.py) to the running cluster; returns it.
+        owner_pid: a process whose death marks the node as abandoned (the test run); images:
+        archives to import before its kubelet starts."""
+        from tests.cluster.realnode import RealNode  # it imports this module
+
+        if self._real is None or not self._real.is_running():
+            self._real = RealNode(self, owner_pid=owner_pid)
+            self._real.start(timeout=timeout, images=list(images))
+        self.real_node = True
+        self._save_state()
+        return self._real
+
+    def stop_real_node(self) -> list[str]:
+        """Stop this cluster's real node, if it has one, and restore the host (also when another
+        process started it: `down`). Returns what could not be undone."""
+        from tests.cluster.realnode import RealNode, read_record
+
+        if self._real is None:
+            rec = read_record()
+            if rec is None or rec.get("node_dir") != str(self.state_dir / "real-node"):
+                return []  # not ours: no lock taken, another cluster's node may be starting
+        node = self._real or RealNode(self)
+        self._real = None
+        return node.stop()
 
     def stop(self, component: str | None = None, timeout: float = 10.0) -> None:
         """Stop one component, or all in reverse start order: SIGTERM; a second SIGTERM after
@@ -490,6 +535,11 @@ class ControlPlane:
         clients' watches, and a second signal makes the Kubernetes components exit at once);
         SIGKILL after the timeout."""
         comps = [component] if component else list(reversed(COMPONENTS))
+        if component is None:
+            # First, while the API server still runs (its Node and pods are deleted).
+            problems = self.stop_real_node()
+            if problems:
+                _log("the real node left changes on the host:\n  " + "\n  ".join(problems))
         for c in comps:
             if c not in COMPONENTS:
                 raise ValueError(f"unknown component {c!r}")

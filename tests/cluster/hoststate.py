@@ -17,6 +17,7 @@ tests/cluster/test_hoststate.py; the rest is checked by tests/cluster/test_real_
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -119,10 +120,11 @@ def iptables_undo(before: dict[str, dict], after: dict[str, dict]) -> list[list[
             if have[rule] > 0:
                 have[rule] -= 1
                 continue
-            chain = rule.split()[1]
+            chain = shlex.split(rule)[1]
             if chain in new_chains:
                 continue  # goes with the flush
-            deletes.append(["-t", table, "-D", *rule.split()[1:]])
+            # shlex: iptables-save quotes comments ("block incoming localnet connections").
+            deletes.append(["-t", table, "-D", *shlex.split(rule)[1:]])
         for c in new_chains:
             flushes.append(["-t", table, "-F", c])
             removes.append(["-t", table, "-X", c])
@@ -167,12 +169,10 @@ def cgroup_dirs(name_prefix: str = "kubepods") -> list[str]:
     out = []
     if not CGROUP_ROOT.is_dir():
         return out
-    tops = []
-    for hier in CGROUP_ROOT.iterdir():
-        if (hier / "cgroup.procs").exists():  # a hierarchy mounted right on /sys/fs/cgroup (v2)
-            tops = [CGROUP_ROOT]
-            break
-        tops.append(hier)
+    if (CGROUP_ROOT / "cgroup.procs").exists():  # cgroup v2 mounted right on /sys/fs/cgroup
+        tops = [CGROUP_ROOT]
+    else:  # v1 (or hybrid): one hierarchy per directory, the unified one among them
+        tops = [h for h in CGROUP_ROOT.iterdir() if (h / "cgroup.procs").exists()]
     for top in tops:
         try:
             entries = list(top.iterdir())

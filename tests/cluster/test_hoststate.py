@@ -81,6 +81,31 @@ def test_undo_deletes_new_rules_then_flushes_then_removes_new_chains():
     assert not any("DOCKER-USER" in a or "22" in a for args in undo for a in args)
 
 
+def test_undo_keeps_quoted_arguments_whole():
+    before = hoststate.parse_iptables_save("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n")
+    after = hoststate.parse_iptables_save(
+        '*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m comment --comment "block incoming localnet" -j DROP\nCOMMIT\n')
+    assert hoststate.iptables_undo(before, after) == [
+        ["-t", "filter", "-D", "INPUT", "-m", "comment", "--comment", "block incoming localnet", "-j", "DROP"]]
+
+
+def test_cgroup_dirs_lists_kubepods_trees_in_every_v1_hierarchy(tmp_path, monkeypatch):
+    for hier in ("cpu", "memory", "unified"):
+        (tmp_path / hier / "kubepods" / "besteffort" / "pod1").mkdir(parents=True)
+        (tmp_path / hier / "cgroup.procs").write_text("")
+        (tmp_path / hier / "other").mkdir()
+    (tmp_path / "cpu" / "kubepods.slice").mkdir()
+    monkeypatch.setattr(hoststate, "CGROUP_ROOT", tmp_path)
+    dirs = hoststate.cgroup_dirs()
+    assert f"{tmp_path}/memory/kubepods/besteffort/pod1" in dirs
+    assert f"{tmp_path}/cpu/kubepods.slice" in dirs
+    assert not any(d.endswith("/other") for d in dirs)
+    assert len(dirs) == 3 * 3 + 1
+    (tmp_path / "cgroup.procs").write_text("")  # cgroup v2 right on the root: the top level only
+    (tmp_path / "kubepods").mkdir()
+    assert hoststate.cgroup_dirs() == [f"{tmp_path}/kubepods"]
+
+
 def test_undo_counts_duplicate_rules():
     one = hoststate.parse_iptables_save("*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j DROP\nCOMMIT\n")
     two = hoststate.parse_iptables_save("*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j DROP\n-A INPUT -j DROP\nCOMMIT\n")

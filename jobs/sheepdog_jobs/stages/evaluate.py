@@ -421,3 +421,8 @@ def _report_evaluation(cfg, finite: dict) -> None:
         log_evaluation(cfg, finite)
     except Exception as exc:  # noqa: BLE001 - the results are written: a report must not undo that
         _log(f"MLflow did not take the evaluation: {exc}")
+    from sheepdog_jobs.training.iteration_tracking import report_iteration
+
+    # TensorBoard and W&B (each failure logged, never raised)
+    report_iteration(cfg.spec.training.report_to, Path(cfg.run_dir), Path(cfg.out_dir), cfg.run, cfg.iteration,
+                     evaluation=finite)

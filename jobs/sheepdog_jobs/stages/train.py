@@ -345,6 +345,13 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
                 mlflow.finish({**_upstream_figures(config), **summary}, state.global_step)
             except Exception as exc:  # noqa: BLE001 - the model is written: a report must not undo that
                 log.warning("train: MLflow did not take the iteration's figures: %s", exc)
+        from sheepdog_jobs.training import iteration_tracking
+
+        iteration_tracking.report_iteration(
+            t.report_to, Path(config.run_dir), out, config.run, config.iteration,
+            figures=iteration_tracking.numeric({**_upstream_figures(config), "trainLoss": summary["trainLoss"],
+                                                "evalLoss": summary["evalLoss"]}),
+            pairs=iteration_tracking.sampled_pairs(Path(config.train_data[-1])))
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
     return summary

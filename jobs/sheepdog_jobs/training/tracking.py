@@ -32,10 +32,14 @@ def prepare_env(report_to: Iterable[str], out: Path, run: str, iteration: int) -
     if "tensorboard" in report_to:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")
     if "wandb" in report_to:
-        os.environ.setdefault("WANDB_MODE", "offline")  # pods reach no W&B server by default
+        from sheepdog_jobs.training.iteration_tracking import wandb_mode
+
+        # online with an API key; offline otherwise (pods reach no W&B server by default)
+        os.environ["WANDB_MODE"] = wandb_mode(os.environ)
         os.environ["WANDB_DIR"] = str(out)
         os.environ.setdefault("WANDB_PROJECT", run)
-        os.environ.setdefault("WANDB_NAME", f"{run}-iteration-{iteration}")
+        os.environ.setdefault("WANDB_RUN_GROUP", run)  # one group per sheepdog run
+        os.environ.setdefault("WANDB_NAME", f"{run}-iteration-{iteration}-steps")
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:

@@ -484,9 +484,8 @@ class Synthesis:
         parse = INSTRUCTION_PARSERS[s.instruction_parser]
         lines = []
         for r, out in zip(requests, outs):
-            batch = parse(out.text, first_index=k + 1,
-                                                 truncated=out.finish_reason == "length",
-                                                 drop_last=s.drop_last_item == "always")
+            batch = parse(out.text, first_index=k + 1, truncated=out.finish_reason == "length",
+                          drop_last=s.drop_last_item == "always")
             lines.append({"r": r, "dropped": dict(batch.dropped),
                           "candidates": [{"j": j, "instruction": t.instruction, "input": t.input}
                                          for j, t in enumerate(batch.tasks)]})

@@ -248,6 +248,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.get("phase") == "Failed" else EXIT_OK
 
 
+# --- sheepdog pull ----------------------------------------------------------------------------
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    """A cluster run's directory off its PVC, through a short-lived pod (kube/pull.py)."""
+    kube, obj, code = _cluster_run(args, "pull")
+    if obj is None:
+        return code
+    from sheepdog.kube.pull import MODEL_PATTERNS, PullError, describe, pull
+
+    obj.setdefault("metadata", {}).setdefault("namespace", args.namespace)
+    dest = Path(args.to)
+    try:
+        files = pull(kube, obj, dest, image=args.image, timeout=args.timeout,
+                     exclude=MODEL_PATTERNS if args.no_models else ())
+    except PullError as err:
+        _error(f"pull: {err}")
+        return EXIT_FAILED
+    print(f"pulled {args.namespace}/{args.run}: {describe(files, dest)}")
+    return EXIT_OK
+
+
 # --- sheepdog retry ---------------------------------------------------------------------------
 
 
@@ -426,6 +448,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", help="default: KUBECONFIG or ~/.kube/config")
     p.add_argument("--context", help="the kubeconfig context (default: its current one)")
     p.set_defaults(func=cmd_retry)
+
+    p = sub.add_parser("pull", help="copy a cluster run's directory off its volume to this machine")
+    p.add_argument("run", metavar="RUN", help="the SelfAlignmentRun's name")
+    p.add_argument("--namespace", "-n", default="default")
+    p.add_argument("--to", required=True, metavar="DIR", help="where the run's directory goes")
+    p.add_argument("--no-models", action="store_true",
+                   help="leave the iterations' models and train checkpoints on the volume")
+    p.add_argument("--image", default="busybox:1.37",
+                   help="image of the short-lived pod (needs sh, tar, gzip, base64; default busybox:1.37)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds the pod may take to start and finish")
+    p.add_argument("--kubeconfig", help="default: KUBECONFIG or ~/.kube/config")
+    p.add_argument("--context", help="the kubeconfig context (default: its current one)")
+    p.set_defaults(func=cmd_pull)
 
     p = sub.add_parser("report", help="print and plot the report of a run on a cluster")
     p.add_argument("run", metavar="RUN", help="the SelfAlignmentRun's name")

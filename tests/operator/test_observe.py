@@ -175,6 +175,8 @@ class FakeKube:
         self.writes: list[tuple[str, str]] = []
         self.events: dict[str, list[dict]] = {}  # Job name -> its Events (the watch delivers them)
         self.create_error: Exception | None = None  # raised by the next creates
+        self.dry_runs: list[dict] = []  # the pre-flight's dry-run Jobs (not writes: nothing is stored)
+        self.dry_run_error: dict[str, Exception] = {}  # stage -> the API server's refusal of its Job
         self.posted_events: dict[str, dict] = {}  # Event name -> the run's Events posted
         self.rv = 1
         self.run["metadata"]["resourceVersion"] = "1"
@@ -227,6 +229,12 @@ class FakeKube:
         self.jobs[name] = obj
         self.writes.append(("create", name))
         return copy.deepcopy(obj)
+
+    def dry_run_create(self, namespace, obj):
+        self.dry_runs.append(obj)
+        error = self.dry_run_error.get(obj["metadata"]["labels"]["sheepdog.dev/stage"])
+        if error is not None:
+            raise error
 
     def replace_run_status(self, run, status):
         if run["metadata"]["resourceVersion"] != self.run["metadata"]["resourceVersion"]:

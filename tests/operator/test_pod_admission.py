@@ -5,7 +5,7 @@ import pytest
 from pydantic import ValidationError
 
 from sheepdog.api.spec import RunSpec
-from sheepdog.kube.pod_admission import pod_template_problems
+from sheepdog.kube.preflight import prepare
 from tests.operator.test_jobs_builder import build, container_of, pod_of
 
 TEMPLATE = {
@@ -23,6 +23,12 @@ TEMPLATE = {
 
 def spec_with(template, stage="train"):
     return RunSpec.model_validate({"model": {"base": "m"}, "stages": {stage: {"podTemplate": template}}})
+
+
+def pod_template_problems(run, spec):
+    """The pure part of the pre-flight (kube/preflight.py): every stage's Job built, its pods
+    checked against Pod Security."""
+    return prepare({"metadata": {"name": run, "namespace": "ns", "uid": "u"}}, spec, None).problems
 
 
 def test_template_is_added_to_what_sheepdog_sets():

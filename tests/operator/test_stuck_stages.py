@@ -12,7 +12,8 @@ states develop side by side and the module stays short:
   queued    spec.scheduling.queueName: the Job is created suspended and no Kueue admits it
   pull      kwok keeps the pod Pending with ImagePullBackOff
   config    kwok keeps the pod Pending with CreateContainerConfigError (a missing Secret)
-  invalid   a quantity the API server rejects (422): the run fails with its message
+  invalid   a quantity the API server rejects (422): the pre-flight's dry run holds the run
+            (InvalidSpec) with its message before any Job exists
   foreign   a Job of the same name that the run does not own: the run fails (JobConflict)
   orphaned  its running Job deleted by hand with --cascade=orphan: the Job is created again
             only once the old pod is gone
@@ -185,10 +186,10 @@ def test_a_missing_secret_is_a_container_config_error(setup):
     assert_stuck(setup, "config", "ContainerConfigError", 'secret "hf-token" not found')
 
 
-def test_a_job_the_api_server_rejects_fails_the_run_with_its_message(setup):
+def test_a_job_the_api_server_rejects_holds_the_run_with_its_message(setup):
     cluster, ns, _ = setup
-    st = wait_reason(cluster, ns, "invalid", ("StageFailed",))
-    assert st["phase"] == "Failed" and "JobRejected" in st["message"] and "(422)" in st["message"], st
+    st = wait_reason(cluster, ns, "invalid", ("InvalidSpec",))
+    assert st["phase"] == "Pending" and "refuses Job invalid-i1-synthesize (422)" in st["message"], st
     assert "is invalid" in st["message"] and "cpu" in st["message"], st
     assert not cluster.get_json("jobs", "-n", ns, "-l", "sheepdog.dev/run=invalid")["items"]
 

@@ -161,6 +161,9 @@ class RunStatus(StatusModel):
     gpu_seconds: Optional[float] = _gpu_seconds("Sum of the iterations' gpuSeconds: the run's GPU cost.")
     iterations: list[IterationRecord] = Field(default_factory=list)
     last_retry: Optional[RetryRecord] = None
+    preflight_generation: Optional[int] = Field(
+        None, description="Operator only: the generation whose stage Jobs passed the pre-flight (a "
+        "server-side dry run of each, and Pod Security for their pods).")
     pending_events: Optional[list[PendingEvent]] = Field(
         None,
         description="Operator only: the Events of the latest transition, by name. Posted right after "

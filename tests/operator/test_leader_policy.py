@@ -39,31 +39,3 @@ def test_only_the_holder_releases():
     free = released(HELD, "a", "t")
     assert free["holderIdentity"] == "" and free["leaseDurationSeconds"] == 1
     assert may_take(free, None, "b", 0.0)
-
-
-def test_a_standby_dispatcher_drops_triggers_and_its_probe_only_fails_for_a_stalled_leader():
-    import asyncio
-    import concurrent.futures
-    import time
-    from types import SimpleNamespace
-
-    from sheepdog.kube.handlers import Dispatcher
-    from sheepdog.kube.metrics import Metrics
-    from sheepdog.kube.reconcile import Result
-
-    reconciled = []
-    rec = SimpleNamespace(metrics=Metrics(), reconcile=lambda ns, name: reconciled.append(name) or Result())
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        d = Dispatcher(rec, pool)
-        leading = [False]
-        d.leading = lambda: leading[0]
-        asyncio.run(d.trigger("ns", "r"))
-        assert reconciled == []
-        assert d.stalled(10) is None  # a standby is never stalled
-        leading[0] = True
-        asyncio.run(d.trigger("ns", "r"))
-        assert reconciled == ["r"]
-    d.leading_since = time.monotonic() - 31
-    assert "no resync completed for 31s" in (d.stalled(10) or "")
-    d.last_resync = time.monotonic() - 5
-    assert d.stalled(10) is None

@@ -47,6 +47,7 @@ from sheepdog.api.spec import GROUP, PLURAL, VERSION
 from sheepdog.kube.client import Conflict
 from sheepdog.kube.observe import LABEL_RUN
 from sheepdog.kube.reconcile import Reconciler
+from sheepdog.timestamps import parse_time
 from sheepdog.kube.retry_request import retry_token
 
 log = logging.getLogger("sheepdog.handlers")
@@ -235,12 +236,25 @@ def relist(cache: Any, kind: str, namespace: Optional[str], items: list) -> None
 
 def settled(run: Any) -> bool:
     """A finished run whose status answers its current spec: only an event (an edit, a
-    deletion) can give it anything to do, so the resync skips it."""
+    deletion) can give it anything to do, so the resync skips it. One with a
+    ttlSecondsAfterFinished is never settled: it is to be deleted (run_ttl.py)."""
     st = run.get("status") or {}
     token = retry_token(run)  # a retry request not acted on yet (its watch event was missed)
     return (st.get("phase") in ("Succeeded", "Failed")
             and st.get("observedGeneration") == (run.get("metadata") or {}).get("generation")
-            and (token is None or (st.get("lastRetry") or {}).get("token") == token))
+            and (token is None or (st.get("lastRetry") or {}).get("token") == token)
+            and (run.get("spec") or {}).get("ttlSecondsAfterFinished") is None)
+
+
+def may_owe_events(run: Any, event_ttl: float) -> bool:
+    """Whether the run's last status write named Events a crashed process may not have posted
+    (younger than the API server keeps Events): a fresh process reconciles it to post them."""
+    now = time.time()
+    for ev in (run.get("status") or {}).get("pendingEvents") or ():
+        at = parse_time((ev or {}).get("at"))
+        if at is None or now - at.timestamp() < event_ttl:
+            return True
+    return False
 
 
 def register(registry: Any, dispatcher: Dispatcher, resync_interval: float = 60.0) -> None:
@@ -296,6 +310,11 @@ def register(registry: Any, dispatcher: Dispatcher, resync_interval: float = 60.
             return
         meta = body.get("metadata") or {}
         if meta.get("deletionTimestamp"):
+            return
+        if type is None and settled(body) and not may_owe_events(body, dispatcher.reconciler.options.event_ttl):
+            # Listed at a start and finished with nothing to do: its gauges from its status, no
+            # reconcile (a cluster's history of thousands of finished runs costs no requests).
+            dispatcher.metrics.observe_run(namespace, name, body.get("status") or {})
             return
         rv = meta.get("resourceVersion")
         own = lambda: dispatcher.reconciler.is_own_write(namespace, name, rv)  # noqa: E731

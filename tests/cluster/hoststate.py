@@ -26,8 +26,11 @@ from collections import Counter
 from pathlib import Path
 
 # The kubelet's container manager refuses to start unless these hold (protectKernelDefaults:
-# true makes it check instead of writing them itself).
-KUBELET_SYSCTLS = {"vm.overcommit_memory": "1", "kernel.panic": "10", "kernel.panic_on_oops": "1"}
+# true makes it check instead of writing them itself; its setupKernelTunables). The last three
+# are the kernel's defaults, already so on the test machines: set only where they differ.
+KUBELET_SYSCTLS = {"vm.overcommit_memory": "1", "kernel.panic": "10", "kernel.panic_on_oops": "1",
+                   "vm.panic_on_oom": "0", "kernel.keys.root_maxkeys": "1000000",
+                   "kernel.keys.root_maxbytes": "25000000"}
 # Not set by us but changed by the CNI bridge plugin (a gateway bridge turns forwarding on):
 # recorded and written back too.
 RECORDED_SYSCTLS = [*KUBELET_SYSCTLS, "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"]

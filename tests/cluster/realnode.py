@@ -197,9 +197,9 @@ def teardown(rec: dict) -> list[str]:
         shutil.rmtree(node_dir, ignore_errors=True)
         try:
             _record_path().unlink()
-            HOST_DIR.rmdir()
-        except OSError:
+        except FileNotFoundError:
             pass
+        shutil.rmtree(HOST_DIR, ignore_errors=True)  # the shims' socket dir with it
     return problems
 
 
@@ -240,7 +240,8 @@ class RealNode:
 
     @property
     def logs(self) -> dict[str, Path]:
-        return {c: self.dir / "logs" / f"{c}.log" for c in ("containerd", "kubelet")}
+        # Beside the control plane's logs, not in the node dir: they outlive the node's teardown.
+        return {c: self.cp.state_dir / "logs" / f"real-node-{c}.log" for c in ("containerd", "kubelet")}
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         cmd = [str(self.bin_dir / "ctr"), "--address", str(self.containerd_socket), "-n", "k8s.io", *args]
@@ -264,7 +265,9 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 [plugins."io.containerd.server.v1.ttrpc"]
   address = "{self.containerd_socket}.ttrpc"
 [plugins."io.containerd.shim.v1.manager"]
-  socket_dir = "{d / 'shims'}"  # instead of /run/containerd/s
+  # Instead of /run/containerd/s. At most 42 characters (unix socket paths are short), so not
+  # in the state dir.
+  socket_dir = "{HOST_DIR / 's'}"
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d / 'opt'}"
 [plugins."io.containerd.grpc.v1.cri"]
@@ -389,15 +392,21 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
     def _start(self, timeout: float, images) -> None:
         d = self.dir
         for sub in ("containerd", "cni-conf", "cni-ipam", "kubelet", "kubelet-pki", "pod-logs",
-                    "volume-plugins", "logs", "images"):
+                    "volume-plugins", "images"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         hoststate.write_sysctls(hoststate.KUBELET_SYSCTLS)
+        self.logs["kubelet"].parent.mkdir(parents=True, exist_ok=True)
         (d / "containerd" / "config.toml").write_text(self._containerd_config())
         (d / "cni-conf" / "10-sheepdog.conflist").write_text(json.dumps(self._cni_config(), indent=1))
         self._spawn("containerd", [str(self.bin_dir / "containerd"), "--config", str(d / "containerd" / "config.toml")])
         self._wait("containerd", lambda: self.ctr("version", check=False, timeout=10).returncode == 0, timeout)
+        self._check_cri()
         for archive in [self._pause_archive(), *images]:
             self.import_image(archive)
+        # A Node of this name left by a crash still says Ready (for 40 s, until the node
+        # lifecycle controller notices): the wait below must see the new kubelet's status, and
+        # the crashed node's pods must not be run again.
+        self._forget_node()
         ip = host_ip()
         port, healthz = free_ports(2)
         (d / "kubelet-config.json").write_text(json.dumps(self._kubelet_config(ip, port, healthz), indent=1))
@@ -420,6 +429,17 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
             return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
 
         self._wait(f"node {NODE_NAME} Ready", ready, timeout)
+
+    def _check_cri(self) -> None:
+        """containerd serves even when a plugin failed to load; the kubelet then only says the
+        CRI service is unknown. Name the plugin that failed instead."""
+        failed = [line.split() for line in self.ctr("plugins", "ls").stdout.splitlines()
+                  if line.split()[-1:] == ["error"]]
+        names = {f"{p[0]} {p[1]}" for p in failed if len(p) >= 2}
+        crucial = {n for n in names if "cri" in n or "shim" in n or "runtime" in n or "overlayfs" in n}
+        if crucial:
+            raise RuntimeError(f"containerd plugins failed to load: {', '.join(sorted(crucial))}; see "
+                               f"{self.logs['containerd']}:\n{_tail(self.logs['containerd'], 20)}")
 
     def _node_kubeconfig(self) -> Path:
         cp = self.cp

@@ -15,7 +15,8 @@ if [ -s /run/secrets/pipconf ]; then
   [ -z "$_index" ] || export UV_DEFAULT_INDEX="$_index"
   unset _index
 fi
-if ! /uv/bin/uv --version 2>/dev/null | grep -qx "uv $UV_VERSION"; then
+# `uv --version` prints "uv 0.13.9 (<commit> <date>)"
+if ! /uv/bin/uv --version 2>/dev/null | grep -q "^uv $UV_VERSION\( \|$\)"; then
   rm -rf /uv/bin /uv/uv /uv/uv-*
   PYTHONPATH= python3 -m pip install --quiet --no-cache-dir --disable-pip-version-check \
     --target /uv "uv==$UV_VERSION"

@@ -15,6 +15,9 @@ Both methods run on the same prompts, the same loaded tiny model, in this one pr
   whenever a judgement runs to the budget) and read the first number (extract_score; the
   scripts' stricter rule, extract_score_strict, is counted too).
 * logprobs: one forward pass over the prompt (score_digits), expected score over the digits.
+* text, decode score (assessment.decode: score, the default with parse strict): the same
+  judgements decoded to '||' or SCORE_MAX_TOKENS, again in full only where the strict score is
+  not readable yet (judgement_decode.generate_judgements), the same seeds as text.
 
 Figures (the LAST line is one JSON object):
 * decoded_tokens_ratio: text's mean generated tokens per judgement divided by 1.  The
@@ -27,6 +30,8 @@ Figures (the LAST line is one JSON object):
   median are kept); the share of pairs where both made the same keep/drop decision.
 * spearman: rank correlation (average ranks for ties) of the two scores on the same pairs.
 * text_parse_failures: judgements with no score in 1..10 by extract_score.
+* score_decode_*: tokens per judgement, seconds, judgements decoded again in full, and how many
+  strict scores equal the full-length text decode's (all of them, by construction).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ sys.path.insert(0, str(REPO / "operator"))
 os.environ.setdefault("SHEEPDOG_TORCH_THREADS", "1")
 
 from sheepdog_jobs.engines import create_engine  # noqa: E402
+from sheepdog_jobs.judgement_decode import generate_judgements  # noqa: E402
 from sheepdog_jobs.modelprep import default_cache_dir, prepare_model  # noqa: E402
 from sheepdog_jobs.parsing import extract_score, extract_score_strict  # noqa: E402
 from sheepdog_jobs.prompts import build_assessment_prompt  # noqa: E402
@@ -55,6 +61,7 @@ from sheepdog_jobs.stages.common import configure_torch_threads  # noqa: E402
 
 SHARED_SEEDS = SELF_INSTRUCT_SEED_TASKS  # shipped in jobs/sheepdog_jobs/data/self_instruct
 TEMPERATURE, TOP_P, MAX_TOKENS, SEED = 1.0, 0.95, 256, 1234
+SCORE_MAX_TOKENS = 16  # assessment.scoreMaxTokens's default
 
 
 def log(msg: str) -> None:
@@ -128,6 +135,16 @@ def main(argv=None) -> int:
     for o, s in list(zip(outs, text_scores))[:3]:
         log(f"  e.g. score {s}: {o.text[:100]!r}")
 
+    log(f"text scoring, decode score: to '||' or {SCORE_MAX_TOKENS} tokens, in full only where undecided")
+    t0 = time.perf_counter()
+    short, cost = generate_judgements(engine, prompts, temperature=TEMPERATURE, top_p=TOP_P, max_tokens=MAX_TOKENS,
+                                      seeds=[SEED + i for i in range(len(prompts))], decode="score",
+                                      score_max_tokens=SCORE_MAX_TOKENS)
+    short_seconds = time.perf_counter() - t0
+    same = sum(extract_score_strict(a.text) == b for a, b in zip(short, strict_scores))
+    log(f"  {short_seconds:.1f} s, {cost['judgementTokens']} tokens, {cost['fullDecodes']} decoded again in "
+        f"full; strict scores equal to the full decode's: {same}/{len(prompts)}")
+
     log("logprob scoring: one forward pass per prompt")
     t0 = time.perf_counter()
     digit_lps = engine.score_digits(prompts)
@@ -170,6 +187,11 @@ def main(argv=None) -> int:
         "decision_rule": "each method keeps scores >= its own median over the compared pairs",
         "decision_agreement": None if agreement is None else round(agreement, 3),
         "spearman": None if rho is None else round(rho, 3),
+        "score_decode_tokens_per_judgement": round(cost["judgementTokens"] / len(prompts), 1),
+        "score_decode_seconds": round(short_seconds, 2),
+        "score_decode_full_again": cost["fullDecodes"],
+        "score_decode_same_strict_scores": same,
+        "score_decode_time_ratio": round(text_seconds / short_seconds, 1),
         "text_scores": text_scores,
         "logprob_scores": [None if s is None else round(s, 2) for s in lp_scores],
     }

@@ -40,6 +40,13 @@ VALUE_SETS: dict[str, dict] = {
         },
         "storage": {"create": True, "storageClassName": "cephfs", "size": "2Ti"},
     },
+    "guardrails": {"guardrails": {
+        "allowedImagePrefixes": ["registry.example.com/ml/"],
+        "allowedServiceAccounts": ["trainer"],
+        "allowedVolumeTypes": ["secret", "configMap", "emptyDir", "csi"],
+        "allowedSecretNames": ["hf-token"],
+        "namespaces": {"team-rdma": {"allowedImagePrefixes": ["rdma.example.com/"], "allowHostPath": True}},
+    }},
 }
 
 # What the operator may do: (apiGroup, resource) -> verbs. Anything else in a rendered rule
@@ -366,6 +373,66 @@ def test_dashboard_configmaps(rendered):
         assert json.loads(cm["data"][key]) == json.loads((CHART / "dashboards" / key).read_text())
 
 
+# ---- guardrails -----------------------------------------------------------------------------
+
+
+def _guardrail_env(docs: list[dict]) -> str:
+    (c,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return next(e["value"] for e in c["env"] if e["name"] == "SHEEPDOG_GUARDRAILS")
+
+
+def test_guardrails_reach_the_operator_and_the_admission_policy(rendered):
+    """The operator reads the chart's guardrails (SHEEPDOG_GUARDRAILS) as the values say, and
+    the policies carry the same lists; a namespace's entry gets a policy of its own, bound to
+    it alone, and the global one is bound everywhere else."""
+    from sheepdog.kube.operator import guardrails
+
+    docs = rendered["guardrails"]
+    g = guardrails({"SHEEPDOG_GUARDRAILS": _guardrail_env(docs)})
+    assert g.allowed_image_prefixes == ("registry.example.com/ml/",) and g.allowed_secret_names == ("hf-token",)
+    rdma = g.for_namespace("team-rdma")
+    assert rdma.allowed_image_prefixes == ("rdma.example.com/",) and rdma.allow_host_path is True
+    assert rdma.allowed_service_accounts == ("trainer",)
+    policies = {p["metadata"]["name"]: p for p in find(docs, "ValidatingAdmissionPolicy")}
+    bindings = {b["metadata"]["name"]: b for b in find(docs, "ValidatingAdmissionPolicyBinding")}
+    assert set(policies) == set(bindings) == {"sd-sheepdog-guardrails", "sd-sheepdog-guardrails-team-rdma"}
+    for name, b in bindings.items():
+        assert b["spec"]["policyName"] == name and b["spec"]["validationActions"] == ["Deny"]
+    assert bindings["sd-sheepdog-guardrails"]["spec"]["matchResources"]["namespaceSelector"] == {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["team-rdma"]}]}
+    assert bindings["sd-sheepdog-guardrails-team-rdma"]["spec"]["matchResources"]["namespaceSelector"] == {
+        "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-rdma"]}]}
+    for p in policies.values():
+        assert p["apiVersion"] == "admissionregistration.k8s.io/v1" and p["spec"]["failurePolicy"] == "Fail"
+        (rule,) = p["spec"]["matchConstraints"]["resourceRules"]
+        assert rule["resources"] == ["selfalignmentruns"] and rule["operations"] == ["CREATE", "UPDATE"]
+    text = {n: "\n".join(v["expression"] + " " + v.get("message", v.get("messageExpression", ""))
+                          for v in p["spec"]["validations"]) for n, p in policies.items()}
+    assert "registry.example.com/ml/" in text["sd-sheepdog-guardrails"]
+    assert "rdma.example.com/" in text["sd-sheepdog-guardrails-team-rdma"]
+    assert "registry.example.com/ml/" not in text["sd-sheepdog-guardrails-team-rdma"]
+    assert "hostPath volumes are not allowed" in text["sd-sheepdog-guardrails"]
+    assert "hostPath volumes are not allowed" not in text["sd-sheepdog-guardrails-team-rdma"]
+    assert 'in ["trainer"]' in text["sd-sheepdog-guardrails-team-rdma"], "unnamed keys are the global ones"
+
+
+def test_default_guardrails_refuse_only_host_path(rendered):
+    from sheepdog.guardrails import Guardrails
+    from sheepdog.kube.operator import guardrails
+
+    docs = rendered["defaults"]
+    assert guardrails({"SHEEPDOG_GUARDRAILS": _guardrail_env(docs)}) == Guardrails()
+    (policy,) = find(docs, "ValidatingAdmissionPolicy")
+    messages = [v["message"] for v in policy["spec"]["validations"]]
+    assert messages == [f"stages.{s}.podTemplate.volumes: hostPath volumes are not allowed (guardrails.allowHostPath: false)"
+                        for s in ("synthesize", "curate", "train", "evaluate")]
+    assert "matchResources" not in one(docs, "ValidatingAdmissionPolicyBinding")["spec"]
+    off = render({"guardrails": {"admissionPolicy": False}})
+    assert not find(off, "ValidatingAdmissionPolicy") and not find(off, "ValidatingAdmissionPolicyBinding")
+    # nothing to refuse: no policy (one without validations is not valid)
+    assert not find(render({"guardrails": {"allowHostPath": True}}), "ValidatingAdmissionPolicy")
+
+
 # ---- the schema rejects wrong values --------------------------------------------------------
 
 BAD_VALUES = [
@@ -390,6 +457,11 @@ BAD_VALUES = [
     (["replicas=1"], "replicas"),  # a typo of operator.replicas: unknown keys are refused
     (["worker.gpuTolerations[0].operator=Maybe"], "/worker/gpuTolerations/0/operator"),
     (["dashboards.enabled=1"], "/dashboards/enabled"),
+    (["guardrails.allowHostPath=maybe"], "/guardrails/allowHostPath"),
+    (["guardrails.allowPrivileged=true"], "allowPrivileged"),  # not a guardrail: refused, not ignored
+    (["guardrails.allowedImagePrefixes[0]="], "/guardrails/allowedImagePrefixes/0"),
+    (["guardrails.namespaces.Team_A.allowHostPath=true"], "Team_A"),
+    (["guardrails.namespaces.team-a.allowedImages[0]=x/"], "allowedImages"),
 ]
 
 

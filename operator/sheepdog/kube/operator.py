@@ -147,6 +147,7 @@ async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Eve
     kube = Kube(pool_size=args.workers + 4)
     options = Options(
         image_defaults=image_defaults(args),
+        guardrails=guardrails(),
         test_pod_annotations=args.test_pod_annotations,
         instance=socket.gethostname()[:128],
         progress_interval=args.resync_seconds,  # one log read per running train per resync

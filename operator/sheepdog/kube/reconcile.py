@@ -65,9 +65,10 @@ from sheepdog.kube.events import event_name, run_event
 from sheepdog.kube.metrics import Metrics
 from sheepdog.guardrails import guardrail_problems
 from sheepdog.kube import preflight
+from sheepdog.kube.ownership import job_conflict, live_pods, owned_by as _owned_by
+from sheepdog.kube.pod_events import PodEventsReader
 from sheepdog.kube.pod_passthrough import add_to_job
 from sheepdog.kube.retry_request import retry_token
-from sheepdog.api.spec import KIND
 from sheepdog.planner import creation_policy
 from sheepdog.planner.actions import Plan, stage_name
 from sheepdog.planner.creation_policy import CreateError
@@ -131,38 +132,11 @@ def _without_events(status: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in status.items() if k != "pendingEvents"}
 
 
-def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
-    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or ())
-
-
 def _seconds_between(start: Optional[str], end: Optional[str]) -> Optional[float]:
     a, b = obs.parse_time(start), obs.parse_time(end)
     if a is None or b is None:
         return None
     return (b - a).total_seconds()
-
-
-def job_conflict(job: Mapping[str, Any], run_name: str) -> CreateError:
-    """The 409 of a Job this run does not own, from the Job that holds the name: transient when
-    it is going away (being deleted, or owned by a deleted run of the same name that the
-    garbage collector will remove), else permanent (foreign)."""
-    meta = job.get("metadata") or {}
-    name = meta.get("name")
-    if meta.get("deletionTimestamp"):
-        return CreateError(409, f"Job {name} is being deleted; it is created again once it is gone")
-    refs = meta.get("ownerReferences") or ()
-    if any(r.get("kind") == KIND and r.get("name") == run_name for r in refs):
-        return CreateError(409, f"Job {name} belongs to an earlier run named {run_name} that the garbage "
-                                "collector has not removed yet; waiting for it to go")
-    owners = ", ".join(f"{r.get('kind')}/{r.get('name')}" for r in refs) or "no owner"
-    return CreateError(409, f"Job {name} already exists and is not owned by this run ({owners}): "
-                            "delete that Job or give the run another name", foreign=True)
-
-
-def live_pods(pods: list[Mapping[str, Any]]) -> list[str]:
-    """Names of the pods that have not ended (a Job deleted by hand can leave them running)."""
-    return sorted(p["metadata"]["name"] for p in pods
-                  if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
 
 
 def _stage_records(status: Mapping[str, Any]) -> dict[tuple[int, str], Mapping[str, Any]]:
@@ -205,6 +179,8 @@ class Reconciler:
         self._create_failures: dict[tuple[str, str], int] = {}
         # a running train's progress, from rank 0's log (train_progress.py)
         self.train_progress = TrainProgressReader(pod_log_reader(kube), self.options.progress_interval)
+        # the Events of a pod that stays ContainerCreating (why it cannot mount its volumes)
+        self.pod_events = PodEventsReader(kube.list_pod_events, 0.9 * self.options.progress_interval)
 
     def _written(self, run: Mapping[str, Any], response: Any) -> None:
         meta = run["metadata"]
@@ -267,13 +243,16 @@ class Reconciler:
     def pod_changed(self, namespace: str, pod: str, body: Optional[Mapping[str, Any]]) -> bool:
         """Whether a stage pod's event can change whether (or why) its run is stuck: only a
         pod that becomes stuck, changes why, or stops being stuck (runs, ends, is deleted).
-        Only stuck pods are remembered, so the ordinary life of a pod is no news."""
+        Only stuck pods and pods being created (stuck only by their Events or the time: the
+        reconcile tells) are remembered, so the ordinary life of a pod is no news."""
         self.train_progress.pod_event(namespace, pod, body)
         key = (namespace, pod)
         sig = None if body is None else stuck.pod_signature(body)
         before = self._stuck_pods.pop(key, None)
-        if sig is not None:
+        if sig is not None or body is not None and stuck.creating(body):
             self._stuck_pods[key] = plain(body)
+        else:
+            self.pod_events.forget(namespace, pod)
         return sig != (None if before is None else stuck.pod_signature(before))
 
     def stuck_pods(self, namespace: str) -> list[dict[str, Any]]:
@@ -332,9 +311,9 @@ class Reconciler:
         pods = (self._pods(namespace, jobs, need) if need else []) + self.stuck_pods(namespace)
         events = {j["metadata"]["name"]: self.cache.job_events(namespace, j["metadata"]["name"])
                   for j in jobs if stuck.needs_events(j)}
-        observed = obs.observe(jobs, old_raw, pods, events)
         now = self.clock()
-        observed = self.train_progress.observe(namespace, name, observed, now)
+        events = self.pod_events.merge(namespace, pods, events, now)  # pods that cannot mount volumes
+        observed = self.train_progress.observe(namespace, name, obs.observe(jobs, old_raw, pods, events, now), now)
 
         layout = kube_layout(name, spec)
         p = plan(name, spec, old_status.model_copy(deep=True), observed, layout, now, generation=generation,
@@ -467,7 +446,7 @@ class Reconciler:
         already stuck: its Warning belongs to this write, or the next reconcile would find the
         reason recorded and never say it). Anything else to do keeps the first plan."""
         jobs = [j for j in self.cache.jobs(namespace, name) if _owned_by(j, uid)]
-        observed = obs.observe(jobs, old_raw, pods, events)
+        observed = obs.observe(jobs, old_raw, pods, events, now)
         again = plan(name, spec, old_status.model_copy(deep=True), observed, layout, now, generation=generation,
                      retry=retry)
         if again.actions or again.done or again.job_changes:

@@ -6,6 +6,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Mapping, Optional
 
+from sheepdog.redaction import redact
+
 COMPONENT = "sheepdog-operator"
 MAX_MESSAGE = 1024  # readable in `kubectl describe`; status.message carries the same text
 
@@ -49,7 +51,7 @@ def run_event(run: Mapping[str, Any], type_: str, reason: str, message: str, ins
         },
         "type": "Warning" if type_ == "Warning" else "Normal",
         "reason": reason,
-        "message": _clip(message),
+        "message": _clip(redact(message)),  # readable by all who may get the run: no credentials
         "source": {"component": COMPONENT},
         "reportingComponent": f"sheepdog.dev/{COMPONENT}",
         "reportingInstance": instance or COMPONENT,

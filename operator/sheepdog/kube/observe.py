@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping, Optional
 from sheepdog.planner.actions import StageObservation
 from sheepdog.summaries import merge_summaries, parse_summary
 from sheepdog.timestamps import parse_time
+from sheepdog.redaction import redact
 
 from sheepdog.kube import stuck as stuck_mod
 from sheepdog.kube.gpu_cost import job_gpu_seconds
@@ -198,7 +199,9 @@ def failure_message(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]] = 
                     detail = " ".join(x for x in (st.get("reason"), st.get("message")) if x)
         if detail:
             parts.append(f"last pod {last['metadata']['name']}: {detail}")
-    return stuck_mod.clip("; ".join(parts), MAX_MESSAGE)
+    # redacted before it is clipped (a clip could cut a token's tail off its recognisable head):
+    # the pod's last words may quote a URL with credentials or a token (sheepdog.redaction)
+    return stuck_mod.clip(redact("; ".join(parts)), MAX_MESSAGE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,7 +281,7 @@ def observe_job(
         gpu_seconds=(job_gpu_seconds(job, pods, st.get("startTime"), job_finished_at(job))
                      if state != "running" and pods is not None else None),
         stuck_reason=str(stuck.reason) if stuck else "",
-        stuck_message=stuck.message if stuck else "",
+        stuck_message=redact(stuck.message) if stuck else "",
         stuck_since=stuck.since if stuck else None,
         suspended=stuck_mod.suspended(job),
         queued=stuck_mod.queued(job),

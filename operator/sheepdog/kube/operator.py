@@ -234,8 +234,12 @@ def guardrails(environ: Optional[Mapping[str, str]] = None) -> Any:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from sheepdog.redaction import redact_logs
+
     args = parse_args(argv)
     configure_logging(args.log_level, args.log_format, sys.stderr)
+    # a failing stage's message, an API error body: no credential reaches the log (redaction.py)
+    redact_logs()
     # Kopf logs every handler call at INFO; its warnings are what matter.
     logging.getLogger("kopf").setLevel(max(logging.WARNING, logging.getLogger().level))
     logging.getLogger("kopf.activities.startup").setLevel(logging.INFO)

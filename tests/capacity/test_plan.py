@@ -79,6 +79,25 @@ def test_a_stage_that_cannot_fit_is_refused_with_its_numbers():
     assert ev["stages"]["evaluate"]["fits"] is False
 
 
+def test_shards_and_nodes():
+    """Two synthesize shards of 4 GPUs: each engine holds twice the weights a rank and its
+    shard's half of the work; two train nodes: a ZeRO-3 shard over 16 ranks."""
+    one = plan_run(paper_spec(), QWEN)["stages"]
+    two = plan_run(paper_spec(**{"stages.synthesize.gpus": 4, "stages.synthesize.tensorParallel": 4,
+                                 "stages.synthesize.shards": 2, "stages.train.nodes": 2}), QWEN)["stages"]
+    syn1, syn2 = one["synthesize"], two["synthesize"]
+    assert syn2["fits"] and syn2["memory"]["weightsGiB"] == pytest.approx(2 * syn1["memory"]["weightsGiB"], rel=1e-3)
+    assert syn2["kvCache"]["bytesPerTokenPerRank"] == 2 * syn1["kvCache"]["bytesPerTokenPerRank"]
+    # wall time: the GPU-hours spread over 2 pods of 4 GPUs
+    assert syn2["wallHoursPerIteration"] == pytest.approx(syn2["gpuHoursPerIteration"] / 8, abs=0.01)
+    # a 72B at tensor parallel 4 leaves less KV cache per weight byte read: fewer sequences
+    # decode at once, so the same work costs more GPU-hours than one engine over 8 GPUs
+    assert syn2["phases"]["responses"]["runningSequences"] < syn1["phases"]["responses"]["runningSequences"]
+    assert syn2["gpuHoursPerIteration"] > syn1["gpuHoursPerIteration"]
+    assert two["train"]["ranks"] == 16
+    assert two["train"]["memory"]["weightsGiB"] == pytest.approx(one["train"]["memory"]["weightsGiB"] / 2, rel=1e-3)
+
+
 def test_bigger_gpus_fit_more():
     off = "training.gradientCheckpointing"
     spec = paper_spec(**{"training.cutoffLength": 4096, "resources.gpuMemoryGiB": 141, off: "false"})

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -19,6 +21,8 @@ pytestmark = pytest.mark.cluster
 
 PROBE_IMAGE = "localhost/sheepdog/probe:1"
 PROBE_USER = 65532
+# scripts/build-images --only base (buildah's store): the Debian base the images build on.
+BASE_IMAGE = "localhost/sheepdog-base:bookworm"
 FIXED_MOUNT_ROOTS = ["/var/lib/kubelet", "/run/containerd", "/run/netns"]
 
 
@@ -41,7 +45,8 @@ def probe_archive(cluster, tmp_path) -> tuple[Path, str]:
     return out, digest
 
 
-def restricted_pod(name: str, image: str, args: list[str], user: int, restart: str = "Never") -> dict:
+def restricted_pod(name: str, image: str, args: list[str], user: int, restart: str = "Never",
+                   command: list[str] | None = None) -> dict:
     """A pod the "restricted" Pod Security level admits, steered to the real node. runAsGroup
     needs runAsUser beside it (containerd refuses a sandbox with a group and no user), and
     without runAsGroup the kubelet runs the image's user with group 0."""
@@ -62,6 +67,7 @@ def restricted_pod(name: str, image: str, args: list[str], user: int, restart: s
                 "image": image,
                 "imagePullPolicy": "Never",
                 "args": args,
+                **({"command": command} if command else {}),
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
                     "readOnlyRootFilesystem": True,
@@ -195,3 +201,40 @@ def test_a_start_after_a_crash_restores_the_host_first(cluster, namespace, probe
         problems = cp.stop_real_node()
     assert problems == []
     assert_host_restored(before, node_dir)
+
+
+def test_the_debian_base_image_runs_python_read_only_as_a_non_root_user(cluster, namespace, tmp_path):
+    """The base scripts/build-images makes (Debian's Python), pushed from buildah's store as an
+    OCI archive: Python runs in it as 10001:10001 with a read-only root. Skipped where that
+    image has not been built (it is not part of make test's setup)."""
+    if shutil.which("buildah") is None or subprocess.run(
+            ["buildah", "inspect", "--type", "image", BASE_IMAGE], capture_output=True).returncode != 0:
+        pytest.skip(f"{BASE_IMAGE} not built here (scripts/build-images --only base)")
+    archive = tmp_path / "base.oci.tar"
+    subprocess.run(["buildah", "push", "--quiet", BASE_IMAGE, f"oci-archive:{archive}:{BASE_IMAGE}"],
+                   check=True, capture_output=True, timeout=300)
+    cp = cluster.control_plane
+    before = hoststate.snapshot()
+    node = cp.start_real_node(owner_pid=os.getpid(), images=[archive])
+    cluster.extra_logs.update({f"real node {c}": p for c, p in node.logs.items()})
+    try:
+        restricted_namespace(cluster, namespace)
+        code = ("import os, sys\n"
+                "try:\n    open('/x', 'w')\nexcept OSError as e:\n    root = 'read-only' if e.errno == 30 else str(e)\n"
+                "else:\n    root = 'writable'\n"
+                "print(os.getuid(), os.getgid(), root, sys.version_info[0])")
+        cluster.apply(restricted_pod("py", BASE_IMAGE, ["-c", code], 10001, command=["python3"]), namespace)
+        status = cluster.wait_for(
+            "the python pod to finish",
+            lambda: (s := pod_status(cluster, namespace, "py")).get("phase") in ("Succeeded", "Failed") and s,
+            timeout=120,
+        )
+        assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+        assert status["containerStatuses"][0]["imageID"].startswith("localhost/sheepdog-base@sha256:")
+        log = cluster.wait_for("the python pod's log", lambda: cluster.kubectl(
+            "logs", "py", "-n", namespace, check=False).stdout, timeout=30)
+        assert log.strip() == "10001 10001 read-only 3"
+    finally:
+        problems = cp.stop_real_node()
+    assert problems == []
+    assert_host_restored(before, cp.state_dir / "real-node")

@@ -74,6 +74,9 @@ def test_a_stage_that_cannot_fit_is_refused_with_its_numbers():
     one = plan_run(paper_spec(**{"stages.synthesize.gpus": 1, "stages.synthesize.tensorParallel": 1}), QWEN)
     assert not one["stages"]["synthesize"]["fits"]
     assert "weights 134.65" in fit_problems(one)[0]
+    # the transformers engine puts the whole model on one device, however many GPUs the pod has
+    hf = plan_run(paper_spec(engine="transformers"), QWEN)["stages"]["synthesize"]
+    assert hf["fits"] is False and hf["ranks"] == 1 and "on one GPU" in hf["why"]
     # evaluate's default of one GPU cannot hold it either
     ev = plan_run(paper_spec(**{"evaluation.enabled": "true"}), QWEN)
     assert ev["stages"]["evaluate"]["fits"] is False

@@ -12,7 +12,7 @@ import math
 from typing import Any, Optional
 
 from sheepdog.api.spec import RunSpec
-from sheepdog.capacity.memory import GiB, engine_memory, train_memory
+from sheepdog.capacity.memory import RUNTIME_RESERVE, GiB, engine_memory, train_memory
 from sheepdog.capacity.shape import ModelShape
 from sheepdog.planner import data_size, iteration_count
 from sheepdog.planner.stage_order import stages_of
@@ -48,8 +48,8 @@ def _gib(n: float) -> float:
 
 def plan_run(spec: RunSpec, shape: ModelShape, *, gpu: str = "h100",
              claim_gib: Optional[float] = None) -> dict[str, Any]:
-    """The whole plan of one run on `gpu` (a key of GPUS). Decoding counts are upper bounds:
-    every request is taken to decode its whole token budget."""
+    """The whole plan of one run on `gpu` (a key of GPUS). Every generation request is taken to
+    decode its whole token budget (judgements with assessment.decode score: ASSUMPTIONS)."""
     if gpu not in GPUS:
         raise ValueError(f"unknown GPU {gpu!r} (known: {', '.join(GPUS)})")
     gpu_gib = spec.resources.gpu_memory_gib
@@ -81,11 +81,11 @@ def _engine_memory(spec: RunSpec, shape: ModelShape, engine: str, tensor_paralle
     gpu_bytes = spec.resources.gpu_memory_gib * GiB
     if engine == "transformers":
         # sheepdog's transformers engine puts the whole model on one device, no tensor parallel.
-        need = shape.weight_bytes() + 3 * GiB
+        need = shape.weight_bytes() + RUNTIME_RESERVE
         return {"ranks": 1, "tensorParallel": 1, "memoryGiBPerRank": _gib(need),
-                "memory": {"weightsGiB": _gib(shape.weight_bytes()), "reserveGiB": 3.0},
+                "memory": {"weightsGiB": _gib(shape.weight_bytes()), "reserveGiB": _gib(RUNTIME_RESERVE)},
                 "fits": need <= gpu_bytes,
-                "why": f"weights {_gib(shape.weight_bytes())} GiB + 3 GiB reserve on one GPU"}
+                "why": f"weights {_gib(shape.weight_bytes())} GiB + {_gib(RUNTIME_RESERVE)} GiB reserve on one GPU"}
     m = engine_memory(shape, tensor_parallel=tensor_parallel, gpu_bytes=gpu_bytes,
                       fraction=ASSUMPTIONS["vllmMemoryFraction"],
                       batched_tokens=ASSUMPTIONS["vllmMaxNumBatchedTokens"], max_seqs=ASSUMPTIONS["vllmMaxNumSeqs"])

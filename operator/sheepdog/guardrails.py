@@ -189,4 +189,18 @@ def guardrail_problems(spec: Optional[Mapping[str, Any]], namespace: str,
     return problems
 
 
-__all__ = ["Guardrails", "GuardrailsError", "guardrail_problems", "secret_references", "volume_type"]
+# A finished run starts nothing more: guardrails tightened after it ended do not rewrite its
+# outcome into InvalidSpec.
+FINISHED = ("Succeeded", "Failed")
+
+
+def run_guardrail_problems(run: Mapping[str, Any],
+                           guardrails: Union[None, str, Mapping[str, Any], Guardrails]) -> list[str]:
+    """guardrail_problems for a run object (its namespace, its spec); [] once it has finished."""
+    if ((run.get("status") or {}).get("phase")) in FINISHED:
+        return []
+    return guardrail_problems(run.get("spec"), (run.get("metadata") or {}).get("namespace") or "", guardrails)
+
+
+__all__ = ["Guardrails", "GuardrailsError", "guardrail_problems", "run_guardrail_problems", "secret_references",
+           "volume_type"]

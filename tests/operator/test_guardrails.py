@@ -149,3 +149,16 @@ def test_the_operator_refuses_to_start_with_malformed_guardrails():
 
     with pytest.raises(SystemExit, match="SHEEPDOG_GUARDRAILS: guardrails.allowHostPath: must be true or false"):
         guardrails({"SHEEPDOG_GUARDRAILS": '{"allowHostPath": "yes"}'})
+
+
+def test_a_finished_run_is_not_rewritten_when_the_guardrails_tighten():
+    from sheepdog.guardrails import run_guardrail_problems
+
+    run = {"metadata": {"name": "r", "namespace": "team-a"},
+           "spec": spec_with(image="docker.io/evil/miner:1"), "status": {"phase": "Running"}}
+    assert run_guardrail_problems(run, RAILS) == guardrail_problems(run["spec"], "team-a", RAILS) != []
+    assert run_guardrail_problems({**run, "metadata": {"namespace": "team-rdma"}}, RAILS) == [
+        "stages.train.image: 'docker.io/evil/miner:1' is not under an allowed image prefix "
+        "(guardrails.allowedImagePrefixes: rdma.example.com/)"]
+    for phase in ("Succeeded", "Failed"):
+        assert run_guardrail_problems({**run, "status": {"phase": phase}}, RAILS) == []

@@ -63,7 +63,7 @@ from sheepdog.kube.cache import WatchCache, plain, pods_behind
 from sheepdog.kube.client import Conflict, KubeApi, error_status
 from sheepdog.kube.events import event_name, run_event
 from sheepdog.kube.metrics import Metrics
-from sheepdog.guardrails import guardrail_problems
+from sheepdog.guardrails import run_guardrail_problems
 from sheepdog.kube import preflight
 from sheepdog.kube.ownership import job_conflict, live_pods, owned_by as _owned_by
 from sheepdog.kube.pod_events import PodEventsReader
@@ -290,7 +290,7 @@ class Reconciler:
         # a run the admin's guardrails forbid (an image, ServiceAccount, Secret or volume), or a
         # stage Job the API server refuses in a dry run or whose pods Pod Security would refuse
         # (the pre-flight): held before any Job exists
-        problems = guardrail_problems(run.get("spec"), namespace, self.options.guardrails)
+        problems = run_guardrail_problems(run, self.options.guardrails)
         pre = preflight.check(self.kube, run, spec, self.options.image_defaults) if preflight.due(
             old_raw, generation) else None
         problems += pre.problems if pre is not None else []

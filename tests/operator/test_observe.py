@@ -175,6 +175,7 @@ class FakeKube:
         self.writes: list[tuple[str, str]] = []
         self.events: dict[str, list[dict]] = {}  # Job name -> its Events (the watch delivers them)
         self.create_error: Exception | None = None  # raised by the next creates
+        self.pod_events: list[dict] = []  # Events about pods (FailedMount: the kubelet's)
         self.dry_runs: list[dict] = []  # the pre-flight's dry-run Jobs (not writes: nothing is stored)
         self.dry_run_error: dict[str, Exception] = {}  # stage -> the API server's refusal of its Job
         self.posted_events: dict[str, dict] = {}  # Event name -> the run's Events posted
@@ -229,6 +230,10 @@ class FakeKube:
         self.jobs[name] = obj
         self.writes.append(("create", name))
         return copy.deepcopy(obj)
+
+    def list_pod_events(self, namespace, pod):
+        self.writes.append(("list_pod_events", pod))
+        return [e for e in self.pod_events if e["involvedObject"]["name"] == pod]
 
     def dry_run_create(self, namespace, obj):
         self.dry_runs.append(obj)
@@ -528,10 +533,16 @@ def test_resync_reconciles_the_runs_that_are_not_settled():
         def list_stage_jobs(self, namespace):
             return []
 
+        def list_stage_pods(self, namespace):
+            return []
+
+        def list_failed_create_events(self, namespace):
+            return []
+
     reconciled = []
     cache = WatchCache()
     rec = SimpleNamespace(kube=Kube(), metrics=Metrics(), forget=lambda *a: None, cache=cache,
-                          reconcile=lambda ns, name: reconciled.append(name) or Result())
+                          prune_pods=lambda *a: 0, reconcile=lambda ns, name: reconciled.append(name) or Result())
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         d = Dispatcher(rec, pool)
         assert asyncio.run(d.resync([], concurrency=2)) == 3

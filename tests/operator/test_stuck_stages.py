@@ -12,6 +12,8 @@ states develop side by side and the module stays short:
   queued    spec.scheduling.queueName: the Job is created suspended and no Kueue admits it
   pull      kwok keeps the pod Pending with ImagePullBackOff
   config    kwok keeps the pod Pending with CreateContainerConfigError (a missing Secret)
+  mount     kwok keeps the pod Pending in ContainerCreating, and the test posts the FailedMount
+            Event a kubelet would (kwok mounts nothing): VolumeMountFailing with its message
   invalid   a quantity the API server rejects (422): the pre-flight's dry run holds the run
             (InvalidSpec) with its message before any Job exists
   foreign   a Job of the same name that the run does not own: the run fails (JobConflict)
@@ -98,6 +100,7 @@ def setup(cluster, crd, tmp_path_factory):
         "config": dict(extra_annotations={"synthesize": {
             "sheepdog.test/waiting-reason": "CreateContainerConfigError",
             "sheepdog.test/waiting-message": 'secret "hf-token" not found'}}),
+        "mount": dict(extra_annotations={"synthesize": {"sheepdog.test/waiting-reason": "ContainerCreating"}}),
         "invalid": {},
         "foreign": {},
         "orphaned": dict(extra_annotations=SLOW),
@@ -129,11 +132,16 @@ def _operator_log_on_failure(request, setup):
 
 
 def wait_reason(cluster, ns: str, name: str, reasons: tuple[str, ...], texts: tuple[str, ...] = ()) -> dict:
+    return wait_reason_within(cluster, ns, name, reasons, TIMEOUT, texts)
+
+
+def wait_reason_within(cluster, ns: str, name: str, reasons: tuple[str, ...], timeout: float,
+                       texts: tuple[str, ...] = ()) -> dict:
     def check():
         st = get_run(cluster, ns, name).get("status") or {}
         return st if st.get("reason") in reasons and all(t in st.get("message", "") for t in texts) else None
 
-    return cluster.wait_for(f"run {name} reason in {reasons}", check, timeout=TIMEOUT, interval=0.5)
+    return cluster.wait_for(f"run {name} reason in {reasons}", check, timeout=timeout, interval=0.5)
 
 
 def assert_stuck(setup, name: str, reason: str, *texts: str) -> dict:
@@ -184,6 +192,27 @@ def test_an_image_that_cannot_be_pulled(setup):
 
 def test_a_missing_secret_is_a_container_config_error(setup):
     assert_stuck(setup, "config", "ContainerConfigError", 'secret "hf-token" not found')
+
+
+def test_a_pod_that_cannot_mount_its_volumes_names_the_kubelets_message(setup):
+    cluster, ns, _ = setup
+    pods = cluster.wait_for("the mount run's pod", lambda: cluster.get_json(
+        "pods", "-n", ns, "-l", "batch.kubernetes.io/job-name=mount-i1-synthesize")["items"], timeout=TIMEOUT)
+    pod = pods[0]
+    message = 'MountVolume.SetUp failed for volume "keys" : secret "ssh-keys" not found'
+    # what the kubelet posts (source kubelet, involvedObject the pod) while it cannot mount
+    cluster.apply({"apiVersion": "v1", "kind": "Event",
+                   "metadata": {"name": f"{pod['metadata']['name']}.mount", "namespace": ns},
+                   "involvedObject": {"kind": "Pod", "namespace": ns, "name": pod["metadata"]["name"],
+                                      "uid": pod["metadata"]["uid"], "apiVersion": "v1"},
+                   "reason": "FailedMount", "message": message, "type": "Warning",
+                   "source": {"component": "kubelet", "host": pod["spec"].get("nodeName", "")},
+                   "firstTimestamp": pod["metadata"]["creationTimestamp"],
+                   "lastTimestamp": pod["metadata"]["creationTimestamp"], "count": 1})
+    # read after the pod has been ContainerCreating for stuck.MOUNT_GRACE, at a resync (10 s here)
+    st = wait_reason_within(cluster, ns, "mount", ("VolumeMountFailing",), 90, (message,))
+    assert st["phase"] == "Running", st
+    assert_stuck(setup, "mount", "VolumeMountFailing", message)
 
 
 def test_a_job_the_api_server_rejects_holds_the_run_with_its_message(setup):

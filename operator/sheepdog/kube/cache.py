@@ -120,6 +120,26 @@ def pods_behind(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> bo
     return False
 
 
+def missing(objects: Mapping[Key, Mapping[str, Any]], namespace: Optional[str], items: list[Mapping[str, Any]],
+            resource_version: Optional[str]) -> list[Key]:
+    """The keys of `objects` (of one namespace, or all when None) that a LIST at
+    `resource_version` lacks and that are not newer than it: deleted while a watch was away.
+    Nothing without an integer resourceVersion (a LIST that cannot be placed in time)."""
+    try:
+        list_rv = int(resource_version)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return []
+    listed = {((it.get("metadata") or {}).get("namespace"), (it.get("metadata") or {}).get("name"))
+              for it in items}
+    out = []
+    for key, obj in list(objects.items()):
+        if (namespace is None or key[0] == namespace) and key not in listed:
+            rv = _rv(obj)
+            if rv is not None and rv <= list_rv:
+                out.append(key)
+    return out
+
+
 class _Kind:
     """One kind of object: by (namespace, name), plus (namespace, group) -> names."""
 
@@ -216,29 +236,19 @@ class WatchCache:
 
     def relist(self, kind: str, namespace: Optional[str], items: list[Mapping[str, Any]],
                resource_version: Optional[str]) -> int:
-        """Merge a LIST (of one namespace, or all when None) of "runs" or "jobs": its items are
-        put (newer wins), and every cached one it lacks is dropped unless it is newer than the
-        LIST (created since). Without an integer resourceVersion nothing is dropped. Returns
-        how many were dropped."""
-        store = {"runs": self._runs, "jobs": self._jobs}[kind]
-        put = self.put_run if kind == "runs" else self.put_job
+        """Merge a LIST (of one namespace, or all when None) of "runs", "jobs", "pods" or
+        "events": its items are put (newer wins), and every cached one it lacks is dropped unless
+        it is newer than the LIST (created since). Without an integer resourceVersion nothing is
+        dropped. Returns how many were dropped."""
+        store = {"runs": self._runs, "jobs": self._jobs, "pods": self._pods, "events": self._events}[kind]
+        put = {"runs": self.put_run, "jobs": self.put_job, "pods": self.put_pod, "events": self.put_event}[kind]
         for it in items:
             put(it)
-        try:
-            list_rv = int(resource_version)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return 0
-        listed = {((it.get("metadata") or {}).get("namespace"), (it.get("metadata") or {}).get("name"))
-                  for it in items}
-        dropped = 0
         with self._lock:
-            for key, obj in list(store.objects.items()):
-                if (namespace is None or key[0] == namespace) and key not in listed:
-                    rv = _rv(obj)
-                    if rv is not None and rv <= list_rv:
-                        store.drop(key)
-                        dropped += 1
-        return dropped
+            gone = missing(store.objects, namespace, items, resource_version)
+            for key in gone:
+                store.drop(key)
+        return len(gone)
 
     # reads ------------------------------------------------------------------------------
 

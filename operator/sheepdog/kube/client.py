@@ -29,6 +29,9 @@ class NotFound(Exception):
 USER_AGENT = "sheepdog-operator"
 # Objects per page of the resync's LISTs and of Kopf's first LISTs.
 LIST_PAGE_SIZE = 500
+# The only Events the operator watches: the Job controller's FailedCreate (why a stage Job has
+# no pods; stuck.py). The watch (operator.py) and the resync's re-list use the same selector.
+FAILED_CREATE_EVENTS = "involvedObject.kind=Job,reason=FailedCreate"
 
 
 class Listing(list):
@@ -42,8 +45,11 @@ class KubeApi(Protocol):
     def list_runs(self, namespace: Optional[str]) -> list[Obj]: ...
     def list_stage_jobs(self, namespace: Optional[str]) -> list[Obj]: ...
     def list_pods(self, namespace: str, job_names: Iterable[str]) -> list[Obj]: ...
+    def list_stage_pods(self, namespace: Optional[str]) -> list[Obj]: ...
+    def list_failed_create_events(self, namespace: Optional[str]) -> list[Obj]: ...
     def create(self, namespace: str, obj: Obj) -> Optional[Obj]: ...
     def dry_run_create(self, namespace: str, obj: Obj) -> None: ...
+    def list_pod_events(self, namespace: str, pod: str) -> list[Obj]: ...
     def get_job(self, namespace: str, name: str) -> Optional[Obj]: ...
     def suspend_job(self, namespace: str, name: str, suspend: bool) -> None: ...
     def delete_job(self, namespace: str, name: str, uid: Optional[str] = None) -> bool: ...
@@ -141,6 +147,16 @@ class Kube:
         path = f"/apis/batch/v1/namespaces/{namespace}/jobs" if namespace else "/apis/batch/v1/jobs"
         return _listing(self._list_pages(path, [("labelSelector", "sheepdog.dev/run")]), "batch/v1", "Job")
 
+    def list_stage_pods(self, namespace: Optional[str]) -> Listing:
+        """Every pod labelled sheepdog.dev/run: the resync's re-list (deletions a watch missed)."""
+        path = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
+        return _listing(self._list_pages(path, [("labelSelector", "sheepdog.dev/run")]), "v1", "Pod")
+
+    def list_failed_create_events(self, namespace: Optional[str]) -> Listing:
+        """The FailedCreate Events of Jobs the operator watches: the resync's re-list."""
+        path = f"/api/v1/namespaces/{namespace}/events" if namespace else "/api/v1/events"
+        return _listing(self._list_pages(path, [("fieldSelector", FAILED_CREATE_EVENTS)]), "v1", "Event")
+
     def _list_pages(self, path: str, query: list[tuple[str, str]]) -> Obj:
         """A LIST read in pages of LIST_PAGE_SIZE (limit/continue), joined: the API server never
         builds one response of every object, and all pages come from one snapshot, whose
@@ -164,6 +180,12 @@ class Kube:
         selector = f"batch.kubernetes.io/job-name in ({','.join(names)})"
         out = self.request("GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", selector)])
         return out.get("items") or []
+
+    def list_pod_events(self, namespace: str, pod: str) -> list[Obj]:
+        """The Events about one pod (FailedMount, FailedAttachVolume: pod_events.py)."""
+        out = self.request("GET", f"/api/v1/namespaces/{namespace}/events", query=[
+            ("fieldSelector", f"involvedObject.kind=Pod,involvedObject.name={pod}"), ("limit", str(LIST_PAGE_SIZE))])
+        return list(out.get("items") or [])
 
     def get_job(self, namespace: str, name: str) -> Optional[Obj]:
         try:

@@ -177,6 +177,13 @@ class Dispatcher:
             await loop.run_in_executor(self.executor, relist, cache, "runs", ns, items)
             jobs = await loop.run_in_executor(self.executor, kube.list_stage_jobs, ns)
             await loop.run_in_executor(self.executor, relist, cache, "jobs", ns, jobs)
+            # pods and FailedCreate Events deleted while their watch was away: a stuck pod or an
+            # old FailedCreate left in the cache would hold its run stuck for ever
+            pods = await loop.run_in_executor(self.executor, kube.list_stage_pods, ns)
+            await loop.run_in_executor(self.executor, relist, cache, "pods", ns, pods)
+            self.reconciler.prune_pods(ns, pods, getattr(pods, "resource_version", None))
+            events = await loop.run_in_executor(self.executor, kube.list_failed_create_events, ns)
+            await loop.run_in_executor(self.executor, relist, cache, "events", ns, events)
             for r in items:
                 key = (r["metadata"]["namespace"], r["metadata"]["name"])
                 present.add(key)

@@ -236,10 +236,12 @@ def observe_job(
     status: Mapping[str, Any],
     pods: Optional[Iterable[Mapping[str, Any]]] = None,
     events: Iterable[Mapping[str, Any]] = (),
+    now: Optional[str] = None,
 ) -> Optional[StageObservation]:
     """One StageObservation for a stage Job. `pods` (the Job's pods) is only needed when
     needs_pods(job, status) or stuck.needs_pods(job); otherwise what status already records is
-    reused. `events`: the Job's Events, when stuck.needs_events(job)."""
+    reused. `events`: the Job's Events, when stuck.needs_events(job), and its pods' (pod_events);
+    `now`: the reconcile's time (how long a pod has been ContainerCreating)."""
     ident = job_identity(job)
     if ident is None:
         return None
@@ -267,7 +269,7 @@ def observe_job(
     if state == "running":
         # never below what status already records (a Job's counters can lag for a moment)
         attempts = max(attempts, int(rec.get("attempts") or 0))
-        stuck = stuck_mod.job_stuck(job, list(pods or ()), events)
+        stuck = stuck_mod.job_stuck(job, list(pods or ()), events, now)
     return StageObservation(
         iteration=iteration,
         stage=stage,
@@ -294,6 +296,7 @@ def observe(
     status: Mapping[str, Any],
     pods: Iterable[Mapping[str, Any]] = (),
     events: Optional[Mapping[str, list[Mapping[str, Any]]]] = None,
+    now: Optional[str] = None,
 ) -> list[StageObservation]:
     """All stage observations of one run. `pods`: the pods of the Jobs for which needs_pods()
     or stuck.needs_pods(); `events`: Job name -> its Events, for those that stuck.needs_events()."""
@@ -303,7 +306,7 @@ def observe(
         name = job["metadata"]["name"]
         read = needs_pods(job, status) or stuck_mod.needs_pods(job)
         job_pods = pods_of_job(pods, name) if read else None
-        obs = observe_job(job, status, job_pods, (events or {}).get(name, ()))
+        obs = observe_job(job, status, job_pods, (events or {}).get(name, ()), now)
         if obs is not None:
             out.append(obs)
     out.sort(key=lambda o: (o.iteration, o.stage))

@@ -95,7 +95,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def configure_settings(settings: Any, args: argparse.Namespace) -> None:
     """Kopf settings (see the module docstring)."""
-    from sheepdog.kube.client import LIST_PAGE_SIZE
+    from sheepdog.kube.client import FAILED_CREATE_EVENTS, LIST_PAGE_SIZE
 
     # Watch streams: the server ends each after watch-timeout; the client gives up on a stream
     # that has not finished 60 s after that; connecting must succeed within 15 s; a stream
@@ -114,7 +114,7 @@ def configure_settings(settings: Any, args: argparse.Namespace) -> None:
     settings.watching.chunk_size = LIST_PAGE_SIZE
     # Events: only the Job controller's FailedCreate (why a stage Job has no pods; stuck.py),
     # watched into the cache instead of a LIST per reconcile of such a Job.
-    settings.watching.field_selectors["", "v1", "events"] = "involvedObject.kind=Job,reason=FailedCreate"
+    settings.watching.field_selectors["", "v1", "events"] = FAILED_CREATE_EVENTS
     # Our own Events (events.py) say what happens; Kopf posts only its warnings and errors.
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "sheepdog-operator"

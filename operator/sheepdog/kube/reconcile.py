@@ -59,7 +59,7 @@ from sheepdog.api.status import PendingEvent, RunStatus
 from sheepdog.kube import observe as obs
 from sheepdog.kube import crash_hooks, job_cleanup, run_ttl, stuck
 from sheepdog.kube.train_progress import TrainProgressReader, pod_log_reader
-from sheepdog.kube.cache import WatchCache, plain, pods_behind
+from sheepdog.kube.cache import WatchCache, missing, plain, pods_behind
 from sheepdog.kube.client import Conflict, KubeApi, error_status
 from sheepdog.kube.events import event_name, run_event
 from sheepdog.kube.metrics import Metrics
@@ -253,7 +253,19 @@ class Reconciler:
             self._stuck_pods[key] = plain(body)
         else:
             self.pod_events.forget(namespace, pod)
-        return sig != (None if before is None else stuck.pod_signature(before))
+        # a pod created long enough ago to have been found stuck by its Events, created at last
+        left = before is not None and key not in self._stuck_pods and (stuck.creating_for(
+            before, self.clock()) or 0) >= stuck.MOUNT_GRACE
+        return left or sig != (None if before is None else stuck.pod_signature(before))
+
+    def prune_pods(self, namespace: Optional[str], listing: list, resource_version: Optional[str]) -> int:
+        """The resync's LIST of stage pods: forget the stuck pods it lacks (deleted while the
+        pod watch was away: they would hold their run stuck for ever)."""
+        gone = missing(dict(self._stuck_pods), namespace, listing, resource_version)
+        for key in gone:
+            self._stuck_pods.pop(key, None)
+            self.pod_events.forget(*key)
+        return len(gone)
 
     def stuck_pods(self, namespace: str) -> list[dict[str, Any]]:
         return [p for (ns, _), p in dict(self._stuck_pods).items() if ns == namespace]

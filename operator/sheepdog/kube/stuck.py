@@ -11,10 +11,19 @@ first that holds wins, most specific first):
                         ConfigMap or key) or CreateContainerError
   Unschedulable         a pod's PodScheduled condition is False/Unschedulable: the
                         scheduler's message ("0/2 nodes are available: 2 Insufficient ...")
+  VolumeMountFailing    a pod being created (its containers wait with ContainerCreating) has
+                        a FailedMount or FailedAttachVolume Event: the kubelet's (or the
+                        attach-detach controller's) message (a missing Secret volume, a
+                        Multi-Attach of a ReadWriteOnce claim another pod holds)
+  ContainerCreatingTooLong  a pod has been ContainerCreating for CREATING_THRESHOLD without
+                        such an Event (a large image being pulled shows the same)
   QuotaExceeded         no pod exists and the Job controller's latest FailedCreate Event is a
                         ResourceQuota's refusal ("exceeded quota"): waiting for capacity
   PodsNotCreated        no pod exists and the Job controller's latest FailedCreate Event says
                         why (Pod Security, an admission webhook or policy)
+
+The pods' Events are read only for pods that have been ContainerCreating for MOUNT_GRACE
+(sheepdog.kube.pod_events): every pod passes through ContainerCreating, and most leave it fast.
 
 `since` is when the waiting began (the stuck pod's creation, else the Job's start): the
 planner's pendingTimeout counts from it, and the stuck metric exports it.
@@ -27,11 +36,16 @@ from typing import Any, Iterable, Mapping, Optional
 
 from sheepdog.kube.jobs import LABEL_QUEUE
 from sheepdog.planner.reasons import Reason
+from sheepdog.timestamps import parse_time
 
 IMAGE_PULL = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
                         "RegistryUnavailable", "SignatureValidationFailed"})
 CONTAINER_CONFIG = frozenset({"CreateContainerConfigError", "CreateContainerError"})
 QUOTA_REFUSAL = "exceeded quota"
+CREATING = "ContainerCreating"  # the kubelet's waiting reason while it mounts, pulls and creates
+MOUNT_EVENTS = frozenset({"FailedMount", "FailedAttachVolume"})
+MOUNT_GRACE = 30.0  # seconds ContainerCreating before a pod's Events are worth reading
+CREATING_THRESHOLD = 900.0  # seconds ContainerCreating without an Event before it is stuck
 EVENTS_RECHECK = 3.0  # seconds: look again for the FailedCreate of a Job without pods
 MAX_MESSAGE = 512  # the status and the Event carry it; the API server's messages can be long
 
@@ -119,8 +133,38 @@ def _unschedulable(pod: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
-def pod_stuck(pod: Mapping[str, Any]) -> Optional[Stuck]:
-    """Why this pod does not run, or None (running, finished, or just starting)."""
+def creating(pod: Mapping[str, Any]) -> bool:
+    """A pending pod whose containers the kubelet is still creating (mounting its volumes,
+    pulling its image): it may be stuck, which only its Events or the time can tell."""
+    st = pod.get("status") or {}
+    if st.get("phase") not in (None, "Pending") or _meta(pod).get("deletionTimestamp"):
+        return False
+    return any(((cs.get("state") or {}).get("waiting") or {}).get("reason") == CREATING
+               for key in ("initContainerStatuses", "containerStatuses") for cs in st.get(key) or ())
+
+
+def creating_for(pod: Mapping[str, Any], now: Optional[str]) -> Optional[float]:
+    """Seconds since the pod was created, while it is being created; None otherwise."""
+    start, at = parse_time(_meta(pod).get("creationTimestamp")), parse_time(now)
+    if not creating(pod) or start is None or at is None:
+        return None
+    return (at - start).total_seconds()
+
+
+def _mount_failure(pod: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
+    """The latest FailedMount / FailedAttachVolume Event about this pod."""
+    name = _meta(pod).get("name")
+    found = [e for e in events if e.get("reason") in MOUNT_EVENTS
+             and (e.get("involvedObject") or {}).get("kind") == "Pod"
+             and (e.get("involvedObject") or {}).get("name") == name]
+    return max(found, key=_event_time) if found else None
+
+
+def pod_stuck(pod: Mapping[str, Any], events: Iterable[Mapping[str, Any]] = (),
+              now: Optional[str] = None) -> Optional[Stuck]:
+    """Why this pod does not run, or None (running, finished, or just starting). `events`:
+    Events about it (read for a pod being created, pod_events.py); `now`: for the time it has
+    been ContainerCreating."""
     if (pod.get("status") or {}).get("phase") not in (None, "Pending") or _meta(pod).get("deletionTimestamp"):
         return None
     name, since = _meta(pod).get("name"), _meta(pod).get("creationTimestamp")
@@ -132,6 +176,16 @@ def pod_stuck(pod: Mapping[str, Any]) -> Optional[Stuck]:
     message = _unschedulable(pod)
     if message is not None:
         return Stuck(Reason.UNSCHEDULABLE, clip(f"pod {name}: {message}"), since)
+    if creating(pod):
+        failure = _mount_failure(pod, events)
+        if failure is not None:
+            return Stuck(Reason.VOLUME_MOUNT_FAILING,
+                         clip(f"pod {name}: {failure.get('reason')}: {failure.get('message') or ''}"), since)
+        seconds = creating_for(pod, now)
+        if seconds is not None and seconds >= CREATING_THRESHOLD:
+            return Stuck(Reason.CONTAINER_CREATING_TOO_LONG,
+                         f"pod {name}: ContainerCreating for {int(seconds // 60)} min, and no FailedMount or "
+                         "FailedAttachVolume Event says why (a large image may still be pulling)", since)
     return None
 
 
@@ -149,9 +203,12 @@ def job_stuck(
     job: Mapping[str, Any],
     pods: Iterable[Mapping[str, Any]] = (),
     events: Iterable[Mapping[str, Any]] = (),
+    now: Optional[str] = None,
 ) -> Optional[Stuck]:
     """Why the running Job `job` does not run its pods (see the module docstring); None when
-    nothing is known to be wrong. `pods`: the Job's pods; `events`: Events about the Job."""
+    nothing is known to be wrong. `pods`: the Job's pods; `events`: Events about the Job and
+    its pods; `now`: the reconcile's time."""
+    events = list(events)
     if _terminal(job):
         return None
     name = _meta(job).get("name")
@@ -165,8 +222,9 @@ def job_stuck(
         return Stuck(Reason.NOT_ADMITTED,
                      f"Job {name} is suspended until Kueue admits it (LocalQueue {queue})",
                      since or _meta(job).get("creationTimestamp"))
-    found = [s for s in (pod_stuck(p) for p in pods) if s is not None]
-    order = (Reason.IMAGE_PULL_FAILING, Reason.CONTAINER_CONFIG_ERROR, Reason.UNSCHEDULABLE)
+    found = [s for s in (pod_stuck(p, events, now) for p in pods) if s is not None]
+    order = (Reason.IMAGE_PULL_FAILING, Reason.CONTAINER_CONFIG_ERROR, Reason.UNSCHEDULABLE,
+             Reason.VOLUME_MOUNT_FAILING, Reason.CONTAINER_CREATING_TOO_LONG)
     for reason in order:
         of_reason = [s for s in found if s.reason == reason]
         if of_reason:

@@ -24,6 +24,8 @@ class Reason(StrEnum):
     UNSCHEDULABLE = "Unschedulable"
     IMAGE_PULL_FAILING = "ImagePullFailing"
     CONTAINER_CONFIG_ERROR = "ContainerConfigError"  # a missing Secret, ConfigMap or key
+    VOLUME_MOUNT_FAILING = "VolumeMountFailing"  # FailedMount / FailedAttachVolume Events of a pod
+    CONTAINER_CREATING_TOO_LONG = "ContainerCreatingTooLong"  # no Event says why (a slow pull?)
     # a stage Job that could not be created (creation_policy)
     JOB_CREATE_FAILED = "JobCreateFailed"  # transient: retried with backoff
     JOB_REJECTED = "JobRejected"  # permanent: the run fails with the API server's message

@@ -12,9 +12,11 @@ the Job's start when no pod could be created):
   default (capacityTimeout "0"): a multi-day run must not die because a node took an hour to
   come; the Stuck condition, the Warning Event and the SheepdogRunStuck alert tell the user.
   Waiting for Kueue admission (NotAdmitted) never times out at all: a queue is for waiting.
-- anything else (ImagePullFailing, ContainerConfigError, PodsNotCreated by a policy) needs a
-  person: pendingTimeout (default 30m; "0" never) fails the stage with the stuck reason and
-  message.
+- anything else (ImagePullFailing, ContainerConfigError, VolumeMountFailing, PodsNotCreated by
+  a policy) needs a person: pendingTimeout (default 30m; "0" never) fails the stage with the
+  stuck reason and message.
+- ContainerCreatingTooLong (no Event says why: most likely a large image being pulled) is
+  reported and alerted, never failed.
 Past its limit the stage fails and its Job is suspended so that its pending pods stop holding
 quota. A run the user suspended is never stuck.
 """
@@ -31,9 +33,13 @@ from sheepdog.planner.actions import StageObservation
 from sheepdog.planner.reasons import Reason
 
 STUCK_REASONS = (Reason.NOT_ADMITTED, Reason.PODS_NOT_CREATED, Reason.QUOTA_EXCEEDED, Reason.UNSCHEDULABLE,
-                 Reason.IMAGE_PULL_FAILING, Reason.CONTAINER_CONFIG_ERROR)
+                 Reason.IMAGE_PULL_FAILING, Reason.CONTAINER_CONFIG_ERROR, Reason.VOLUME_MOUNT_FAILING,
+                 Reason.CONTAINER_CREATING_TOO_LONG)
 CAPACITY_REASONS = (Reason.NOT_ADMITTED, Reason.UNSCHEDULABLE, Reason.QUOTA_EXCEEDED)
-NEVER_TIMES_OUT = (Reason.NOT_ADMITTED,)
+# Kueue admits when it can; a pod that is still being created with no Event saying why is most
+# likely pulling a large image (the kubelet reports that as ContainerCreating too): reported
+# and alerted, never failed.
+NEVER_TIMES_OUT = (Reason.NOT_ADMITTED, Reason.CONTAINER_CREATING_TOO_LONG)
 NOT_STUCK = "NotStuck"
 
 _UNITS = {"h": 3600, "m": 60, "s": 1}

@@ -132,7 +132,7 @@ def _kill(pid: int | None, hint: str, timeout: float = 10.0) -> None:
             time.sleep(0.05)
 
 
-def _pids_with(fragment: str) -> list[int]:
+def pids_with(fragment: str) -> list[int]:
     """Processes whose command line contains fragment (the shims name their containerd socket)."""
     out = []
     for d in os.listdir("/proc"):
@@ -185,7 +185,7 @@ def teardown(rec: dict) -> list[str]:
     # their shim); only then are mounts and network namespaces free to go.
     _kill(pids.get("kubelet"), "kubelet", timeout=10)
     _kill(pids.get("containerd"), "containerd", timeout=10)
-    for pid in _pids_with(f"-address {rec['containerd_socket']}"):
+    for pid in pids_with(f"-address {rec['containerd_socket']}"):
         _kill(pid, "containerd-shim", timeout=2)
     old_cgroups = set(rec["snapshot"].get("cgroups", []))
     for d in hoststate.cgroup_dirs():
@@ -207,6 +207,7 @@ def clean_stale(wait: float = 0.0) -> None:
     """If a record exists: wait up to `wait` seconds for its node to be stopped, then restore
     the host from it if it was left by a crash; raise if a live node still holds the host."""
     deadline = time.monotonic() + wait
+    told = False
     while True:
         rec = read_record()
         if rec is None:
@@ -217,6 +218,10 @@ def clean_stale(wait: float = 0.0) -> None:
             if problems:
                 raise RuntimeError("could not restore the host after an earlier real node:\n  " + "\n  ".join(problems))
             return
+        if not told and wait > 0:
+            _log(f"waiting up to {wait:.0f}s for the real node of {rec.get('state_dir')} to stop "
+                 "(one real node per host)")
+            told = True
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"a real node is running on this host (state {rec.get('state_dir')}); stop it with "

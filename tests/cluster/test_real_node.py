@@ -83,20 +83,10 @@ def restricted_namespace(cluster, namespace: str) -> None:
                     "pod-security.kubernetes.io/enforce-version=latest")
 
 
-def node_processes(node_dir: Path) -> list[str]:
-    """Command lines of processes that belong to the node of node_dir: its kubelet (--root-dir),
-    containerd (--config) and the shims (-address of its socket) all name that directory."""
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(node_dir) in cmd:
-            out.append(f"{pid}: {cmd[:200]}")
-    return out
+def node_processes(node_dir: Path) -> list[int]:
+    """Processes of the node of node_dir: its kubelet (--root-dir), containerd (--config) and
+    shims (-address of its socket) all name that directory."""
+    return realnode.pids_with(str(node_dir))
 
 
 def assert_host_restored(before: dict, node_dir: Path) -> None:

@@ -203,30 +203,19 @@ def teardown(rec: dict) -> list[str]:
     return problems
 
 
-def clean_stale(wait: float = 0.0) -> None:
-    """If a record exists: wait up to `wait` seconds for its node to be stopped, then restore
-    the host from it if it was left by a crash; raise if a live node still holds the host."""
-    deadline = time.monotonic() + wait
-    told = False
-    while True:
-        rec = read_record()
-        if rec is None:
-            return
-        if not record_is_live(rec):
-            _log(f"restoring the host from a record a crash left ({rec.get('node_dir')})")
-            problems = teardown(rec)
-            if problems:
-                raise RuntimeError("could not restore the host after an earlier real node:\n  " + "\n  ".join(problems))
-            return
-        if not told and wait > 0:
-            _log(f"waiting up to {wait:.0f}s for the real node of {rec.get('state_dir')} to stop "
-                 "(one real node per host)")
-            told = True
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"a real node is running on this host (state {rec.get('state_dir')}); stop it with "
-                f"tests/cluster/down --state-dir {rec.get('state_dir')}")
-        time.sleep(1)
+def clean_stale() -> dict | None:
+    """Call holding the HostLock. Restores the host from a record a crash left (and removes
+    it); returns the record of a live node that still holds the host, else None."""
+    rec = read_record()
+    if rec is None:
+        return None
+    if record_is_live(rec):
+        return rec
+    _log(f"restoring the host from a record a crash left ({rec.get('node_dir')})")
+    problems = teardown(rec)
+    if problems:
+        raise RuntimeError("could not restore the host after an earlier real node:\n  " + "\n  ".join(problems))
+    return None
 
 
 class RealNode:
@@ -370,29 +359,49 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         if not Path(RUNC).is_file():
             raise FileNotFoundError(f"{RUNC} is missing: install Debian's runc (scripts/setup-debian)")
         t0 = time.monotonic()
-        with HostLock(timeout=wait_for_host):
-            clean_stale(wait=wait_for_host)
-            if self.dir.exists():  # a crash of this very state dir, its record already restored
-                shutil.rmtree(self.dir, ignore_errors=True)
-            self.record = {
-                "state_dir": str(self.cp.state_dir),
-                "node_dir": str(self.dir),
-                "containerd_socket": str(self.containerd_socket),
-                "owner_pid": self.owner_pid,
-                "pids": {},
-                "snapshot": hoststate.snapshot(),
-            }
-            # Written before the first change: whatever happens next, a record exists to undo it.
-            _write_record(self.record)
-            try:
-                self._start(timeout, images)
-            except BaseException:
-                _log("start failed: restoring the host")
-                for c in ("kubelet", "containerd"):
-                    _log(f"---- {self.logs[c]} (tail)\n{_tail(self.logs[c], 20)}")
-                self._teardown()
-                raise
+        deadline = t0 + wait_for_host
+        told = False
+        while True:
+            # The lock is held only to look and to start, never while waiting: the node being
+            # waited for needs it to stop.
+            with HostLock(timeout=max(1.0, deadline - time.monotonic())):
+                live = clean_stale()
+                if live is None:
+                    self._start_locked(timeout, images)
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"a real node is running on this host (state {live.get('state_dir')}); stop it with "
+                    f"tests/cluster/down --state-dir {live.get('state_dir')}")
+            if not told:
+                told = True
+                _log(f"waiting up to {wait_for_host:.0f}s for the real node of {live.get('state_dir')} "
+                     "to stop (one real node per host)")
+            time.sleep(1)
         _log(f"node {NODE_NAME} Ready after {time.monotonic() - t0:.1f}s")
+
+    def _start_locked(self, timeout: float, images) -> None:
+        """The start proper, holding the HostLock, with the host free."""
+        if self.dir.exists():  # a crash of this very state dir, its record already restored
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.record = {
+            "state_dir": str(self.cp.state_dir),
+            "node_dir": str(self.dir),
+            "containerd_socket": str(self.containerd_socket),
+            "owner_pid": self.owner_pid,
+            "pids": {},
+            "snapshot": hoststate.snapshot(),
+        }
+        # Written before the first change: whatever happens next, a record exists to undo it.
+        _write_record(self.record)
+        try:
+            self._start(timeout, images)
+        except BaseException:
+            _log("start failed: restoring the host")
+            for c in ("kubelet", "containerd"):
+                _log(f"---- {self.logs[c]} (tail)\n{_tail(self.logs[c], 20)}")
+            self._teardown()
+            raise
 
     def _start(self, timeout: float, images) -> None:
         d = self.dir

@@ -4,8 +4,10 @@
     python -m sheepdog_jobs prepare-model [--out DIR] [--gguf FILE]
 
 Expected failures (bad config, bad seeds, missing model) print ONE line to stderr, write
-{"ok": false, "error": ...} to the summary file and exit 1 before any model is loaded.
-Anything else is a bug: same summary and exit code, plus the traceback on stderr.
+{"ok": false, "error": ...} to the summary file and exit 1 before any model is loaded; those
+no retry can fix (a config the stage refuses, bad seeds, a chat template that cannot be used)
+exit EXIT_UNFIXABLE (3), so that a Job fails at once instead of spending its retries.
+Anything else is a bug: same summary and exit code 1, plus the traceback on stderr.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
-from sheepdog_jobs.constants import STAGES
+from sheepdog_jobs.constants import EXIT_UNFIXABLE, STAGES
 
 SUMMARY_LIMIT = 4000  # Kubernetes keeps at most 4096 bytes of a termination message
 EXIT_FAILED = 1
@@ -31,6 +33,17 @@ def _expected_errors() -> tuple[type, ...]:
     from sheepdog_jobs.stages.common import StageError
 
     return (StageError, SeedError, EngineError, ChatTemplateError)
+
+
+class ConfigRefused(Exception):
+    """The stage's config cannot be used: no attempt can do better (EXIT_UNFIXABLE)."""
+
+
+def _unfixable() -> tuple[type, ...]:
+    from sheepdog_jobs.engines import ChatTemplateError
+    from sheepdog_jobs.seeds import SeedError
+
+    return (ConfigRefused, SeedError, ChatTemplateError)
 
 
 def one_line(message: str) -> str:
@@ -120,21 +133,24 @@ def run_stage(stage: str, config_raw: str, summary_file: Optional[str]) -> int:
         traceback.print_exc()
     if expected:
         try:
-            config = load_config(config_raw)
+            try:
+                config = load_config(config_raw)
+            except expected as exc:
+                raise ConfigRefused(one_line(exc)) from None
             summary["iteration"] = config.iteration
             if config.stage != stage:
-                from sheepdog_jobs.stages.common import StageError
-
-                raise StageError(f"config: stage is {config.stage!r} but the command runs {stage!r}")
+                raise ConfigRefused(f"config: stage is {config.stage!r} but the command runs {stage!r}")
             from sheepdog_jobs.stages import stage_runner
 
             result = stage_runner(stage)(config)
             summary.update(result)
             summary["ok"] = True
             code = 0
-        except expected as exc:
+        except (*expected, ConfigRefused) as exc:
             summary["error"] = one_line(exc)
             print(f"sheepdog_jobs {stage}: error: {summary['error']}", file=sys.stderr)
+            if isinstance(exc, _unfixable()):
+                code = EXIT_UNFIXABLE
         except Exception as exc:  # noqa: BLE001 - a bug: keep the traceback for whoever debugs it
             traceback.print_exc()
             summary["error"] = one_line(f"internal error: {type(exc).__name__}: {exc}")

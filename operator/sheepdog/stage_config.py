@@ -21,6 +21,10 @@ from sheepdog.api.spec import RunSpec, Stage
 
 VOLUME_MOUNT = "/data"
 TERMINATION_LOG = "/dev/termination-log"
+# The stage command's exit code for an error no retry can fix (its config, its seeds, the
+# model's chat template): a Job's podFailurePolicy fails the Job at once on it (FailJob) instead
+# of spending its retries (sheepdog_jobs.constants.EXIT_UNFIXABLE says the same).
+EXIT_UNFIXABLE = 3
 
 
 class Shard(BaseModel):

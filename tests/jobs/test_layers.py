@@ -11,6 +11,14 @@ def test_stage_names_and_the_judge_key_variable_agree_with_the_operator():
     assert constants.JUDGE_API_KEY_ENV == spec.JUDGE_API_KEY_ENV
 
 
+def test_the_unfixable_exit_code_agrees_with_the_operators_fail_job_rule():
+    from sheepdog import stage_config
+    from sheepdog.kube.jobs import fail_job_rule
+
+    assert constants.EXIT_UNFIXABLE == stage_config.EXIT_UNFIXABLE
+    assert fail_job_rule()["onExitCodes"]["values"] == [constants.EXIT_UNFIXABLE]
+
+
 def test_stage_programs_do_not_import_the_operators_api_models():
     import ast
     from pathlib import Path

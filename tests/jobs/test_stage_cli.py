@@ -236,3 +236,22 @@ def test_curate_of_a_sharded_synthesize_reads_its_one_set_of_files(workdir, make
     cfg = make_config(workdir, "curate", spec={"stages": {"synthesize": {"shards": 2}}, "filter": {"keepFraction": 0.5}})
     proc, summary = run_cli(cfg)
     assert proc.returncode != 0 and "no complete synthesize output" in summary["error"]
+
+
+def test_errors_no_retry_can_fix_exit_with_their_own_code(workdir, make_config, run_cli, model_dir, tmp_path):
+    """A config the stage refuses or bad seeds: EXIT_UNFIXABLE (a Job's podFailurePolicy fails the
+    Job at once on it); a missing input another stage may still write: 1 (retried)."""
+    from sheepdog_jobs.constants import EXIT_UNFIXABLE
+
+    assert EXIT_UNFIXABLE == 3
+    proc, _ = run_cli('{"run": "t", ', stage="synthesize")
+    assert proc.returncode == EXIT_UNFIXABLE, proc.stderr
+    path = tmp_path / "cfg.json"
+    path.write_text(make_config(workdir, "curate", model=model_dir).to_json())
+    proc, _ = run_cli(str(path), stage="train")
+    assert proc.returncode == EXIT_UNFIXABLE, proc.stderr
+    cfg = make_config(workdir, "synthesize", model=model_dir, seed_file=write_seeds(workdir / "s.jsonl", ["{"]))
+    proc, summary = run_cli(cfg, timeout=FAST)
+    assert proc.returncode == EXIT_UNFIXABLE and "s.jsonl" in summary["error"], proc.stderr
+    proc, _ = run_cli(make_config(workdir, "curate"))
+    assert proc.returncode == 1, proc.stderr

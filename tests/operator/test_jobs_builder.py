@@ -202,18 +202,23 @@ def test_backoff_limit_is_the_stage_limit_or_retries() -> None:
 def test_disruptions_do_not_spend_retries_and_finished_jobs_stay(stage: str) -> None:
     job = build(make_spec(), stage)
     assert job["spec"]["podFailurePolicy"] == {
-        "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+        "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                  # an error no retry can fix (the stage program's exit code 3) fails the Job at once
+                  {"action": "FailJob",
+                   "onExitCodes": {"containerName": "stage", "operator": "In", "values": [3]}}]
     }
     assert pod_of(job)["restartPolicy"] == "Never"  # required by podFailurePolicy
     assert "ttlSecondsAfterFinished" not in job["spec"]
-    assert "activeDeadlineSeconds" not in job["spec"]
     assert "suspend" not in job["spec"]
 
 
 def test_active_deadline() -> None:
     spec = make_spec(stages={"train": {"activeDeadlineSeconds": 3600}})
     assert build(spec, "train")["spec"]["activeDeadlineSeconds"] == 3600
-    assert "activeDeadlineSeconds" not in build(spec, "synthesize")["spec"]
+    # every stage has a deadline by default, its own (a hung process does not hold GPUs for ever)
+    defaults = {stage: build(make_spec(), stage)["spec"]["activeDeadlineSeconds"] for stage in STAGES}
+    assert defaults == {"synthesize": 3 * 86400, "curate": 12 * 3600, "train": 7 * 86400, "evaluate": 86400}
+    assert build(spec, "synthesize")["spec"]["activeDeadlineSeconds"] == 3 * 86400
 
 
 # --- resources and placement --------------------------------------------------------------------
@@ -352,6 +357,13 @@ def test_every_built_pod_passes_the_restricted_profile(label: str, job: dict[str
     assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 10001  # images/worker.Dockerfile
     assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
     sc = container_of(job)["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True  # what a stage writes has a volume (below)
+    writable = {m["mountPath"] for m in container_of(job)["volumeMounts"]}
+    assert {"/data", "/tmp", "/dev/shm", "/home/sheepdog"} <= writable
+    env = {e["name"]: e.get("value") for e in container_of(job)["env"]}
+    for var in ("HOME", "TMPDIR", "XDG_CACHE_HOME", "HF_HOME", "NUMBA_CACHE_DIR"):
+        if var in env:  # every place a library writes by default is one of those volumes
+            assert any(env[var] == w or env[var].startswith(w + "/") for w in writable), (var, env[var])
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001

@@ -333,6 +333,12 @@ class TrainingSpec(Model):
     checkpoint_every: int = Field(
         200, ge=1, description="Checkpoint every N optimizer steps (and at each epoch's end) on the "
         "run's storage; a restarted train attempt resumes from the latest complete checkpoint.")
+    distributed_timeout_minutes: int = Field(
+        180, ge=1, le=10080,
+        description="Timeout of the ranks' process group (torch.distributed): how long a collective "
+        "may wait, e.g. for the slowest rank writing its checkpoint shard. Rank 0's merge and save "
+        "run after the group is closed, so they are not bound by it; 180 covers a 72B checkpoint "
+        "on slow storage (docs/training.md).")
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=lambda: ["tensorboard"],
         description="Where training reports: tensorboard (event files in the train stage's output "
@@ -555,6 +561,13 @@ class PodTemplate(Model):
         return _named(v, "podTemplate.volumeMounts", ("mountPath", "name"))
 
 
+ACTIVE_DEADLINE = (
+    "How long the stage's Job may run, all its attempts together, before Kubernetes fails it "
+    "(DeadlineExceeded: a hung process stops holding its GPUs); defaults per stage: synthesize "
+    "259200 (3 days), curate 43200 (12 h), train 604800 (7 days), evaluate 86400 (1 day). Raise it "
+    "for a larger run; `sheepdog retry` resumes a stage that hit it.")
+
+
 class StageResources(Model):
     """What every stage takes: where and how its Job runs."""
 
@@ -570,7 +583,7 @@ class StageResources(Model):
         None, description="Merged over the operator's GPU node selector (for stages with gpus > 0)."
     )
     tolerations: Optional[list[Toleration]] = None
-    active_deadline_seconds: Optional[int] = Field(None, ge=1)
+    active_deadline_seconds: Optional[int] = Field(43200, ge=1, description=ACTIVE_DEADLINE)
     pending_timeout: str = Field(
         "30m",
         pattern=r"^(0|([0-9]+(h|m|s))+)$",
@@ -603,7 +616,8 @@ SYNTHESIZE_TP_RULE = ("self.stages.synthesize.gpus == 0 || "
                       "self.stages.synthesize.tensorParallel == self.stages.synthesize.gpus")
 SYNTHESIZE_TP_MESSAGE = ("stages.synthesize.tensorParallel ({tp}) must equal stages.synthesize.gpus ({gpus}): "
                          "a synthesize pod runs one engine over all its GPUs (more engines: shards)")
-EVALUATE_TP_RULE = ("!self.evaluation.enabled || self.stages.evaluate.gpus == 0 || "
+EVALUATE_TP_RULE = ("!self.evaluation.enabled || !has(self.stages.evaluate.gpus) || "
+                    "self.stages.evaluate.gpus == 0 || "
                     "self.stages.synthesize.gpus == 0 || "
                     "self.stages.synthesize.tensorParallel % self.stages.evaluate.gpus == 0")
 # Evaluate runs M_t as one engine over all its GPUs (tensor parallel = gpus). The model runs with
@@ -633,6 +647,7 @@ class SynthesizeResources(StageResources):
     tensor_parallel: int = Field(8, ge=1, le=64, description="GPUs of the one engine of a synthesize pod: "
                                  "equals gpus (a CPU stage, gpus: 0, ignores it).")
     shards: int = Field(1, ge=1, le=1024, description="Pods of an Indexed Job, each generating a disjoint part.")
+    active_deadline_seconds: Optional[int] = Field(259200, ge=1, description=ACTIVE_DEADLINE)
 
     @model_validator(mode="after")
     def _one_engine(self) -> "SynthesizeResources":
@@ -644,10 +659,16 @@ class SynthesizeResources(StageResources):
 class TrainResources(StageResources):
     gpus: int = Field(8, ge=0, le=64)
     nodes: int = Field(1, ge=1, le=256, description="Pods of a multi-node torchrun (Indexed Job).")
+    active_deadline_seconds: Optional[int] = Field(604800, ge=1, description=ACTIVE_DEADLINE)
 
 
 class EvaluateResources(StageResources):
-    gpus: int = Field(1, ge=0, le=64)
+    gpus: Optional[int] = Field(
+        None, ge=0, le=64,
+        description="GPUs of the evaluate pod, all one engine's (tensor parallel = gpus). Default: "
+        "stages.synthesize.tensorParallel where synthesize runs on GPUs (the model fits as it fits "
+        "there), else 1.")
+    active_deadline_seconds: Optional[int] = Field(86400, ge=1, description=ACTIVE_DEADLINE)
 
 
 class StagesSpec(Model):
@@ -655,6 +676,15 @@ class StagesSpec(Model):
     curate: StageResources = Field(default_factory=StageResources)
     train: TrainResources = Field(default_factory=TrainResources)
     evaluate: EvaluateResources = Field(default_factory=EvaluateResources)
+
+    @model_validator(mode="after")
+    def _evaluate_gpus(self) -> "StagesSpec":
+        # The one place the default is decided: the Job builder, `sheepdog plan` and the
+        # evaluate stage all read the filled-in value.
+        if self.evaluate.gpus is None:
+            syn = self.synthesize
+            self.evaluate.gpus = syn.tensor_parallel if syn.gpus else 1
+        return self
 
     def of(self, stage: str) -> StageResources:
         return getattr(self, stage)

@@ -34,7 +34,7 @@ from sheepdog import __version__
 from sheepdog.api.spec import GROUP, JUDGE_API_KEY_ENV, KIND, VERSION, RunSpec
 from sheepdog.kube.pod_template import apply_to_pod, merge_metadata
 from sheepdog.kube.resources import DEFAULT_SHM_SIZE, GPU_RESOURCE, container_resources
-from sheepdog.stage_config import (TERMINATION_LOG, VOLUME_MOUNT, Rendezvous, Shard, StageConfig,
+from sheepdog.stage_config import (EXIT_UNFIXABLE, TERMINATION_LOG, VOLUME_MOUNT, Rendezvous, Shard, StageConfig,
                                    stage_command, train_ranks)
 
 try:  # the planner's retry policy is the one rule both executors share
@@ -230,7 +230,10 @@ def pod_security_context() -> dict[str, Any]:
 
 
 def container_security_context() -> dict[str, Any]:
+    # readOnlyRootFilesystem: a stage writes only the run's volume (/data), /tmp and HOME
+    # (emptyDirs), /dev/shm and its termination message; nothing of the image can be changed
     return {
+        "readOnlyRootFilesystem": True,
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
         "privileged": False,
@@ -251,6 +254,8 @@ def container_env(spec: RunSpec, config: StageConfig, job: str) -> list[dict[str
         _env("HOME", HOME_DIR),
         _env("XDG_CACHE_HOME", CACHE_DIR),
         _env("TMPDIR", "/tmp"),
+        # numba caches beside its sources by default: the root filesystem is read-only
+        _env("NUMBA_CACHE_DIR", "/tmp/numba"),
         _env("HF_HOME", HF_HOME),
         _env("TRANSFORMERS_CACHE", f"{HF_HOME}/hub"),
         _env("SHEEPDOG_RUN", config.run),
@@ -355,6 +360,14 @@ def build_pod_spec(spec: RunSpec, config: StageConfig, job: str, images: ImageDe
 # --- the Job and the Service -----------------------------------------------------------------
 
 
+def fail_job_rule() -> dict[str, Any]:
+    """The podFailurePolicy rule that fails a stage Job when its program exits EXIT_UNFIXABLE
+    (docs/design.md, "The stage command"). A train under torchrun exits 1 whatever its ranks
+    did, so there the Job's retries are spent as before."""
+    return {"action": "FailJob",
+            "onExitCodes": {"containerName": CONTAINER_NAME, "operator": "In", "values": [EXIT_UNFIXABLE]}}
+
+
 def pod_metadata(lab: Mapping[str, str], res: Any) -> dict[str, Any]:
     """Labels and annotations of the stage's pods: sheepdog's, plus the podTemplate's."""
     tpl = res.pod_template
@@ -390,8 +403,11 @@ def build_stage_job(
     job_spec: dict[str, Any] = {
         "backoffLimit": backoff_limit(spec, stage),
         # A node drained or lost, a preemption, an eviction: not the stage's fault, no retry spent.
+        # An error no retry can fix (EXIT_UNFIXABLE: the stage refused its config, bad seeds)
+        # fails the Job at once, its retries unspent.
         "podFailurePolicy": {
-            "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+            "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                      fail_job_rule()]
         },
         # no ttlSecondsAfterFinished: the operator reads finished Jobs (and the run owns them)
         "template": {

@@ -392,6 +392,14 @@ def _add_plan_options(p: argparse.ArgumentParser) -> None:
                    "storage against it (the chart's default claim is 500Gi)")
 
 
+def _add_cluster_run_args(p: argparse.ArgumentParser) -> None:
+    """RUN, its namespace and how to reach the cluster (retry, pull, report)."""
+    p.add_argument("run", metavar="RUN", help="the SelfAlignmentRun's name")
+    p.add_argument("--namespace", "-n", default="default")
+    p.add_argument("--kubeconfig", help="default: KUBECONFIG or ~/.kube/config")
+    p.add_argument("--context", help="the kubeconfig context (default: its current one)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sheepdog", description="I-SHEEP iterative self-alignment runs.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -443,33 +451,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("retry", help="resume a Failed run on a cluster from the stage that failed")
-    p.add_argument("run", metavar="RUN", help="the SelfAlignmentRun's name")
-    p.add_argument("--namespace", "-n", default="default")
-    p.add_argument("--kubeconfig", help="default: KUBECONFIG or ~/.kube/config")
-    p.add_argument("--context", help="the kubeconfig context (default: its current one)")
+    _add_cluster_run_args(p)
     p.set_defaults(func=cmd_retry)
 
     p = sub.add_parser("pull", help="copy a cluster run's directory off its volume to this machine")
-    p.add_argument("run", metavar="RUN", help="the SelfAlignmentRun's name")
-    p.add_argument("--namespace", "-n", default="default")
+    _add_cluster_run_args(p)
     p.add_argument("--to", required=True, metavar="DIR", help="where the run's directory goes")
     p.add_argument("--no-models", action="store_true",
                    help="leave the iterations' models and train checkpoints on the volume")
     p.add_argument("--image", default="busybox:1.37",
                    help="image of the short-lived pod (needs sh, tar, gzip, base64; default busybox:1.37)")
     p.add_argument("--timeout", type=float, default=600, help="seconds the pod may take to start and finish")
-    p.add_argument("--kubeconfig", help="default: KUBECONFIG or ~/.kube/config")
-    p.add_argument("--context", help="the kubeconfig context (default: its current one)")
     p.set_defaults(func=cmd_pull)
 
     p = sub.add_parser("report", help="print and plot the report of a run on a cluster")
-    p.add_argument("run", metavar="RUN", help="the SelfAlignmentRun's name")
-    p.add_argument("--namespace", "-n", default="default")
+    _add_cluster_run_args(p)
     p.add_argument("--plot", default="report.png", metavar="PATH", help="where to draw the plot (default report.png)")
     p.add_argument("--no-plot", action="store_true", help="do not draw the plot")
     p.add_argument("--json", action="store_true", help="print the report as JSON (the keys of report.json)")
-    p.add_argument("--kubeconfig", help="default: KUBECONFIG or ~/.kube/config")
-    p.add_argument("--context", help="the kubeconfig context (default: its current one)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="write a local run's model with a model card to a directory, S3 or the hub")

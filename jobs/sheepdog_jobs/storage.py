@@ -122,17 +122,21 @@ def write_manifest(
     counts: Optional[Mapping[str, Any]] = None,
     summary: Optional[Mapping[str, Any]] = None,
     name: str = MANIFEST,
+    hashed: Optional[Mapping[str, Mapping[str, Any]]] = None,
 ) -> dict:
     """Record the outputs (paths, absolute or relative to out_dir) after they are written.
 
     Entries are stored relative to out_dir so the run directory can be moved or mounted
-    elsewhere (the cluster's /data vs. a local copy) without invalidating it.
+    elsewhere (the cluster's /data vs. a local copy) without invalidating it. `hashed`: the
+    entries ({"bytes", "sha256"}) of outputs hashed while they were written, by absolute path;
+    those are not read again.
     """
     out_dir = Path(out_dir)
     files = {}
     for p in outputs:
         p = Path(p) if Path(p).is_absolute() else out_dir / p
-        files[os.path.relpath(p, out_dir)] = file_entry(p)
+        known = (hashed or {}).get(str(p))
+        files[os.path.relpath(p, out_dir)] = dict(known) if known is not None else file_entry(p)
     manifest = {
         "version": MANIFEST_VERSION,
         "fingerprint": fp,

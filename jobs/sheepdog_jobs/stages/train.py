@@ -93,15 +93,18 @@ def _skip_cpu_shm_comm() -> None:
         compatible["deepspeed_shm_comm"] = False
 
 
-def _distributed_state(backend: str) -> None:
+def _distributed_state(backend: str, timeout_minutes: int) -> None:
     """accelerate's process state for DeepSpeed with an explicit backend. Left to
     TrainingArguments, a machine without an accelerator gets no backend, hence a world of one
-    whatever WORLD_SIZE says; gloo on CPU (DeepSpeed's CPU default, oneCCL, is not installed)."""
+    whatever WORLD_SIZE says; gloo on CPU (DeepSpeed's CPU default, oneCCL, is not installed).
+    The group's timeout is training.distributedTimeoutMinutes (torch's default is 30 minutes)."""
+    from datetime import timedelta
+
     from accelerate import PartialState
 
     os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
     try:
-        PartialState(backend=backend)
+        PartialState(backend=backend, timeout=timedelta(minutes=timeout_minutes))
     finally:
         del os.environ["ACCELERATE_USE_DEEPSPEED"]
 
@@ -190,7 +193,8 @@ def run(config: StageConfig) -> dict:
     # weight changes, so it is not part of the fingerprint.
     training = settings_dump(t, ("prompt", "output_suffix", "attn_implementation", "packing",
                                  "trainer_args", "quantization"),
-                             exclude={"report_to", "checkpoint_every", "tracking_uri", "gradient_checkpointing"})
+                             exclude={"report_to", "checkpoint_every", "tracking_uri", "gradient_checkpointing",
+                                      "distributed_timeout_minutes"})
     fp = storage.fingerprint(
         {"stage": "train", "iteration": config.iteration, "training": training,
          "chatTemplate": config.spec.model.chat_template, "base": storage.model_identity(config.base_model),
@@ -199,6 +203,8 @@ def run(config: StageConfig) -> dict:
         config.train_data)
     done = storage.verify_manifest(out, fp)
     if done is not None:
+        # A kill between the manifest and the checkpoints' removal left them: the model is safe.
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
         return {**done["summary"], "skipped": True}
     return _train(config, records, fp, out, model_out)
 
@@ -242,7 +248,7 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     world = int(os.environ["WORLD_SIZE"])
     if not cuda:
         _skip_cpu_shm_comm()
-    _distributed_state("nccl" if cuda else "gloo")
+    _distributed_state("nccl" if cuda else "gloo", t.distributed_timeout_minutes)
     steps = total_steps(len(train_ex), world, t.per_device_batch_size, t.gradient_accumulation, t.epochs)
     ckpt_dir = out / CHECKPOINTS
     tracking.prepare_env(t.report_to, out, config.run, config.iteration)
@@ -258,6 +264,7 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
         warmup_steps=min(t.warmup_steps, steps),
         bf16=precision == "bf16" and cuda, fp16=precision == "fp16",
         deepspeed=deepspeed_config(t.zero_stage), ddp_backend=None if cuda else "gloo",
+        ddp_timeout=t.distributed_timeout_minutes * 60,
         # Non-reentrant: works with frozen inputs (LoRA) and ZeRO-3's gathered parameters.
         gradient_checkpointing=t.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
@@ -327,6 +334,7 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
 
     lora_state = _gather_trainable(trainer.model_wrapped)
     unset_hf_deepspeed_config()  # the fresh base that _save merges into must be whole
+    _close_group()
     summary = {
         "trainLoss": round(train_loss, 5), "evalLoss": None if eval_loss is None else round(eval_loss, 5),
         "samples": examples, "validationSamples": len(val_ex), "samplesFrom": samples_from(records),
@@ -352,9 +360,18 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
             figures=iteration_tracking.numeric({**_upstream_figures(config), "trainLoss": summary["trainLoss"],
                                                 "evalLoss": summary["evalLoss"]}),
             pairs=iteration_tracking.sampled_pairs(Path(config.train_data[-1])))
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
     return summary
+
+
+def _close_group() -> None:
+    """Every rank has its copy of the adapter: the last collective. The group is closed before
+    rank 0 loads, merges, writes and hashes (tens of minutes for a 72B), so no rank waits in a
+    collective whose timeout the save could outlast; ranks 1..N end, torchrun waits for rank 0."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _last_epoch_loss(history: list[dict], epoch: float) -> float:
@@ -398,42 +415,67 @@ def _gather_trainable(engine) -> dict:
 
 
 def _save(config, lora, lora_state, tokenizer, out: Path, model_out: Path, fp, summary) -> None:
+    """Rank 0, the process group closed. The order makes every kill recoverable: the model and
+    adapter are written (hashed as they are written) under temporary names, renamed, the
+    manifest written, and only then the checkpoints removed, so a retry finds either a valid
+    manifest (done) or the last checkpoint (resume at its step, never step 0)."""
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from sheepdog_jobs.training.crash_points import reach
+    from sheepdog_jobs.training.hashed_save import HashingWriter
+
     t = config.spec.training
-    # A fresh base in its checkpoint dtype, not the DeepSpeed-wrapped (partitioned) module;
-    # the merged model keeps the base's dtype.
-    base = AutoModelForCausalLM.from_pretrained(config.base_model, dtype="auto")
-    peft_model = get_peft_model(base, lora)
-    result = peft_model.load_state_dict(lora_state, strict=False)
-    if result.unexpected_keys or len(lora_state) == 0:
-        raise RuntimeError(f"LoRA weights did not map back: unexpected {result.unexpected_keys[:3]}")
+    writer = HashingWriter()
     storage.remove_manifest(out)
     model_out.parent.mkdir(parents=True, exist_ok=True)
+    # A killed attempt's temporary directories (another pid's name): up to a model's size each.
+    for stale in [*out.glob(".adapter.tmp-*"), *model_out.parent.glob(f".{model_out.name}.tmp-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    with writer.timed("load"):
+        # A fresh base in its checkpoint dtype, not the DeepSpeed-wrapped (partitioned) module;
+        # the merged model keeps the base's dtype.
+        base = AutoModelForCausalLM.from_pretrained(config.base_model, dtype="auto")
+        peft_model = get_peft_model(base, lora)
+        result = peft_model.load_state_dict(lora_state, strict=False)
+    if result.unexpected_keys or len(lora_state) == 0:
+        raise RuntimeError(f"LoRA weights did not map back: unexpected {result.unexpected_keys[:3]}")
+    reach("save:loaded")
     adapter_tmp = out / f".adapter.tmp-{os.getpid()}"
-    shutil.rmtree(adapter_tmp, ignore_errors=True)
-    peft_model.save_pretrained(adapter_tmp)  # adapter_config.json names the base model
-    _replace_dir(adapter_tmp, out / "adapter")
-
     tmp = model_out.parent / f".{model_out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    if t.merge:
-        peft_model.merge_and_unload().save_pretrained(tmp)
-    else:
-        peft_model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    storage.atomic_write_json(tmp / LINEAGE, {
-        "iteration": config.iteration, "base": config.base_model, "merged": t.merge,
-        "trainData": config.train_data, "run": config.run})
+    with writer.installed():
+        with writer.timed("write"):
+            peft_model.save_pretrained(adapter_tmp)  # adapter_config.json names the base model
+        if t.merge:
+            with writer.timed("merge"):
+                merged = peft_model.merge_and_unload()
+            reach("save:merged")
+            # 5 GB shards (transformers' default is 50 GB): the writer holds one shard's bytes.
+            with writer.timed("write"):
+                merged.save_pretrained(tmp, max_shard_size="5GB")
+        else:
+            with writer.timed("write"):
+                peft_model.save_pretrained(tmp)
+    with writer.timed("write"):
+        tokenizer.save_pretrained(tmp)
+        storage.atomic_write_json(tmp / LINEAGE, {
+            "iteration": config.iteration, "base": config.base_model, "merged": t.merge,
+            "trainData": config.train_data, "run": config.run})
+    hashed = {**writer.entries_under(adapter_tmp, out / "adapter"), **writer.entries_under(tmp, model_out)}
+    reach("save:written")
+    _replace_dir(adapter_tmp, out / "adapter")
     _replace_dir(tmp, model_out)
-    # The model is safe: the checkpoints (optimizer states, the size of the model and more)
-    # have done their job.
-    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    reach("save:model-renamed")
 
+    summary["saveSeconds"] = writer.rounded()
+    log.info("train: save %s", ", ".join(f"{k} {v:.2f} s" for k, v in summary["saveSeconds"].items()))
     # Not the trackers' directories: W&B and TensorBoard may still touch their files, and a
     # manifest that no longer verifies would train the iteration again.
     files = [p for p in sorted((out / "adapter").rglob("*")) if p.is_file()]
     files += [out / LOG_FILE] if (out / LOG_FILE).is_file() else []
     files += [p for p in sorted(model_out.rglob("*")) if p.is_file()]
-    storage.write_manifest(out, files, fp, counts={"samples": summary["samples"]}, summary=summary)
+    storage.write_manifest(out, files, fp, counts={"samples": summary["samples"]}, summary=summary, hashed=hashed)
+    reach("save:manifest-written")
+    # The model is safe and recorded: the checkpoints (optimizer states, the size of the model
+    # and more) have done their job.
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)

@@ -54,6 +54,7 @@ TRAINER_OWNED: dict[str, str] = {
     "local_rank": "sheepdog (torchrun sets it)",
     "gradient_checkpointing": "training.gradientCheckpointing",
     "gradient_checkpointing_kwargs": "training.gradientCheckpointing (non-reentrant)",
+    "ddp_timeout": "training.distributedTimeoutMinutes",
 }
 
 # EngineArgs that the engine sets itself. Everything else (max_model_len, dtype, quantization,

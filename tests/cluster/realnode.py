@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from tests.cluster import hoststate
-from tests.cluster.controlplane import BUILD_SCRIPT, ControlPlane, _pid_alive, free_ports
+from tests.cluster.controlplane import BUILD_SCRIPT, SERVICE_IP, ControlPlane, _pid_alive, free_ports
 from tests.cluster.kube import ApiError, KubeClient
 from tests.cluster.ociimage import write_oci_archive
 
@@ -47,6 +47,10 @@ NODE_SELECTOR = {LABEL: "true"}
 HOST_DIR = Path(os.environ.get("SHEEPDOG_REAL_NODE_HOST_DIR", "/run/sheepdog-real-node"))
 BRIDGE = "sheepdog0"
 POD_SUBNET = "10.85.0.0/24"
+GATEWAY = "10.85.0.1/24"  # the bridge's address: host-local's default gateway, the subnet's first
+# The `kubernetes` Service (default namespace): the kubelet gives every pod
+# KUBERNETES_SERVICE_HOST/PORT = this address and port, which in-cluster clients dial.
+API_SERVICE_PORT = 443
 PAUSE_IMAGE = "localhost/sheepdog/pause:1"
 RUNC = "/usr/sbin/runc"
 # Built by tests/cluster/build into the control plane's bin dir.
@@ -412,6 +416,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         self.logs["kubelet"].parent.mkdir(parents=True, exist_ok=True)
         (d / "containerd" / "config.toml").write_text(self._containerd_config())
         (d / "cni-conf" / "10-sheepdog.conflist").write_text(json.dumps(self._cni_config(), indent=1))
+        self._route_api_service()
         self._spawn("containerd", [str(self.bin_dir / "containerd"), "--config", str(d / "containerd" / "config.toml")])
         self._wait("containerd", lambda: self.ctr("version", check=False, timeout=10).returncode == 0, timeout)
         self._check_cri()
@@ -443,6 +448,30 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
             return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
 
         self._wait(f"node {NODE_NAME} Ready", ready, timeout)
+
+    def _route_api_service(self) -> None:
+        """Pods reach the API server at the `kubernetes` Service's address, as on any cluster,
+        with no kube-proxy: one DNAT rule sends what a pod on the bridge sends to
+        SERVICE_IP:443 to the API server on 127.0.0.1 (it listens on loopback only; the serving
+        certificate names SERVICE_IP). Loopback is no valid destination or source for packets
+        of another interface unless that interface has route_localnet, so the bridge is made
+        here (the CNI bridge plugin adopts it, with the same gateway address) and gets it; the
+        setting goes with the bridge. Only packets arriving on the bridge match: nothing from
+        off this machine reaches the API server. The rule and the bridge are undone with the
+        rest of the host's state (hoststate.restore)."""
+        ip = ["ip"]
+        for args in (["link", "add", BRIDGE, "type", "bridge"], ["addr", "add", GATEWAY, "dev", BRIDGE],
+                     ["link", "set", BRIDGE, "up"]):
+            res = subprocess.run(ip + args, capture_output=True, text=True)
+            if res.returncode != 0:
+                raise RuntimeError(f"ip {' '.join(args)} failed: {res.stderr.strip()}")
+        Path(f"/proc/sys/net/ipv4/conf/{BRIDGE}/route_localnet").write_text("1\n")
+        rule = ["-t", "nat", "-A", "PREROUTING", "-i", BRIDGE, "-d", f"{SERVICE_IP}/32", "-p", "tcp",
+                "--dport", str(API_SERVICE_PORT), "-m", "comment", "--comment", "sheepdog real node: kubernetes Service",
+                "-j", "DNAT", "--to-destination", f"127.0.0.1:{self.cp.ports['kube-apiserver']}"]
+        res = subprocess.run(["iptables", *rule], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"iptables {' '.join(rule)} failed: {res.stderr.strip()}")
 
     def _check_cri(self) -> None:
         """containerd serves even when a plugin failed to load; the kubelet then only says the

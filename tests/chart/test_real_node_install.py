@@ -1,0 +1,173 @@
+"""The chart's operator Deployment run for real: `helm install` of charts/sheepdog with the
+operator image scripts/build-images makes, its pods steered to the real node
+(tests/cluster/realnode.py), where they run in containers (containerd, runc) under Pod
+Security "restricted". The operator reaches the API server the way it does on any cluster, as
+its ServiceAccount through the `kubernetes` Service (the real node routes that address to the
+API server: RealNode._route_api_service), takes the leader Lease, and its /metrics answers
+through the API server's service proxy. Uninstalling and stopping the node leaves the host as
+it was.
+
+The image is built, or reused from buildah's layer cache, by scripts/build-images --only
+operator; its OCI archive is rewritten only when the image changed (a new commit changes its
+revision label). Needs root, buildah, debootstrap and the real node's binaries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.chart.e2e import installed_release
+from tests.chart.helm import CHART, ROOT
+from tests.cluster import hoststate, realnode
+from tests.cluster.test_real_node import assert_host_restored
+
+# The first build on a machine makes the Debian base (debootstrap) and the operator's venv.
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+BUILD = ROOT / "scripts" / "build-images"
+# Where tests/images/test_build_images.py keeps the archive too: one copy, rewritten on change.
+OUT = Path(os.environ.get("SHEEPDOG_CACHE") or Path.home() / ".cache" / "sheepdog") / "images" / "oci"
+REPOSITORY = "localhost/sheepdog-operator"
+VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+
+
+def archive_facts(path: Path) -> tuple[str, str]:
+    """(manifest digest, configured user) of the one image in an OCI archive."""
+    with tarfile.open(path) as tar:
+        (desc,) = json.loads(tar.extractfile("index.json").read())["manifests"]
+        manifest = json.loads(tar.extractfile("blobs/sha256/" + desc["digest"].split(":", 1)[1]).read())
+        config = json.loads(tar.extractfile("blobs/sha256/" + manifest["config"]["digest"].split(":", 1)[1]).read())
+    return desc["digest"], config["config"]["User"]
+
+
+@pytest.fixture(scope="module")
+def operator_archive() -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("the real node and buildah's storage need root")
+    missing = [t for t in ("buildah", "debootstrap") if not shutil.which(t)]
+    if missing:
+        pytest.fail(f"needs {' '.join(missing)}: run scripts/setup-debian", pytrace=False)
+    t0 = time.monotonic()
+    res = subprocess.run([str(BUILD), "--only", "operator", "--out", str(OUT)], capture_output=True, text=True,
+                         timeout=1500)
+    assert res.returncode == 0, f"scripts/build-images --only operator failed:\n{res.stderr[-6000:]}"
+    print(f"\noperator image built or reused in {time.monotonic() - t0:.1f}s")
+    return OUT / "sheepdog-operator.oci.tar"
+
+
+def ready(pod: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+
+
+def print_operator_logs(cluster, namespace: str, selector: str) -> None:
+    """The operator pods' logs (the last container and the one before) for a failure report:
+    they go with the node."""
+    for pod in cluster.get_json("pods", "-n", namespace, "-l", selector)["items"]:
+        name = pod["metadata"]["name"]
+        for extra in ((), ("--previous",)):
+            res = cluster.kubectl("logs", "-n", namespace, name, "--tail=60", *extra, check=False)
+            print(f"----- {name} {' '.join(extra)}\n{res.stdout}{res.stderr}")
+
+
+def test_the_charts_operator_runs_on_the_real_node_and_leads(cluster, tmp_path, operator_archive):
+    digest, image_user = archive_facts(operator_archive)
+    uid, _, gid = image_user.partition(":")
+    cp = cluster.control_plane
+    before = hoststate.snapshot()
+    t0 = time.monotonic()
+    # Imported before the kubelet starts: a pod bound before containerd's CRI has seen the
+    # image would fail with ErrImageNeverPull and wait out the back-off.
+    node = cp.start_real_node(owner_pid=os.getpid(), images=[operator_archive])
+    cluster.extra_logs.update({f"real node {c}": p for c, p in node.logs.items()})
+    timings = {"node Ready (image imported)": time.monotonic() - t0}
+    values = {
+        "image": {"repository": REPOSITORY, "tag": VERSION, "pullPolicy": "Never"},
+        "operator": {
+            "replicas": 2,
+            "nodeSelector": dict(realnode.NODE_SELECTOR),
+            "tolerations": [dict(realnode.TOLERATION)],
+        },
+    }
+    try:
+        t1 = time.monotonic()
+        # A namespace enforcing Pod Security "restricted"; `helm install --wait` returns once
+        # both replicas are Ready.
+        with installed_release(cluster, tmp_path, "sdreal", values) as rel:
+            timings["helm install --wait"] = time.monotonic() - t1
+            ns = rel.namespace
+            selector = ",".join(f"{k}={v}" for k, v in
+                                rel.get("Deployment")["spec"]["selector"]["matchLabels"].items())
+            try:
+                check_release(cluster, rel, selector, digest, uid, gid, timings)
+            except BaseException:
+                print_operator_logs(cluster, ns, selector)
+                raise
+    finally:
+        t3 = time.monotonic()
+        problems = cp.stop_real_node()
+        timings["node stop and host restore"] = time.monotonic() - t3
+    print("\n" + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    assert problems == []
+    assert_host_restored(before, cp.state_dir / "real-node")
+
+
+def check_release(cluster, rel, selector: str, digest: str, uid: str, gid: str, timings: dict) -> None:
+    """What the test asserts of the running release (the node up, the release installed)."""
+    ns = rel.namespace
+    pods = cluster.get_json("pods", "-n", ns, "-l", selector)["items"]
+    assert len(pods) == 2, [p["metadata"]["name"] for p in pods]
+    names = {p["metadata"]["name"] for p in pods}
+    for pod in pods:
+        spec, status = pod["spec"], pod["status"]
+        assert spec["nodeName"] == realnode.NODE_NAME
+        assert ready(pod), json.dumps(status, indent=1)
+        (cs,) = status["containerStatuses"]
+        # The imported image, by the manifest digest a registry would serve it under.
+        assert cs["imageID"] == f"{REPOSITORY}@{digest}", cs
+        assert cs["restartCount"] == 0, cs
+        sc = spec["containers"][0]["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True
+    ns_labels = cluster.get_json("namespace", ns)["metadata"]["labels"]
+    assert ns_labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+    # Inside a container (API server -> kubelet -> containerd): the image's user, a
+    # read-only root, and the ServiceAccount's in-cluster address.
+    code = ("import os\n"
+            "try:\n    open('/x', 'w')\nexcept OSError as e:\n    root = 'read-only' if e.errno == 30 else str(e)\n"
+            "else:\n    root = 'writable'\n"
+            "print(os.getuid(), os.getgid(), root, os.environ['KUBERNETES_SERVICE_HOST'],"
+            " os.environ['KUBERNETES_SERVICE_PORT'])")
+    out = cluster.kubectl("exec", "-n", ns, sorted(names)[0], "-c", "operator", "--",
+                          "python", "-c", code).stdout.split()
+    assert out == [uid, gid, "read-only", "10.96.0.1", str(realnode.API_SERVICE_PORT)], out
+
+    # The operator talked to the API server from its pod: one replica holds the Lease.
+    lease_name = rel.get("Deployment")["metadata"]["name"]
+    t2 = time.monotonic()
+    holder = cluster.wait_for("a replica to hold the leader Lease", lambda: cluster.get_json(
+        "lease", lease_name, "-n", ns).get("spec", {}).get("holderIdentity"), timeout=120)
+    timings["Lease taken, after install"] = time.monotonic() - t2
+    # leader.identity(): the pod's host name (its name), an underscore, a random suffix.
+    assert holder.rsplit("_", 1)[0] in names, (holder, names)
+
+    # Its metrics through the API server's service proxy (no kube-proxy here: the API
+    # server dials an endpoint's pod IP on the bridge itself).
+    service = rel.get("Service")["metadata"]["name"]
+    metrics = cluster.wait_for("the operator's metrics through its Service", lambda: cluster.kubectl(
+        "get", "--raw", f"/api/v1/namespaces/{ns}/services/http:{service}:metrics/proxy/metrics",
+        check=False).stdout, timeout=60)
+    series = {line.split("{")[0].split()[0] for line in metrics.splitlines()
+              if line and not line.startswith("#")}
+    # Present from the start in either replica (Metrics.start), before any run.
+    assert {"sheepdog_jobs_created_total", "sheepdog_runs_stuck"} <= series, sorted(series)[:60]
+    # The standby did not take over meanwhile.
+    assert cluster.get_json("lease", lease_name, "-n", ns)["spec"]["holderIdentity"] == holder

@@ -39,7 +39,7 @@ def test_shapes():
 
 def test_paper_setting_on_8x80gb():
     plan = plan_run(paper_spec(), QWEN)
-    assert set(plan["stages"]) == {"synthesize", "curate", "train"}
+    assert set(plan["stages"]) - {"evaluate"} == {"synthesize", "curate", "train"}
     syn, train = plan["stages"]["synthesize"], plan["stages"]["train"]
     assert syn["gpus"] == 8 and syn["fits"]
     assert syn["memory"]["weightsGiB"] == pytest.approx(72.29e9 * 2 / 8 / GiB, rel=1e-3)
@@ -77,9 +77,11 @@ def test_a_stage_that_cannot_fit_is_refused_with_its_numbers():
     # the transformers engine puts the whole model on one device, however many GPUs the pod has
     hf = plan_run(paper_spec(engine="transformers"), QWEN)["stages"]["synthesize"]
     assert hf["fits"] is False and hf["ranks"] == 1 and "on one GPU" in hf["why"]
-    # evaluate's default of one GPU cannot hold it either
-    ev = plan_run(paper_spec(**{"evaluation.enabled": "true"}), QWEN)
+    # evaluate on one GPU cannot hold it either; its default, synthesize's tensor parallel, can
+    ev = plan_run(paper_spec(**{"evaluation.enabled": "true", "stages.evaluate.gpus": "1"}), QWEN)
     assert ev["stages"]["evaluate"]["fits"] is False
+    ev = plan_run(paper_spec(**{"evaluation.enabled": "true"}), QWEN)["stages"]["evaluate"]
+    assert ev["fits"] and ev["tensorParallel"] == 8
 
 
 def test_shards_and_nodes():

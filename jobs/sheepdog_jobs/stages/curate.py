@@ -108,9 +108,12 @@ def _model_filter(config: StageConfig, candidates: list[dict]):
         return [], [], {"method": f.method}
     # Embeddings come from transformers either way (vLLM would need a second, pooling
     # instance): for density alone, vLLM would only add its start-up time.
+    # On vLLM the model is split over the stage's GPUs (tensor parallel = stages.curate.gpus),
+    # as synthesize and evaluate split it: a 72B does not fit one GPU. The transformers engine
+    # (density, or engine transformers) loads on one device (docs/gpu-plan.md).
     engine = create_engine("transformers" if f.method == "density" else spec.engine,
                            config.generator_model, spec.model.chat_template, seed=spec.synthesis.random_seed,
-                           engine_args=spec.engine_args)
+                           engine_args=spec.engine_args, tensor_parallel=max(1, spec.stages.curate.gpus))
     try:
         template = response_template(spec.synthesis, config.iteration)  # the prompt the pairs answered
         result = apply_model_filter(f.method, candidates, engine, ppl_max=f.ppl_max, clusters=f.clusters,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_serializer, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "sheepdog.dev"
@@ -668,6 +668,16 @@ class EvaluateResources(StageResources):
         description="GPUs of the evaluate pod, all one engine's (tensor parallel = gpus). Default: "
         "stages.synthesize.tensorParallel where synthesize runs on GPUs (the model fits as it fits "
         "there), else 1.")
+    # Filled in by StagesSpec from synthesize's: not written back (to_wire), so the stored spec
+    # is what the API server stores and a later tensorParallel still carries over.
+    _gpus_derived: bool = PrivateAttr(False)
+
+    @model_serializer(mode="wrap")
+    def _without_derived(self, handler):
+        data = handler(self)
+        if self._gpus_derived and isinstance(data, dict):
+            data.pop("gpus", None)
+        return data
     active_deadline_seconds: Optional[int] = Field(86400, ge=1, description=ACTIVE_DEADLINE)
 
 
@@ -684,6 +694,7 @@ class StagesSpec(Model):
         if self.evaluate.gpus is None:
             syn = self.synthesize
             self.evaluate.gpus = syn.tensor_parallel if syn.gpus else 1
+            self.evaluate._gpus_derived = True
         return self
 
     def of(self, stage: str) -> StageResources:

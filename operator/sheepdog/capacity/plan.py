@@ -189,10 +189,11 @@ def _curate(spec: RunSpec, shape: ModelShape, stage: str, gpu: str) -> dict:
                 "gpuHoursPerIteration": 0.0}
     if res.gpus == 0:
         return _cpu_stage(stage)
-    # curate loads the model without tensor parallelism (one engine, one GPU); density takes
-    # its embeddings from transformers.
+    # ppl on vLLM splits the model over the stage's GPUs (tensor parallel = gpus, as the stage
+    # does); density takes its embeddings from transformers, which loads on one GPU.
     engine = "transformers" if method == "density" else _engine_name(spec)
-    out = {"gpus": res.gpus, "pods": 1, "engine": engine, **_engine_memory(spec, shape, engine, 1)}
+    tp = res.gpus if engine == "vllm" else 1
+    out = {"gpus": res.gpus, "pods": 1, "engine": engine, **_engine_memory(spec, shape, engine, tp)}
     tokens = data_size(spec) * (ASSUMPTIONS["instructionTokens"] + spec.synthesis.max_tokens)
     seconds = tokens * 2 * shape.params() / (GPUS[gpu]["flops"] * ASSUMPTIONS["prefillMfu"])
     out.update(tokensPerIteration=tokens, gpuHoursPerIteration=round(seconds * res.gpus / 3600, 2),

@@ -100,6 +100,15 @@ def test_a_failing_stage_is_retried_then_fails_the_run(project, monkeypatch):
     assert again.exit_code == 1 and project.invocations().count((1, "curate")) == 3
 
 
+def test_an_error_no_retry_can_fix_fails_the_stage_at_its_first_attempt(project, monkeypatch):
+    """Exit code 3 (EXIT_UNFIXABLE), as the podFailurePolicy's FailJob rule in a cluster."""
+    project.write_run(retries=2)
+    monkeypatch.setenv("FAKE_UNFIXABLE", "1:curate")
+    result, _ = run(project)
+    assert result.exit_code == 1 and project.invocations() == [(1, "synthesize"), (1, "curate")]
+    assert result.status.message == "iteration 1 curate failed after 1 attempt: boom in iteration 1 curate"
+
+
 def test_retry_failed_retries_only_the_failed_stage(project, monkeypatch):
     project.write_run(iterations=2)
     monkeypatch.setenv("FAKE_FAIL", "1:train")

@@ -56,4 +56,4 @@ def test_a_shard_that_keeps_failing_fails_the_stage_with_its_message(project, mo
     result, out = run(project)
     assert result.status.phase == "Failed"
     record = json.loads((project.workdir / "i1" / "synthesize.attempts.json").read_text())
-    assert record["exitCode"] == 3 and record["message"].startswith("shard 0: boom in iteration 1 synthesize")
+    assert record["exitCode"] == 1 and record["message"].startswith("shard 0: boom in iteration 1 synthesize")

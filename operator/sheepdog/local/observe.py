@@ -3,7 +3,8 @@
 A stage execution is what the attempt loop (stage_process.py) left in `<run_dir>/i<N>/`:
 
 - `<stage>.attempts.json` exit code 0           -> succeeded (with its summary, if readable)
-- exit code != 0 and no attempts left           -> failed (message: the summary's error, or
+- exit code != 0 and no attempts left, or exit
+  code 3 (EXIT_UNFIXABLE: no attempt can fix it) -> failed (message: the summary's error, or
                                                    the last lines of the stage's stderr)
 - no attempts file, but the stage's `_SUCCESS`
   manifest and an ok summary                    -> succeeded (outputs made elsewhere)
@@ -24,7 +25,7 @@ from sheepdog.local.workdir_files import read_json
 from sheepdog.planner import StageObservation, max_attempts
 from sheepdog.planner.gpu_cost_policy import gpu_seconds
 from sheepdog.planner.export_policy import EXPORT
-from sheepdog.stage_config import Layout
+from sheepdog.stage_config import EXIT_UNFIXABLE, Layout
 
 ITERATION_DIR = re.compile(r"^i(0|[1-9][0-9]*)$")  # i0: M_0's evaluation
 
@@ -65,7 +66,7 @@ def observe_stage(spec: RunSpec, layout: Layout, iteration: int, stage: str) -> 
         ok_summary = summary if summary is not None and summary.get("ok") is not False else None
         return StageObservation(iteration, stage, "succeeded", attempts=attempts, summary=ok_summary,
                                 started_at=started, finished_at=finished, gpu_seconds=cost)
-    if isinstance(exit_code, int) and attempts >= max_attempts(spec, stage):
+    if isinstance(exit_code, int) and (attempts >= max_attempts(spec, stage) or exit_code == EXIT_UNFIXABLE):
         error = (summary or {}).get("error") if summary and summary.get("ok") is False else None
         message = str(error) if error else str(record.get("message") or f"exit code {exit_code}")
         return StageObservation(iteration, stage, "failed", attempts=attempts, summary=summary,

@@ -30,7 +30,7 @@ from sheepdog.local.workdir_files import read_json, write_json
 from sheepdog.planner import StartStage, max_attempts
 from sheepdog.planner.export_policy import EXPORT
 from sheepdog.export.config import export_command
-from sheepdog.stage_config import Layout, Shard, StageConfig, stage_command
+from sheepdog.stage_config import EXIT_UNFIXABLE, Layout, Shard, StageConfig, stage_command
 from sheepdog.summaries import merge_summaries
 
 TAIL_LINES = 5
@@ -142,7 +142,7 @@ def run_stage(
         write_json(record_path, {"attempts": attempt, "maxAttempts": limit, "exitCode": exit_code,
                                  "startedAt": started_at, "finishedAt": now(), "message": message or None,
                                  "command": shown})
-        if exit_code == 0:
+        if exit_code in (0, EXIT_UNFIXABLE):  # done, or no attempt can do better
             break
         attempt += 1
     return StageOutcome(exit_code, min(attempt, limit), message)
@@ -190,7 +190,8 @@ def _run_shards(action: StartStage, layout: Layout, now: Callable[[], str], pyth
         results = _attempt_all([(commands[k], logs[k]) for k in pending], stream if tee is None else tee, env)
         failed = [(k, code, since) for k, (code, since) in zip(pending, results) if code != 0]
         if failed:
-            k, exit_code, since = failed[0]
+            # a shard no retry can help ends the stage: it is the one reported
+            k, exit_code, since = min(failed, key=lambda f: f[1] != EXIT_UNFIXABLE)
             message = f"shard {k}: " + _failure_message(summaries[k], logs[k], since, exit_code)
             summary = read_summary(summaries[k])
             if summary is not None:
@@ -203,7 +204,7 @@ def _run_shards(action: StartStage, layout: Layout, now: Callable[[], str], pyth
         write_json(record_path, {"attempts": attempt, "maxAttempts": limit, "exitCode": exit_code, "shards": shards,
                                  "startedAt": started_at, "finishedAt": now(), "message": message or None,
                                  "command": shown})
-        if exit_code == 0:
+        if exit_code in (0, EXIT_UNFIXABLE):
             break
         pending = [k for k, _, _ in failed]
         attempt += 1

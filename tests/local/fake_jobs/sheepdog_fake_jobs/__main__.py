@@ -2,7 +2,8 @@
 
 Behaves like a stage program by contract (outputs, _SUCCESS, summary file + last stdout line,
 exit code) without a model. Knobs, each a comma list of "<iteration>:<stage>":
-  FAKE_FAIL         always fail there (exit 3, summary ok false)
+  FAKE_FAIL         always fail there (exit 1, summary ok false)
+  FAKE_UNFIXABLE    fail there with the exit code of an error no retry can fix (3)
   FAKE_FAIL_ONCE    fail the first attempt there only
   FAKE_KILL_PARENT  SIGKILL the executor there (once), as a user's kill -9 would
   FAKE_NO_SUMMARY   succeed there without writing a summary
@@ -75,7 +76,7 @@ def main(argv):
             summary = {"stage": stage, "iteration": it, "ok": False, "error": f"shard {index} broke"}
             with open(summary_file, "w") as f:
                 f.write(json.dumps(summary))
-            return 3
+            return 1
         deadline = time.monotonic() + 20
         while len(os.listdir(barrier)) < count:
             if time.monotonic() > deadline:
@@ -101,14 +102,15 @@ def main(argv):
         return 4
 
     failed_once = os.path.join(iter_dir, f".{stage}.failed_once")
-    if here in marks("FAKE_FAIL") or (here in marks("FAKE_FAIL_ONCE") and not os.path.exists(failed_once)):
+    unfixable = here in marks("FAKE_UNFIXABLE")
+    if unfixable or here in marks("FAKE_FAIL") or (here in marks("FAKE_FAIL_ONCE") and not os.path.exists(failed_once)):
         open(failed_once, "w").close()
         summary = {"stage": stage, "iteration": it, "ok": False, "error": f"boom in iteration {it} {stage}"}
         with open(summary_file, "w") as f:
             f.write(json.dumps(summary))
         sys.stderr.write("Traceback: something broke\n")
         print(json.dumps(summary))
-        return 3
+        return 3 if unfixable else 1
 
     with open(os.path.join(out_dir, "output.txt"), "w") as f:
         f.write(stage)

@@ -54,10 +54,12 @@ def test_same_training_as_the_hand_loop(tmp_path, make_config, run_cli, tiny_mod
 
 def test_killed_train_resumes_from_its_checkpoint(tmp_path, make_config, run_cli, tiny_model):
     """SIGKILL in the middle of the epoch, after the step-2 checkpoint: the next attempt starts
-    from a checkpoint, not step 0, and ends at the same step count as an uninterrupted run."""
+    from a checkpoint, not step 0, and ends at the same step count and with the same adapter
+    as an uninterrupted run (no LoRA dropout: nothing random is drawn after the restore that
+    the checkpoint's RNG states would not reproduce)."""
     data = write_curated(tmp_path)
     spec = {"training": {"epochs": 1, "validationFraction": 0, "perDeviceBatchSize": 1, "gradientAccumulation": 1,
-                         "checkpointEvery": 2, "reportTo": []}}
+                         "checkpointEvery": 2, "reportTo": [], "lora": {"dropout": 0}}}
     cfg = make_config(tmp_path, "train", spec=spec, model=tiny_model, train_data=[data])
     out = tmp_path / "i1" / "train"
     first = subprocess.Popen(stage_args(cfg, tmp_path / "first.json"), stdout=subprocess.PIPE,
@@ -80,6 +82,28 @@ def test_killed_train_resumes_from_its_checkpoint(tmp_path, make_config, run_cli
     assert steps == [1, 2, 3, 4, 5, 6]
     assert not (out / "checkpoints").exists()  # the model is written: checkpoints are dropped
     assert storage.verify_manifest(out, None) is not None
+
+    straight_dir = tmp_path / "straight"
+    straight = make_config(straight_dir, "train", spec=spec, model=tiny_model, train_data=[write_curated(straight_dir)])
+    proc, reference = run_cli(straight, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert reference["resumedFromStep"] == 0 and reference["step"] == 6
+    resumed, uninterrupted = (_adapter(d / "i1" / "train") for d in (tmp_path, straight_dir))
+    assert resumed.keys() == uninterrupted.keys() and resumed
+    import torch
+
+    for name, tensor in uninterrupted.items():
+        if "lora_B" in name:  # LoRA's B starts at zero: trained means moved
+            assert tensor.abs().sum() > 0, name
+        # fp32 on the same CPU, the checkpoint's optimizer and RNG states restored: the same
+        # weights up to summation order.
+        assert torch.allclose(resumed[name], tensor, rtol=1e-5, atol=1e-7), name
+
+
+def _adapter(train_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(train_dir / "adapter" / "adapter_model.safetensors"))
 
 
 @pytest.fixture

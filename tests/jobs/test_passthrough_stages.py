@@ -86,8 +86,12 @@ def test_trainer_args_reach_the_trainer(tmp_path, make_config, run_cli, tiny_mod
 
 @pytest.mark.model
 @pytest.mark.timeout(900)
-def test_engine_args_reach_vllm_and_win_over_sheepdogs_choices(tiny_model):
+def test_engine_args_reach_vllm_and_win_over_sheepdogs_choices(tiny_model, capfd, caplog):
+    import logging
+
     from sheepdog_jobs.engines import create_engine
+
+    caplog.set_level(logging.INFO, logger="sheepdog_jobs")
 
     # sheepdog would leave max_model_len to the model (8192) and vLLM's max_num_seqs default
     engine = create_engine("vllm", tiny_model, seed=0,
@@ -98,5 +102,10 @@ def test_engine_args_reach_vllm_and_win_over_sheepdogs_choices(tiny_model):
         assert config.scheduler_config.max_num_seqs == 3
         outs = engine.generate(["Hello"] * 5, temperature=0, top_p=1.0, max_tokens=4, seed=0)
         assert len(outs) == 5  # more prompts than max_num_seqs still all answered
+        # the float32 checkpoint loads into bfloat16 on CPU: one line for it, not one per weight
+        # (engines/vllm_logging.py; vLLM reconfigures its handlers when it builds the engine)
+        assert "Attempted to load weight" not in capfd.readouterr().err
+        assert any(r.getMessage().startswith("vLLM loaded ") and "weights stored as torch.float32" in r.getMessage()
+                   for r in caplog.records), [r.getMessage() for r in caplog.records]
     finally:
         engine.close()

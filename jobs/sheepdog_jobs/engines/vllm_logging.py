@@ -46,18 +46,22 @@ class WeightCastFilter(logging.Filter):
         return lines
 
 
-def install(logger_name: str = "vllm") -> WeightCastFilter:
-    """The filter on the handlers of vLLM's logger (vLLM's own handler; it does not propagate),
-    installed once per process."""
-    logger = logging.getLogger(logger_name)
-    for target in [*logger.handlers, logger]:
+# The loggers that warn once per weight (vllm/model_executor/models/utils.py and the sharded
+# state loader). vLLM configures its logging again when it builds an engine (dictConfig: new
+# handlers), so a filter on its handlers alone is gone by the time the weights load; a filter
+# on the emitting logger itself stays (dictConfig leaves existing loggers' filters alone).
+EMITTERS = ("vllm.model_executor.models.utils", "vllm.model_executor.model_loader.sharded_state_loader")
+
+
+def install(root: str = "vllm", emitters: tuple[str, ...] = EMITTERS) -> WeightCastFilter:
+    """The filter on the emitting loggers and on the handlers of vLLM's logger, installed once
+    per process."""
+    targets = [logging.getLogger(name) for name in emitters]
+    for target in targets:
         for existing in target.filters:
             if isinstance(existing, WeightCastFilter):
                 return existing
     flt = WeightCastFilter()
-    # On the logger too: a record logged on "vllm" itself passes it; children's records pass
-    # only the handlers' filters.
-    logger.addFilter(flt)
-    for handler in logger.handlers:
-        handler.addFilter(flt)
+    for target in [*targets, *logging.getLogger(root).handlers]:
+        target.addFilter(flt)
     return flt

@@ -123,13 +123,15 @@ def test_the_charts_operator_runs_on_the_real_node_and_leads(cluster, tmp_path, 
 def check_release(cluster, rel, selector: str, digest: str, uid: str, gid: str, timings: dict) -> None:
     """What the test asserts of the running release (the node up, the release installed)."""
     ns = rel.namespace
-    pods = cluster.get_json("pods", "-n", ns, "-l", selector)["items"]
-    assert len(pods) == 2, [p["metadata"]["name"] for p in pods]
+    # helm's --wait already waited for the Deployment; waited for here too, pod by pod, so that
+    # this does not depend on what helm's readiness check counts.
+    pods = cluster.wait_for("both operator pods Ready", lambda: (
+        p := cluster.get_json("pods", "-n", ns, "-l", selector)["items"]) and len(p) == 2
+        and all(ready(x) for x in p) and p, timeout=120)
     names = {p["metadata"]["name"] for p in pods}
     for pod in pods:
         spec, status = pod["spec"], pod["status"]
         assert spec["nodeName"] == realnode.NODE_NAME
-        assert ready(pod), json.dumps(status, indent=1)
         (cs,) = status["containerStatuses"]
         # The imported image, by the manifest digest a registry would serve it under.
         assert cs["imageID"] == f"{REPOSITORY}@{digest}", cs

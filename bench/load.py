@@ -417,7 +417,12 @@ def main() -> int:
         for v in (lost + dup)[:20]:
             say(f"  VIOLATION {v}")
         say(f"lost updates: {len(lost)}, duplicate Jobs: {len(dup)}, stage records with attempts > 1: {retried}")
-        figs = operator_figures(op) if op.proc.poll() is None else {}
+        say(f"operator peak RSS {rss:.1f} MiB, CPU {cpu:.1f} s")
+        try:  # a busy operator may answer /metrics late; the figures above stand without it
+            figs = operator_figures(op) if op.proc.poll() is None else {}
+        except OSError as exc:
+            say(f"operator /metrics: {exc}")
+            figs = {}
         log = op.log()
         tracebacks = log.count("Traceback")
         say(f"operator: {figs}; log: {tracebacks} tracebacks, {log.count('conflict (')} conflicts logged, "

@@ -59,6 +59,10 @@ class StageConfig(BaseModel):
         default_factory=list, description="Curated data files train reads (total_base: all so far)."
     )
     model_out: str = Field(description="Where train leaves the model of this iteration.")
+    delete_models: list[str] = Field(
+        default_factory=list,
+        description="Superseded iteration models the train stage deletes before it writes its own "
+        "(storage.keepModels; planner/model_keep_policy.py).")
     data_size: int = Field(description="Instructions to keep (direct: iterations x dataSize).")
     shard: Shard = Field(default_factory=Shard)
     previous_eval: Optional[str] = Field(None, description="Unused by stages; reserved.")

@@ -192,3 +192,14 @@ def test_cli_plan_and_validate(tmp_path, capsys):
     assert "stages.train cannot fit" in err and "cutoff 4096" in err
     assert main(["validate", str(PAPER), "--model-config", str(tmp_path / "q72"), "--claim-gib", "500"]) == 2
     assert "storage: the run needs about" in capsys.readouterr().err
+
+
+def test_keep_models_shrinks_the_storage():
+    """storage.keepModels last: at most M_{t-1} and M_t at once, so the paper's run fits 500Gi."""
+    every = plan_run(paper_spec(), QWEN, claim_gib=500)["storage"]
+    last = plan_run(paper_spec(**{"storage.keepModels": "last"}), QWEN, claim_gib=500)["storage"]
+    best = plan_run(paper_spec(**{"storage.keepModels": "best"}), QWEN, claim_gib=500)["storage"]
+    assert (every["modelsStored"], last["modelsStored"], best["modelsStored"]) == (3, 2, 3)
+    model = every["modelsGiBPerIteration"] - 104.9e6 * 4 / GiB  # less the adapter, which stays
+    assert last["totalGiB"] == pytest.approx(every["totalGiB"] - model, abs=0.02)
+    assert last["fits"] and not every["fits"] and best["totalGiB"] == every["totalGiB"]

@@ -240,7 +240,7 @@ def test_gpus_and_resources() -> None:
     synth = container_of(build(spec, "synthesize"))["resources"]
     assert synth == {"requests": {"nvidia.com/gpu": "8"}, "limits": {"nvidia.com/gpu": "8"}}
     evaluate = container_of(build(spec, "evaluate"))["resources"]
-    assert evaluate["limits"]["nvidia.com/gpu"] == "1"
+    assert evaluate["limits"]["nvidia.com/gpu"] == "8"  # synthesize's tensorParallel (issue 22.5)
 
 
 def test_gpu_free_stage_requests_no_gpu() -> None:

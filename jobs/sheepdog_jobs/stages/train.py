@@ -182,6 +182,11 @@ def run(config: StageConfig) -> dict:
     t = config.spec.training
     check_model(config.base_model, "baseModel")
     check_not_adapter(config.base_model, "baseModel")
+    if config.delete_models:  # storage.keepModels: before the free-space check counts the room
+        from sheepdog_jobs.training import superseded
+
+        superseded.delete(config.delete_models, config.run_dir,
+                          (config.base_model, config.generator_model, config.judge_model, config.model_out), LINEAGE)
     records = select_training_records(load_records(config), t.max_samples, config.spec.synthesis.random_seed,
                                       config.iteration)
     if not records:
@@ -217,13 +222,16 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from sheepdog_jobs.engines.prompting import PromptFormat
-    from sheepdog_jobs.training import checkpoints, tracking
+    from sheepdog_jobs.training import checkpoints, free_space, tracking
     from sheepdog_jobs.training.options import (OptionError, PackedCollator, attention_implementation,
                                                 deepspeed_config, pack)
     from sheepdog_jobs.training import quantization
     from sheepdog_jobs.training.progress import StepLog
 
     t, seed = config.spec.training, config.spec.synthesis.random_seed
+    # Before any training, on every rank (none waits for one that failed): a save that cannot
+    # fit fails now, not after the training.
+    _check_space(model_out, free_space.needed_bytes(config.base_model, t.merge), "the model this train writes")
     _distributed_env()
     cuda = torch.cuda.is_available()
     try:
@@ -363,6 +371,15 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     return summary
 
 
+def _check_space(model_out: Path, needed: int, what: str) -> None:
+    from sheepdog_jobs.training import free_space
+
+    try:
+        free_space.check(model_out.parent, needed, what)
+    except free_space.NoSpace as exc:
+        raise StageError(str(exc)) from None
+
+
 def _close_group() -> None:
     """Every rank has its copy of the adapter: the last collective. The group is closed before
     rank 0 loads, merges, writes and hashes (tens of minutes for a 72B), so no rank waits in a
@@ -432,6 +449,10 @@ def _save(config, lora, lora_state, tokenizer, out: Path, model_out: Path, fp, s
     # A killed attempt's temporary directories (another pid's name): up to a model's size each.
     for stale in [*out.glob(".adapter.tmp-*"), *model_out.parent.glob(f".{model_out.name}.tmp-*")]:
         shutil.rmtree(stale, ignore_errors=True)
+    from sheepdog_jobs.training import free_space
+
+    adapter = sum(v.numel() * v.element_size() for v in lora_state.values())
+    _check_space(model_out, free_space.needed_bytes(config.base_model, t.merge, adapter), "saving the model")
     with writer.timed("load"):
         # A fresh base in its checkpoint dtype, not the DeepSpeed-wrapped (partitioned) module;
         # the merged model keeps the base's dtype.

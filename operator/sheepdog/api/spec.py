@@ -704,6 +704,13 @@ class StagesSpec(Model):
 class StorageSpec(Model):
     claim_name: str = Field("sheepdog-data", min_length=1, description="ReadWriteMany PVC with models, seeds and runs.")
     sub_path: str = Field("", description="Run directory on the volume (default runs/<run name>).")
+    keep_models: Literal["all", "best", "last"] = Field(
+        "all",
+        description="Which iteration models stay on the volume: all; last (when iteration t's train "
+        "starts it deletes the models before t-1's, which no later stage reads); best (as last, "
+        "but the best finished iteration's model stays too: stopping.metric's choice, else the "
+        "last). A run with spec.export always keeps its best model. docs/gpu-plan.md, Storage.",
+    )
 
 
 class ResourcesSpec(Model):

@@ -251,6 +251,16 @@ def _train(spec: RunSpec, shape: ModelShape, stage: str, gpu: str) -> dict:
 # --- storage ----------------------------------------------------------------------------------
 
 
+def models_stored(spec: RunSpec, trained: int) -> int:
+    """Iteration models on the volume at the peak under storage.keepModels
+    (planner/model_keep_policy.py): all; last keeps M_{t-1} while M_t is written; best and an
+    exported run keep the best one too."""
+    keep = spec.storage.keep_models
+    if keep == "all":
+        return trained
+    return min(trained, 2 if keep == "last" and spec.export is None else 3)
+
+
 def _storage(spec: RunSpec, shape: ModelShape, claim_gib: Optional[float]) -> dict:
     t = spec.training
     trained = 1 if t.strategy == "direct" else iteration_count(spec)
@@ -267,15 +277,23 @@ def _storage(spec: RunSpec, shape: ModelShape, claim_gib: Optional[float]) -> di
     # During a train: two checkpoints (save_total_limit) of the LoRA states (fp32 master,
     # momentum, variance, 16-bit copy), deleted once the model is written.
     checkpoints = 2 * lora * 14
-    total = shape.weight_bytes() + trained * (per_iteration_model + data) + checkpoints
+    stored = models_stored(spec, trained)
+    # storage.keepModels deletes superseded models (their adapters and data stay): at the peak,
+    # while iteration t trains, M_{t-1}, M_t (and the best one) are on the volume.
+    total = (shape.weight_bytes() + trained * (per_iteration_model + data) + checkpoints
+             - (trained - stored) * (per_iteration_model - adapter))
     return {
         "baseGiB": _gib(shape.weight_bytes()),
         "modelsGiBPerIteration": _gib(per_iteration_model),
         "dataGiBPerIteration": _gib(data),
         "checkpointsGiB": _gib(checkpoints),
         "iterationsStored": trained,
+        "modelsStored": stored,
+        "keepModels": spec.storage.keep_models,
         "totalGiB": _gib(total),
-        "formula": "base + iterations x (merged model or adapter, + adapter, + data) + checkpoints of one train",
+        "formula": "base + iterations x (merged model or adapter, + adapter, + data) + checkpoints of one train, "
+                   "less the superseded models storage.keepModels deletes (all: none; last: all but 2; "
+                   "best, or an exported run: all but 3)",
         "claimGiB": claim_gib,
         "fits": None if claim_gib is None else total <= claim_gib * GiB,
     }
@@ -331,9 +349,11 @@ def format_plan(plan: dict) -> str:
             lines.append(f"  per iteration: {s['tokensPerIteration']} tokens, {s['gpuHoursPerIteration']} GPU-hours")
     st = plan["storage"]
     claim = "" if st["claimGiB"] is None else f" of a {st['claimGiB']:g} GiB claim: {'fits' if st['fits'] else 'DOES NOT FIT'}"
+    kept = "" if st["modelsStored"] == st["iterationsStored"] else \
+        f", keepModels {st['keepModels']}: {st['modelsStored']} models at most"
     lines += ["", f"storage: {st['totalGiB']} GiB{claim} (base {st['baseGiB']} + {st['iterationsStored']} x "
               f"({st['modelsGiBPerIteration']} models + {st['dataGiBPerIteration']} data) + "
-              f"{st['checkpointsGiB']} checkpoints)",
+              f"{st['checkpointsGiB']} checkpoints{kept})",
               f"GPU-hours per iteration: {plan['gpuHoursPerIteration']} (an estimate; formulas and assumptions: "
               "--output json)",
               f"every stage fits: {'yes' if plan['fits'] else 'NO'}"]

@@ -37,7 +37,7 @@ from sheepdog.planner import baseline_policy, stage_order, stopping_policy, susp
 from sheepdog.planner import progress_policy, recovery_policy, stuck_policy
 from sheepdog.planner.actions import Event, Plan, StageObservation, StartStage, SuspendStage, stage_name
 from sheepdog.planner.conditions import TERMINAL_PHASES, conditions_for
-from sheepdog.planner import export_policy
+from sheepdog.planner import export_policy, model_keep_policy
 from sheepdog.planner.lineage_policy import iteration_count, stage_config
 from sheepdog.planner.reasons import Reason
 from sheepdog.planner.gpu_cost_policy import sum_gpu_seconds
@@ -348,8 +348,10 @@ def _start(
     if stage not in record.stages:
         record.stages[stage] = StageRecord(phase="Pending", job=stage_name(run_name, iteration, stage))
         events.append(Event("Normal", Reason.STAGE_STARTING, f"iteration {iteration}: starting {stage}"))
-    action = StartStage(iteration, stage, stage_config(run_name, spec, iteration, stage, layout),
-                        retry=record.stages[stage].retries or 0)
+    config = stage_config(run_name, spec, iteration, stage, layout)
+    if stage == "train":  # storage.keepModels: room for this iteration's model
+        config.delete_models = model_keep_policy.models_to_delete(spec, _finished(new), iteration, layout)
+    action = StartStage(iteration, stage, config, retry=record.stages[stage].retries or 0)
     reason, message = Reason.STAGE_STARTING, f"iteration {iteration}: starting {stage}"
     if suspend_policy.resuming(previous, spec):
         events.append(Event("Normal", Reason.RESUMED, f"resumed: iteration {iteration}: starting {stage}"))

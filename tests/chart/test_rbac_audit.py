@@ -74,7 +74,10 @@ def test_grants_of_the_rendered_chart(values, scopes):
     docs = render(values, release="sd", namespace="ops")
     sa = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
     grants = grants_of(docs, "ops", sa)
-    assert {g.namespace for g in grants} == scopes
+    # leader election's Lease: a Role in the release's namespace ("ops"), in both modes
+    lease = {g for g in grants if g.permission.resource == "leases"}
+    assert {(g.permission.verb, g.namespace) for g in lease} == {(v, "ops") for v in ("get", "create", "update")}
+    assert {g.namespace for g in grants if g not in lease} == scopes
     crds = Permission("watch", "apiextensions.k8s.io", "customresourcedefinitions")
     assert Grant(crds, None) in grants  # cluster-scoped reads: a ClusterRole in both modes
     status = Permission("patch", "sheepdog.dev", "selfalignmentruns/status")

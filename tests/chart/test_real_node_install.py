@@ -60,7 +60,10 @@ def operator_archive() -> Path:
     res = subprocess.run([str(BUILD), "--only", "operator", "--out", str(OUT)], capture_output=True, text=True,
                          timeout=1500)
     assert res.returncode == 0, f"scripts/build-images --only operator failed:\n{res.stderr[-6000:]}"
-    print(f"\noperator image built or reused in {time.monotonic() - t0:.1f}s")
+    # Its own lines (layers rebuilt or not, the archive rewritten or not) with the time spent,
+    # waiting for another build's lock included.
+    said = [line for line in res.stderr.splitlines() if line.startswith("build-images:")]
+    print("\n" + "\n".join(said) + f"\noperator image built or reused in {time.monotonic() - t0:.1f}s")
     return OUT / "sheepdog-operator.oci.tar"
 
 

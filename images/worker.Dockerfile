@@ -24,13 +24,17 @@ COPY requirements/jobs.txt requirements/jobs-nodeps.txt requirements/
 # requirements/jobs.txt; the MLflow client, mlflow-skinny, not the MLflow server). The build
 # machine's CA bundle and pip configuration come in as build secrets, the uv cache as a cache
 # mount: none of them lands in a layer.
+# Left out of the constraints: packaging tools, and cachetools, which vLLM requires unpinned and
+# the base has at its newest (8.x on the stand-in base of 2026-12-07), while every mlflow-skinny
+# 3.x needs cachetools<8 (pip check below still holds vLLM to its own requirement).
 # DeepSpeed's CUDA ops are not prebuilt (DS_BUILD_OPS=0): the trainer uses PyTorch's AdamW, so
 # no op is compiled at run time.
 RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
     --mount=type=cache,id=sheepdog-uv,target=/root/.cache/uv \
     --mount=type=cache,id=sheepdog-uv-bin,target=/uv \
     . /opt/sheepdog/build/uv-env.sh \
- && python3 -m pip list --format=freeze > /tmp/base-freeze.txt \
+ && python3 -m pip list --format=freeze \
+      | grep -v -i -E '^(pip|setuptools|wheel|cachetools)==' > /tmp/base-freeze.txt \
  && sed 's/^mlflow==/mlflow-skinny==/' requirements/jobs.txt > /tmp/jobs-image.txt \
  && DS_BUILD_OPS=0 uv pip install --system --python "$(command -v python3)" --compile-bytecode \
       --link-mode copy --constraint /tmp/base-freeze.txt -r /tmp/jobs-image.txt \

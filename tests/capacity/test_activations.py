@@ -15,7 +15,7 @@ from sheepdog.capacity import shape_from_config
 from sheepdog.capacity.memory import layer_activation_bytes
 from tests.capacity.shapes import SMOLLM2
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402  (the venv always has it; a missing torch must fail, not skip)
 
 SEQ = 128
 

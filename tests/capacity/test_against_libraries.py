@@ -11,7 +11,7 @@ from sheepdog.capacity.memory import zero3_model_states_full_finetune
 from tests.capacity.shapes import QWEN72B, SMOLLM2
 from tests.jobs.conftest import tiny_model  # noqa: F401  (session fixture: the converted SmolLM2)
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402  (the venv always has it; a missing torch must fail, not skip)
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,7 @@ def test_pack_fills_rows_in_order_and_restarts_positions():
 def test_packed_examples_do_not_see_each_other():
     """A packed row gives each example the logits it gets alone: transformers builds the
     block-causal mask from the restarting positions (the padding is a block of its own)."""
-    torch = pytest.importorskip("torch")
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)

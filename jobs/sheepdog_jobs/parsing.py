@@ -143,11 +143,7 @@ def parse_generated_instructions(text: str, first_index: int = 6,
     ``language`` is the target language of the run (see instruction_drop_reason).
     """
     batch = ParsedBatch()
-    pieces = f"{first_index}. Instruction:{text}".split("###")
-    if (truncated or drop_last) and pieces:
-        last = pieces.pop()
-        if last.strip():
-            batch.dropped["truncated_last" if truncated else "last_item"] += 1
+    pieces = _split_items(text, first_index, truncated, drop_last, batch)
     for piece in pieces:
         if not piece.strip():
             continue
@@ -206,16 +202,23 @@ def _authors_item_reason(instruction: str, input: str) -> str | None:
     return None
 
 
-def parse_instructions_authors(text: str, first_index: int = 6, truncated: bool = False,
-                               language: str = "en", drop_last: bool = False) -> ParsedBatch:
-    """parse_generated_instructions' signature and drop counting, with the authors' strict rules
-    (see above; ``language`` is accepted and unused: the scripts check none)."""
-    batch = ParsedBatch()
+def _split_items(text: str, first_index: int, truncated: bool, drop_last: bool, batch: ParsedBatch) -> list[str]:
+    """The completion (continuing "<first_index>. Instruction:") split on "###"; a last item that
+    may be cut off (truncated, or drop_last as the scripts do) is dropped and counted."""
     pieces = f"{first_index}. Instruction:{text}".split("###")
     if (truncated or drop_last) and pieces:
         last = pieces.pop()
         if last.strip():
             batch.dropped["truncated_last" if truncated else "last_item"] += 1
+    return pieces
+
+
+def parse_instructions_authors(text: str, first_index: int = 6, truncated: bool = False,
+                               language: str = "en", drop_last: bool = False) -> ParsedBatch:
+    """parse_generated_instructions' signature and drop counting, with the authors' strict rules
+    (see above; ``language`` is accepted and unused: the scripts check none)."""
+    batch = ParsedBatch()
+    pieces = _split_items(text, first_index, truncated, drop_last, batch)
     for n, piece in enumerate(pieces):
         headers = list(re.finditer(rf"{first_index + n}\.\s+(?:Instruction|Input):", piece))
         if len(headers) != 2:

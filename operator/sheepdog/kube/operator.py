@@ -15,7 +15,8 @@ inactivity_timeout), so a stalled stream is dropped and re-established instead o
 the operator; the periodic resync covers anything missed meanwhile.
 
 Endpoints: Kopf's liveness probe on --liveness-port (GET /healthz), Prometheus metrics on
---metrics-port (GET /metrics).
+--metrics-port (GET /metrics): HTTPS for authorized bearer tokens only with --metrics-cert-dir
+(metrics_auth.py), plain HTTP without it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--metrics-port", type=int, default=int(os.environ.get("SHEEPDOG_METRICS_PORT", 8080)),
                    help="Prometheus /metrics port (0: off; default 8080)")
     p.add_argument("--metrics-address", default=os.environ.get("SHEEPDOG_METRICS_ADDRESS", "0.0.0.0"))
+    p.add_argument("--metrics-cert-dir", default=os.environ.get("SHEEPDOG_METRICS_CERT_DIR") or None,
+                   help="serve /metrics over HTTPS with tls.crt and tls.key of this directory (a "
+                   "mounted kubernetes.io/tls Secret), only to bearer tokens allowed `get` on "
+                   "/metrics (TokenReview, SubjectAccessReview; metrics_auth.py). Unset: plain "
+                   "HTTP, no authentication (the chart sets it unless metrics.secure is false)")
     p.add_argument("--liveness-port", type=int, default=int(os.environ.get("SHEEPDOG_LIVENESS_PORT", 8081)),
                    help="liveness endpoint port, GET /healthz (0: off; default 8081)")
     p.add_argument("--liveness-address", default=os.environ.get("SHEEPDOG_LIVENESS_ADDRESS", "0.0.0.0"))
@@ -127,11 +133,10 @@ def configure_settings(settings: Any, args: argparse.Namespace) -> None:
 
 async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Event] = None) -> None:
     import kopf
-    from prometheus_client import start_http_server
-
     from sheepdog.kube.client import Kube, load_config
     from sheepdog.kube.handlers import Dispatcher, register
     from sheepdog.kube.metrics import Metrics
+    from sheepdog.kube.metrics_auth import serve_metrics
     from sheepdog.kube.reconcile import Options, Reconciler
 
     if args.kubeconfig:
@@ -140,11 +145,17 @@ async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Eve
     load_config(args.kubeconfig)
     metrics = Metrics()
     metrics.start(args.namespaces)  # every series an alert or the dashboard reads, from the start
-    if args.metrics_port:
-        start_http_server(args.metrics_port, addr=args.metrics_address, registry=metrics.registry)
-        log.info("metrics on http://%s:%d/metrics", args.metrics_address, args.metrics_port)
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="reconcile")
     kube = Kube(pool_size=args.workers + 4)
+    if args.metrics_port:
+        try:
+            serve_metrics(metrics.registry, args.metrics_address, args.metrics_port, args.metrics_cert_dir,
+                          api=lambda method, path, body: kube.request(method, path, body=body))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--metrics-cert-dir: {exc}") from None
+        scheme = "https" if args.metrics_cert_dir else "http"
+        log.info("metrics on %s://%s:%d/metrics%s", scheme, args.metrics_address, args.metrics_port,
+                 " (bearer tokens allowed get /metrics only)" if args.metrics_cert_dir else "")
     options = Options(
         image_defaults=image_defaults(args),
         guardrails=guardrails(),

@@ -16,7 +16,7 @@ from sheepdog_jobs import storage
 from sheepdog_jobs.engines.base import Completion
 from sheepdog_jobs.evaluation.harness import HarnessError, flatten_results
 from sheepdog_jobs.evaluation.judge import HttpJudge, JudgeError, Pair, SelfJudge
-from sheepdog_jobs.prompts import SCORE_CUE
+from sheepdog_jobs.prompts import SCORE_CUE, build_assessment_prompt
 from sheepdog_jobs.stages.common import StageError
 from sheepdog_jobs.stages.evaluate import EvaluateError, run
 from tests.jobs.http_stub import LocalServer
@@ -231,6 +231,90 @@ def test_self_judge_logprob_scoring():
     out = SelfJudge.from_spec(engine, spec).judge([Pair("Say hi.", "", "Hi")], ["quality", "following"])
     assert out[0]["quality"].score == pytest.approx(9.0)
     assert [c[0] for c in engine.calls] == ["score_digits"]
+
+
+class StopRecordingEngine(ScriptedEngine):
+    """ScriptedEngine that records each generate call's stop strings; judges on either tail."""
+
+    def __init__(self, answer):
+        super().__init__(answer)
+        self.stops = []
+
+    def generate(self, prompts, *, temperature, top_p, max_tokens, seed, stop=()):
+        self.stops.append((list(prompts), list(stop)))
+        return [Completion("7||fine" if p.rstrip(" ").endswith(SCORE_CUE) else self.answer(p), "stop", 3)
+                for p in prompts]
+
+
+@pytest.mark.parametrize("tail", ["sheepdog", "authors"])
+def test_self_judge_asks_in_the_runs_prompt_tail(tail):
+    # The held-out self-judge used to ask sheepdog's tail whatever assessment.promptTail said.
+    engine = ScriptedEngine(lambda p: "x")
+    spec = RunSpec.model_validate({"model": {"base": "m"},
+                                   "assessment": {"scoring": "text", "promptTail": tail}})
+    SelfJudge.from_spec(engine, spec).judge([Pair("Name the capital.", "France", " Paris.\n")], ["quality"])
+    (_, (prompt,), _), = engine.calls
+    assert prompt == build_assessment_prompt("combined", "quality", "Name the capital.", "France", " Paris.\n",
+                                             tail=tail)
+    if tail == "authors":  # the scripts' text: the response as generated, "." appended, a space after the cue
+        assert "Response:  Paris.\n." in prompt and prompt.endswith(SCORE_CUE + " ")
+    else:
+        assert "Response: Paris.\n" in prompt and prompt.endswith(SCORE_CUE)
+
+
+def test_http_judge_asks_in_the_runs_prompt_tail():
+    with StubJudge(lambda content: "8||ok") as stub:
+        spec = RunSpec.model_validate({"model": {"base": "m"}, "assessment": {"promptTail": "authors"},
+                                       "evaluation": {"enabled": True, "suites": ["heldout"],
+                                                      "judge": {"url": stub.url, "model": "j"}}})
+        out = HttpJudge.from_spec(spec, {}).judge([Pair("Say hi.", "", "Hi")], ["following"])
+    assert out[0]["following"].score == 8.0
+    sent = stub.requests[0]["body"]["messages"][0]["content"]
+    assert sent == build_assessment_prompt("combined", "following", "Say hi.", "", "Hi", tail="authors")
+
+
+def test_stage_heldout_self_judge_uses_prompt_tail_authors(tmp_path):
+    write_heldout(tmp_path / "h.jsonl", 2)
+    cfg = make_config(tmp_path, {"suites": ["heldout"], "heldoutFile": "h.jsonl"},
+                      assessment={"scoring": "text", "promptTail": "authors"})
+    engine = StopRecordingEngine(lambda p: "An answer")
+    summary = run(cfg, engine=engine)
+    judged = [p for prompts, _ in engine.stops for p in prompts if p.endswith(SCORE_CUE + " ")]
+    assert len(judged) == 4 and summary["evaluation"]["heldout.meanScore"] == 7.0
+    assert all("Response: An answer." in p for p in judged)
+
+
+def test_stage_answers_stop_at_the_runs_response_stop_strings(tmp_path):
+    # synthesis.responseStop ends every answer in the response template, in evaluation as in
+    # synthesis; a judgement is no answer (its decode has its own end).
+    stops = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    write_ifeval(tmp_path / "if.jsonl", [("Answer in lowercase.", ["change_case:english_lowercase"], [{}])])
+    write_heldout(tmp_path / "h.jsonl", 1)
+    cfg = make_config(tmp_path, {"suites": ["ifeval", "heldout"], "ifevalFile": "if.jsonl",
+                                 "heldoutFile": "h.jsonl"}, synthesis={"responseStop": stops})
+    engine = StopRecordingEngine(lambda p: "fine")
+    run(cfg, engine=engine)
+    answers = [(prompts, stop) for prompts, stop in engine.stops if not prompts[0].endswith(SCORE_CUE)]
+    judgements = [(prompts, stop) for prompts, stop in engine.stops if prompts[0].endswith(SCORE_CUE)]
+    assert [p for p, _ in answers] == [["Answer in lowercase.\n"], ["Explain idea number 0 briefly.\n"]]
+    assert all(stop == stops for _, stop in answers) and judgements
+    assert all(stop == [] for _, stop in judgements)
+    # the stop strings are part of the stage's inputs: other strings, a fresh evaluation
+    again = run(cfg, engine=StopRecordingEngine(lambda p: pytest.fail("must not generate")))
+    assert again["skipped"] is True
+    other = make_config(tmp_path, {"suites": ["ifeval", "heldout"], "ifevalFile": "if.jsonl",
+                                   "heldoutFile": "h.jsonl"}, synthesis={"responseStop": ["###"]})
+    engine = StopRecordingEngine(lambda p: "fine")
+    assert run(other, engine=engine)["skipped"] is False
+    assert engine.stops[0][1] == ["###"]
+
+
+def test_stage_without_response_stop_sends_none(tmp_path):
+    write_heldout(tmp_path / "h.jsonl", 1)
+    cfg = make_config(tmp_path, {"suites": ["heldout"], "heldoutFile": "h.jsonl"})
+    engine = StopRecordingEngine(lambda p: "fine")
+    run(cfg, engine=engine)
+    assert [stop for _, stop in engine.stops] == [[], []]
 
 
 def test_stage_self_judge_with_no_criteria_judges_both(tmp_path):

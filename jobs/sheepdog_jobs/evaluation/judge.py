@@ -1,7 +1,7 @@
 """Judges for the held-out set: the model itself (as in self-assessment) or an HTTP endpoint.
 
 Both ask the very prompt that synthesize's self-assessment asks (prompts.build_assessment_prompt
-with the run's ``assessment.prompt`` kind and ``rubricFirst``), one prompt per criterion, and
+with the run's ``assessment.prompt`` kind, ``rubricFirst`` and ``promptTail``), one prompt per criterion, and
 read a score 1..10 from the answer:
 
 * ``SelfJudge``: the model under evaluation, scored like synthesize scores
@@ -58,8 +58,9 @@ def judge_criteria(criteria: Sequence[str]) -> list[str]:
     return list(criteria) or ["quality", "following"]
 
 
-def _prompts(pairs: Sequence[Pair], kind: str, criteria: Sequence[str], rubric_first: bool):
-    return [build_assessment_prompt(kind, c, p.instruction, p.input, p.response, rubric_first=rubric_first)
+def _prompts(pairs: Sequence[Pair], kind: str, criteria: Sequence[str], rubric_first: bool, tail: str):
+    return [build_assessment_prompt(kind, c, p.instruction, p.input, p.response, rubric_first=rubric_first,
+                                    tail=tail)
             for p in pairs for c in criteria]
 
 
@@ -72,21 +73,23 @@ class SelfJudge:
     """The current model judges its own held-out answers (assessment settings of the run)."""
 
     def __init__(self, engine, *, kind: str, scoring: str, temperature: float, top_p: float,
-                 max_tokens: int, seed: int, rubric_first: bool = False, parse: str = "strict"):
+                 max_tokens: int, seed: int, rubric_first: bool = False, parse: str = "strict",
+                 tail: str = "sheepdog"):
         self.engine, self.kind, self.scoring = engine, kind, scoring
         self.parse = SCORE_PARSERS[parse]
         self.temperature, self.top_p, self.max_tokens = temperature, top_p, max_tokens
-        self.seed, self.rubric_first = seed, rubric_first
+        self.seed, self.rubric_first, self.tail = seed, rubric_first, tail
 
     @classmethod
     def from_spec(cls, engine, spec) -> "SelfJudge":
         a = spec.assessment
         return cls(engine, kind=a.prompt, scoring=a.scoring, temperature=a.temperature,
                    top_p=spec.synthesis.top_p, max_tokens=a.max_tokens,
-                   seed=spec.synthesis.random_seed, rubric_first=a.rubric_first, parse=a.parse)
+                   seed=spec.synthesis.random_seed, rubric_first=a.rubric_first, parse=a.parse,
+                   tail=a.prompt_tail)
 
     def judge(self, pairs: Sequence[Pair], criteria: Sequence[str]) -> list[dict[str, Judgement]]:
-        prompts = _prompts(pairs, self.kind, criteria, self.rubric_first)
+        prompts = _prompts(pairs, self.kind, criteria, self.rubric_first, self.tail)
         if not prompts:
             return []
         if self.scoring == "logprobs":
@@ -114,13 +117,13 @@ class HttpJudge:
 
     def __init__(self, url: str, model: str, *, api_key: Optional[str] = None, max_tokens: int = 16,
                  kind: str = "combined", rubric_first: bool = False, timeout: float = 300.0,
-                 max_retries: int = 2, concurrency: int = 4):
+                 max_retries: int = 2, concurrency: int = 4, tail: str = "sheepdog"):
         from openai import OpenAI
 
         url = url.rstrip("/")
         # The client appends /chat/completions itself; a URL that names it is accepted too.
         base = url[: -len("/chat/completions")] if url.endswith("/chat/completions") else url
-        self.kind, self.rubric_first = kind, rubric_first
+        self.kind, self.rubric_first, self.tail = kind, rubric_first, tail
         self.endpoint = base + "/chat/completions"
         self.model, self.max_tokens = model, max_tokens
         self.timeout, self.max_retries, self.concurrency = timeout, max(0, max_retries), max(1, concurrency)
@@ -149,7 +152,7 @@ class HttpJudge:
         return cls(judge_spec.url, judge_spec.model, api_key=key, max_tokens=judge_spec.max_tokens,
                    kind=spec.assessment.prompt, rubric_first=spec.assessment.rubric_first,
                    timeout=judge_spec.timeout_seconds, max_retries=judge_spec.max_retries,
-                   concurrency=judge_spec.concurrency)
+                   concurrency=judge_spec.concurrency, tail=spec.assessment.prompt_tail)
 
     def _post(self, prompt: str) -> str:
         return self.chat([{"role": "user", "content": prompt}], self.max_tokens)
@@ -195,7 +198,7 @@ class HttpJudge:
         return content if isinstance(content, str) else ""
 
     def judge(self, pairs: Sequence[Pair], criteria: Sequence[str]) -> list[dict[str, Judgement]]:
-        prompts = _prompts(pairs, self.kind, criteria, self.rubric_first)
+        prompts = _prompts(pairs, self.kind, criteria, self.rubric_first, self.tail)
         if not prompts:
             return []
         texts = self._map(self._post, prompts)

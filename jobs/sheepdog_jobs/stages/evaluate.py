@@ -148,6 +148,13 @@ def _template(cfg: StageConfig):
     return response_template(cfg.spec.synthesis, cfg.iteration + 1)
 
 
+def _stop(cfg: StageConfig) -> list[str]:
+    """synthesis.responseStop: the stop strings of every answer in the response template. The
+    evaluated model answers in that template (_template), so an answer ends where synthesis's
+    responses end (the scripts' ChatML turn markers), not at maxTokens past them."""
+    return list(cfg.spec.synthesis.response_stop)
+
+
 def _fingerprint(cfg: StageConfig, files: dict[str, str]) -> str:
     spec = cfg.spec
     parts: dict[str, Any] = {
@@ -161,6 +168,7 @@ def _fingerprint(cfg: StageConfig, files: dict[str, str]) -> str:
         "model": storage.model_identity(cfg.model_out),
         # only when set, so that the fingerprints of runs without them stay as they were
         **({"engineArgs": spec.engine_args} if spec.engine_args else {}),
+        **({"responseStop": _stop(cfg)} if _stop(cfg) else {}),
     }
     if "heldout" in spec.evaluation.suites:
         parts["assessment"] = spec.assessment.model_dump(mode="json", by_alias=True)
@@ -194,8 +202,8 @@ def _make_engine(cfg: StageConfig):
                          engine_args=spec.engine_args)
 
 
-def _greedy(engine, prompts, max_tokens: int, seed: int):
-    return engine.generate(prompts, temperature=0.0, top_p=1.0, max_tokens=max_tokens, seed=seed)
+def _greedy(engine, prompts, max_tokens: int, seed: int, stop: list[str]):
+    return engine.generate(prompts, temperature=0.0, top_p=1.0, max_tokens=max_tokens, seed=seed, stop=stop)
 
 
 def _run_ifeval(cfg, engine, path, out_dir: Path, suite: str = "ifeval"):
@@ -213,7 +221,7 @@ def _run_ifeval(cfg, engine, path, out_dir: Path, suite: str = "ifeval"):
     # engine applies), as the held-out suite: a raw IFEval prompt is a format it never saw.
     engine.phase = f"evaluate:{suite}"
     outs = _greedy(engine, ifeval.response_prompts(examples, _template(cfg)), ev.max_tokens,
-                   cfg.spec.synthesis.random_seed)
+                   cfg.spec.synthesis.random_seed, _stop(cfg))
     check = ifbench.check_response if suite == "ifbench" else ifeval.check_response
     results = [check(e, o.text) for e, o in zip(examples, outs)]
     storage.write_jsonl(out_dir / f"{suite}.jsonl", [{
@@ -246,7 +254,8 @@ def _run_heldout(cfg, engine, path, out_dir: Path, environ):
     # Build the judge first: a missing API key fails before any generation.
     judge = HttpJudge.from_spec(spec, environ) if ev.judge is not None else SelfJudge.from_spec(engine, spec)
     engine.phase = "evaluate:heldout"
-    outs = _greedy(engine, heldout.response_prompts(tasks, _template(cfg)), ev.max_tokens, spec.synthesis.random_seed)
+    outs = _greedy(engine, heldout.response_prompts(tasks, _template(cfg)), ev.max_tokens, spec.synthesis.random_seed,
+                   _stop(cfg))
     responses = [o.text for o in outs]
     criteria = judge_criteria(spec.assessment.criteria)
     judgements = judge.judge(heldout.pairs_of(tasks, responses), criteria)
@@ -288,7 +297,8 @@ def _run_mtbench(cfg, engine, out_dir: Path, environ):
 
     def answer(prompts, turn):
         def generate(batch, *, temperature, seed):
-            return engine.generate(batch, temperature=temperature, top_p=1.0, max_tokens=ev.max_tokens, seed=seed)
+            return engine.generate(batch, temperature=temperature, top_p=1.0, max_tokens=ev.max_tokens, seed=seed,
+                                   stop=_stop(cfg))
 
         return mtbench.generate_by_temperature(generate, prompts, temps,
                                                [mtbench.answer_seed(seed, q, turn) for q in questions])

@@ -108,8 +108,9 @@ class SynthesisSpec(Model):
     )
     response_stop: list[str] = Field(
         default_factory=list,
-        description="Stop strings of response generation (the authors' scripts: <|endoftext|>, "
-        "<|im_start|>, <|im_end|>); default: none (the model's end-of-sequence token only).",
+        description="Stop strings of every answer in the response template: synthesis's responses "
+        "and evaluation's answers (the authors' scripts: <|endoftext|>, <|im_start|>, <|im_end|>); "
+        "default: none (the model's end-of-sequence token only).",
     )
     instruction_parser: Literal["tolerant", "authors"] = Field(
         "tolerant",

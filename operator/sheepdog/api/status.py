@@ -75,6 +75,14 @@ class StageRecord(StatusModel):
         "per resync (locally from progress.json); kept when it fails (how far it got), removed "
         "when it succeeds (its summary reports the end).",
     )
+    node: Optional[str] = Field(
+        None, description="The node its pod ran on, recorded when the stage finished (the pods "
+        "whose outcome is recorded: the succeeded ones, or the last failed one); several nodes "
+        "(shards, multi-node train) sorted and joined with \",\".")
+    image_id: Optional[str] = Field(
+        None, alias="imageID", description="The image its container ran, by digest, as the kubelet "
+        "reported it (containerStatuses[].imageID, e.g. repo@sha256:...), recorded when the stage "
+        "finished: which image produced the stage, after its Jobs are gone.")
 
 
 class RetryRecord(StatusModel):

@@ -30,6 +30,7 @@ from sheepdog.kube import stuck as stuck_mod
 from sheepdog.kube.gpu_cost import job_gpu_seconds
 from sheepdog.kube.jobs import (COMPLETION_INDEX_ANNOTATION, JOB_NAME_LABEL, LABEL_ITERATION, LABEL_RETRY, LABEL_RUN,
                                 LABEL_STAGE)
+from sheepdog.kube.provenance import provenance
 
 # The Job controller labels its pods with both (job-name is the older one).
 POD_JOB_LABELS = (JOB_NAME_LABEL, "job-name")
@@ -204,6 +205,15 @@ def failure_message(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]] = 
     return stuck_mod.clip(redact("; ".join(parts)), MAX_MESSAGE)
 
 
+def outcome_pods(state: str, pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The pods whose outcome a finished Job's record holds: its succeeded pods (every index),
+    or the last failed pod (the one failure_message quotes)."""
+    if state == "succeeded":
+        return [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]
+    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    return [max(failed, key=_pod_finished)] if failed else []
+
+
 # ---------------------------------------------------------------------------------------------
 # Job -> StageObservation
 
@@ -265,6 +275,9 @@ def observe_job(
     elif st.get("failed"):
         message = f"retrying: {st.get('failed')} failed attempt(s)"
     attempts = job_attempts(job)
+    # where it ran: read with the pods that tell its outcome, once (needs_pods), like gpu_seconds
+    node, image_id = (provenance(outcome_pods(state, pods)) if state != "running" and pods is not None
+                      else (None, None))
     stuck = None
     if state == "running":
         # never below what status already records (a Job's counters can lag for a moment)
@@ -288,6 +301,8 @@ def observe_job(
         suspended=stuck_mod.suspended(job),
         queued=stuck_mod.queued(job),
         retry=job_retry(job),
+        node=node,
+        image_id=image_id,
     )
 
 

@@ -51,6 +51,10 @@ class StageObservation:
     # etaSeconds, observedAt}; None when it was not read this time.
     progress: Optional[dict[str, Any]] = None
     retry: int = 0  # which retry of the stage this execution is (0: the first; recovery_policy)
+    # Where its finished pods ran (kube/provenance.py): the node and the container's imageID;
+    # None when unknown (running, pods gone, the local executor).
+    node: Optional[str] = None
+    image_id: Optional[str] = None
 
     @property
     def key(self) -> tuple[int, str]:

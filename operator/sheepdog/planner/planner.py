@@ -185,6 +185,9 @@ def _absorb(new: RunStatus, obs: StageObservation, run_name: str, spec: RunSpec,
     stage.stuck_reason = stage.stuck_since = None
 
     stage.attempts = obs.attempts
+    # provenance: known only from the finished Job's pods (kube/provenance.py)
+    stage.node = obs.node or stage.node
+    stage.image_id = obs.image_id or stage.image_id
     stage.finished_at = obs.finished_at or stamp
     if obs.state == "failed":
         detail = obs.message or _summary_error(obs.summary) or "no message"

@@ -66,6 +66,14 @@ class StageConfig(BaseModel):
     data_size: int = Field(description="Instructions to keep (direct: iterations x dataSize).")
     shard: Shard = Field(default_factory=Shard)
     previous_eval: Optional[str] = Field(None, description="Unused by stages; reserved.")
+    reuse_links: dict[str, str] = Field(
+        default_factory=dict,
+        description="The stage cache: this run's path -> another run's path, for each stage this run "
+        "reused instead of running (its directory; train's model too). The stage makes each a "
+        "symbolic link before it reads anything (docs/stage-cache.md).")
+    run_uid: Optional[str] = Field(
+        None, description="The run object's uid (Kubernetes only): every stage claims runDir for "
+        "it (sheepdog_jobs.run_marker) and refuses a directory another run claimed.")
 
     def to_json(self) -> str:
         return json.dumps(

@@ -273,7 +273,24 @@ class LoraSpec(Model):
     )
 
 
+# With merge: false an iteration's model is an adapter over the run's base, served as base +
+# adapter (jobs/sheepdog_jobs/engines/adapters.py); under one_last it would be an adapter over
+# the previous adapter, which no engine serves.
+ONE_LAST_NEEDS_MERGE = ("training.strategy one_last trains each iteration over the previous one's model: "
+                        "with training.merge: false that is an adapter over an adapter, which the engines "
+                        "cannot serve; set training.merge: true or another strategy")
+
+
 class TrainingSpec(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("!has(self.merge) || self.merge || !has(self.strategy) || self.strategy != 'one_last'",
+                    ONE_LAST_NEEDS_MERGE),
+            ]
+        }
+    )
+
     strategy: Literal["one_base", "one_last", "total_base", "direct"] = Field(
         "one_base",
         description="one_base: the last model's data trains the BASE (paper default); one_last: "
@@ -712,6 +729,16 @@ class StorageSpec(Model):
         "but the best finished iteration's model stays too: stopping.metric's choice, else the "
         "last). A run with spec.export always keeps its best model. docs/gpu-plan.md, Storage.",
     )
+    delete_data_on_delete: bool = Field(
+        False, description="When the run is deleted, a short cleanup Job removes its directory "
+        "(runs/<name> or subPath) from the volume before the run goes (a finalizer; removed "
+        "after at most 10 minutes either way, with an Event). Default: the data stays on the "
+        "volume. docs/security.md, Data after deletion.")
+    adopt_existing_data: bool = Field(
+        False, description="Let this run use a directory that another run (another uid: a "
+        "deleted run of the same name, or a run with the same subPath) wrote. Default: its "
+        "first stage refuses it (the directory's .sheepdog-run.json marker names the other "
+        "run) and the run fails without spending retries.")
 
 
 class ResourcesSpec(Model):
@@ -817,6 +844,11 @@ class RunSpec(Model):
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
     retries: int = Field(2, ge=0, le=100, description="Stage retries before the run fails.")
     suspend: bool = False
+    stage_cache: bool = Field(
+        True, description="Reuse another run's finished stage with the same content key (its inputs "
+        "and the settings it reads) instead of running it, and wait for one that another run is "
+        "producing (docs/stage-cache.md). Shared by the runs of a namespace on the same storage "
+        "claim; locally by the runs of one --stage-cache directory.")
     export: Optional[ExportSpec] = Field(
         None, description="Export the best iteration's model when the run ends (a Job on a cluster)."
     )
@@ -849,6 +881,8 @@ class RunSpec(Model):
                 raise ValueError(problem)
         if self.training.quantization == "4bit" and self.stages.train.gpus == 0:
             raise ValueError(QLORA_NEEDS_GPU)
+        if self.training.strategy == "one_last" and not self.training.merge:
+            raise ValueError(ONE_LAST_NEEDS_MERGE)
         if self.engine_args and self.engine == "transformers":
             raise ValueError(ENGINE_ARGS_NEED_VLLM)
         ev, syn = self.stages.evaluate, self.stages.synthesize

@@ -75,6 +75,20 @@ class StageRecord(StatusModel):
         "per resync (locally from progress.json); kept when it fails (how far it got), removed "
         "when it succeeds (its summary reports the end).",
     )
+    # The stage cache (docs/stage-cache.md)
+    cache_key: Optional[str] = Field(
+        None, description="The stage's content key (stage cache): the hash of its inputs' keys and "
+        "the settings it reads. Absent with spec.stageCache false.")
+    reused_from: Optional[str] = Field(
+        None, description="Set when the stage did not run because another run's finished stage "
+        "has the same key: that stage (<namespace>/<run>/iteration-<N>/<stage>; locally its "
+        "directory). Its outputs are read in place, through links; nothing is copied.")
+    reused_run_dir: Optional[str] = Field(
+        None, description="The producing run's directory (relative to the volume root, as models "
+        "are named) whose outputs this reused stage reads.")
+    waiting_for: Optional[str] = Field(
+        None, description="While another run produces the same stage (same key): that stage. "
+        "This one then reuses its output, or runs itself if the producer fails.")
     node: Optional[str] = Field(
         None, description="The node its pod ran on, recorded when the stage finished (the pods "
         "whose outcome is recorded: the succeeded ones, or the last failed one); several nodes "

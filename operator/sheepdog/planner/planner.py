@@ -29,12 +29,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Mapping, Optional, Union
+from typing import Callable, Iterable, Mapping, Optional, Union
 
 from sheepdog.api.spec import STAGES, RunSpec
 from sheepdog.api.status import IterationRecord, RunStatus, StageRecord
 from sheepdog.planner import baseline_policy, stage_order, stopping_policy, suspend_policy
-from sheepdog.planner import progress_policy, recovery_policy, stuck_policy
+from sheepdog.planner import progress_policy, recovery_policy, stage_cache_policy, stuck_policy
+from sheepdog.planner.stage_cache_policy import StageCache
 from sheepdog.planner.actions import Event, Plan, StageObservation, StartStage, SuspendStage, stage_name
 from sheepdog.planner.conditions import TERMINAL_PHASES, conditions_for
 from sheepdog.planner import export_policy, model_keep_policy
@@ -76,8 +77,10 @@ def plan(
     now: Union[datetime, str],
     generation: Optional[int] = None,
     retry: Optional[str] = None,
+    cache: Optional[StageCache] = None,
 ) -> Plan:
-    """`retry`: the run's retry request token, if any (recovery_policy)."""
+    """`retry`: the run's retry request token, if any (recovery_policy). `cache`: the stage
+    cache's entries the executor found (stage_cache_policy); None: no cache."""
     stamp = timestamp(now)
     previous = status if status is not None else RunStatus()
     new = previous.model_copy(deep=True)
@@ -103,7 +106,9 @@ def plan(
         events += _absorb(new, obs, run_name, spec, layout, stamp)
     sum_gpu_seconds(new)
 
-    decision = _walk(run_name, spec, previous, new, observations, layout, stamp, events)
+    decision = _walk(run_name, spec, previous, new, observations, layout, stamp, events,
+                     cache if spec.stage_cache else None)
+    sum_gpu_seconds(new)  # again: a stage reused on the walk counts as 0 GPU-seconds
     if decision.phase == "Succeeded":  # spec.export: the best model goes out before the run succeeds
         decision = _export(run_name, spec, new, decision, observed, layout, stamp, events)
     return _finish(new, previous, decision, events, spec, stamp, generation)
@@ -235,11 +240,14 @@ def _walk(
     layout: Layout,
     stamp: str,
     events: list[Event],
+    cache: Optional[StageCache] = None,
 ) -> _Decision:
+    # a stage reused from the cache is recorded as succeeded; the walk then goes on from it
+    again = lambda: _walk(run_name, spec, previous, new, observations, layout, stamp, events, cache)
     started = [r for r in new.iterations if r.stages]
     if not started:  # M_0 is evaluated first when evaluation is on (baseline_policy)
         iteration, stage = baseline_policy.first_stage(spec, new)
-        return _start(run_name, spec, previous, new, iteration, stage, layout, stamp, events)
+        return _start(run_name, spec, previous, new, iteration, stage, layout, stamp, events, cache, again)
 
     record = max(started, key=lambda r: r.iteration)
     frontier = record.iteration
@@ -262,12 +270,12 @@ def _walk(
             events.append(Event("Warning", Reason.STAGE_RESTARTED,
                                 f"iteration {frontier} {stage} was running but its execution is gone; starting it again"))
             stage_record.phase = "Pending"
-        return _start(run_name, spec, previous, new, frontier, stage, layout, stamp, events)
+        return _start(run_name, spec, previous, new, frontier, stage, layout, stamp, events, cache, again)
 
     order = stage_order.stages_of(spec, record.stages, frontier)
     following = stage_order.next_stage(order, stage)
     if following is not None:
-        return _start(run_name, spec, previous, new, frontier, following, layout, stamp, events)
+        return _start(run_name, spec, previous, new, frontier, following, layout, stamp, events, cache, again)
 
     # The frontier iteration is finished.
     record.finished_at = record.finished_at or stage_record.finished_at or stamp
@@ -286,7 +294,7 @@ def _walk(
                          f"than {s.min_delta:g} for {s.patience} iteration{'s' if s.patience != 1 else ''}; "
                          f"best iteration {verdict.best_iteration} ({s.metric} {verdict.best_value:g})",
                          frontier, stage)
-    return _start(run_name, spec, previous, new, frontier + 1, "synthesize", layout, stamp, events)
+    return _start(run_name, spec, previous, new, frontier + 1, "synthesize", layout, stamp, events, cache, again)
 
 
 def _running(
@@ -340,6 +348,8 @@ def _start(
     layout: Layout,
     stamp: str,
     events: list[Event],
+    cache: Optional[StageCache] = None,
+    again: Optional[Callable[[], _Decision]] = None,
 ) -> _Decision:
     if not suspend_policy.may_start_stage(spec):
         if previous.phase != "Suspended":
@@ -348,10 +358,28 @@ def _start(
                          iteration, stage)
 
     record = record_for(new, spec, iteration, layout, started_at=stamp)
+    existing = record.stages.get(stage)
+    # The cache is asked before a stage's first execution only: a retried stage runs again.
+    found = stage_cache_policy.lookup(cache, spec, iteration, stage) \
+        if cache is not None and again is not None and (existing is None or (existing.phase == "Pending"
+                                                                              and not existing.retries)) else None
+    if found is not None and found.verdict == "reuse":
+        events.append(stage_cache_policy.reuse(record, stage, found, layout, stamp))
+        return again()
     if stage not in record.stages:
         record.stages[stage] = StageRecord(phase="Pending", job=stage_name(run_name, iteration, stage))
         events.append(Event("Normal", Reason.STAGE_STARTING, f"iteration {iteration}: starting {stage}"))
+    if found is not None:
+        record.stages[stage].cache_key = found.key
+        record.stages[stage].waiting_for = found.entry.producer if found.verdict == "wait" else None
+        if found.verdict == "wait":  # no Job: the other run's output is this stage's
+            message = stage_cache_policy.wait_message(iteration, stage, found)
+            if previous.reason != Reason.WAITING_FOR_STAGE:
+                events.append(Event("Normal", Reason.WAITING_FOR_STAGE, message))
+            new.started_at = new.started_at or stamp
+            return _Decision("Running", Reason.WAITING_FOR_STAGE, message, iteration, stage)
     config = stage_config(run_name, spec, iteration, stage, layout)
+    config.reuse_links = stage_cache_policy.links(new, layout)
     if stage == "train":  # storage.keepModels: room for this iteration's model
         config.delete_models = model_keep_policy.models_to_delete(spec, _finished(new), iteration, layout)
     action = StartStage(iteration, stage, config, retry=record.stages[stage].retries or 0)

@@ -31,11 +31,14 @@ class Reason(StrEnum):
     JOB_REJECTED = "JobRejected"  # permanent: the run fails with the API server's message
     JOB_CONFLICT = "JobConflict"  # a Job of that name exists and this run does not own it
     WAITING_FOR_OLD_PODS = "WaitingForOldPods"  # a Job deleted by hand; its pods still run
+    # the stage cache (stage_cache_policy): another run produces the same stage right now
+    WAITING_FOR_STAGE = "WaitingForStage"
     # a Failed run resumed by a retry request (recovery_policy)
     RETRIED = "Retried"
     # events only
     RETRY_IGNORED = "RetryIgnored"  # a retry request for a run that has not failed
     STAGE_SUCCEEDED = "StageSucceeded"
+    STAGE_REUSED = "StageReused"  # another run's finished stage of the same key stands for it
     STAGE_RETRYING = "StageRetrying"
     STAGE_RESTARTED = "StageRestarted"
     SUMMARY_MISSING = "SummaryMissing"

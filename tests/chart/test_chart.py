@@ -78,10 +78,20 @@ def rules_of(role: dict) -> dict[tuple[str, str], set[str]]:
     return out
 
 
+# The ClusterRoles of secure metrics (templates/metrics-rbac.yaml), tested on their own.
+METRICS_ROLES = ("-metrics-auth", "-metrics-reader")
+
+
 def operator_cluster_roles(docs: list[dict]) -> list[dict]:
-    """The ClusterRoles of the operator: those without the user-role aggregation labels."""
+    """The ClusterRoles of the operator's API work: those without the user-role aggregation
+    labels, other than the metrics roles."""
     return [r for r in find(docs, "ClusterRole")
-            if not any(k.startswith(AGGREGATE) for k in r["metadata"].get("labels") or {})]
+            if not any(k.startswith(AGGREGATE) for k in r["metadata"].get("labels") or {})
+            and not r["metadata"]["name"].endswith(METRICS_ROLES)]
+
+
+def operator_cluster_role_bindings(docs: list[dict]) -> list[dict]:
+    return [b for b in find(docs, "ClusterRoleBinding") if not b["roleRef"]["name"].endswith(METRICS_ROLES)]
 
 
 AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
@@ -244,7 +254,7 @@ def test_cluster_wide_rbac(rendered):
     assert not find(render({"operator": {"leaderElection": False, "replicas": 1}}), "Role")
     (role,) = operator_cluster_roles(docs)
     assert rules_of(role) == {**NAMESPACED_RULES, **CLUSTER_READ_RULES}
-    (binding,) = find(docs, "ClusterRoleBinding")
+    (binding,) = operator_cluster_role_bindings(docs)
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     sa = one(docs, "ServiceAccount")
     assert binding["subjects"] == [
@@ -265,7 +275,7 @@ def test_namespaced_rbac(rendered):
     # Cluster-scoped: only the CRD read Kopf's discovery needs, never the namespaced rules.
     (cr,) = operator_cluster_roles(docs)
     assert rules_of(cr) == CLUSTER_READ_RULES
-    (crb,) = find(docs, "ClusterRoleBinding")
+    (crb,) = operator_cluster_role_bindings(docs)
     assert crb["roleRef"]["name"] == cr["metadata"]["name"]
 
 
@@ -285,15 +295,19 @@ def test_user_roles_aggregate_into_edit_and_view(rendered, name):
     bound = {b["roleRef"]["name"] for b in find(docs, "ClusterRoleBinding") + find(docs, "RoleBinding")}
     assert not bound & {"sd-sheepdog-edit", "sd-sheepdog-view"}
     off = render({"rbac": {"create": True, "userRoles": False}})
-    assert [r["metadata"]["name"] for r in find(off, "ClusterRole")] == ["sd-sheepdog"]
+    assert [r["metadata"]["name"] for r in operator_cluster_roles(off)] == ["sd-sheepdog"]
+    assert not [r for r in find(off, "ClusterRole") if any(k.startswith(AGGREGATE) for k in r["metadata"]["labels"])]
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_rbac_never_grants_secrets_or_wildcards(rendered, name):
     for role in find(rendered[name], "ClusterRole") + find(rendered[name], "Role"):
         for rule in role["rules"]:
-            assert "secrets" not in rule["resources"], f"{role['metadata']['name']} grants secrets"
-            assert "*" not in rule["resources"] + rule["verbs"] + rule["apiGroups"], rule
+            # a rule names resources (with their groups) or non-resource URLs (metrics-reader)
+            assert ("resources" in rule) != ("nonResourceURLs" in rule), rule
+            assert "secrets" not in rule.get("resources", []), f"{role['metadata']['name']} grants secrets"
+            assert "*" not in (rule.get("resources", []) + rule["verbs"] + rule.get("apiGroups", [])
+                               + rule.get("nonResourceURLs", [])), rule
             assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
 
 

@@ -102,3 +102,15 @@ app.kubernetes.io/part-of: sheepdog
 {{- with .Values.worker.shmSize }}{{ $_ := set $d "shmSize" . }}{{ end -}}
 {{- toJson $d -}}
 {{- end -}}
+
+{{/* The kubernetes.io/tls Secret the operator serves /metrics with (metrics.secure). */}}
+{{- define "sheepdog.metricsTLSSecret" -}}
+{{- default (printf "%s-metrics-tls" (include "sheepdog.fullname" .)) .Values.metrics.tls.secretName -}}
+{{- end -}}
+
+{{/* The DNS names of the metrics Service, the serving certificate's names. */}}
+{{- define "sheepdog.metricsDNSNames" -}}
+{{- $svc := include "sheepdog.metricsJob" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | toJson -}}
+{{- end -}}

@@ -48,6 +48,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+# --- sheepdog sweep ---------------------------------------------------------------------------
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """A SelfAlignmentSweep's cells as local runs sharing one stage cache (sheepdog.sweep.local)."""
+    from sheepdog.local import InputError
+    from sheepdog.sweep.grid import SweepInvalid
+    from sheepdog.sweep.local import run_sweep
+
+    if args.parallel < 1:
+        _error("--parallel must be 1 or more")
+        return EXIT_INVALID
+    try:
+        result = run_sweep(Path(args.sweep_file), Path(args.workdir), parallel=args.parallel,
+                           share=not args.no_stage_cache, plot=not args.no_plot)
+    except (SweepInvalid, InputError) as err:
+        _error(str(err))
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        _error("interrupted; run the same command again to resume")
+        return 130
+    return result.exit_code
+
+
 # --- sheepdog validate ------------------------------------------------------------------------
 
 
@@ -415,6 +439,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show every stage's output here too (it is always in i<N>/<stage>.log)")
     _add_set_option(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sweep", help="run a SelfAlignmentSweep's cells on this machine and print the comparison "
+                       "table (resumes where it stopped)")
+    p.add_argument("sweep_file", metavar="SWEEP.yaml")
+    p.add_argument("--workdir", required=True, help="where the cells' runs, sweep.json, the tables and plots go")
+    p.add_argument("--parallel", type=int, default=1, metavar="N", help="cells running at once (default 1)")
+    p.add_argument("--no-stage-cache", action="store_true",
+                   help="every cell runs all its stages (no stage shared between cells)")
+    p.add_argument("--no-plot", action="store_true", help="do not draw the per-axis plots")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("validate", help="check a run file (and, with --workdir, its local inputs)")
     p.add_argument("run_file", metavar="RUN.yaml")

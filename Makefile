@@ -6,7 +6,8 @@ CACHE ?= $(or $(SHEEPDOG_CACHE),$(HOME)/.cache/sheepdog)
 MODEL := $(CACHE)/models/smollm2-135m-instruct
 DEMO := runs/quickstart
 
-.PHONY: venv venv-gpu model demo test test-all test-fast setup-test cluster-bin debian-packages bench crds clean-demo
+.PHONY: venv venv-gpu model demo test test-all test-fast setup-test cluster-bin debian-packages bench crds clean-demo \
+	cluster-demo cluster-down
 
 venv:
 	scripts/setup-venv
@@ -26,6 +27,17 @@ demo: model
 
 cluster-bin:
 	tests/cluster/build
+
+# The quickstart on Kubernetes in containers (tests/cluster/demo; needs root, buildah and
+# debootstrap): the operator and CPU worker images built, the control plane with the real node,
+# the chart installed, examples/quickstart.yaml applied and waited for; the cluster stays up.
+CLUSTER_DEMO_STATE ?= $(CACHE)/cluster-demo
+cluster-demo: model
+	$(PY) tests/cluster/demo --state-dir $(CLUSTER_DEMO_STATE)
+
+# Stops what cluster-demo started and restores the host (the real node's mounts, bridge, rules).
+cluster-down: venv
+	$(PY) tests/cluster/down --state-dir $(CLUSTER_DEMO_STATE)
 
 debian-packages:
 	scripts/setup-debian
@@ -56,6 +68,8 @@ bench: venv model
 crds: venv
 	$(PY) -m sheepdog.api.crd > crds/sheepdog.dev_selfalignmentruns.yaml
 	cp crds/sheepdog.dev_selfalignmentruns.yaml charts/sheepdog/crds/
+	$(PY) -m sheepdog.api.sweep_crd > crds/sheepdog.dev_selfalignmentsweeps.yaml
+	cp crds/sheepdog.dev_selfalignmentsweeps.yaml charts/sheepdog/crds/
 	$(PY) -m sheepdog.api.reference > docs/spec.md
 
 clean-demo:

@@ -52,14 +52,18 @@ VALUE_SETS: dict[str, dict] = {
 # What the operator may do: (apiGroup, resource) -> verbs. Anything else in a rendered rule
 # fails test_rbac_rules_are_exactly_these. Keep docs/install.md's table in step.
 NAMESPACED_RULES = {
-    ("sheepdog.dev", "selfalignmentruns"): {"get", "list", "watch", "delete"},
+    ("sheepdog.dev", "selfalignmentruns"): {"get", "list", "watch", "create", "delete"},
     ("sheepdog.dev", "selfalignmentruns/status"): {"patch"},
     ("sheepdog.dev", "selfalignmentruns/finalizers"): {"update"},
+    ("sheepdog.dev", "selfalignmentsweeps"): {"get", "list", "watch"},
+    ("sheepdog.dev", "selfalignmentsweeps/status"): {"patch"},
+    ("sheepdog.dev", "selfalignmentsweeps/finalizers"): {"update"},
     ("batch", "jobs"): {"create", "get", "list", "watch", "patch", "delete"},
     ("", "pods"): {"list", "watch"},
     ("", "pods/log"): {"get"},
     ("", "services"): {"create"},
     ("", "events"): {"create", "list", "watch"},
+    ("kueue.x-k8s.io", "workloads"): {"list", "patch"},
 }
 # Leader election's Lease, in the release's namespace only (a Role of its own).
 LEADER_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
@@ -100,10 +104,15 @@ RUN_READ = {"get", "list", "watch"}
 USER_ROLES = {
     "edit": ({("sheepdog.dev", "selfalignmentruns"): RUN_READ | {"create", "update", "patch", "delete",
                                                                   "deletecollection"},
-              ("sheepdog.dev", "selfalignmentruns/status"): RUN_READ},
+              ("sheepdog.dev", "selfalignmentruns/status"): RUN_READ,
+              ("sheepdog.dev", "selfalignmentsweeps"): RUN_READ | {"create", "update", "patch", "delete",
+                                                                    "deletecollection"},
+              ("sheepdog.dev", "selfalignmentsweeps/status"): RUN_READ},
              {AGGREGATE + "edit", AGGREGATE + "admin"}),
     "view": ({("sheepdog.dev", "selfalignmentruns"): RUN_READ,
-              ("sheepdog.dev", "selfalignmentruns/status"): RUN_READ},
+              ("sheepdog.dev", "selfalignmentruns/status"): RUN_READ,
+              ("sheepdog.dev", "selfalignmentsweeps"): RUN_READ,
+              ("sheepdog.dev", "selfalignmentsweeps/status"): RUN_READ},
              {AGGREGATE + "view"}),
 }
 

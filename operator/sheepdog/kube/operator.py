@@ -173,6 +173,11 @@ async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Eve
 
     registry = kopf.OperatorRegistry()
     register(registry, dispatcher, args.resync_seconds)
+    # SelfAlignmentSweeps: their own queue beside the runs', leading when the runs' does (sweeps.py)
+    from sheepdog.kube import sweeps
+
+    sweep_dispatcher, sweep_reconciler = sweeps.start(registry, metrics.registry, kube, executor, dispatcher,
+                                                      options.instance)
     settings = kopf.OperatorSettings()
     configure_settings(settings, args)
 
@@ -185,7 +190,8 @@ async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Eve
     resync = asyncio.create_task(
         dispatcher.resync_forever(args.namespaces, args.resync_seconds, concurrency=args.workers), name="resync"
     )
-    tasks = [resync]
+    tasks = [resync, asyncio.create_task(sweeps.resync_forever(sweep_dispatcher, sweep_reconciler, args.namespaces,
+                                                               args.resync_seconds), name="sweep-resync")]
     if args.leader_election:
         from sheepdog.kube.leader import LeaderElector, exit_now
 
@@ -218,7 +224,8 @@ async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Eve
 
 def image_defaults(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None) -> Any:
     """Stage Job defaults: SHEEPDOG_WORKER_DEFAULTS (JSON, set by the Helm chart: image, GPU
-    node selector, tolerations, pull settings, Kueue queue), with --worker-image on top."""
+    node selector, tolerations, pull settings, Kueue queue, the runs' NetworkPolicy), with
+    --worker-image on top."""
     from sheepdog.kube.jobs import ImageDefaults
 
     raw = (os.environ if environ is None else environ).get("SHEEPDOG_WORKER_DEFAULTS", "").strip()
@@ -230,7 +237,10 @@ def image_defaults(args: argparse.Namespace, environ: Optional[Mapping[str, str]
         raise SystemExit("SHEEPDOG_WORKER_DEFAULTS must be a JSON object")
     if args.worker_image:
         mapping["image"] = args.worker_image
-    return ImageDefaults.coerce(mapping)
+    try:
+        return ImageDefaults.coerce(mapping)
+    except ValueError as exc:  # e.g. an egress CIDR that is no network
+        raise SystemExit(f"SHEEPDOG_WORKER_DEFAULTS: {exc}") from None
 
 
 def guardrails(environ: Optional[Mapping[str, str]] = None) -> Any:

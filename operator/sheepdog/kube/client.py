@@ -42,6 +42,7 @@ class Listing(list):
 
 class KubeApi(Protocol):
     def get_run(self, namespace: str, name: str) -> Optional[Obj]: ...
+    def patch_run(self, namespace: str, name: str, patch: Obj) -> Obj: ...
     def list_runs(self, namespace: Optional[str]) -> list[Obj]: ...
     def list_stage_jobs(self, namespace: Optional[str]) -> list[Obj]: ...
     def list_pods(self, namespace: str, job_names: Iterable[str]) -> list[Obj]: ...
@@ -196,7 +197,8 @@ class Kube:
     # writes ------------------------------------------------------------------------------
 
     def patch_run(self, namespace: str, name: str, patch: Obj) -> Obj:
-        """A merge patch of the run itself (its metadata: `sheepdog retry`'s annotation)."""
+        """A merge patch of the run itself (its metadata: `sheepdog retry`'s annotation, the
+        deleteDataOnDelete finalizer)."""
         return self.request("PATCH", f"{self._runs(namespace)}/{name}", body=patch,
                             content_type="application/merge-patch+json")
 

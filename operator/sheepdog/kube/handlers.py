@@ -26,7 +26,10 @@ deletions a watch that expired may have missed).
 Only `@kopf.on.event` and `@kopf.index` handlers are registered: Kopf then adds no finalizer
 and writes no progress annotations to runs (those come with on.create/on.update/on.delete,
 timers and daemons). A run can therefore always be deleted, also while the operator is down; its Jobs go
-with it through their ownerReferences (the garbage collector).
+with it through their ownerReferences (the garbage collector). The one exception is a run with
+spec.storage.deleteDataOnDelete: the operator's own finalizer holds it until its data is
+deleted (kube/data_cleanup.py; at most planner/data_cleanup_policy.CLEANUP_TIMEOUT once the
+operator runs).
 
 Per run, one reconcile runs at a time, and triggers that arrive while one is queued are
 coalesced into it: a reconcile reads everything anew (from the cache, which the event that
@@ -47,6 +50,7 @@ from sheepdog.api.spec import GROUP, PLURAL, VERSION
 from sheepdog.kube.client import Conflict
 from sheepdog.kube.observe import LABEL_RUN
 from sheepdog.kube.reconcile import Reconciler
+from sheepdog.planner.data_cleanup_policy import FINALIZER
 from sheepdog.timestamps import parse_time
 from sheepdog.kube.retry_request import retry_token
 
@@ -317,6 +321,8 @@ def register(registry: Any, dispatcher: Dispatcher, resync_interval: float = 60.
             return
         meta = body.get("metadata") or {}
         if meta.get("deletionTimestamp"):
+            if FINALIZER in (meta.get("finalizers") or ()):  # deleteDataOnDelete: its data goes first
+                await dispatcher.trigger(namespace, name, why="run deleted")
             return
         if type is None and settled(body) and not may_owe_events(body, dispatcher.reconciler.options.event_ttl):
             # Listed at a start and finished with nothing to do: its gauges from its status, no

@@ -392,7 +392,8 @@ def build_stage_job(
         raise ValueError(f"config is for run {config.run!r}, not {run_name!r}")
     images = ImageDefaults.coerce(image_defaults)
     stage, iteration = config.stage, config.iteration
-    config = effective_config(spec, config)
+    # the uid lets the stage tell this run's directory from a deleted namesake's (run_marker)
+    config = effective_config(spec, config).model_copy(update={"run_uid": run_uid})
     name = job_name(run_name, iteration, stage, retry)
     lab = labels(run_name, iteration, stage)
     res = spec.stages.of(stage)

@@ -57,7 +57,7 @@ from pydantic import ValidationError
 from sheepdog.api.spec import RunSpec
 from sheepdog.api.status import PendingEvent, RunStatus
 from sheepdog.kube import observe as obs
-from sheepdog.kube import crash_hooks, job_cleanup, run_ttl, stuck
+from sheepdog.kube import crash_hooks, data_cleanup, job_cleanup, run_ttl, stuck
 from sheepdog.kube.train_progress import TrainProgressReader, pod_log_reader
 from sheepdog.kube.cache import WatchCache, missing, plain, pods_behind
 from sheepdog.kube.client import Conflict, KubeApi, error_status
@@ -290,15 +290,17 @@ class Reconciler:
             self.metrics.forget_run(namespace, name)
             return Result(found=False, skipped="gone")
         meta = run["metadata"]
-        if meta.get("deletionTimestamp"):
+        if meta.get("deletionTimestamp"):  # only spec.storage.deleteDataOnDelete has anything to do
             self.metrics.forget_run(namespace, name)
-            return Result(skipped="deleting")
+            return Result(skipped="deleting", recheck_after=data_cleanup.deleting(
+                self.kube, self.cache, run, self.options.image_defaults, self.clock(), self.options.instance))
         old_raw: dict[str, Any] = run.get("status") or {}
         generation = meta.get("generation")
         problems = spec_problems(run)
         if problems is not None:
             return self._invalid(run, old_raw, problems, generation)
         spec = RunSpec.model_validate(run.get("spec") or {})
+        run = data_cleanup.ensure_finalizer(self.kube, self.cache, run, spec) or run
         # a run the admin's guardrails forbid (an image, ServiceAccount, Secret or volume), or a
         # stage Job the API server refuses in a dry run or whose pods Pod Security would refuse
         # (the pre-flight): held before any Job exists

@@ -111,7 +111,7 @@ def storage(cluster: Any, namespace: str, claim: str = "sheepdog-data") -> str:
 
 def write_token_kubeconfig(cluster: Any, namespace: str, service_account: str, path: Path) -> Path:
     """A kubeconfig that authenticates as the ServiceAccount with a TokenRequest token."""
-    token = cluster.kubectl("create", "token", service_account, "-n", namespace, "--duration=2h").stdout.strip()
+    token = create_token(cluster, namespace, service_account, duration="2h")
     admin = json.loads(Path(cluster.kubeconfig).read_text())
     (cl,) = admin["clusters"]
     user = f"system:serviceaccount:{namespace}:{service_account}"
@@ -237,14 +237,95 @@ def run_operator_as(cluster: Any, release: Release, log_path: Path, namespaces: 
     assert sorted(a.split("=", 1)[1] for a in args if a.startswith("--namespace=")) == sorted(namespaces), args
     env = deployment_env(container, release.namespace, f"{release.name}-sheepdog-local")
 
-    class DeploymentOperator(OperatorProcess):
+    class DeploymentOperator(SecureMetrics, OperatorProcess):
         def command(self) -> list[str]:
             return [sys.executable, "-m", "sheepdog.cli", "operator", *args, "--test-pod-annotations"]
 
     op = DeploymentOperator(IdentityCluster(cluster, release.kubeconfig, env), namespaces, log_path)
     op.metrics_port = _flag(args, "--metrics-port")
     op.liveness_port = _flag(args, "--liveness-port")
+    cert_dirs = [i for i, a in enumerate(args) if a.startswith("--metrics-cert-dir=")]
+    if cert_dirs:
+        # The Deployment mounts the metrics TLS Secret there; here the same Secret's files are
+        # copied to a directory of this machine (the only argument that differs).
+        (i,) = cert_dirs
+        local = metrics_tls_dir(cluster, release, log_path.parent / f"{release.name}-metrics-tls")
+        args[i] = f"--metrics-cert-dir={local}"
+        op.metrics_tls = local
+        op.metrics_server_name = f"{release.get('Service')['metadata']['name']}.{release.namespace}.svc"
     return op
+
+
+class SecureMetrics:
+    """What a client of the operator's HTTPS /metrics needs (set by run_operator_as when the
+    Deployment passes --metrics-cert-dir): the Secret's files, the name its certificate is for
+    (the metrics Service's), and the bearer token `metrics()` presents."""
+
+    metrics_tls: Optional[Path] = None
+    metrics_server_name: str = ""
+    metrics_token: Optional[str] = None
+
+    def scrape(self, token: Optional[str] = None, path: str = "/metrics") -> tuple[int, str]:
+        """GET path with `token` (None: no Authorization header), over HTTPS verified with the
+        Secret's ca.crt for the Service's name, or plain HTTP when the release serves that."""
+        if self.metrics_tls is None:
+            return http_get(f"http://127.0.0.1:{self.metrics_port}{path}")  # type: ignore[attr-defined]
+        return https_get("127.0.0.1", self.metrics_port, path, self.metrics_server_name,  # type: ignore[attr-defined]
+                         self.metrics_tls / "ca.crt", token)
+
+    def metrics(self) -> str:
+        code, text = self.scrape(self.metrics_token)
+        assert code == 200, f"{code}: {text}"
+        return text
+
+
+def metrics_tls_dir(cluster: Any, release: Release, directory: Path) -> Path:
+    """The files of the Secret the release's Deployment mounts for --metrics-cert-dir."""
+    import base64
+
+    dep = cluster.get_json("deployment", release.get("Deployment")["metadata"]["name"], "-n", release.namespace)
+    (vol,) = [v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "metrics-tls"]
+    secret = cluster.get_json("secret", vol["secret"]["secretName"], "-n", release.namespace)
+    directory.mkdir(parents=True, exist_ok=True)
+    for key in ("tls.crt", "tls.key", "ca.crt"):
+        (directory / key).write_bytes(base64.b64decode(secret["data"][key]))
+    (directory / "tls.key").chmod(0o600)
+    return directory
+
+
+def https_get(host: str, port: int, path: str, server_name: str, cafile: Path,
+              token: Optional[str] = None, timeout: float = 10) -> tuple[int, str]:
+    """GET over TLS to host:port, verifying the certificate with `cafile` for `server_name`
+    (the Service's DNS name: the operator runs here, on 127.0.0.1, not behind its Service)."""
+    import http.client
+    import socket
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(cafile))
+
+    class Connection(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            raw = socket.create_connection((self.host, self.port), self.timeout)
+            self.sock = ctx.wrap_socket(raw, server_hostname=server_name)
+
+    conn = Connection(host, port, timeout=timeout, context=ctx)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token else {})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def http_get(url: str) -> tuple[int, str]:
+    from tests.operator.conftest import http_get as get
+
+    return get(url)
+
+
+def create_token(cluster: Any, namespace: str, service_account: str, duration: str = "1h") -> str:
+    """A TokenRequest token of the ServiceAccount (`kubectl create token`)."""
+    return cluster.kubectl("create", "token", service_account, "-n", namespace, f"--duration={duration}").stdout.strip()
 
 
 def _flag(args: list[str], flag: str) -> int:

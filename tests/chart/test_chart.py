@@ -62,6 +62,7 @@ NAMESPACED_RULES = {
     ("", "pods"): {"list", "watch"},
     ("", "pods/log"): {"get"},
     ("", "services"): {"create"},
+    ("networking.k8s.io", "networkpolicies"): {"create"},  # each run's (networkPolicy.enabled)
     ("", "events"): {"create", "list", "watch"},
     ("kueue.x-k8s.io", "workloads"): {"list", "patch"},
 }

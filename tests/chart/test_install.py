@@ -22,6 +22,7 @@ from tests.chart.e2e import (
     apply_monitoring_crds,
     can_i,
     create_namespace,
+    create_token,
     crd_managers,
     delete_namespace,
     deployment_container,
@@ -64,6 +65,7 @@ class Scenario:
     run_namespace: str
     operator: Any
     statuses: dict[str, dict]
+    metrics_answer: int = 0  # HTTPS /metrics with the operator's own token (not a metrics reader)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +91,10 @@ def cluster_wide(cluster, tmp_path_factory):
             statuses = wait_runs(cluster, op, run_ns, ["good", "bad"])
             cluster.wait_for("brief deleted by its TTL", lambda: cluster.kubectl(
                 "get", "selfalignmentrun", "brief", "-n", run_ns, check=False).returncode != 0, timeout=120)
-            yield Scenario(rel, run_ns, op, statuses)
+            # an authenticated caller the chart does not let read metrics: the operator asks the
+            # API server (TokenReview, SubjectAccessReview: the metrics-auth grants, audited)
+            answer, _ = op.scrape(token=create_token(cluster, rel.namespace, rel.service_account))
+            yield Scenario(rel, run_ns, op, statuses, answer)
         finally:
             op.stop()
             delete_namespace(cluster, run_ns)
@@ -121,7 +126,11 @@ def test_operator_runs_with_the_deployments_command(cluster, cluster_wide):
     its environment, not with flags of the tests' own."""
     container = deployment_container(cluster, cluster_wide.release)
     cmd = cluster_wide.operator.command()
-    assert cmd[-len(container["args"]) - 1:] == [*container["args"], "--test-pod-annotations"], cmd
+    # the one difference: the metrics TLS Secret's files are where this machine has them
+    local_tls = f"--metrics-cert-dir={cluster_wide.operator.metrics_tls}"
+    args = [local_tls if a.startswith("--metrics-cert-dir=") else a for a in container["args"]]
+    assert "--metrics-cert-dir=/etc/sheepdog/metrics-tls" in container["args"]
+    assert cmd[-len(args) - 1:] == [*args, "--test-pod-annotations"], cmd
     env = cluster_wide.operator.cluster.full_env()
     assert env["SHEEPDOG_WORKER_DEFAULTS"] == next(
         e["value"] for e in container["env"] if e["name"] == "SHEEPDOG_WORKER_DEFAULTS")
@@ -172,6 +181,12 @@ def test_stage_pods_were_admitted_under_restricted(cluster, cluster_wide):
     assert not events, [e["message"] for e in events]
 
 
+def test_metrics_refuse_the_operators_own_identity(cluster_wide):
+    """HTTPS /metrics checked the token with the API server: the release's ServiceAccount is
+    authenticated but not bound to the metrics-reader role (403, not 401)."""
+    assert cluster_wide.metrics_answer == 403
+
+
 def test_operator_was_never_refused(cluster_wide):
     lines = forbidden_lines(cluster_wide.operator.log())
     assert not lines, "\n".join(lines[:20])
@@ -192,6 +207,7 @@ NEEDED = [
     ("list", "pods", None),
     ("get", "pods", "log"),  # a running train's progress
     ("create", "services", None),
+    ("create", "networkpolicies.networking.k8s.io", None),  # each run's (networkPolicy.enabled)
     ("create", "events", None),
     ("list", "events", None),
     ("watch", "events", None),  # the Job controller's FailedCreate Events (a field selector)
@@ -212,6 +228,8 @@ REFUSED = [
     ("create", "selfalignmentruns.sheepdog.dev", None),
     ("update", "selfalignmentruns.sheepdog.dev", None),
     ("delete", "services", None),
+    ("delete", "networkpolicies.networking.k8s.io", None),
+    ("patch", "networkpolicies.networking.k8s.io", None),
     ("get", "configmaps", None),
     ("create", "persistentvolumeclaims", None),
     ("create", "deployments.apps", None),
@@ -332,7 +350,9 @@ def namespaced(cluster, tmp_path_factory, cluster_wide):
                 status = wait_runs(cluster, op, ns_a, ["mine"])["mine"]
                 cluster.wait_for("brief deleted by its TTL", lambda: cluster.kubectl(
                     "get", "selfalignmentrun", "brief", "-n", ns_a, check=False).returncode != 0, timeout=120)
-                yield {"release": rel, "a": ns_a, "b": ns_b, "operator": op, "status": status}
+                answer, _ = op.scrape(token=create_token(cluster, rel.namespace, rel.service_account))
+                yield {"release": rel, "a": ns_a, "b": ns_b, "operator": op, "status": status,
+                       "metrics_answer": answer}
             finally:
                 op.stop()
     finally:
@@ -348,6 +368,10 @@ def test_namespaced_operator_completes_runs_in_its_namespace(cluster, namespaced
     theirs = cluster.get_json("selfalignmentrun", "theirs", "-n", namespaced["b"])
     assert not theirs.get("status"), "a namespace the operator does not watch was touched"
     assert not cluster.get_json("jobs", "-n", namespaced["b"])["items"]
+
+
+def test_namespaced_metrics_refuse_the_operators_own_identity(namespaced):
+    assert namespaced["metrics_answer"] == 403
 
 
 def test_namespaced_operator_needs_no_other_permission(namespaced):

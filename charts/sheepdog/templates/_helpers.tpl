@@ -100,6 +100,8 @@ app.kubernetes.io/part-of: sheepdog
 {{- with .Values.worker.gpuResourceName }}{{ $_ := set $d "gpuResourceName" . }}{{ end -}}
 {{- with .Values.worker.resourcesPerGpu }}{{ $_ := set $d "resourcesPerGpu" . }}{{ end -}}
 {{- with .Values.worker.shmSize }}{{ $_ := set $d "shmSize" . }}{{ end -}}
+{{- if .Values.networkPolicy.enabled }}{{ $_ := set $d "networkPolicy" true }}{{ end -}}
+{{- if and .Values.networkPolicy.enabled .Values.networkPolicy.stageEgressCIDRs }}{{ $_ := set $d "egressCIDRs" .Values.networkPolicy.stageEgressCIDRs }}{{ end -}}
 {{- toJson $d -}}
 {{- end -}}
 

@@ -32,6 +32,7 @@ from typing import Any, Mapping, Optional, Union
 
 from sheepdog import __version__
 from sheepdog.api.spec import GROUP, JUDGE_API_KEY_ENV, KIND, VERSION, RunSpec
+from sheepdog.kube.network_policy import NetworkPolicyError, build_run_network_policy, egress_cidrs
 from sheepdog.kube.pod_template import apply_to_pod, merge_metadata
 from sheepdog.kube.resources import DEFAULT_SHM_SIZE, GPU_RESOURCE, container_resources
 from sheepdog.stage_config import (EXIT_UNFIXABLE, TERMINATION_LOG, VOLUME_MOUNT, Rendezvous, Shard, StageConfig,
@@ -138,6 +139,10 @@ class ImageDefaults:
     gpu_resource: str = GPU_RESOURCE
     resources_per_gpu: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # stage -> cpu, memory
     shm_size: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SHM_SIZE))  # stage -> size
+    # The run's NetworkPolicy (network_policy.py) with its stage objects; egress CIDRs restrict
+    # the stage pods' egress (empty: open).
+    network_policy: bool = False
+    egress_cidrs: tuple[str, ...] = ()
 
     @classmethod
     def coerce(cls, value: Union[None, str, Mapping[str, Any], "ImageDefaults"]) -> "ImageDefaults":
@@ -162,6 +167,8 @@ class ImageDefaults:
                 gpu_resource=get("gpuResourceName", "gpu_resource") or GPU_RESOURCE,
                 resources_per_gpu={s: dict(r) for s, r in (get("resourcesPerGpu", "resources_per_gpu") or {}).items()},
                 shm_size={**DEFAULT_SHM_SIZE, **(get("shmSize", "shm_size") or {})},
+                **_network_policy_defaults(get("networkPolicy", "network_policy"),
+                                           get("egressCIDRs", "egress_cidrs") or ()),
             )
         raise TypeError(f"image defaults: expected None, str, mapping or ImageDefaults, got {type(value).__name__}")
 
@@ -471,6 +478,12 @@ def build_rendezvous_service(run_name: str, namespace: str, run_uid: str, config
     }
 
 
+def _network_policy_defaults(enabled: Any, cidrs: Any) -> dict[str, Any]:
+    if cidrs and not enabled:
+        raise NetworkPolicyError("egressCIDRs need networkPolicy: the restriction is the run's NetworkPolicy")
+    return {"network_policy": bool(enabled), "egress_cidrs": egress_cidrs(cidrs)}
+
+
 def build_stage_objects(
     run_name: str,
     namespace: str,
@@ -480,8 +493,14 @@ def build_stage_objects(
     image_defaults: Union[None, str, Mapping[str, Any], ImageDefaults] = None,
     retry: int = 0,
 ) -> list[dict[str, Any]]:
-    """Everything one stage execution needs, in creation order (Service first, then the Job)."""
+    """Everything one stage execution needs, in creation order (the run's NetworkPolicy and a
+    rendezvous Service first, then the Job)."""
     objs = []
+    images = ImageDefaults.coerce(image_defaults)
+    if images.network_policy:
+        objs.append(build_run_network_policy(
+            run_name, namespace, LABEL_RUN, owner_reference(run_name, run_uid),
+            {LABEL_RUN: run_name, "app.kubernetes.io/managed-by": "sheepdog"}, images.egress_cidrs))
     if multinode(spec, config.stage):
         objs.append(build_rendezvous_service(run_name, namespace, run_uid, config, retry))
     objs.append(build_stage_job(run_name, namespace, run_uid, spec, config, image_defaults, retry))

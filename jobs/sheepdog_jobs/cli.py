@@ -147,6 +147,13 @@ def run_stage(stage: str, config_raw: str, summary_file: Optional[str]) -> int:
                 claim(config.run_dir, config.run, config.run_uid, config.spec.storage.adopt_existing_data)
             except RunDirTaken as exc:
                 raise ConfigRefused(one_line(exc)) from None
+            if config.reuse_links:  # the stage cache: stages another run made, read in place
+                from sheepdog.reuse_links import LinkRefused, make_links
+
+                try:
+                    make_links(config.reuse_links)
+                except LinkRefused as exc:
+                    raise ConfigRefused(one_line(exc)) from None
             from sheepdog_jobs.stages import stage_runner
 
             result = stage_runner(stage)(config)

@@ -28,10 +28,12 @@ def _error(message: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from sheepdog.api.load import RunSpecError
     from sheepdog.local import InputError, WorkdirBusy, run_local
+    from sheepdog.local.executor import BESIDE_WORKDIR
 
+    cache = None if args.no_stage_cache else (args.stage_cache or BESIDE_WORKDIR)
     try:
         result = run_local(args.run_file, args.workdir, retry_failed=args.retry_failed, plot=not args.no_plot,
-                           overrides=args.set, verbose=args.verbose)
+                           overrides=args.set, verbose=args.verbose, stage_cache=cache)
     except (RunSpecError, InputError) as err:
         _error(str(err))
         return EXIT_INVALID
@@ -437,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plot", action="store_true", help="do not write report.png")
     p.add_argument("--verbose", "-v", action="store_true",
                    help="show every stage's output here too (it is always in i<N>/<stage>.log)")
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument("--stage-cache", metavar="DIR",
+                       help="the stage cache's index, shared by the runs that name it: a stage another run "
+                       "finished with the same inputs and settings is reused, not run "
+                       "(default: .stage-cache beside the workdir)")
+    cache.add_argument("--no-stage-cache", action="store_true", help="run every stage (no stage cache)")
     _add_set_option(p)
     p.set_defaults(func=cmd_run)
 

@@ -29,7 +29,9 @@ def test_run_exit_codes(project, monkeypatch, capsys):
     assert "run demo: Succeeded (Completed)" in capsys.readouterr().out
 
     monkeypatch.setenv("FAKE_FAIL", "1:synthesize")
-    failing = ["run", str(project.run_file), "--workdir", str(project.root / "other"), "--no-plot"]
+    # --no-stage-cache: the same run beside the first would reuse its stages (docs/stage-cache.md)
+    failing = ["run", str(project.run_file), "--workdir", str(project.root / "other"), "--no-plot",
+               "--no-stage-cache"]
     assert main(failing) == 1
     err = capsys.readouterr().err
     assert "run demo failed: iteration 1 synthesize failed after 2 attempts" in err and "--retry-failed" in err

@@ -202,3 +202,11 @@ def test_plan_ignores_its_own_entries_a_running_stage_and_spec_stage_cache_false
     cache = StageCache("uid-b", INPUTS, producer_entries(spec, [(1, "synthesize")]))
     later = plan(RUN, spec, first.status, running, LAYOUT, NOW, cache=cache)
     assert later.status.record(1).stages["synthesize"].reused_from is None
+
+
+def test_plan_leaves_another_runs_entry_in_its_own_directory_to_the_stage():
+    """A deleted run's rerun under the same name: the stage program decides (run marker)."""
+    spec = make_spec(iterations=1)
+    entries = producer_entries(spec, [(1, "synthesize")], run_dir=LAYOUT.run_dir)
+    p = plan(RUN, spec, None, [], LAYOUT, NOW, cache=StageCache("uid-b", INPUTS, entries, run_dir=LAYOUT.run_dir))
+    assert p.actions[0].stage == "synthesize" and p.actions[0].config.reuse_links == {}

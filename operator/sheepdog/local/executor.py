@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,14 +28,26 @@ from sheepdog.local.observe import attempts_file, observe_run_dir, summary_file
 from sheepdog.local.progress_watch import POLL_SECONDS, ProgressWatch
 from sheepdog.reporting.plot import plot_report
 from sheepdog.local.report import format_report, report_of
+from sheepdog.local.stage_cache import LocalStageCache, default_cache_dir
 from sheepdog.local.stage_process import run_stage
 from sheepdog.local.workdir_files import (
     REPORT_FILE, RUN_FILE, WorkdirLock, read_json, read_status, write_atomically, write_json, write_status,
 )
-from sheepdog.planner import Event, Plan, plan, timestamp
+from sheepdog.planner import Event, Plan, Reason, plan, timestamp
 from sheepdog.stage_config import STAGE_MODULE, Layout
 
 STAGE_MODULE_ENV = "SHEEPDOG_STAGE_MODULE"  # tests point this at a fake stage program
+
+
+class _BesideWorkdir:
+    """run_local's default stage cache: `.stage-cache` beside the workdir (stage_cache.py)."""
+
+    def __repr__(self) -> str:
+        return "BESIDE_WORKDIR"
+
+
+BESIDE_WORKDIR = _BesideWorkdir()
+WAIT_SECONDS = 1.0  # how often a run that waits for another's stage (stage cache) looks again
 
 
 @dataclass(frozen=True)
@@ -66,11 +79,15 @@ def run_local(
     progress_seconds: float = POLL_SECONDS,
     overrides: Sequence[str] = (),
     verbose: bool = False,
+    stage_cache: Union[str, Path, None, _BesideWorkdir] = BESIDE_WORKDIR,
+    wait_seconds: float = WAIT_SECONDS,
 ) -> LocalResult:
     """Run (or resume) a run file to its end. Raises RunSpecError (bad run file), InputError
     (bad seed/model inputs; nothing written) or WorkdirBusy (another executor works here).
     verbose: every stage's output on the terminal too; otherwise it is in the stage's log file
-    (i<N>/<stage>.log) and the terminal gets one line per stage event."""
+    (i<N>/<stage>.log) and the terminal gets one line per stage event. stage_cache: the index
+    directory of the stage cache (docs/stage-cache.md), shared by the runs that name the same
+    one; default `.stage-cache` beside the workdir; None: no cache (as spec.stageCache: false)."""
     out = out if out is not None else sys.stdout
     run_file = Path(run_file)
     run = load_run(run_file, overrides)  # the effective run, --set included, is what run.yaml records
@@ -93,16 +110,26 @@ def run_local(
         if not verbose:
             _say(out, f"stage output: {workdir}/i<N>/<stage>.log (sheepdog run --verbose shows it here too)")
 
+        cache = _stage_cache(stage_cache, workdir, layout, spec)
         just_ran: Optional[str] = None
         while True:
-            p = plan(name, spec, status, observe_run_dir(spec, layout), layout, now(), generation)
+            p = plan(name, spec, status, observe_run_dir(spec, layout), layout, now(), generation,
+                     cache=cache.view() if cache else None)
             _write(workdir, name, p)
             status = p.status
+            if cache:  # publish what succeeded, release what failed, link what was reused
+                cache.settle(status)
             for event in p.events:  # only after the status write, as on a cluster
                 _say(out, _event_line(event))
+            if not p.done and not p.actions and status.reason == Reason.WAITING_FOR_STAGE:
+                time.sleep(wait_seconds)  # another run produces this stage; plan again
+                continue
             if p.done or not p.actions:
                 break
             for action in p.actions:  # the planner starts at most one stage at a time
+                if cache and not cache.claim(action, status):
+                    just_ran = None  # another run claimed the same key first: plan again (it waits)
+                    continue
                 if action.name == just_ran:  # ran to the end, yet the disk shows no outcome
                     raise RuntimeError(f"{action.name}: the stage ran but left no attempts record in "
                                        f"{layout.iteration_dir(action.iteration)}; refusing to loop")
@@ -120,6 +147,14 @@ def run_local(
         if status.phase == "Suspended":
             _say(out, "suspended (spec.suspend: true): set it to false and run the same command to go on")
     return LocalResult(name, workdir, status)
+
+
+def _stage_cache(choice: Union[str, Path, None, _BesideWorkdir], workdir: Path, layout: Layout,
+                 spec) -> Optional[LocalStageCache]:
+    if choice is None or not spec.stage_cache:
+        return None
+    directory = default_cache_dir(workdir) if isinstance(choice, _BesideWorkdir) else Path(choice)
+    return LocalStageCache(directory, workdir, layout, spec)
 
 
 def _write(workdir: Path, name: str, p: Plan) -> None:
@@ -166,7 +201,8 @@ def _forget_failure(status: RunStatus, layout: Layout, out: TextIO) -> RunStatus
 
 
 def _event_line(event: Event) -> str:
-    mark = {"StageSucceeded": "done", "StageStarting": "start"}.get(event.reason, event.reason)
+    mark = {"StageSucceeded": "done", "StageStarting": "start", "StageReused": "reused",
+            "WaitingForStage": "wait"}.get(event.reason, event.reason)
     prefix = "warning: " if event.type == "Warning" else ""
     return f"[{mark}] {prefix}{event.message}"
 

@@ -380,8 +380,9 @@ def _start(
             return _Decision("Running", Reason.WAITING_FOR_STAGE, message, iteration, stage)
     config = stage_config(run_name, spec, iteration, stage, layout)
     config.reuse_links = stage_cache_policy.links(new, layout)
-    if stage == "train":  # storage.keepModels: room for this iteration's model
-        config.delete_models = model_keep_policy.models_to_delete(spec, _finished(new), iteration, layout)
+    if stage == "train":  # storage.keepModels: room for this iteration's model (a reused one is not ours)
+        config.delete_models = [m for m in model_keep_policy.models_to_delete(spec, _finished(new), iteration, layout)
+                                if m not in config.reuse_links]
     action = StartStage(iteration, stage, config, retry=record.stages[stage].retries or 0)
     reason, message = Reason.STAGE_STARTING, f"iteration {iteration}: starting {stage}"
     if suspend_policy.resuming(previous, spec):

@@ -85,6 +85,18 @@ def _number(value: Any, kind: type) -> Optional[float]:
     return float(value)
 
 
+def figures_of(record: IterationRecord, stage: str) -> dict[str, Any]:
+    """The summary keys of `stage` that apply_summary copied into `record`, back as summary keys
+    (the stage cache hands a finished stage's summary to the runs that reuse it)."""
+    out: dict[str, Any] = {key: getattr(record, attr) for key, attr, _ in _FIGURES.get(stage, ())
+                           if getattr(record, attr) is not None}
+    if stage == "evaluate" and record.evaluation is not None:
+        out["evaluation"] = dict(record.evaluation)
+    if stage == "train" and record.model:
+        out["model"] = record.model
+    return out
+
+
 def apply_summary(record: IterationRecord, stage: str, summary: Optional[dict[str, Any]], layout: Layout) -> None:
     """Copy the figures of a succeeded stage into its iteration's record."""
     if stage == "train":

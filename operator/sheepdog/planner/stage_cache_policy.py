@@ -32,7 +32,7 @@ from sheepdog.api.status import IterationRecord, RunStatus, StageRecord
 from sheepdog.planner.actions import Event
 from sheepdog.planner.lineage_policy import data_size
 from sheepdog.planner.reasons import Reason
-from sheepdog.planner.records import apply_summary, describe_summary, stage_summary
+from sheepdog.planner.records import apply_summary, describe_summary, figures_of, stage_summary
 from sheepdog.stage_config import Layout
 
 CACHED_STAGES = ("synthesize", "curate", "train", "evaluate")
@@ -195,12 +195,14 @@ class CacheEntry:
 
 @dataclass(frozen=True)
 class StageCache:
-    """What the planner is given: the run's identity in the index, the inputs' identities, and
-    the entries the executor found (by key)."""
+    """What the planner is given: the run's identity in the index, the inputs' identities, the
+    entries the executor found (by key) and the run's directory (absolute, as entries name
+    theirs)."""
 
     owner: str
     inputs: CacheInputs
     entries: Mapping[str, CacheEntry] = field(default_factory=dict)
+    run_dir: str = ""
 
 
 Verdict = Literal["produce", "reuse", "wait"]
@@ -216,14 +218,23 @@ class Lookup:
 def lookup(cache: StageCache, spec: RunSpec, iteration: int, stage: str) -> Optional[Lookup]:
     """None: the stage is not cached. Otherwise produce (no entry, or the run's own: creating a
     stage is idempotent, so a run never waits for or reuses itself), reuse (another run's
-    finished output) or wait (another run is producing it now)."""
+    finished output) or wait (another run is producing it now).
+
+    An entry of another run in this run's own directory (a deleted run's, rerun under the same
+    name) is not reused either: whether a run may take over another's directory is the stage
+    programs' call (their run marker, storage.adoptExistingData), and a stage that does
+    finds its finished output there and skips the work."""
     if not cacheable(stage) or (iteration == 0 and stage != "evaluate"):
         return None
     key = stage_key(spec, iteration, stage, cache.inputs)
     entry = cache.entries.get(key)
-    if entry is None or entry.owner == cache.owner:
+    if entry is None or entry.owner == cache.owner or _same_dir(entry.run_dir, cache.run_dir):
         return Lookup(key, "produce")
     return Lookup(key, "reuse" if entry.state == "succeeded" else "wait", entry)
+
+
+def _same_dir(a: str, b: str) -> bool:
+    return bool(a) and a.rstrip("/") == b.rstrip("/")
 
 
 def reused_paths(stage: str, iteration: int, producer_run_dir: str, consumer_run_dir: str) -> dict[str, str]:
@@ -281,3 +292,19 @@ def links(status: RunStatus, layout: Layout) -> dict[str, str]:
             if producer.rstrip("/") != layout.run_dir.rstrip("/"):  # the same place: nothing to link
                 out.update(reused_paths(stage, record.iteration, producer, layout.run_dir))
     return out
+
+
+def published_summary(record: IterationRecord, stage: str) -> dict[str, Any]:
+    """The summary a finished stage's cache entry carries: its stage record's part and the
+    figures its iteration record holds (together, what the stage reported)."""
+    rec = record.stages[stage]
+    return {**(rec.summary or {}), **figures_of(record, stage)}
+
+
+def publishable(spec: RunSpec, stage: str) -> bool:
+    """Whether a finished stage's output stays where its entry points. A train's model may be
+    deleted later (storage.keepModels best/last) and a run's whole directory with the run
+    (storage.deleteDataOnDelete): such outputs are not offered to other runs."""
+    if getattr(spec.storage, "delete_data_on_delete", False):
+        return False
+    return stage != "train" or spec.storage.keep_models == "all"

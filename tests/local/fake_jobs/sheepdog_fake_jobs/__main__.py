@@ -60,6 +60,7 @@ def main(argv):
                                   "dataSize": config["dataSize"], "seed": config.get("seedFile"),
                                   "modelOut": config["modelOut"],
                                   "shard": config.get("shard"),
+                                  "reuseLinks": config.get("reuseLinks", {}),  # the stage cache's
                                   # set by torchrun for each rank of a train of several
                                   "rank": os.environ.get("RANK"), "worldSize": os.environ.get("WORLD_SIZE")}) + "\n")
     shard = config.get("shard") or {}

@@ -164,12 +164,38 @@ def check_release(cluster, rel, selector: str, digest: str, uid: str, gid: str, 
     # leader.identity(): the pod's host name (its name), an underscore, a random suffix.
     assert holder.rsplit("_", 1)[0] in names, (holder, names)
 
-    # Its metrics through the API server's service proxy (no kube-proxy here: the API
-    # server dials an endpoint's pod IP on the bridge itself).
+    # Its metrics (HTTPS for authorized tokens: metrics.secure, the chart's default). Through
+    # the API server's service proxy (no kube-proxy here: the API server dials an endpoint's
+    # pod IP on the bridge itself), which authenticates its caller and forwards no credential:
+    # the operator refuses the request.
     service = rel.get("Service")["metadata"]["name"]
-    metrics = cluster.wait_for("the operator's metrics through its Service", lambda: cluster.kubectl(
-        "get", "--raw", f"/api/v1/namespaces/{ns}/services/http:{service}:metrics/proxy/metrics",
-        check=False).stdout, timeout=60)
+    refused = cluster.wait_for("the operator's HTTPS metrics through its Service", lambda: (
+        r := cluster.kubectl("get", "--raw", f"/api/v1/namespaces/{ns}/services/https:{service}:metrics/proxy/metrics",
+                             check=False)).returncode != 0 and "Unauthorized" in r.stderr and r, timeout=60)
+    assert "sheepdog_" not in refused.stdout
+    # With the token of a ServiceAccount bound to the chart's metrics-reader role, from inside
+    # the operator's pod (its image's Python), verifying the certificate with the Secret's CA
+    # for the Service's name: the operator's TokenReview and SubjectAccessReview, for real.
+    cluster.kubectl("create", "serviceaccount", "scraper", "-n", ns)
+    cluster.kubectl("create", "clusterrolebinding", f"{ns}-scraper",
+                    f"--clusterrole={rel.get('Deployment')['metadata']['name']}-metrics-reader",
+                    f"--serviceaccount={ns}:scraper")
+    try:
+        token = cluster.kubectl("create", "token", "scraper", "-n", ns).stdout.strip()
+        tls = cluster.get_json("secret", f"{rel.get('Deployment')['metadata']['name']}-metrics-tls", "-n", ns)
+        fetch = ("import base64, http.client, socket, ssl, sys\n"
+                 "ctx = ssl.create_default_context(cadata=base64.b64decode(sys.argv[1]).decode())\n"
+                 "sock = ctx.wrap_socket(socket.create_connection(('127.0.0.1', int(sys.argv[3]))), server_hostname=sys.argv[2])\n"
+                 "conn = http.client.HTTPConnection('127.0.0.1')\nconn.sock = sock\n"
+                 "conn.request('GET', '/metrics', headers={'Authorization': 'Bearer ' + sys.argv[4]})\n"
+                 "r = conn.getresponse()\nprint(r.status)\nprint(r.read().decode())")
+        out = cluster.kubectl("exec", "-n", ns, holder.rsplit("_", 1)[0], "-c", "operator", "--", "python", "-c", fetch,
+                              tls["data"]["ca.crt"], f"{service}.{ns}.svc", str(rel.values["operator"]["metricsPort"]),
+                              token).stdout
+    finally:
+        cluster.kubectl("delete", "clusterrolebinding", f"{ns}-scraper", check=False)
+    status, _, metrics = out.partition("\n")
+    assert status == "200", out[:2000]
     series = {line.split("{")[0].split()[0] for line in metrics.splitlines()
               if line and not line.startswith("#")}
     # Present from the start in either replica (Metrics.start), before any run.

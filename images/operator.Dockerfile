@@ -13,18 +13,22 @@ ARG PYTHON_IMAGE=python:3.12.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY requirements/operator.txt requirements/operator.txt
+COPY images/pip_check.py images/lock_pins.py /opt/sheepdog/build/
+COPY requirements/locks/operator.txt requirements/locks/operator.txt
 COPY operator/ operator/
-# A virtual environment is copied whole into the runtime stage; the pinned versions of
-# requirements/operator.txt (kopf, kubernetes) are constraints, so the image runs what CI tested.
+# A virtual environment is copied whole into the runtime stage; the pins of the operator's lock
+# (requirements/locks/operator.txt, made by scripts/lock from requirements/operator.txt: kopf,
+# kubernetes and every package below them) are constraints (images/lock_pins.py), so the image
+# runs what CI tested.
 # The build machine's CA bundle and pip configuration come in as build secrets (mounted for this
 # step only, never in a layer) and pip's cache is a cache mount: neither is in the image.
 RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
     --mount=type=cache,id=sheepdog-pip,target=/root/.cache/pip \
     if [ -s /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi \
  && if [ -s /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi \
+ && python /opt/sheepdog/build/lock_pins.py requirements/locks/operator.txt > /tmp/lock-pins.txt \
  && python -m venv /opt/sheepdog \
- && /opt/sheepdog/bin/pip install --constraint requirements/operator.txt "./operator[operator]" \
+ && /opt/sheepdog/bin/pip install --constraint /tmp/lock-pins.txt "./operator[operator]" \
  && /opt/sheepdog/bin/sheepdog --help >/dev/null
 
 FROM ${PYTHON_IMAGE}

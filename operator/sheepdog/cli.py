@@ -261,6 +261,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from sheepdog.local.report import format_report, report_of
     from sheepdog.reporting.plot import plot_report
 
+    sweep = _cluster_sweep(args)
+    if sweep is not None:
+        return _report_sweep(args, sweep)
     _, obj, code = _cluster_run(args, "report")
     if obj is None:
         return code
@@ -272,6 +275,40 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not args.no_plot and plot_report(report, Path(args.plot)):
         print(f"plot: {args.plot}")
     return EXIT_FAILED if report.get("phase") == "Failed" else EXIT_OK
+
+
+def _cluster_sweep(args: argparse.Namespace) -> Optional[dict]:
+    """The SelfAlignmentSweep args.run in args.namespace, or None (none of that name, no sweep
+    CRD, or the cluster unreachable: the run lookup then says what is wrong)."""
+    try:
+        from sheepdog.kube.client import Kube, load_config
+        from sheepdog.kube.sweeps import SweepReconciler
+
+        load_config(args.kubeconfig, args.context)
+        return SweepReconciler(Kube(), metrics=None).get_sweep(args.namespace, args.run)
+    except Exception:  # noqa: BLE001 - see the docstring
+        return None
+
+
+def _report_sweep(args: argparse.Namespace, sweep: dict) -> int:
+    """A sweep's comparison table from its status (sheepdog.sweep.table), and a plot per axis
+    beside --plot (plot-<field>.png in its directory)."""
+    from sheepdog.sweep.plot import plot_axes
+    from sheepdog.sweep.policy import cells_of_status
+    from sheepdog.sweep.table import FORMATS, build_table
+
+    status = sweep.get("status") or {}
+    print(f"sweep {args.run}: {status.get('phase', 'Pending')}" + (f" ({status['message']})" if status.get("message") else ""))
+    table = build_table(cells_of_status(status))
+    print(json.dumps(status, indent=2) if args.json else FORMATS[args.format](table))
+    if status.get("reusedStages"):
+        saved = status.get("savedGpuSeconds")
+        print(f"\nshared stages: {status['reusedStages']}" + (f", {saved:g} GPU-seconds saved" if saved else ""))
+    if not args.no_plot:
+        axes = [a.get("field", "").removeprefix("spec.") for a in (sweep.get("spec") or {}).get("axes") or []]
+        for path in plot_axes(table, Path(args.plot).resolve().parent, axes):
+            print(f"plot: {path}")
+    return EXIT_FAILED if status.get("phase") in ("Failed", "Invalid") else EXIT_OK
 
 
 # --- sheepdog pull ----------------------------------------------------------------------------
@@ -506,11 +543,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600, help="seconds the pod may take to start and finish")
     p.set_defaults(func=cmd_pull)
 
-    p = sub.add_parser("report", help="print and plot the report of a run on a cluster")
+    p = sub.add_parser("report", help="print and plot the report of a run on a cluster, or a sweep's "
+                       "comparison table (RUN names a SelfAlignmentSweep)")
     _add_cluster_run_args(p)
     p.add_argument("--plot", default="report.png", metavar="PATH", help="where to draw the plot (default report.png)")
     p.add_argument("--no-plot", action="store_true", help="do not draw the plot")
     p.add_argument("--json", action="store_true", help="print the report as JSON (the keys of report.json)")
+    p.add_argument("--format", choices=("text", "markdown", "csv"), default="text",
+                   help="a SelfAlignmentSweep's comparison table as text (default), markdown or csv")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="write a local run's model with a model card to a directory, S3 or the hub")

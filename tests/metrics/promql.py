@@ -46,10 +46,12 @@ def substitute(expr: str, values: Mapping[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", repl, expr)
 
 
-def grafana_values(run: str, job: str = METRICS_JOB, namespace: str = ".*", rate_interval: str = "1m") -> dict[str, str]:
+def grafana_values(run: str, job: str = METRICS_JOB, namespace: str = ".*", rate_interval: str = "1m",
+                   sweep: str = "sweep") -> dict[str, str]:
     return {
         "namespace": namespace,
         "run": run,
+        "sweep": sweep,
         "job": job,
         "datasource": "prometheus",
         "__rate_interval": rate_interval,

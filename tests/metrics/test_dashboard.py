@@ -72,6 +72,11 @@ PANELS: dict[str, tuple[str, list[tuple[str, str]]]] = {
         ("sheepdog_reconcile_duration_seconds_bucket", "p95"),
         ("sheepdog_reconcile_duration_seconds_count", "reconciles/s")]),
     "Stage transition latency (p95)": ("s", [("sheepdog_stage_transition_latency_seconds_bucket", "{{stage}}")]),
+    # one row per sweep ($sweep, repeated)
+    "Sweep runs by phase": ("short", [("sheepdog_sweep_runs", "{{phase}}")]),
+    "Sweep GPU-hours: spent and saved by sharing": ("h", [
+        ("sheepdog_sweep_gpu_seconds", "spent"), ("sheepdog_sweep_saved_gpu_seconds", "saved by sharing")]),
+    "Sweep stages reused": ("short", [("sheepdog_sweep_reused_stages", "reused stages")]),
 }
 
 # What the dashboard must show (the issue's list) -> panels that show it.
@@ -90,6 +95,8 @@ REQUIRED = {
     "reconcile errors": ["Reconcile errors"],
     "reconcile latency": ["Reconcile latency"],
     "transition latency": ["Stage transition latency (p95)"],
+    "a row per sweep (issue 27)": ["Sweep runs by phase", "Sweep GPU-hours: spent and saved by sharing",
+                                   "Sweep stages reused"],
 }
 
 
@@ -130,6 +137,9 @@ def test_panel_query_unit_and_legend(dashboard, title):
     if "$run" in json.dumps(targets):
         for t in targets:
             assert 'run="$run"' in t["expr"]
+    if "$sweep" in json.dumps(targets):
+        for t in targets:
+            assert 'sweep="$sweep"' in t["expr"]
 
 
 def test_required_views_exist(dashboard):
@@ -149,10 +159,14 @@ def test_queries_use_only_exported_metrics(dashboard):
 
 def test_variables(dashboard):
     vars_ = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert set(vars_) == {"datasource", "job", "namespace", "run"}
+    assert set(vars_) == {"datasource", "job", "namespace", "run", "sweep"}
     assert vars_["datasource"]["type"] == "datasource" and vars_["datasource"]["query"] == "prometheus"
     assert vars_["namespace"]["includeAll"] and vars_["namespace"]["allValue"] == ".*"
     assert "$namespace" in vars_["run"]["definition"]
+    assert "$namespace" in vars_["sweep"]["definition"] and vars_["sweep"]["includeAll"]
+    # the sweep row repeats per sweep
+    [row] = [p for p in dashboard["panels"] if p["type"] == "row" and p["title"] == "Sweep $sweep"]
+    assert row["repeat"] == "sweep"
 
 
 def test_every_query_parses(dashboard, tmp_path):

@@ -115,8 +115,15 @@ def scraped(cluster, tmp_path_factory):
             # each stage lasts 5 s: several 1 s scrapes see every stage even if one times out
             cluster.apply(good_run("good", run_ns, duration="5s"))
             cluster.apply(failing_run("bad", run_ns))
+            # a sweep of one cell (the good run's spec): the dashboard's sweep row has its series
+            sweep_run = good_run("template", run_ns, iterations=1)
+            cluster.apply({"apiVersion": "sheepdog.dev/v1alpha1", "kind": "SelfAlignmentSweep",
+                           "metadata": {"name": "sweep", "namespace": run_ns,
+                                        "annotations": sweep_run["metadata"]["annotations"]},
+                           "spec": {"template": sweep_run["spec"],
+                                    "axes": [{"field": "filter.threshold", "values": [5]}]}})
             try:
-                for name in ("good", "bad"):
+                for name in ("good", "bad", "sweep-threshold-5"):
                     wait_phase(cluster, run_ns, name, ("Succeeded", "Failed"))
             except BaseException:
                 print(f"----- operator log -----\n{op.log_tail(300)}")
@@ -186,11 +193,12 @@ def test_dashboard_variables_list_the_run(scraped):
     vals = scraped.values()
     found = {}
     for name, q in variable_queries(DASHBOARD).items():
-        label = {"job": "job", "namespace": "namespace", "run": "run"}[name]
+        label = {"job": "job", "namespace": "namespace", "run": "run", "sweep": "sweep"}[name]
         found[name] = {r["metric"].get(label) for r in scraped.range(f"count by ({label}) ({substitute(q, vals)})")}
     assert scraped.job in found["job"]
     assert scraped.run_namespace in found["namespace"]
     assert {"good", "bad"} <= found["run"]
+    assert "sweep" in found["sweep"]
 
 
 

@@ -115,6 +115,10 @@ class Metrics:
             "sheepdog_iteration_evaluation_score", "Evaluation score of the iteration's model (metric label: suite.metric).",
             (*it, "metric"), registry=r,
         )
+        # SelfAlignmentSweeps (kube/sweeps.py): per sweep its runs by phase, GPU-seconds, saving
+        from sheepdog.kube.sweep_metrics import SweepMetrics
+
+        self.sweeps = SweepMetrics(r, lambda namespace, reason: self.reconcile_error(namespace, reason))
         self._lock = threading.Lock()
         # (namespace, run) -> the label sets this process has set for the run, to remove them.
         self._series: dict[tuple[str, str], dict[str, set[tuple[str, ...]]]] = {}

@@ -165,6 +165,7 @@ async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Eve
         job_history=args.job_history,
         event_ttl=args.event_ttl_seconds,
         test_exit_after_status_write=args.test_exit_after_status_write,
+        stage_cache=True,  # runs opt out with spec.stageCache: false (docs/stage-cache.md)
     )
     if args.test_pod_annotations:
         log.warning("test mode: copying sheepdog.test/* pod annotations from runs into their Jobs")
@@ -176,8 +177,7 @@ async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Eve
     # SelfAlignmentSweeps: their own queue beside the runs', leading when the runs' does (sweeps.py)
     from sheepdog.kube import sweeps
 
-    sweep_dispatcher, sweep_reconciler = sweeps.start(registry, metrics.registry, kube, executor, dispatcher,
-                                                      options.instance)
+    sweep_dispatcher, sweep_reconciler = sweeps.start(registry, kube, executor, dispatcher, options.instance)
     settings = kopf.OperatorSettings()
     configure_settings(settings, args)
 

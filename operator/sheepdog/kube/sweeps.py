@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from prometheus_client import CollectorRegistry, Gauge
-
 from sheepdog.api.spec import GROUP, PLURAL, VERSION
 from sheepdog.api.sweep_spec import SWEEP_PLURAL
 from sheepdog.kube.client import Conflict, NotFound, replacing_merge_patch
 from sheepdog.kube.events import run_event
+from sheepdog.kube.sweep_metrics import SweepMetrics
 from sheepdog.sweep.grid import LABEL_SWEEP
 from sheepdog.sweep.policy import plan_sweep
 
@@ -45,52 +44,6 @@ class SweepResult:
     status_written: bool = False
     events: list[tuple[str, str]] = field(default_factory=list)
     recheck_after: Optional[float] = None
-
-
-class SweepMetrics:
-    """Per sweep: its runs by phase, GPU-seconds, what sharing saved and the stages reused
-    (the dashboard's sweep row). Derived from the status written, so right after a restart."""
-
-    def __init__(self, registry: CollectorRegistry, reconcile_error: Any = None):
-        labels = ("namespace", "sweep")
-        self.runs = Gauge("sheepdog_sweep_runs", "A sweep's child runs by phase (NotCreated: waiting for "
-                          "maxParallelRuns).", (*labels, "phase"), registry=registry)
-        self.gpu = Gauge("sheepdog_sweep_gpu_seconds", "Sum of the sweep's children's GPU-seconds.", labels,
-                         registry=registry)
-        self.saved = Gauge("sheepdog_sweep_saved_gpu_seconds", "GPU-seconds the sweep's shared stages did "
-                           "not spend again (the producers' cost of every reused stage).", labels, registry=registry)
-        self.reused = Gauge("sheepdog_sweep_reused_stages", "Stages of the sweep's children taken from the "
-                            "stage cache.", labels, registry=registry)
-        self._reconcile_error = reconcile_error
-        self._known: set[tuple[str, str]] = set()
-
-    def observe(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        phases = [c.get("phase") for c in status.get("cells") or []]
-        for phase in ("NotCreated", "Pending", "Running", "Suspended", "Succeeded", "Failed"):
-            self.runs.labels(namespace, name, phase).set(phases.count(phase))
-        self.gpu.labels(namespace, name).set(status.get("gpuSeconds") or 0)
-        self.saved.labels(namespace, name).set(status.get("savedGpuSeconds") or 0)
-        self.reused.labels(namespace, name).set(status.get("reusedStages") or 0)
-        self._known.add((namespace, name))
-
-    def forget_run(self, namespace: str, name: str) -> None:  # Dispatcher.forget calls it so
-        if (namespace, name) not in self._known:
-            return
-        self._known.discard((namespace, name))
-        for phase in ("NotCreated", "Pending", "Running", "Suspended", "Succeeded", "Failed"):
-            try:
-                self.runs.remove(namespace, name, phase)
-            except KeyError:
-                pass
-        for g in (self.gpu, self.saved, self.reused):
-            try:
-                g.remove(namespace, name)
-            except KeyError:
-                pass
-
-    def reconcile_error(self, namespace: str, reason: str) -> None:
-        if self._reconcile_error is not None:
-            self._reconcile_error(namespace, f"Sweep{reason}")
 
 
 def _now() -> str:
@@ -230,14 +183,13 @@ def register(registry: Any, dispatcher: Any) -> None:
             await dispatcher.trigger(namespace, sweep, why=f"child run {name} {type or 'listed'}")
 
 
-def start(registry: Any, metrics_registry: CollectorRegistry, kube: Any, executor: Any, run_dispatcher: Any,
-          instance: str) -> tuple[Any, Any]:
+def start(registry: Any, kube: Any, executor: Any, run_dispatcher: Any, instance: str) -> tuple[Any, Any]:
     """The sweep controller beside the runs': its Dispatcher (leading when the runs' does) and
-    reconciler; handlers registered. The caller starts resync_forever."""
+    reconciler, with the operator's sweep gauges (Metrics.sweeps); handlers registered. The
+    caller starts resync_forever."""
     from sheepdog.kube.handlers import Dispatcher
 
-    metrics = SweepMetrics(metrics_registry, run_dispatcher.metrics.reconcile_error)
-    reconciler = SweepReconciler(kube, metrics, instance)
+    reconciler = SweepReconciler(kube, run_dispatcher.metrics.sweeps, instance)
     dispatcher = Dispatcher(reconciler, executor)  # type: ignore[arg-type]
     dispatcher.leading = lambda: run_dispatcher.leading()
     register(registry, dispatcher)

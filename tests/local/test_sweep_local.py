@@ -74,11 +74,34 @@ def test_three_cells_run_and_the_table_has_three_rows(project, capsys):
     assert len(project.invocations()) == before
 
 
-def test_parallel_cells(project):
+def test_cells_share_synthesize_through_one_stage_cache(project):
+    """The cells differ from curate on: synthesize runs once, the other two reuse it."""
     sweep = write_sweep(project)
-    result = run_sweep(sweep, project.root / "sw", parallel=3, share=False, out=io.StringIO(), plot=False)
+    out = io.StringIO()
+    result = run_sweep(sweep, project.root / "sw", out=out, plot=False)
+    assert result.exit_code == 0
+    ran = project.invocations()
+    assert ran.count((1, "synthesize")) == 1, ran
+    assert ran.count((1, "curate")) == 3 and ran.count((1, "train")) == 3, ran
+    doc = result.document
+    assert doc["reusedStages"] == 2 and doc["stageCache"] == str(project.root / "sw" / "stage-cache")
+    producer, *reusers = doc["cells"]
+    assert producer["reused"] == []
+    for cell in reusers:
+        [reuse] = cell["reused"]
+        assert (reuse["iteration"], reuse["stage"]) == (1, "synthesize")
+        assert producer["run"] in reuse["from"]
+    assert "shared stages: c-5 i1 synthesize from" in out.getvalue()
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_parallel_cells(project, share):
+    sweep = write_sweep(project)
+    result = run_sweep(sweep, project.root / "sw", parallel=3, share=share, out=io.StringIO(), plot=False)
     assert result.exit_code == 0
     assert [c["phase"] for c in result.document["cells"]] == ["Succeeded"] * 3
+    # sharing: the three cells start together, one produces synthesize and two wait for it
+    assert project.invocations().count((1, "synthesize")) == (1 if share else 3)
 
 
 def test_an_invalid_cell_refuses_the_sweep_before_anything_runs(project, capsys):

@@ -3,8 +3,9 @@
     DIR/cells/<child>.yaml   each cell's run file (the template with the cell's settings)
     DIR/<child>/             each cell's run workdir (`sheepdog status DIR/<child>` reads it)
     DIR/logs/<child>.log     what `sheepdog run` would have printed for the cell
-    DIR/stage-cache/         the stage cache every cell shares: a stage two cells have in
-                             common (same key) runs once, the other cell reuses its output
+    DIR/stage-cache/         the stage cache every cell shares (docs/stage-cache.md): a stage
+                             two cells have in common (same key) runs once, the others reuse its
+                             output (or wait for it, with --parallel); --no-stage-cache: off
     DIR/sweep.json           {"sweep", "phase", "axes", "cells": [...], ...} (records.cell_record)
     DIR/table.{txt,md,csv}   the comparison table; DIR/plot-<axis>.png per axis
 
@@ -16,7 +17,6 @@ a finished cell is observed as finished, an interrupted one resumes where it sto
 from __future__ import annotations
 
 import concurrent.futures
-import inspect
 import sys
 import threading
 from dataclasses import dataclass
@@ -47,11 +47,6 @@ class SweepResult:
     @property
     def exit_code(self) -> int:
         return 1 if any(c["phase"] == "Failed" for c in self.document["cells"]) else 0
-
-
-def supports_stage_cache() -> bool:
-    """Whether this sheepdog's local executor has a stage cache (run_local(stage_cache=...))."""
-    return "stage_cache" in inspect.signature(run_local).parameters
 
 
 def prepare_cells(sweep_file: Path, workdir: Path) -> tuple[Any, list[Cell]]:
@@ -111,9 +106,7 @@ def run_sweep(sweep_file: Path, workdir: Path, *, parallel: int = 1, share: bool
     out = out if out is not None else sys.stdout
     sweep_file, workdir = Path(sweep_file), Path(workdir)
     sweep, cells = prepare_cells(sweep_file, workdir)
-    shared = share and supports_stage_cache()
-    if share and not shared:
-        _say(out, "note: this sheepdog has no stage cache: every cell runs all of its stages")
+    shared = share
     (workdir / "cells").mkdir(parents=True, exist_ok=True)
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
     for cell in cells:
@@ -123,9 +116,8 @@ def run_sweep(sweep_file: Path, workdir: Path, *, parallel: int = 1, share: bool
     lock = threading.Lock()
 
     def one(cell: Cell) -> None:
-        kwargs: dict[str, Any] = {"plot": False}
-        if shared:
-            kwargs["stage_cache"] = workdir / STAGE_CACHE_DIR
+        # one cache for every cell (docs/stage-cache.md); None: each cell runs all its stages
+        kwargs: dict[str, Any] = {"plot": False, "stage_cache": workdir / STAGE_CACHE_DIR if shared else None}
         if stage_module:
             kwargs["stage_module"] = stage_module
         with lock:

@@ -36,6 +36,27 @@ def cel(rule: str, message: str) -> dict[str, str]:
     return {"rule": rule, "message": message}
 
 
+# A URL in the spec is read by whoever may get the run, and reaches the Job and pod specs: it
+# must not carry credentials (user:password@). The stage gets them from a Secret instead
+# (evaluation.judge.apiKeySecretRef, training.trackingSecretRef). Checked by the models and by
+# the CRD (CEL, so `kubectl apply` refuses it before anything stores it).
+URL_MAX_LENGTH = 2048
+URL_USERINFO = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@"
+URL_CREDENTIALS_MESSAGE = ("must not carry credentials (user:password@host): put them in a Secret and "
+                           "reference it (apiKeySecretRef, trackingSecretRef)")
+
+
+def url_without_credentials() -> dict[str, Any]:
+    """The CRD side of refuse_url_credentials, for a field's json_schema_extra."""
+    return {"x-kubernetes-validations": [cel(f"!matches(self, '{URL_USERINFO}')", URL_CREDENTIALS_MESSAGE)]}
+
+
+def refuse_url_credentials(value: Optional[str]) -> Optional[str]:
+    if value is not None and re.match(URL_USERINFO, value):
+        raise ValueError(URL_CREDENTIALS_MESSAGE)
+    return value
+
+
 class SecretKeyRef(Model):
     name: str = Field(min_length=1, description="Secret name, in the run's namespace.")
     key: str = Field(min_length=1, description="Key inside the Secret.")
@@ -76,6 +97,14 @@ class SynthesisSpec(Model):
     max_tokens: int = Field(1000, ge=1, le=32768, description="Token budget of a generation request "
                             "and of a response.")
     random_seed: int = Field(0, ge=0)
+    seed_scope: Literal["request", "global"] = Field(
+        "request",
+        description="request: every sampled request carries its own seed, derived from randomSeed "
+        "(a sample does not depend on its batch, shard count or engine batching: a restarted "
+        "phase reproduces it). global: the engine samples from one generator seeded with "
+        "randomSeed; on GPU vLLM's sampler then skips per-request generators (faster), and a "
+        "sample depends on what shares its batch (docs/gpu-plan.md).",
+    )
     response_prompt: Optional[str] = Field(
         None,
         min_length=1,
@@ -365,8 +394,15 @@ class TrainingSpec(Model):
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     tracking_uri: Optional[str] = Field(
-        None, min_length=1, description="MLflow tracking server (e.g. http://mlflow:5000) for reportTo "
-        "mlflow; default: a SQLite store (mlflow.db) in the train stage's output directory.")
+        None, min_length=1, max_length=URL_MAX_LENGTH, json_schema_extra=url_without_credentials(),
+        description="MLflow tracking server (e.g. http://mlflow:5000) for reportTo "
+        "mlflow; default: a SQLite store (mlflow.db) in the train stage's output directory. No "
+        "credentials in it: see trackingSecretRef.")
+    tracking_secret_ref: Optional["SecretRef"] = Field(
+        None, description="A Secret whose keys become the train stage's environment (envFrom), "
+        "for the tracking server's credentials: MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME "
+        "and MLFLOW_TRACKING_PASSWORD; WANDB_API_KEY. By reference only: the values never appear "
+        "in the run, its Jobs or its status.")
     trainer_args: dict[str, Any] = Field(
         default_factory=dict,
         description="More TrainingArguments of transformers, as given (e.g. optim: adamw_torch_fused, "
@@ -381,6 +417,11 @@ class TrainingSpec(Model):
         "adapter trained over it (the merged model is the full-precision base plus the adapter). "
         "Needs a CUDA GPU (stages.train.gpus > 0) and bitsandbytes in the worker image.",
     )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _tracking_uri(cls, v: Optional[str]) -> Optional[str]:
+        return refuse_url_credentials(v)
 
     @field_validator("trainer_args")
     @classmethod
@@ -398,9 +439,9 @@ JUDGE_API_KEY_ENV = "SHEEPDOG_JUDGE_API_KEY"
 
 class JudgeSpec(Model):
     url: str = Field(
-        min_length=1,
+        min_length=1, max_length=URL_MAX_LENGTH, json_schema_extra=url_without_credentials(),
         description="Base URL of an OpenAI-compatible API (e.g. http://judge:8000/v1); the stage "
-        "POSTs to <url>/chat/completions.",
+        "POSTs to <url>/chat/completions. No credentials in it: see apiKeySecretRef.",
     )
     model: str = Field(min_length=1, description="Model name sent in each request.")
     api_key_secret_ref: Optional[SecretKeyRef] = Field(
@@ -427,6 +468,11 @@ class JudgeSpec(Model):
         "server's Retry-After); any other error fails the stage at once.",
     )
     concurrency: int = Field(4, ge=1, le=256, description="Requests in flight at once.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return refuse_url_credentials(v)
 
 
 MTBENCH_NEEDS_JUDGE = ("evaluation.suites mtbench needs evaluation.judge: an OpenAI-compatible "

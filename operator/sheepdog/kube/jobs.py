@@ -348,6 +348,10 @@ def build_pod_spec(spec: RunSpec, config: StageConfig, job: str, images: ImageDe
     }
     if images.pull_policy:
         container["imagePullPolicy"] = images.pull_policy
+    tracking = spec.training.tracking_secret_ref
+    if stage == "train" and tracking is not None:
+        # the tracking server's credentials, by reference: only the stage that reports gets them
+        container["envFrom"] = [{"secretRef": {"name": tracking.name}}]
     if multinode(spec, stage):
         container["ports"] = [{"name": "rdzv", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
     pod = base_pod_spec(spec, images, container, volumes(spec, images.shm_size.get(stage)))

@@ -25,6 +25,10 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _type_name(typing.get_args(annotation)[0])
+    if annotation is typing.Any:
+        return "any value"
     if origin is typing.Literal:
         return " \\| ".join(str(a) for a in typing.get_args(annotation))
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
@@ -91,7 +95,19 @@ def render() -> str:
     lines += [f"- {r['message']}" for r in rules]
     lines += ["", "| field | type | default | meaning |", "|---|---|---|---|"]
     lines += [f"| `{p}` | {t} | {d} | {m} |" for p, t, d, m in rows(RunSpec)]
+    lines += sweep_section()
     return "\n".join(lines) + "\n"
+
+
+def sweep_section() -> list[str]:
+    """The SelfAlignmentSweep's own fields (its template is the run spec above; docs/sweeps.md)."""
+    from sheepdog.api.sweep_spec import SweepSpec
+
+    lines = ["", "## SelfAlignmentSweep spec (v1alpha1)", "",
+             "`kubectl get sweep`; docs/sweeps.md. `spec.template` is a run spec: every field above.", "",
+             "| field | type | default | meaning |", "|---|---|---|---|"]
+    return lines + [f"| `{p}` | {t} | {d} | {m} |" for p, t, d, m in rows(SweepSpec)
+                    if not p.startswith("spec.template.")]
 
 
 if __name__ == "__main__":

@@ -52,10 +52,9 @@ class SweepAxis(Model):
 class SweepCell(Model):
     name: str = Field(min_length=1, max_length=30, pattern=CELL_NAME,
                       description="The cell's name: its row in the table and part of its child run's name.")
-    settings: dict[str, AnyValue] = Field(
+    settings: dict[str, Any] = Field(
         default_factory=dict,
         description="field path -> value, set into the template (paths as in axes[].field).",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
 
 

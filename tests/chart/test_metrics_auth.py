@@ -15,10 +15,13 @@ import urllib.request
 
 import pytest
 
+import yaml
+
 from tests.chart.e2e import (
     RESTRICTED,
     apply_chart_crds,
     can_i,
+    cluster_helm,
     create_namespace,
     create_token,
     delete_namespace,
@@ -26,6 +29,7 @@ from tests.chart.e2e import (
     run_operator_as,
     unique,
 )
+from tests.chart.helm import CHART
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -121,3 +125,16 @@ def test_install_notes_say_how_metrics_are_served(secured):
     notes = secured["release"].install_output.split("NOTES:", 1)[1]
     assert "over HTTPS" in notes and "sdma-sheepdog-metrics-reader" in notes
     assert f"ServiceAccount {secured['mon']}/prometheus" in notes
+
+
+def test_an_upgrade_keeps_the_generated_certificate(cluster, secured):
+    """The chart generates the CA once: `helm upgrade` finds the Secret (lookup) and keeps it,
+    so the CA Prometheus was given stays valid."""
+    rel = secured["release"]
+    name = f"{rel.name}-sheepdog-metrics-tls"
+    before = cluster.get_json("secret", name, "-n", rel.namespace)["data"]
+    cluster_helm(cluster, "upgrade", rel.name, str(CHART), "--namespace", rel.namespace, "--values", "-",
+                 input=yaml.safe_dump(rel.values))
+    after = cluster.get_json("secret", name, "-n", rel.namespace)["data"]
+    assert after == before
+    assert secured["operator"].scrape(token=create_token(cluster, secured["mon"], "prometheus"))[0] == 200

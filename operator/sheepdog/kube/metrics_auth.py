@@ -191,7 +191,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if authorize is not None:
             decision = authorize(self.headers.get("Authorization"))
             if decision.status != 200:
-                log.info("metrics: %d for %s: %s", decision.status, self.client_address[0], decision.reason)
+                # DEBUG: anything on the network can knock; the caller gets the reason in the body
+                log.debug("metrics: %d for %s: %s", decision.status, self.client_address[0], decision.reason)
                 extra = {"WWW-Authenticate": 'Bearer realm="sheepdog-metrics"'} if decision.status == 401 else {}
                 return self._send(decision.status, f"{decision.reason}\n".encode(), extra)
         from prometheus_client.exposition import choose_encoder

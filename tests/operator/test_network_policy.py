@@ -95,3 +95,22 @@ def test_the_operator_refuses_to_start_on_a_bad_cidr():
     with pytest.raises(SystemExit, match="SHEEPDOG_WORKER_DEFAULTS: egressCIDRs: 'x' is not an IP network"):
         image_defaults(args, {"SHEEPDOG_WORKER_DEFAULTS": '{"networkPolicy": true, "egressCIDRs": ["x"]}'})
     assert egress_cidrs([]) == ()
+
+
+def test_the_export_jobs_pods_are_the_runs_too():
+    """spec.export's Job (kube/export_job.py) is created after the stages, whose objects created
+    the run's policy: its pods carry the run's label, so the policy (and any egress restriction:
+    name the export destination's CIDR) applies to them."""
+    from sheepdog.kube.export_job import build_export_job
+    from tests.operator.test_export_job import RUN as EXPORT_RUN, _start_export
+    from tests.planner.simulate import make_spec as planner_spec
+
+    spec = planner_spec(iterations=1, export={"to": "s3://models/demo"})
+    job = build_export_job(EXPORT_RUN, spec, _start_export(spec).config)
+    meta = EXPORT_RUN["metadata"]
+    policy = build_run_network_policy(meta["name"], meta["namespace"], jobs.LABEL_RUN,
+                                      jobs.owner_reference(meta["name"], meta["uid"]), {})
+    pod = Pod(meta["namespace"], {**job["spec"]["template"]["metadata"]["labels"],
+                                  jobs.JOB_NAME_LABEL: job["metadata"]["name"]})
+    assert selects(policy, pod)
+    assert not ingress_allowed([policy], Pod(meta["namespace"], {"app": "x"}), pod, 8080)

@@ -251,6 +251,9 @@ def run_manifest(name: str, namespace: str, iterations: int = 3, extra_annotatio
             "evaluate": {"gpus": 1},
         },
         "retries": 2,
+        # Off: the tests' runs share one spec, and each expects its own Job per stage; the stage
+        # cache's own tests turn it on (test_stage_cache_cluster.py).
+        "stageCache": False,
     }
     spec.update(spec_overrides)
     return {
@@ -291,6 +294,25 @@ def events_of(cluster, namespace: str, name: str) -> list[dict[str, Any]]:
     items = cluster.get_json("events", "-n", namespace, "--field-selector",
                              f"involvedObject.name={name},involvedObject.kind=SelfAlignmentRun")["items"]
     return sorted(items, key=lambda e: e.get("firstTimestamp") or e.get("eventTime") or "")
+
+
+@pytest.fixture
+def executor_node(cluster, namespace, tmp_path, monkeypatch):
+    """A pod-executor node of this test's own (tests/cluster/pod_executor.py: the pods steered to
+    it run as local processes). Yields (its label, for a stage's nodeSelector with
+    tests.cluster.pod_executor.TOLERATION; the local directory of the claim `sheepdog-data`)."""
+    from tests.cluster.fixture import PodExecutorProcess
+
+    volume = tmp_path / "volumes" / "sheepdog-data"
+    volume.mkdir(parents=True)
+    # the Jobs run `python` from PATH: the venv's (sheepdog_jobs importable, as in the worker image)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    label = {"sheepdog.test/executor": namespace}
+    ex = PodExecutorProcess(cluster, f"ex-{namespace}", volume.parent, labels=label)
+    try:
+        yield label, volume
+    finally:
+        ex.stop()
 
 
 @pytest.fixture

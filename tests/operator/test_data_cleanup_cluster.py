@@ -17,35 +17,16 @@ tolerations, so it runs on the executor too, against the same directory.
 from __future__ import annotations
 
 import json
-import os
-import sys
-from pathlib import Path
 
 import pytest
 
 from sheepdog.planner.data_cleanup_policy import FINALIZER
-from tests.cluster.fixture import PodExecutorProcess
 from tests.cluster.pod_executor import TOLERATION
 from tests.operator.conftest import events_of, get_run, run_manifest, wait_phase
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
 MARKER = ".sheepdog-run.json"
-
-
-@pytest.fixture
-def executor(cluster, namespace, tmp_path, monkeypatch):
-    """A pod-executor node of this test's own; its claim `sheepdog-data` is the runs' volume."""
-    volume = tmp_path / "volumes" / "sheepdog-data"
-    volume.mkdir(parents=True)
-    # the Jobs run `python` from PATH: the venv's (sheepdog_jobs importable, as in the worker image)
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    label = {"sheepdog.test/data-cleanup": namespace}
-    ex = PodExecutorProcess(cluster, f"cleanup-{namespace}", volume.parent, labels=label)
-    try:
-        yield label, volume
-    finally:
-        ex.stop()
 
 
 def manifest(name: str, namespace: str, label: dict, **storage) -> dict:
@@ -71,9 +52,9 @@ def reasons(cluster, namespace: str, name: str) -> dict[str, str]:
     return {e["reason"]: e["message"] for e in events_of(cluster, namespace, name)}
 
 
-def test_a_new_run_refuses_the_directory_of_a_deleted_run_of_its_name(cluster, namespace, storage, executor,
+def test_a_new_run_refuses_the_directory_of_a_deleted_run_of_its_name(cluster, namespace, storage, executor_node,
                                                                       operator_process):
-    label, volume = executor
+    label, volume = executor_node
     name = "reused"
     cluster.apply(manifest(name, namespace, label))
     failed_in_curate(cluster, namespace, name)
@@ -94,9 +75,9 @@ def test_a_new_run_refuses_the_directory_of_a_deleted_run_of_its_name(cluster, n
     assert json.loads((run_dir / MARKER).read_text())["uid"] == first_uid  # untouched
 
 
-def test_delete_data_on_delete_removes_the_directory_before_the_run_goes(cluster, namespace, storage, executor,
+def test_delete_data_on_delete_removes_the_directory_before_the_run_goes(cluster, namespace, storage, executor_node,
                                                                          operator_process):
-    label, volume = executor
+    label, volume = executor_node
     name = "tidy"
     cluster.apply(manifest(name, namespace, label, deleteDataOnDelete=True))
     cluster.wait_for("the finalizer", lambda: FINALIZER in (
@@ -122,8 +103,8 @@ def test_delete_data_on_delete_removes_the_directory_before_the_run_goes(cluster
 
 
 def test_a_cleanup_that_cannot_delete_lets_the_run_go_and_says_the_data_stays(cluster, namespace, storage,
-                                                                              executor, operator_process):
-    label, volume = executor
+                                                                              executor_node, operator_process):
+    label, volume = executor_node
     name = "contested"
     cluster.apply(manifest(name, namespace, label, deleteDataOnDelete=True))
     failed_in_curate(cluster, namespace, name)

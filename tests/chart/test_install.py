@@ -279,6 +279,12 @@ UNREACHED = {
         "sheepdog.kube.client:Kube.suspend_job", '"PATCH"', "spec.suspend of a run with a running Job"),
     Permission("create", "", "services"): (
         "sheepdog.kube.client:Kube.create", "/services", "a multi-node train's rendezvous Service"),
+    # The audited runs have no queueName (no Kueue in the chart tests); tests/operator/test_kueue.py
+    # suspends a queued Job through its Workload on a real Kueue.
+    Permission("list", "kueue.x-k8s.io", "workloads"): (
+        "sheepdog.kube.client:Kube.list_job_workloads", "/workloads", "suspending a Job Kueue admitted"),
+    Permission("patch", "kueue.x-k8s.io", "workloads"): (
+        "sheepdog.kube.client:Kube.set_workload_active", '"PATCH"', "suspending a Job Kueue admitted"),
     # The audited runs' kwok pods have no kubelet to serve logs, and their train may end
     # between two resyncs; tests/operator/test_train_progress_pod.py reads a real pod's log.
     Permission("get", "", "pods/log"): (

@@ -5,6 +5,8 @@ Fixtures:
              .control_plane (for stop/start/restart of single components)
   namespace  (function) a fresh namespace, deleted after the test
   module_namespace  (module) the same, shared by a module's tests that leave nothing behind
+  kueue      (session) Kueue's controller with its CRDs and webhooks (tests/cluster/kueue.py),
+             started by the first test that asks for it: built and run only for those tests
 
 Binaries come from tests/cluster/build (built when missing; SHEEPDOG_CLUSTER_BUILD=0 fails
 instead). SHEEPDOG_CLUSTER_NODES sets the number of fake GPU nodes (default 2). When a test that
@@ -243,6 +245,23 @@ def pod_executor(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory):
         yield ex
     finally:
         ex.stop()
+
+
+@pytest.fixture(scope="session")
+def kueue(cluster: Cluster):
+    """A running tests.cluster.kueue.KueueController; queues with `.create_queues(namespace, ...)`."""
+    from tests.cluster.kueue import KueueController
+
+    controller = KueueController(cluster)
+    try:
+        controller.start()
+    except Exception as e:
+        controller.stop()
+        pytest.fail(f"Kueue failed to start: {e}\n{controller.log_tail()}", pytrace=False)
+    try:
+        yield controller
+    finally:
+        controller.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -89,3 +89,16 @@ def test_the_real_node_binaries_follow_their_own_stamps(cache):
 def test_the_c_programs_are_built_again_when_their_sources_change(cache):
     (bin_dir(cache) / "node" / ".sources.sha256").write_text("0" * 64 + "\n")
     assert build(cache, "--plan") == ["node/sheepdog-pause", "node/sheepdog-probe"]
+
+
+def test_kueue_is_built_only_when_asked_for_and_follows_its_stamp_and_version(cache):
+    assert build(cache, "--plan") == []  # the default build leaves Kueue out
+    assert build(cache, "--plan", "--only", "kueue") == ["kueue"]
+    b = bin_dir(cache)
+    (b / "kueue").write_text("#!/bin/sh\n")
+    (b / "kueue").chmod(0o755)
+    shutil.copy(GOMOD / "kueue" / "go.sum", b / ".kueue.go.sum")
+    (b / ".kueue.version").write_text("v0.17.0\n")
+    assert build(cache, "--plan", "--only", "kueue") == []
+    (b / ".kueue.version").write_text("v0.16.0\n")
+    assert build(cache, "--plan", "--only", "kueue") == ["kueue"]

@@ -155,7 +155,8 @@ def assert_stuck(setup, name: str, reason: str, *texts: str) -> dict:
     assert len(row) == 1 and f" {reason} " in f"{row[0]} ", row
     warnings = cluster.wait_for(f"{reason} Event of {name}", lambda: [
         e for e in events_of(cluster, ns, name) if e["reason"] == reason and e["type"] == "Warning"], timeout=TIMEOUT)
-    assert "synthesize stuck" in warnings[0]["message"] and reason in warnings[0]["message"], warnings[0]
+    state = "queued" if reason == "NotAdmitted" else "stuck"  # a Job in Kueue's queue waits its turn
+    assert f"synthesize {state}" in warnings[0]["message"] and reason in warnings[0]["message"], warnings[0]
     assert texts[0] in warnings[0]["message"], warnings[0]  # Kubernetes' own words
     s = cluster.wait_for("the stuck metrics", lambda: (lambda s: s if metric(
         s, "sheepdog_run_stuck_since_timestamp_seconds", namespace=ns, run=name, reason=reason) else None)(

@@ -143,3 +143,26 @@ def test_job_change_leaves_a_queued_job_to_its_queue():
     assert job_change(make_spec(suspend=True), running(1, "train", queued=True)) == SuspendStage(1, "train", True)
     assert job_change(spec, running(1, "train")) is None
     assert job_change(make_spec(suspend=True), StageObservation(1, "train", "succeeded")) is None
+
+
+def test_a_queued_job_is_resumed_once_when_its_run_is_resumed():
+    """A queued Job suspended for the run (through its Kueue Workload) is resumed in the
+    reconcile that lifts the suspend, and only then: later it waits for Kueue's admission."""
+    spec = make_spec()
+    assert job_change(spec, running(1, "train", suspended=True, queued=True), lifting=True) == \
+        SuspendStage(1, "train", False)
+    p0, it, stage = first_stage(spec)
+    suspend = make_spec(suspend=True)
+    s1 = plan(RUN, suspend, p0.status, [running(it, stage, queued=True)], LAYOUT, t(1), 1)
+    assert s1.job_changes == (SuspendStage(it, stage, True),)
+    s2 = plan(RUN, suspend, s1.status, [running(it, stage, suspended=True, queued=True)], LAYOUT, t(2), 1)
+    assert (s2.status.phase, s2.job_changes) == ("Suspended", ())
+    r = plan(RUN, spec, s2.status, [running(it, stage, suspended=True, queued=True)], LAYOUT, t(3), 1)
+    assert r.job_changes == (SuspendStage(it, stage, False),) and r.status.phase == "Running"
+    # the next reconcile: back in Kueue's queue, nothing more to do
+    later = [running(it, stage, "NotAdmitted", "Job j is suspended until Kueue admits it", t(3),
+                     suspended=True, queued=True)]
+    again = plan(RUN, spec, r.status, later, LAYOUT, t(4), 1)
+    assert again.job_changes == () and (again.status.phase, again.status.reason) == ("Running", "NotAdmitted")
+    # waiting in Kueue's queue reads as queued, not stuck
+    assert f"{stage} queued: NotAdmitted: Job j is suspended" in again.status.message, again.status.message

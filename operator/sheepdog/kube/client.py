@@ -53,6 +53,8 @@ class KubeApi(Protocol):
     def list_pod_events(self, namespace: str, pod: str) -> list[Obj]: ...
     def get_job(self, namespace: str, name: str) -> Optional[Obj]: ...
     def suspend_job(self, namespace: str, name: str, suspend: bool) -> None: ...
+    def list_job_workloads(self, namespace: str, job_uid: str) -> Optional[list[Obj]]: ...
+    def set_workload_active(self, namespace: str, name: str, active: bool) -> None: ...
     def delete_job(self, namespace: str, name: str, uid: Optional[str] = None) -> bool: ...
     def delete_run(self, namespace: str, name: str, uid: str) -> bool: ...
     def get_lease(self, namespace: str, name: str) -> Optional[Obj]: ...
@@ -206,6 +208,23 @@ class Kube:
         """Job.spec.suspend: true deletes its pods (not counted as failures), false resumes it."""
         self.request("PATCH", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
                      body={"spec": {"suspend": suspend}}, content_type="application/merge-patch+json")
+
+    # Kueue's Workloads (kueue_workloads.py: how a queued Job is suspended) --------------------
+
+    def list_job_workloads(self, namespace: str, job_uid: str) -> Optional[list[Obj]]:
+        """The Workloads Kueue made for the Job of uid `job_uid`; None when Kueue is not installed."""
+        try:
+            out = self.request("GET", f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/workloads",
+                               query=[("labelSelector", f"kueue.x-k8s.io/job-uid={job_uid}")])
+        except NotFound:
+            return None
+        return list(out.get("items") or [])
+
+    def set_workload_active(self, namespace: str, name: str, active: bool) -> None:
+        """Workload.spec.active: false evicts the Workload and keeps it out of the queue (Kueue
+        suspends its Job), true queues it again."""
+        self.request("PATCH", f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/workloads/{name}",
+                     body={"spec": {"active": active}}, content_type="application/merge-patch+json")
 
     # leases (leader election) --------------------------------------------------------------
 

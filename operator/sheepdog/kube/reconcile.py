@@ -57,7 +57,7 @@ from pydantic import ValidationError
 from sheepdog.api.spec import RunSpec
 from sheepdog.api.status import PendingEvent, RunStatus
 from sheepdog.kube import observe as obs
-from sheepdog.kube import crash_hooks, data_cleanup, job_cleanup, run_ttl, stuck
+from sheepdog.kube import crash_hooks, data_cleanup, job_cleanup, kueue_workloads, run_ttl, stuck
 from sheepdog.kube.train_progress import TrainProgressReader, pod_log_reader
 from sheepdog.kube.cache import WatchCache, missing, plain, pods_behind
 from sheepdog.kube.client import Conflict, KubeApi, error_status
@@ -445,7 +445,7 @@ class Reconciler:
             result.recheck_after = delay
         for change in p.job_changes:
             job = stage_name(name, change.iteration, change.stage, change.retry)
-            self.kube.suspend_job(ns, job, change.suspend)
+            kueue_workloads.set_suspended(self.kube, ns, job, change.suspend, self.cache.jobs(ns, name))
             result.changed.append(f"{job}:{'suspend' if change.suspend else 'resume'}")
             log.info("%s/%s: %s Job %s", ns, name, "suspended" if change.suspend else "resumed", job)
         return p

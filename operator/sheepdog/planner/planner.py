@@ -308,7 +308,7 @@ def _running(
 ) -> _Decision:
     """The frontier stage's execution exists and has not finished."""
     frontier, stage = obs.iteration, obs.stage
-    change = suspend_policy.job_change(spec, obs)
+    change = suspend_policy.job_change(spec, obs, suspend_policy.resuming(previous, spec))
     changes = [change] if change is not None else []
     if stuck_policy.timed_out(spec, obs, stamp):
         detail = stuck_policy.timeout_message(spec, obs)

@@ -92,7 +92,9 @@ def timed_out(spec: RunSpec, obs: StageObservation, now: str) -> bool:
 
 
 def stuck_message(where: str, obs: StageObservation) -> str:
-    return f"{where} stuck: {obs.stuck_reason}: {obs.stuck_message}"
+    # A Job in Kueue's queue waits its turn, as a queue is meant to: "queued", not "stuck".
+    state = "queued" if obs.stuck_reason == Reason.NOT_ADMITTED else "stuck"
+    return f"{where} {state}: {obs.stuck_reason}: {obs.stuck_message}"
 
 
 def timeout_message(spec: RunSpec, obs: StageObservation) -> str:

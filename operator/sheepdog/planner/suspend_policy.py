@@ -4,8 +4,10 @@ In a cluster the running stage's Job is suspended (Job.spec.suspend: its pods ar
 GPUs freed; the Job controller does not count them as failures) and the run is Suspended; on
 resume the Job is unsuspended and its new pods go on from the stage's checkpoints (work since
 the last checkpoint is redone). A Job that Kueue admits (queued) is never unsuspended by the
-operator: it goes back to Kueue's queue. The run shows Running / Suspending until the Job is
-seen suspended. A local executor cannot suspend a process: there the running stage finishes
+operator: the executor suspends it through its Kueue Workload (spec.active false, which Kueue
+does not undo; sheepdog.kube.kueue_workloads), and the resume puts the Workload back in Kueue's
+queue (spec.active true), once, in the reconcile that lifts the suspend; Kueue unsuspends the
+Job when it admits it again. The run shows Running / Suspending until the Job is seen suspended. A local executor cannot suspend a process: there the running stage finishes
 (Running / Suspending), then the run is Suspended.
 """
 
@@ -40,14 +42,16 @@ def suspended_message(next_step: Optional[tuple[int, str]]) -> str:
     return f"suspended before iteration {iteration} {stage}"
 
 
-def job_change(spec: RunSpec, obs: StageObservation) -> Optional[SuspendStage]:
+def job_change(spec: RunSpec, obs: StageObservation, lifting: bool = False) -> Optional[SuspendStage]:
     """Suspend the running execution while spec.suspend; resume one that is suspended once
-    it is lifted (unless a queue admits it). None: nothing to change."""
+    it is lifted. A queued execution (Kueue) is resumed only when `lifting` (the reconcile that
+    lifts the run's suspend, `resuming`): otherwise its suspension is Kueue's, waiting for
+    admission. None: nothing to change."""
     if obs.state != "running":
         return None
     if spec.suspend and not obs.suspended:
         return SuspendStage(obs.iteration, obs.stage, True, obs.retry)
-    if not spec.suspend and obs.suspended and not obs.queued:
+    if not spec.suspend and obs.suspended and (lifting or not obs.queued):
         return SuspendStage(obs.iteration, obs.stage, False, obs.retry)
     return None
 

@@ -210,3 +210,26 @@ def test_plan_leaves_another_runs_entry_in_its_own_directory_to_the_stage():
     entries = producer_entries(spec, [(1, "synthesize")], run_dir=LAYOUT.run_dir)
     p = plan(RUN, spec, None, [], LAYOUT, NOW, cache=StageCache("uid-b", INPUTS, entries, run_dir=LAYOUT.run_dir))
     assert p.actions[0].stage == "synthesize" and p.actions[0].config.reuse_links == {}
+
+
+def test_carry_keys_keeps_what_the_first_plan_decided():
+    """A plan made again once the new Job is observed (the operator's _as_started) keeps the
+    first plan's reuse and keys."""
+    from sheepdog.planner.stage_cache_policy import carry_keys
+
+    spec = make_spec(iterations=1, filter={"threshold": 8})
+    other = make_spec(iterations=1, filter={"threshold": 5})
+    cache = StageCache("uid-b", INPUTS, producer_entries(other, [(1, "synthesize")]))
+    waited = plan(RUN, spec, None, [], LAYOUT, NOW,
+                  cache=StageCache("uid-b", INPUTS, {k: CacheEntry(**{**e.__dict__, "state": "running"})
+                                                       for k, e in cache.entries.items()}))
+    first = plan(RUN, spec, waited.status, [], LAYOUT, NOW, cache=cache)
+    assert first.actions[0].stage == "curate"
+    running = [StageObservation(1, "curate", "running", started_at=NOW)]
+    again = plan(RUN, spec, waited.status, running, LAYOUT, NOW, cache=cache)
+    assert again.status.record(1).stages["synthesize"].phase == "Pending"  # what the fix is for
+    fixed = carry_keys(first.status, again.status).record(1)
+    assert fixed.stages["synthesize"].reused_from == "ns/a/iteration-1/synthesize"
+    assert fixed.stages["synthesize"].phase == "Succeeded" and fixed.generated == 100
+    assert fixed.stages["curate"].cache_key == first.status.record(1).stages["curate"].cache_key
+    assert fixed.stages["curate"].phase == "Running"

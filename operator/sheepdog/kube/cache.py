@@ -256,6 +256,11 @@ class WatchCache:
         with self._lock:
             return self._runs.objects.get((namespace, name))
 
+    def runs_in(self, namespace: str) -> list[Obj]:
+        """Every cached run of the namespace (the stage cache's index: kube/stage_cache.py)."""
+        with self._lock:
+            return [run for (ns, _), run in self._runs.objects.items() if ns == namespace]
+
     def jobs(self, namespace: str, run: str) -> list[Obj]:
         """The Jobs labelled sheepdog.dev/run=<run> (ownership is the reader's check)."""
         with self._lock:

@@ -57,7 +57,7 @@ from pydantic import ValidationError
 from sheepdog.api.spec import RunSpec
 from sheepdog.api.status import PendingEvent, RunStatus
 from sheepdog.kube import observe as obs
-from sheepdog.kube import crash_hooks, data_cleanup, job_cleanup, kueue_workloads, run_ttl, stuck
+from sheepdog.kube import crash_hooks, data_cleanup, job_cleanup, kueue_workloads, run_ttl, stage_cache, stuck
 from sheepdog.kube.train_progress import TrainProgressReader, pod_log_reader
 from sheepdog.kube.cache import WatchCache, missing, plain, pods_behind
 from sheepdog.kube.client import Conflict, KubeApi, error_status
@@ -108,6 +108,7 @@ class Result:
     changed: list[str] = field(default_factory=list)  # Jobs suspended ("name:suspend") or resumed
     recheck_after: Optional[float] = None  # reconcile again after this many seconds
     prebuilt: dict[str, list] = field(default_factory=dict)  # Job name -> objects the pre-flight built
+    cache_view: Any = None  # the stage cache's entries this reconcile planned with (stage_cache.py)
 
 
 @dataclass
@@ -126,6 +127,7 @@ class Options:
     # expired, so it is not posted again (the "never twice" window).
     event_ttl: float = EVENT_TTL
     test_exit_after_status_write: str = ""  # test-only crash point (crash_hooks.py)
+    stage_cache: bool = False  # the stage cache (kube/stage_cache.py); the operator turns it on
 
 
 def _without_events(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -181,6 +183,7 @@ class Reconciler:
         self.train_progress = TrainProgressReader(pod_log_reader(kube), self.options.progress_interval)
         # the Events of a pod that stays ContainerCreating (why it cannot mount its volumes)
         self.pod_events = PodEventsReader(kube.list_pod_events, 0.9 * self.options.progress_interval)
+        self.stage_cache = stage_cache.for_reconciler(self.cache) if self.options.stage_cache else None
 
     def _written(self, run: Mapping[str, Any], response: Any) -> None:
         meta = run["metadata"]
@@ -330,9 +333,10 @@ class Reconciler:
         observed = self.train_progress.observe(namespace, name, obs.observe(jobs, old_raw, pods, events, now), now)
 
         layout = kube_layout(name, spec)
+        view = self.stage_cache.view(run, spec, layout) if self.stage_cache else None
         p = plan(name, spec, old_status.model_copy(deep=True), observed, layout, now, generation=generation,
-                 retry=retry_token(run))
-        result = Result(done=p.done, prebuilt=pre.built if pre is not None else {})
+                 retry=retry_token(run), cache=view)
+        result = Result(done=p.done, prebuilt=pre.built if pre is not None else {}, cache_view=view)
         known = {(o.iteration, o.stage) for o in observed if o.stuck_reason}
         if any(stuck.recheck_events(j, obs.job_identity(j) in known) for j in jobs):
             # no pod and no FailedCreate yet: the Job controller's Event may still follow, and
@@ -343,7 +347,8 @@ class Reconciler:
         p = self._act(run, spec, p, observed, old_status, layout, now, generation, result)
         if p.actions and {a.name for a in p.actions} <= {*result.created, *result.existing}:
             p = self._as_started(namespace, name, uid, spec, p, old_status, old_raw, pods, events, layout, now,
-                                 generation, retry_token(run))
+                                 generation, retry_token(run), result.cache_view)
+        result.recheck_after = stage_cache.recheck_after(p.status, result.recheck_after)
 
         # 6. write status once (a passed pre-flight recorded in it); 7. then its events
         if pre is not None and pre.passed:
@@ -425,6 +430,12 @@ class Reconciler:
                                          now, old_status)
                 result.recheck_after = OLD_PODS_RECHECK
                 continue
+            if self.stage_cache and not self.stage_cache.claim(run, spec, layout, action, p.status):
+                # another run claimed the same stage first: planned again, this run waits for it
+                result.cache_view, result.recheck_after = self.stage_cache.view(run, spec, layout), 1.0
+                p = plan(name, spec, old_status.model_copy(deep=True), observed, layout, now, generation=generation,
+                         retry=retry_token(run), cache=result.cache_view)
+                continue
             err = self._start(run, spec, action, observed, result)
             if err is None:
                 self._create_failures.pop((ns, name), None)
@@ -434,7 +445,7 @@ class Reconciler:
                 log.warning("%s/%s: %s (permanent: the run fails)", ns, name, message)
                 failed = creation_policy.rejected(action.iteration, action.stage, err, action.name)
                 p = plan(name, spec, old_status.model_copy(deep=True), [*observed, failed], layout, now,
-                         generation=generation, retry=retry_token(run))
+                         generation=generation, retry=retry_token(run), cache=result.cache_view)
                 result.done = p.done
                 return p
             n = self._create_failures[(ns, name)] = self._create_failures.get((ns, name), 0) + 1
@@ -452,7 +463,7 @@ class Reconciler:
 
     def _as_started(self, namespace: str, name: str, uid: str, spec: RunSpec, p: Plan, old_status: RunStatus,
                     old_raw: Mapping[str, Any], pods: list, events: Mapping[str, Any], layout: Any,
-                    now: str, generation: Optional[int], retry: Optional[str]) -> Plan:
+                    now: str, generation: Optional[int], retry: Optional[str], cache: Any = None) -> Plan:
         """The plan again, with the Jobs just created observed: their stages are written as
         running now, so the Jobs' first status updates change nothing and a transition costs one
         status write, not two (bench/load.py, docs/benchmarks.md). The first plan's events stay
@@ -462,10 +473,11 @@ class Reconciler:
         jobs = [j for j in self.cache.jobs(namespace, name) if _owned_by(j, uid)]
         observed = obs.observe(jobs, old_raw, pods, events, now)
         again = plan(name, spec, old_status.model_copy(deep=True), observed, layout, now, generation=generation,
-                     retry=retry)
+                     retry=retry, cache=cache)
         if again.actions or again.done or again.job_changes:
             return p
-        return replace(again, events=(*p.events, *(e for e in again.events if e not in p.events)))
+        return replace(again, status=stage_cache.carry_keys(p.status, again.status),
+                       events=(*p.events, *(e for e in again.events if e not in p.events)))
 
     def _old_pods(self, namespace: str, old_status: RunStatus, action: Any) -> Optional[str]:
         """Why a Job deleted by hand cannot be created again yet (its pods still run), or None.

@@ -97,6 +97,16 @@ def figures_of(record: IterationRecord, stage: str) -> dict[str, Any]:
     return out
 
 
+def copy_figures(source: IterationRecord, target: IterationRecord, stage: str) -> None:
+    """The figures `stage` put into `source`, into `target` (the same iteration planned twice)."""
+    for _, attr, _ in _FIGURES.get(stage, ()):
+        setattr(target, attr, getattr(source, attr))
+    if stage == "evaluate":
+        target.evaluation = source.evaluation
+    if stage == "train":
+        target.model = source.model
+
+
 def apply_summary(record: IterationRecord, stage: str, summary: Optional[dict[str, Any]], layout: Layout) -> None:
     """Copy the figures of a succeeded stage into its iteration's record."""
     if stage == "train":

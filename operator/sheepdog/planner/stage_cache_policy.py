@@ -32,7 +32,7 @@ from sheepdog.api.status import IterationRecord, RunStatus, StageRecord
 from sheepdog.planner.actions import Event
 from sheepdog.planner.lineage_policy import data_size
 from sheepdog.planner.reasons import Reason
-from sheepdog.planner.records import apply_summary, describe_summary, figures_of, stage_summary
+from sheepdog.planner.records import apply_summary, copy_figures, describe_summary, figures_of, stage_summary
 from sheepdog.stage_config import Layout
 
 CACHED_STAGES = ("synthesize", "curate", "train", "evaluate")
@@ -308,3 +308,23 @@ def publishable(spec: RunSpec, stage: str) -> bool:
     if getattr(spec.storage, "delete_data_on_delete", False):
         return False
     return stage != "train" or spec.storage.keep_models == "all"
+
+
+def carry_keys(planned: RunStatus, again: RunStatus) -> RunStatus:
+    """`again` (a plan made once the Jobs just created were observed: kube/reconcile.py
+    _as_started) with what `planned` decided about the cache: the keys of the stages it
+    started (an observed execution's record is rebuilt from its Job, which does not carry its
+    key) and the stages it reused (`again` walks on from the new Job and never looks back at
+    them)."""
+    for record in again.iterations:
+        before = planned.record(record.iteration)
+        if before is None:
+            continue
+        for stage, had in before.stages.items():
+            rec = record.stages.get(stage)
+            if had.reused_from is not None and (rec is None or rec.reused_from is None):
+                record.stages[stage] = had.model_copy(deep=True)
+                copy_figures(before, record, stage)
+            elif rec is not None and rec.cache_key is None and had.cache_key is not None:
+                rec.cache_key = had.cache_key
+    return again

@@ -197,13 +197,25 @@ def test_prepare_model_returns_at_once_for_a_complete_dir(tmp_path, run_cli):
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"model": str(out), "cached": True, "seconds": 0.0}
 
 
-def test_unmerged_adapter_as_generator_is_refused(workdir, make_config, run_cli, tmp_path):
+def test_adapter_over_an_adapter_as_generator_is_refused(workdir, make_config, run_cli, tmp_path):
+    """An unmerged adapter is served as its base + the adapter (engines/adapters.py); one whose
+    base is itself an adapter (one_last with merge: false) cannot be, and says so before any load."""
+    seeds = write_seeds(workdir / "seeds.jsonl", [GOOD_SEED])
+    first, second = tmp_path / "adapter-1", tmp_path / "adapter-2"
+    for d, base in ((first, str(tmp_path / "base")), (second, str(first))):
+        d.mkdir()
+        (d / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base, "r": 8}))
+    proc, summary = run_cli(make_config(workdir, "synthesize", model=str(second), seed_file=seeds))
+    assert_clean_failure(proc, summary, workdir, "generatorModel", "adapter over another adapter", "merge: true")
+
+
+def test_unmerged_adapter_with_a_missing_base_is_refused(workdir, make_config, run_cli, tmp_path):
     seeds = write_seeds(workdir / "seeds.jsonl", [GOOD_SEED])
     adapter = tmp_path / "adapter-only"
     adapter.mkdir()
-    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tmp_path / "gone")}))
     proc, summary = run_cli(make_config(workdir, "synthesize", model=str(adapter), seed_file=seeds))
-    assert_clean_failure(proc, summary, workdir, "generatorModel", "unmerged LoRA adapter", "merge: true")
+    assert_clean_failure(proc, summary, workdir, "generatorModel", "the base its adapter", "does not exist")
 
 
 def test_curate_of_a_sharded_synthesize_reads_its_one_set_of_files(workdir, make_config, run_cli):

@@ -174,9 +174,13 @@ class FakeEngine(Engine):
             body = "".join(f"{' ' if i == 0 else f'{n + i}. Instruction: '}{t}\n{n + i}. Input:\n<noinput>\n"
                            f"{n + i}. Output:\nok\n###\n" for i, t in enumerate(items))
             outs.append(Completion(body, "stop", 50))
+        # counted as the real engines count (a word a token here)
+        self.prompt_tokens += sum(len(p.split()) for p in prompts)
+        self.generated_tokens += sum(o.num_tokens for o in outs)
         return outs
 
     def score_digits(self, prompts):
+        self.prompt_tokens += sum(len(p.split()) for p in prompts)
         out = []
         for p in prompts:
             h = hashlib.sha256(p.encode()).digest()
@@ -310,3 +314,66 @@ def test_bad_plan_is_refused(tmp_path, make_config, fake):
     s.plan_path().write_text('{"block": 0, "chunk": 3}\n')
     with pytest.raises(StageError, match="not a valid plan"):
         s.plan()
+
+
+# ---- keeping the engine fed (engine_feed.py) ---------------------------------------------------
+class QueueingFake(FakeEngine):
+    """submit() queues a unit, collect() answers it, as vLLM's continuous batching does; the
+    events show whether the next unit was queued before the current one was collected."""
+
+    def __init__(self):
+        super().__init__()
+        self.events = []
+        self.cancelled = 0
+
+    def submit(self, prompts, **sampling):
+        self.events.append("submit")
+        return (list(prompts), sampling)
+
+    def collect(self, handle):
+        self.events.append("collect")
+        return super().collect(handle)
+
+    def cancel(self, handle):
+        self.cancelled += 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_fed_engine_writes_the_same_bytes(tmp_path, make_config, fake, monkeypatch, workers):
+    run_workers([stage(make_config, tmp_path / "ref", fake)])  # one unit at a time (depth 1)
+    ref = files(tmp_path / "ref" / "i1" / "synthesize")
+    fed = []
+
+    def create(name, model, template, **kw):
+        fed.append(QueueingFake())
+        return fed[-1]
+
+    monkeypatch.setattr(syn, "create_engine", create)
+    monkeypatch.setattr(syn.Synthesis, "feed_depth", lambda self: 2)
+    work = tmp_path / "fed"
+    shards = [{"index": i, "count": workers} for i in range(workers)] if workers > 1 else [None]
+    summaries = run_workers([stage(make_config, work, fake, s) for s in shards])
+    assert files(work / "i1" / "synthesize") == ref
+    assert sum(s["generated"] for s in summaries) == 14
+    # the next unit went into the engine before the one before it was collected
+    events = [e for engine in fed for e in engine.events]
+    assert any(a == b == "submit" for a, b in zip(events, events[1:])), events
+    assert events.count("submit") == events.count("collect") + sum(e.cancelled for e in fed)
+    # a block queued when the kept instructions reached dataSize is cancelled, its claim released
+    claims = list((work / "i1" / "synthesize" / "claims").rglob("a-*"))
+    blocks = list((work / "i1" / "synthesize" / "blocks").rglob("a-*.jsonl"))
+    assert len(claims) == len(blocks), (claims, blocks)
+
+
+def test_tokens_per_phase_are_in_the_summary_and_the_phase_manifests(tmp_path, make_config, fake):
+    [summary] = run_workers([stage(make_config, tmp_path / "k1", fake)])
+    out = tmp_path / "k1" / "i1" / "synthesize"
+    for phase in syn.PHASES:
+        counts = storage.read_manifest(out, syn.phase_manifest(phase))["counts"]
+        assert counts["promptTokens"] == summary["tokens"][phase]["prompt"]
+        assert counts["generatedTokens"] == summary["tokens"][phase]["generated"]
+    # the fake engine reports 50 tokens an instruction request, 3 a response; judging generates none
+    assert summary["tokens"]["instructions"]["generated"] == 50 * summary["requests"]
+    assert summary["tokens"]["responses"]["generated"] == 3 * summary["generated"]
+    assert summary["tokens"]["assessments"]["generated"] == 0
+    assert all(summary["tokens"][p]["prompt"] > 0 for p in syn.PHASES)

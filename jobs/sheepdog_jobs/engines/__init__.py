@@ -60,11 +60,26 @@ def resolve_engine(name: str) -> str:
 
 
 def create_engine(name: str, model: str, chat_template: str = "none", **kwargs) -> Engine:
+    """The engine serving ``model``: a whole model, or an unmerged LoRA adapter
+    (training.merge: false) served as its base + the adapter (engines/adapters.py)."""
+    from sheepdog_jobs.engines import adapters
+
+    request_seeds = kwargs.pop("request_seeds", True)
+    engine = _create(name, model, chat_template, **kwargs)
+    engine.request_seeds = request_seeds
+    return engine
+
+
+def _create(name: str, model: str, chat_template: str, **kwargs) -> Engine:
+    from sheepdog_jobs.engines import adapters
+
     name = resolve_engine(name)
+    served = adapters.resolve(model)
+    model = served.base
     if name == "vllm":
         from sheepdog_jobs.engines.vllm_engine import VllmEngine
 
-        return VllmEngine(model, chat_template, **kwargs)
+        return VllmEngine(model, chat_template, adapter=served.adapter, adapter_rank=served.rank, **kwargs)
     from sheepdog_jobs.engines.hf import TransformersEngine
 
     if kwargs.pop("engine_args", None):
@@ -73,4 +88,4 @@ def create_engine(name: str, model: str, chat_template: str = "none", **kwargs) 
             "engineArgs are vLLM's; the transformers engine runs without them")
     kwargs.pop("seed", None)
     kwargs.pop("tensor_parallel", None)
-    return TransformersEngine(model, chat_template, **kwargs)
+    return TransformersEngine(model, chat_template, adapter=served.adapter, **kwargs)

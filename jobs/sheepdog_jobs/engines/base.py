@@ -30,8 +30,12 @@ class Engine(abc.ABC):
         self.loads = 0  # model loads so far (the summary's modelLoads)
         self.load_seconds = 0.0
         self.generated_tokens = 0
+        # Prompt tokens the engine processed (prefill): generate's prompts, score_digits' and
+        # perplexity's inputs; with generated_tokens, what a phase costs (synthesize's manifests).
+        self.prompt_tokens = 0
         self.generate_seconds = 0.0
         self.format: Optional[PromptFormat] = None
+        self.adapter: Optional[str] = None  # a LoRA adapter served over the base (adapters.py)
 
     @abc.abstractmethod
     def generate(self, prompts: Sequence[str], *, temperature: float, top_p: float,
@@ -40,6 +44,22 @@ class Engine(abc.ABC):
         so a prompt's sample does not depend on what else is in the batch. ``stop``: strings
         that end a completion as soon as one is generated; the text before it is returned
         (the stop string itself is not) with finish_reason "stop", as vLLM does."""
+
+    # Keeping the engine fed (engine_feed.py): submit() queues a unit's prompts, collect()
+    # returns their completions. An engine that batches continuously (vLLM) runs the requests of
+    # every submitted unit together, so the next unit's requests fill the slots the draining one
+    # frees; this default runs the call at collect(), one unit after the other.
+    request_seeds: bool = True  # False: one global sampling seed (synthesis.seedScope: global)
+
+    def submit(self, prompts: Sequence[str], **sampling):
+        return (list(prompts), sampling)
+
+    def collect(self, handle) -> list[Completion]:
+        prompts, sampling = handle
+        return self.generate(prompts, **sampling)
+
+    def cancel(self, handle) -> None:
+        """Drop a submitted unit no one will collect (nothing ran for it here)."""
 
     def score_digits(self, prompts: Sequence[str]) -> list[dict[str, float]]:
         """log P(score = k) for k = "1".."10" as the next thing after each prompt.
@@ -53,6 +73,7 @@ class Engine(abc.ABC):
             plan = fmt.digit_plan(rendered)
             ids = fmt.encode_rendered(rendered) + list(plan.sep)
             jobs.append((ids, plan))
+        self.prompt_tokens += sum(len(ids) for ids, _ in jobs)
         raw = self._digit_logprobs(jobs)
         return [combine_digit_logprobs(first, plan.ten[0], ten_lp)
                 for (ids, plan), (first, ten_lp) in zip(jobs, raw)]

@@ -27,10 +27,12 @@ class TransformersEngine(Engine):
     name = "transformers"
 
     def __init__(self, model: str, chat_template: str = "none", *, batch_size: int = 8,
-                 dtype: str = "auto", model_obj=None, tokenizer=None):
+                 dtype: str = "auto", model_obj=None, tokenizer=None, adapter: str | None = None):
         super().__init__()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.adapter = adapter
 
         self.torch = torch
         started = time.monotonic()
@@ -38,6 +40,13 @@ class TransformersEngine(Engine):
         if model_obj is None:
             torch_dtype = torch.float32 if dtype == "auto" and not torch.cuda.is_available() else "auto"
             model_obj = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
+            if adapter is not None:
+                # training.merge: false: peft applies the adapter to the base. Folded into the
+                # weights in memory (nothing is written): the same outputs as the unmerged
+                # layers without their extra matmuls in every decode step.
+                from peft import PeftModel
+
+                model_obj = PeftModel.from_pretrained(model_obj, adapter).merge_and_unload()
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
             model_obj.to(self.device)
             self.loads += 1
@@ -84,6 +93,7 @@ class TransformersEngine(Engine):
         torch = self.torch
         seeds = seeds_for(seed, len(prompts))
         encoded = [self.format.encode(p) for p in prompts]
+        self.prompt_tokens += sum(len(e) for e in encoded)
         # Longest first: similar lengths share a batch (less padding), and memory peaks early.
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         results: list[Completion | None] = [None] * len(prompts)
@@ -101,7 +111,10 @@ class TransformersEngine(Engine):
         torch = self.torch
         from transformers import DynamicCache
 
-        gens = [torch.Generator(device="cpu").manual_seed(int(s) & 0xFFFF_FFFF_FFFF) for s in seeds]
+        if self.request_seeds:
+            gens = [torch.Generator(device="cpu").manual_seed(int(s) & 0xFFFF_FFFF_FFFF) for s in seeds]
+        else:  # a global seed (synthesis.seedScope: global): one stream for the whole batch
+            gens = [torch.Generator(device="cpu").manual_seed(int(seeds[0]) & 0xFFFF_FFFF_FFFF)] * len(seeds)
         ids, mask, pos = self._left_pad(seqs)
         cache = DynamicCache()
         # logits_to_keep=1: the prompt's full logits would be batch x length x vocab floats
@@ -173,6 +186,7 @@ class TransformersEngine(Engine):
 
         torch = self.torch
         seqs = [self.format.encode_plain(t) for t in texts]
+        self.prompt_tokens += sum(len(s) for s in seqs)
         out = [float("nan")] * len(texts)
         with torch.inference_mode():
             for rows in _batches(sorted(range(len(seqs)), key=lambda i: -len(seqs[i])), self.batch_size):

@@ -12,7 +12,7 @@ import os
 import time
 from typing import Optional
 
-from sheepdog_jobs.engines import vllm_logging
+from sheepdog_jobs.engines import adapters, vllm_logging
 from sheepdog_jobs.engines.base import Completion, Engine, EngineError, seeds_for
 from sheepdog_jobs.engines.vllm_errors import EngineErrorCapture
 from sheepdog_jobs.engines.prompting import PromptFormat
@@ -41,7 +41,8 @@ class VllmEngine(Engine):
     def __init__(self, model: str, chat_template: str = "none", *, seed: int = 0,
                  tensor_parallel: int = 1, max_model_len: Optional[int] = None,
                  memory_fraction: Optional[float] = None, enforce_eager: Optional[bool] = None,
-                 engine_args: Optional[dict] = None):
+                 engine_args: Optional[dict] = None, adapter: Optional[str] = None,
+                 adapter_rank: Optional[int] = None):
         super().__init__()
         from vllm import LLM
 
@@ -76,6 +77,11 @@ class VllmEngine(Engine):
             # own VLLM_ENABLE_V1_MULTIPROCESSING wins.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         self.model_path = model
+        self.adapter = adapter
+        # training.merge: false: the base's weights, the adapter applied by vLLM's LoRA kernels
+        # on every request (engines/adapters.py); one adapter slot of the adapter's rank.
+        lora = {} if adapter is None else {"enable_lora": True, "max_loras": 1,
+                                           "max_lora_rank": adapters.vllm_max_lora_rank(adapter_rank)}
         self.errors = EngineErrorCapture()
         try:
             # The run's engineArgs win over the choices above (the spec refused the keys that
@@ -91,6 +97,7 @@ class VllmEngine(Engine):
                 max_model_len=max_model_len,
                 enforce_eager=enforce_eager,
                 **cpu_scheduling,
+                **lora,
             ), **(engine_args or {})})
         except Exception as exc:  # noqa: BLE001 - whatever vLLM raised, the stage says it in one line
             raise EngineError(self.errors.describe(exc)) from exc
@@ -101,24 +108,74 @@ class VllmEngine(Engine):
         self.tokenizer = self.llm.get_tokenizer()
         self.format = PromptFormat(self.tokenizer, chat_template)
         self._hf = None
+        self.lora_request = None
+        if adapter is not None:
+            from vllm.lora.request import LoRARequest
+
+            self.lora_request = LoRARequest("sheepdog-adapter", 1, adapter)
+        self._submitted = 0  # request ids of submit(): "s<n>"
+        self._waiting: dict[str, object] = {}  # submitted request id -> its output once finished (or None)
 
     def _run(self, prompts_ids, params):
+        if self._waiting:
+            raise EngineError("internal: a blocking vLLM call while submitted requests are in flight")
         try:
-            return self.llm.generate([{"prompt_token_ids": ids} for ids in prompts_ids], params, use_tqdm=False)
+            return self.llm.generate([{"prompt_token_ids": ids} for ids in prompts_ids], params, use_tqdm=False,
+                                     lora_request=self.lora_request)
         except Exception as exc:  # noqa: BLE001 - an engine crash ends the stage with one line
             raise EngineError(self.errors.describe(exc)) from exc
 
     def generate(self, prompts, *, temperature, top_p, max_tokens, seed, stop=()):
+        return self.collect(self.submit(prompts, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                                        seed=seed, stop=stop))
+
+    def submit(self, prompts, *, temperature, top_p, max_tokens, seed, stop=()):
+        """Queue the requests in the engine without running it; collect() runs it. Requests
+        queued by several submits share the engine's batch, so the next unit's requests fill
+        the slots the draining one frees (engine_feed.py). Seeds: per request, unless
+        request_seeds is off (a global sampling seed: vLLM's sampler then skips per-request
+        generators, faster on GPU, and a sample depends on its batch)."""
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         seeds = seeds_for(seed, len(prompts))
         ids = [self.format.encode(p) for p in prompts]
-        params = [SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=s,
-                                 stop=list(stop) or None)
-                  for s in seeds]
+        handle = []
+        try:
+            for tokens, s in zip(ids, seeds):
+                params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                                        seed=s if self.request_seeds else None, stop=list(stop) or None)
+                params.output_kind = RequestOutputKind.FINAL_ONLY  # as LLM.generate: the finished text only
+                request_id = f"s{self._submitted}"
+                self._submitted += 1
+                self.llm.llm_engine.add_request(request_id, {"prompt_token_ids": tokens}, params,
+                                                lora_request=self.lora_request)
+                self._waiting[request_id] = None
+                handle.append(request_id)
+        except Exception as exc:  # noqa: BLE001 - an engine crash ends the stage with one line
+            raise EngineError(self.errors.describe(exc)) from exc
+        self.prompt_tokens += sum(len(i) for i in ids)
+        return handle
+
+    def collect(self, handle) -> list[Completion]:
+        """Run the engine until every request of ``handle`` finished (other submitted requests
+        progress meanwhile and are kept for their own collect); their completions in order."""
+        engine = self.llm.llm_engine
         started = time.monotonic()
-        outs = self._run(ids, params)
+        try:
+            while any(self._waiting[r] is None for r in handle):
+                if not engine.has_unfinished_requests():
+                    raise EngineError(f"vLLM finished without {sum(self._waiting[r] is None for r in handle)} "
+                                      "submitted requests")
+                for o in engine.step():
+                    if o.finished and o.request_id in self._waiting:
+                        self._waiting[o.request_id] = o
+        except EngineError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an engine crash ends the stage with one line
+            raise EngineError(self.errors.describe(exc)) from exc
         self.generate_seconds += time.monotonic() - started
+        outs = [self._waiting.pop(r) for r in handle]
         results = []
         for o in outs:
             c = o.outputs[0]
@@ -127,6 +184,14 @@ class VllmEngine(Engine):
             results.append(Completion(text=c.text, finish_reason=reason, num_tokens=len(c.token_ids)))
         self.generated_tokens += sum(r.num_tokens for r in results)
         return results
+
+    def cancel(self, handle) -> None:
+        """Abort submitted requests no one will collect (a unit that is no longer needed)."""
+        ids = [r for r in handle if r in self._waiting]
+        for r in ids:
+            self._waiting.pop(r)
+        if ids:
+            self.llm.llm_engine.abort_request(ids)
 
     def _digit_logprobs(self, jobs):
         from vllm import SamplingParams
@@ -160,6 +225,7 @@ class VllmEngine(Engine):
         from vllm import SamplingParams
 
         ids = [self.format.encode_plain(t) for t in texts]
+        self.prompt_tokens += sum(len(i) for i in ids)
         outs = self._run(ids, SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0))
         result = []
         for seq, o in zip(ids, outs):
@@ -174,7 +240,7 @@ class VllmEngine(Engine):
         if self._hf is None:
             from sheepdog_jobs.engines.hf import TransformersEngine
 
-            self._hf = TransformersEngine(self.model_path, self.format.chat_template)
+            self._hf = TransformersEngine(self.model_path, self.format.chat_template, adapter=self.adapter)
             self.loads += self._hf.loads
         return self._hf.embed(texts)
 

@@ -83,10 +83,16 @@ def run_harness(model_dir: str, tasks: Sequence[str], *, limit: Optional[int] = 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         except ImportError:  # pragma: no cover
             device = "cpu"
+    from sheepdog_jobs.engines import adapters
+
+    # training.merge: false: the base, with lm-eval's own peft loading of the adapter over it.
+    served = adapters.resolve(model_dir)
+    model_args = {"pretrained": served.base, "dtype": "float32" if device == "cpu" else "auto",
+                  **({"peft": served.adapter} if served.adapter else {})}
     try:
         results = lm_eval.simple_evaluate(
             model="hf",
-            model_args={"pretrained": model_dir, "dtype": "float32" if device == "cpu" else "auto"},
+            model_args=model_args,
             tasks=list(tasks), limit=limit, batch_size=batch_size, device=device,
             random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
             fewshot_random_seed=seed, apply_chat_template=apply_chat_template,

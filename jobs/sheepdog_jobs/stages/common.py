@@ -51,6 +51,21 @@ def check_not_adapter(model: str, field: str) -> None:
                          "need training.merge: true")
 
 
+def check_served(model: str, field: str) -> None:
+    """A model a stage generates with: a whole model, or an unmerged LoRA adapter
+    (training.merge: false) whose base the engines load and apply it to (engines/adapters.py).
+    Fails before any load when either is missing or the adapter cannot be served."""
+    from sheepdog_jobs.engines import adapters
+
+    check_model(model, field)
+    try:
+        served = adapters.resolve(model)
+    except adapters.AdapterError as exc:
+        raise StageError(f"{field}: {exc}") from None
+    if served.adapter is not None:
+        check_model(served.base, f"{field} (the base its adapter {model} names)")
+
+
 def check_file(path: str, field: str) -> None:
     p = Path(path)
     if not p.exists():

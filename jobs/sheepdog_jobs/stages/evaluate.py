@@ -367,10 +367,13 @@ def _run(config, engine, environ) -> dict[str, Any]:
     outputs = ["results.json"]
     own_engine = None
     recorder = None
+    served_adapter = None  # training.merge: false: the adapter the engine applied over its base
+    tokens = None  # the engine's prompt and generated tokens over the suites it ran
     try:
         if any(s in OWN_SUITES for s in suites):
             if engine is None:
                 engine = own_engine = _make_engine(cfg)
+                served_adapter = own_engine.adapter
             # The first prompts of each suite, as the model saw them (prompts.sample.jsonl).
             from sheepdog_jobs.samples import RecordingEngine
 
@@ -392,6 +395,7 @@ def _run(config, engine, environ) -> dict[str, Any]:
                 outputs.append("mtbench.jsonl")
     finally:
         if own_engine is not None:
+            tokens = {"prompt": own_engine.prompt_tokens, "generated": own_engine.generated_tokens}
             own_engine.close()
     if others:
         from sheepdog_jobs.evaluation.harness import run_harness
@@ -416,6 +420,8 @@ def _run(config, engine, environ) -> dict[str, Any]:
     summary = _fit({
         "stage": "evaluate", "iteration": cfg.iteration, "ok": True, "skipped": False,
         "seconds": round(time.monotonic() - started, 3), "evaluation": finite,
+        **({"servedAdapter": served_adapter} if served_adapter else {}),
+        **({"tokens": tokens} if tokens else {}),
     })
     storage.write_manifest(out_dir, outputs, fp, counts={k: v.get("examples", v.get("tasks"))
                                                          for k, v in details.items() if k in OWN_SUITES},

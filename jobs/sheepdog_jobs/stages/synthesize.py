@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from sheepdog.stage_config import StageConfig
-from sheepdog_jobs import samples, storage
+from sheepdog_jobs import engine_feed, samples, storage
 from sheepdog_jobs.engines import Engine, create_engine, resolve_engine
 from sheepdog_jobs.judgement_decode import generate_judgements
 from sheepdog_jobs.parsing import INSTRUCTION_PARSERS, SCORE_PARSERS
@@ -58,7 +58,7 @@ from sheepdog_jobs.rouge import FastDedup
 from sheepdog_jobs.rules import clean_output, rule_reason
 from sheepdog_jobs.scores import logprob_score
 from sheepdog_jobs.seeds import SELF_INSTRUCT_SEED_TASKS, load_seed_tasks
-from sheepdog_jobs.stages.common import (StageError, check_file, check_model, check_not_adapter, derive_seed,
+from sheepdog_jobs.stages.common import (StageError, check_file, check_served, derive_seed,
                                          log, mean, progress, settings_dump, shard_of)
 
 PHASES = ("instructions", "responses", "assessments")
@@ -73,7 +73,8 @@ BATCH = {"vllm": 256, "transformers": 8}
 CHUNK = {"vllm": 512, "transformers": 16}  # instructions per unit in phases B and C
 PLAN = "plan.json"
 # Settings added after runs were fingerprinted: left out of a fingerprint while at their default.
-ADDED_SYNTHESIS = ("later_response_prompt", "response_stop", "instruction_parser", "dedup_scope", "dedup_window")
+ADDED_SYNTHESIS = ("later_response_prompt", "response_stop", "instruction_parser", "dedup_scope", "dedup_window",
+                   "seed_scope")
 # decode: "score" gives the scores of "full" (judgement_decode), so runs from before it keep
 # their fingerprints (and their full-length judgements).
 ADDED_ASSESSMENT = ("prompt_tail", "decode", "score_max_tokens")
@@ -243,19 +244,27 @@ class Units:
         self.held.discard(n)
         self.heartbeat.discard(self.claim_path(n))
 
+    def release(self, n: int) -> None:
+        """Give up a claimed unit without computing it (no longer needed)."""
+        self.held.discard(n)
+        self.heartbeat.discard(self.claim_path(n))
+        self.claim_path(n).unlink(missing_ok=True)
+
     def run_all(self, count: int, compute: Callable[[int], list[dict]]) -> list[dict]:
         """Every unit 0..count-1 done (computing the unclaimed ones, lowest first, and waiting
         for those others hold); their records in unit order."""
-        while True:
-            missing = [n for n in range(count) if not self.done(n)]
-            if not missing:
-                break
-            for n in missing:
-                if self.try_claim(n):
-                    self.finish(n, compute(n))
-                    break
-            else:
-                time.sleep(poll_seconds())
+        return self.run_fed(count, lambda n: None, lambda n, _: compute(n), depth=1)
+
+    def run_fed(self, count: int, submit: Callable[[int], object], records: Callable[[int, object], list[dict]],
+                depth: int = engine_feed.DEPTH) -> list[dict]:
+        """run_all with up to ``depth`` units submitted to the engine at once (engine_feed.py):
+        ``submit(n)`` queues unit n's requests, ``records(n, handle)`` collects them."""
+        def pick(_in_flight: int) -> Optional[int]:
+            return next((n for n in range(count) if self.try_claim(n)), None)
+
+        engine_feed.feed(pick, submit, lambda n, h: self.finish(n, records(n, h)),
+                         complete=lambda: all(self.done(n) for n in range(count)),
+                         wait=lambda: time.sleep(poll_seconds()), depth=depth)
         return [r for n in range(count) for r in self.read(n)]
 
 
@@ -338,6 +347,8 @@ class Synthesis:
         self.engine: Engine | None = None
         self.engine_model: str | None = None  # the model self.engine holds
         self.model_loads = 0
+        self.served_adapters: list[str] = []  # training.merge: false: adapters served over their base
+        self.closed_tokens = (0, 0)  # (prompt, generated) tokens of engines closed before this one
         # assessment.judge: the model that self-assesses (StageConfig.judgeModel; an older
         # config without it: the generator, the paper's Algorithm 1).
         self.judge_model = config.judge_model or config.generator_model
@@ -357,8 +368,7 @@ class Synthesis:
         k = self.spec.seed.examples_per_request
         if k >= TASKS_PER_REQUEST:
             raise StageError(f"seed.examplesPerRequest={k} must be below {TASKS_PER_REQUEST}")
-        check_model(self.config.generator_model, "generatorModel")
-        check_not_adapter(self.config.generator_model, "generatorModel")
+        check_served(self.config.generator_model, "generatorModel")
         if self.config.data_size < 1:
             raise StageError(f"dataSize must be >= 1, got {self.config.data_size}")
         s, a = self.spec.synthesis, self.spec.assessment
@@ -375,8 +385,7 @@ class Synthesis:
         }
         self.fp = {"instructions": storage.fingerprint(base, [self.seed_file])}
         if self.judge_model != self.config.generator_model and a.criteria:
-            check_model(self.judge_model, "judgeModel")
-            check_not_adapter(self.judge_model, "judgeModel")
+            check_served(self.judge_model, "judgeModel")
         self.settings = {
             "responses": {},
             "assessments": {"assessment": settings_dump(a, ADDED_ASSESSMENT), "rules": self.spec.filter.rules,
@@ -435,6 +444,7 @@ class Synthesis:
         is not needed again, and two large models need not fit at once."""
         model = model or self.config.generator_model
         if self.engine is not None and self.engine_model != model:
+            self.closed_tokens = self.tokens()
             self.engine.close()
             self.engine = None
         if self.engine is None:
@@ -447,11 +457,20 @@ class Synthesis:
                 seed=self.spec.synthesis.random_seed,
                 tensor_parallel=self.spec.stages.synthesize.tensor_parallel,
                 engine_args=self.spec.engine_args,
+                request_seeds=self.spec.synthesis.seed_scope == "request",
             )
             # Imports included: that is what a stage start costs.
             self.engine.load_seconds = time.monotonic() - started
+            if self.engine.adapter and self.engine.adapter not in self.served_adapters:
+                self.served_adapters.append(self.engine.adapter)
             log.info("model loaded in %.1f s", self.engine.load_seconds)
         return self.engine
+
+    def tokens(self) -> tuple[int, int]:
+        """(prompt, generated) tokens this worker's engines have processed so far."""
+        e = self.engine
+        now = (e.prompt_tokens, e.generated_tokens) if e is not None else (0, 0)
+        return self.closed_tokens[0] + now[0], self.closed_tokens[1] + now[1]
 
     # ---- phase A: instructions ---------------------------------------------------------------
     def max_requests(self) -> int:
@@ -463,9 +482,13 @@ class Synthesis:
         k = min(self.spec.seed.examples_per_request, len(self.seeds))
         return [str(STOP_ITEM)] if k + 1 < STOP_ITEM else []
 
-    def generate_block(self, block: int) -> list[dict]:
-        """Block `block` of the global request stream: per request, its candidates (position j)
-        after the checks that look at one candidate only, and what those checks dropped."""
+    def feed_depth(self) -> int:
+        """Units submitted to the engine at once (engine_feed.py): vLLM batches continuously, so
+        the next unit fills what a draining one frees; transformers runs a call at a time."""
+        return engine_feed.DEPTH if self.engine_name == "vllm" else 1
+
+    def submit_block(self, block: int):
+        """Queue block `block` of the global request stream in the engine (block_lines collects it)."""
         s, it = self.spec.synthesis, self.config.iteration
         k = min(self.spec.seed.examples_per_request, len(self.seeds))
         requests = block_requests(block, self.plan()["block"], self.max_requests())
@@ -477,8 +500,17 @@ class Synthesis:
             prompts.append(build_instruction_request(rng.sample(self.seeds, k), num_tasks=TASKS_PER_REQUEST,
                                                      include_output=False))
             seeds.append(derive_seed(s.random_seed, it, "request", r))
-        outs = self.get_engine().generate(prompts, temperature=s.temperature, top_p=s.top_p,
+        handle = self.get_engine().submit(prompts, temperature=s.temperature, top_p=s.top_p,
                                           max_tokens=s.max_tokens, seed=seeds, stop=self.stop_strings())
+        return requests, prompts, handle
+
+    def block_lines(self, block: int, submitted) -> list[dict]:
+        """Per request of a submitted block, its candidates (position j) after the checks that
+        look at one candidate only, and what those checks dropped."""
+        s = self.spec.synthesis
+        k = min(self.spec.seed.examples_per_request, len(self.seeds))
+        requests, prompts, handle = submitted
+        outs = self.get_engine().collect(handle)
         if block == 0:
             self.write_phase_samples("instructions", self.config.generator_model, prompts, outs)
         parse = INSTRUCTION_PARSERS[s.instruction_parser]
@@ -491,10 +523,12 @@ class Synthesis:
                                          for j, t in enumerate(batch.tasks)]})
         return lines
 
-    def next_block(self, units: Units, merge: PrefixMerge, blocks: int, pending: dict[int, int]) -> Optional[int]:
+    def next_block(self, units: Units, merge: PrefixMerge, blocks: int, pending: dict[int, int],
+                   in_flight: float = 0.0) -> Optional[int]:
         """The lowest block this worker should compute now, or None (wait). Blocks past the
-        point where the finished ones could already hold dataSize are not started."""
-        optimistic = len(merge.kept)
+        point where the finished ones (and ``in_flight``: the candidates expected of this
+        worker's submitted blocks) could already hold dataSize are not started."""
+        optimistic = len(merge.kept) + in_flight
         for b in range(merge.blocks, blocks):
             if units.done(b):
                 if b not in pending:
@@ -514,20 +548,33 @@ class Synthesis:
         merge = PrefixMerge((t.instruction for t in self.seeds), s.rouge_l_max, self.config.data_size, f"i{it}-",
                             s.dedup_window if s.dedup_scope == "window" else None)
         pending: dict[int, int] = {}  # finished blocks past the prefix -> their candidates
+        yields: list[int] = []  # candidates of the blocks this worker finished
         bar = progress(total=self.config.data_size, desc="instructions", unit="instr")
-        while True:
+
+        def complete() -> bool:
             while merge.blocks < blocks and not merge.full and units.done(merge.blocks):
                 pending.pop(merge.blocks, None)
                 before = len(merge.kept)
                 merge.add(units.read(merge.blocks))
                 bar.update(len(merge.kept) - before)
-            if merge.full or merge.blocks >= blocks:
-                break
-            b = self.next_block(units, merge, blocks, pending)
-            if b is None:
-                time.sleep(poll_seconds())  # others are computing the blocks before ours
-            else:
-                units.finish(b, self.generate_block(b))
+            return merge.full or merge.blocks >= blocks
+
+        def pick(in_flight: int) -> Optional[int]:
+            expected = in_flight * (sum(yields) / len(yields) if yields else 0.0)
+            return self.next_block(units, merge, blocks, pending, expected)
+
+        def finish(b: int, submitted) -> None:
+            lines = self.block_lines(b, submitted)
+            yields.append(candidates_of(lines))
+            units.finish(b, lines)
+
+        def cancel(b: int, submitted) -> None:  # dataSize reached with this block in the engine
+            self.get_engine().cancel(submitted[2])
+            units.release(b)
+
+        # others may be computing the blocks before ours: wait for them
+        engine_feed.feed(pick, self.submit_block, finish, complete, wait=lambda: time.sleep(poll_seconds()),
+                         cancel=cancel, depth=self.feed_depth())
         bar.close()
         kept = merge.kept
         if not kept:
@@ -547,20 +594,25 @@ class Synthesis:
         # The iteration's template: synthesis.laterResponsePrompt from iteration 2 on, if set.
         template = response_template(s, it)
 
-        def compute(c: int) -> list[dict]:
+        def submit(c: int):
             chunk = records[c * size:(c + 1) * size]
             prompts = [build_response_prompt(r["instruction"], r["input"], template) for r in chunk]
-            outs = self.get_engine().generate(
+            return chunk, prompts, self.get_engine().submit(
                 prompts, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
                 seed=[derive_seed(s.random_seed, it, "response", r["id"]) for r in chunk],
                 stop=list(s.response_stop))
+
+        def collect(c: int, submitted) -> list[dict]:
+            chunk, prompts, handle = submitted
+            outs = self.get_engine().collect(handle)
             if c == 0:
                 self.write_phase_samples("responses", self.config.generator_model, prompts, outs)
             bar.update(len(chunk))
             return [{**r, "output": o.text, "finishReason": o.finish_reason, "outputTokens": o.num_tokens}
                     for r, o in zip(chunk, outs)]
 
-        out_records = self.units("responses").run_all(chunk_count(len(records), size), compute)
+        out_records = self.units("responses").run_fed(chunk_count(len(records), size), submit, collect,
+                                                      depth=self.feed_depth())
         bar.close()
         truncated = sum(r["finishReason"] == "length" for r in out_records)
         return out_records, {"truncatedResponses": truncated}
@@ -686,8 +738,12 @@ class Synthesis:
             self.reused.append(phase)
             return storage.read_jsonl(self.out / phase_file(phase)), manifest["counts"]
         started = time.monotonic()
+        before = self.tokens()
         records, counts = getattr(self, phase)(*(() if previous is None else (previous,)))
-        counts = {**counts, "records": len(records), "seconds": round(time.monotonic() - started, 2)}
+        after = self.tokens()
+        # The tokens this worker's engine processed for the phase (sharded: its own units).
+        counts = {**counts, "records": len(records), "seconds": round(time.monotonic() - started, 2),
+                  "promptTokens": after[0] - before[0], "generatedTokens": after[1] - before[1]}
         # Every worker writes the same bytes here (a pure function of the unit files).
         storage.write_jsonl(self.out / phase_file(phase), records)
         storage.write_manifest(self.out, [phase_file(phase)], fp, counts=counts, name=phase_manifest(phase))
@@ -767,6 +823,11 @@ class Synthesis:
             "instructionParser": s.instruction_parser, "parserDropped": parser_dropped,
             "dedupScope": s.dedup_scope if s.dedup_scope == "global" else f"window:{s.dedup_window}",
             "ruleSet": f.rule_set if f.rules else "off", "ruleDropped": c["ruleDropped"],
+            **({"servedAdapters": self.served_adapters} if self.served_adapters else {}),
+            # Per phase, the prompt and generated tokens (a phase reused from its checkpoint:
+            # the figures of the attempt that computed it).
+            "tokens": {p: {"prompt": counts[p].get("promptTokens"), "generated": counts[p].get("generatedTokens")}
+                       for p in PHASES},
         }
         if e is not None and e.generate_seconds:
             summary["tokensPerSecond"] = round(e.tokens_per_second, 1)

@@ -222,7 +222,7 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from sheepdog_jobs.engines.prompting import PromptFormat
-    from sheepdog_jobs.training import checkpoints, free_space, tracking
+    from sheepdog_jobs.training import checkpoints, free_space, throughput, tracking
     from sheepdog_jobs.training.options import (OptionError, PackedCollator, attention_implementation,
                                                 deepspeed_config, pack)
     from sheepdog_jobs.training import quantization
@@ -250,6 +250,10 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     if not train_ex:
         raise StageError(f"no training example fits cutoffLength={t.cutoff_length}")
     examples = len(train_ex)
+    # Trained tokens (prompt and output, no padding) and the mean example length: the token
+    # rate and the attention term of MFU (training/throughput.py).
+    trained_tokens = sum(len(x["input_ids"]) for x in train_ex)
+    mean_length = trained_tokens / examples
     if t.packing:  # rows of several examples: the steps, batches and schedule count rows
         train_ex, val_ex = pack(train_ex, t.cutoff_length), pack(val_ex, t.cutoff_length)
 
@@ -308,8 +312,10 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
     lora = LoraConfig(r=t.lora.rank, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
                       target_modules=t.lora.target_modules, task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
+    frozen_params, lora_params = throughput.matmul_params(model)
     effective = t.per_device_batch_size * t.gradient_accumulation * world
-    callbacks = [StepLog(out, effective), checkpoints.MarkComplete(fp)]
+    timer = throughput.StepTimer()
+    callbacks = [StepLog(out, effective), checkpoints.MarkComplete(fp), timer]
     mlflow = None
     if "mlflow" in t.report_to:
         mlflow = tracking.MlflowTracker(tracking.tracking_uri(config), config.run, config.iteration,
@@ -341,14 +347,27 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
         log.warning("train: the Trainer ran %d steps, sheepdog expected %d", state.max_steps, steps)
 
     lora_state = _gather_trainable(trainer.model_wrapped)
+    peak_bytes, peak_source = throughput.peak_memory_bytes(torch)
+    peaks = throughput.gather_per_rank(round(peak_bytes / throughput.GIB, 3))  # before the group closes
     unset_hf_deepspeed_config()  # the fresh base that _save merges into must be whole
     _close_group()
+    # Rates of the optimizer steps alone, the first excluded (start-up is not throughput); a
+    # step trains effective rows and, on average, tokens_per_step of the epochs' tokens.
+    tokens_per_step = trained_tokens * t.epochs / max(state.max_steps, 1)
+    rate = throughput.rates(timer.durations, effective, tokens_per_step)
+    layers, attn_dim = throughput.attention_shape(model.config)
+    per_token = throughput.flops_per_token(frozen_params, lora_params, layers, attn_dim, mean_length)
+    peak_flops = throughput.peak_flops(torch.cuda.get_device_name() if cuda else None)
+    utilisation = throughput.mfu(rate["tokensPerSecond"] or 0.0, per_token, world, peak_flops)
     summary = {
         "trainLoss": round(train_loss, 5), "evalLoss": None if eval_loss is None else round(eval_loss, 5),
         "samples": examples, "validationSamples": len(val_ex), "samplesFrom": samples_from(records),
         "steps": state.max_steps, "step": state.global_step, "totalSteps": state.max_steps,
         "resumedFromStep": first_step, "world": world, "worldSize": world, "effectiveBatchSize": effective,
-        "samplesPerSecond": round((state.global_step - first_step) * effective / max(train_seconds, 1e-9), 3),
+        **rate,
+        "flopsPerToken": round(per_token), "peakFlopsPerDevice": peak_flops,
+        "mfu": None if utilisation is None else round(utilisation, 4),
+        "peakMemoryGiBPerRank": peaks, "peakMemorySource": peak_source,
         "model": layout(config).relative(str(model_out)), "precision": precision, "zeroStage": t.zero_stage,
         "gradientCheckpointing": t.gradient_checkpointing, "attnImplementation": attn,
         **({"packedRows": len(train_ex)} if t.packing else {}),

@@ -104,7 +104,7 @@ def test_stage_counters_of_a_namespace_start_at_zero():
 
 def test_every_series_an_alert_or_the_dashboard_reads_exists_from_the_start():
     """'No errors' (a 0) must look different from 'no operator' (nothing): the series the
-    alerts and the dashboard read exist before any run, except the per-run ones."""
+    alerts and the dashboard read exist before any run, except the per-run (and per-sweep) ones."""
     from tests.metrics.promql import alert_rules, dashboard_queries, load_dashboard, metric_names, rendered_rules
 
     m = Metrics()
@@ -112,7 +112,7 @@ def test_every_series_an_alert_or_the_dashboard_reads_exists_from_the_start():
     present = {name for name, _ in samples(m)}
     exprs = [r["expr"] for r in alert_rules(rendered_rules())] + [e for _, _, e in dashboard_queries(load_dashboard())]
     per_run = {fam.name for c in m.registry._collector_to_names for fam in c.describe()  # noqa: SLF001
-               if "run" in getattr(c, "_labelnames", ())}
+               if {"run", "sweep"} & set(getattr(c, "_labelnames", ()))}
     read = {n for e in exprs for n in metric_names(e)} - {"up"}
     missing = {n for n in read if n not in present and not any(n.startswith(f) for f in per_run)}
     assert not missing, f"absent until something happens: {sorted(missing)}"

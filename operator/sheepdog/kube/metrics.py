@@ -30,28 +30,13 @@ from typing import Any, Callable, Mapping, Optional
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sheepdog.api.spec import STAGES
-from sheepdog.kube.observe import parse_time
+from sheepdog.kube.run_series import ITERATION_FIGURES, PHASES, RunSeries  # noqa: F401 (re-exported)
 from sheepdog.planner.reasons import Reason
 from sheepdog.planner.stuck_policy import STUCK_REASONS
 
 # What the Stuck condition can say: the stuck pods' reasons and the Job-creation holds.
 STUCK_METRIC_REASONS = tuple(str(r) for r in (*STUCK_REASONS, Reason.JOB_CREATE_FAILED, Reason.JOB_CONFLICT,
                                               Reason.WAITING_FOR_OLD_PODS))
-
-PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
-
-# Per-iteration figures from status.iterations[] -> gauge name suffix, help.
-ITERATION_FIGURES = {
-    "generated": ("sheepdog_iteration_generated_instructions", "Instructions kept by synthesis."),
-    "assessed": ("sheepdog_iteration_assessed_pairs", "Pairs self-assessed."),
-    "parseFailures": ("sheepdog_iteration_parse_failures", "Self-assessments whose score could not be parsed."),
-    "kept": ("sheepdog_iteration_kept_pairs", "Pairs kept by curation."),
-    "keepRate": ("sheepdog_iteration_keep_ratio", "Kept / assessed (0..1)."),
-    "meanQuality": ("sheepdog_iteration_mean_quality_score", "Mean self-assessed quality (0..10)."),
-    "meanFollowing": ("sheepdog_iteration_mean_following_score", "Mean self-assessed instruction following (0..10)."),
-    "trainLoss": ("sheepdog_iteration_train_loss", "Final training loss."),
-    "gpuSeconds": ("sheepdog_iteration_gpu_seconds", "GPU-seconds of the iteration's stages (GPUs x pod running time)."),
-}
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 120, 300)
@@ -65,16 +50,6 @@ class Metrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         run = ("namespace", "run")
-        self.runs = Gauge("sheepdog_runs", "SelfAlignmentRuns by phase.", ("namespace", "phase"), registry=r)
-        self.run_phase = Gauge(
-            "sheepdog_run_phase", "1 for the run's current phase, 0 for the others.", (*run, "phase"), registry=r
-        )
-        self.run_iteration = Gauge("sheepdog_run_iteration", "The run's current iteration (1-based; 0 before the first).", run, registry=r)
-        self.run_stage_info = Gauge(
-            "sheepdog_run_stage_info", "1 for the stage the run is in (its iteration and stage as labels).",
-            (*run, "iteration", "stage"), registry=r,
-        )
-        self.run_best_iteration = Gauge("sheepdog_run_best_iteration", "The run's best iteration so far (0: none yet, or M_0, the base model, when stopping found no iteration better).", run, registry=r)
         self.stage_duration = Histogram(
             "sheepdog_stage_duration_seconds", "Wall time of a finished stage Job (start to completion).",
             ("namespace", "stage", "result"), buckets=DURATION_BUCKETS, registry=r,
@@ -98,103 +73,23 @@ class Metrics:
             "sheepdog_reconcile_duration_seconds", "Duration of one reconcile of one run.", ("namespace",),
             buckets=RECONCILE_BUCKETS, registry=r,
         )
-        self.runs_stuck = Gauge(
-            "sheepdog_runs_stuck", "Runs whose current stage is stuck (its pods do not run, or its Job "
-            "cannot be created), by reason.", ("namespace", "reason"), registry=r,
-        )
-        self.run_stuck_since = Gauge(
-            "sheepdog_run_stuck_since_timestamp_seconds", "Unix time since which the run's stage is stuck "
-            "(present only while it is).", (*run, "stage", "reason"), registry=r,
-        )
         self.events_emitted = Counter("sheepdog_events_total", "Kubernetes Events emitted on runs.", ("namespace", "type", "reason"), registry=r)
-        it = (*run, "iteration")
-        self.iteration_figures = {
-            key: Gauge(name, help_, it, registry=r) for key, (name, help_) in ITERATION_FIGURES.items()
-        }
-        self.iteration_evaluation = Gauge(
-            "sheepdog_iteration_evaluation_score", "Evaluation score of the iteration's model (metric label: suite.metric).",
-            (*it, "metric"), registry=r,
-        )
+        self.run_series = RunSeries(r, STUCK_METRIC_REASONS)
         # SelfAlignmentSweeps (kube/sweeps.py): per sweep its runs by phase, GPU-seconds, saving
         from sheepdog.kube.sweep_metrics import SweepMetrics
 
         self.sweeps = SweepMetrics(r, lambda namespace, reason: self.reconcile_error(namespace, reason))
         self._lock = threading.Lock()
-        # (namespace, run) -> the label sets this process has set for the run, to remove them.
-        self._series: dict[tuple[str, str], dict[str, set[tuple[str, ...]]]] = {}
-        self._phases: dict[tuple[str, str], str] = {}
-        self._stuck: dict[tuple[str, str], str] = {}  # (namespace, run) -> stuck reason
         self._namespaces: set[str] = set()
 
     # ----------------------------------------------------------------------------------------
     # per-run gauges, from status
 
-    def _track(self, key: tuple[str, str], family: str, labels: tuple[str, ...]) -> None:
-        self._series.setdefault(key, {}).setdefault(family, set()).add(labels)
-
-    def _families(self) -> dict[str, Any]:
-        fams: dict[str, Any] = {
-            "run_phase": self.run_phase,
-            "run_iteration": self.run_iteration,
-            "run_stage_info": self.run_stage_info,
-            "run_best_iteration": self.run_best_iteration,
-            "run_stuck_since": self.run_stuck_since,
-            "iteration_evaluation": self.iteration_evaluation,
-        }
-        for key, g in self.iteration_figures.items():
-            fams["it:" + key] = g
-        return fams
-
     def observe_run(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """Set the run's gauges from its (new) status. Series that no longer apply (the stage
-        label of the previous stage) are removed."""
-        key = (namespace, name)
-        fams = self._families()
-        with self._lock:
-            self._zero_counters(namespace)
-            old = self._series.pop(key, {})
-            phase = status.get("phase") or "Pending"
-            self._phases[key] = phase
-            for p in PHASES:
-                self.run_phase.labels(namespace, name, p).set(1 if p == phase else 0)
-                self._track(key, "run_phase", (namespace, name, p))
-            iteration = int(status.get("iteration") or 0)
-            self.run_iteration.labels(namespace, name).set(iteration)
-            self._track(key, "run_iteration", (namespace, name))
-            self.run_best_iteration.labels(namespace, name).set(int(status.get("bestIteration") or 0))
-            self._track(key, "run_best_iteration", (namespace, name))
-            stuck = _stuck_series(namespace, name, status)
-            if stuck is not None:
-                labels, since = stuck
-                self.run_stuck_since.labels(*labels).set(since)
-                self._track(key, "run_stuck_since", labels)
-                self._stuck[key] = labels[-1]
-            else:
-                self._stuck.pop(key, None)
-            labels = _stage_series(namespace, name, status)
-            if labels is not None:
-                self.run_stage_info.labels(*labels).set(1)
-                self._track(key, "run_stage_info", labels)
-            for rec in status.get("iterations") or ():
-                it = str(rec.get("iteration"))
-                for fig, gauge in self.iteration_figures.items():
-                    value = rec.get(fig)
-                    if isinstance(value, (int, float)) and not isinstance(value, bool):
-                        gauge.labels(namespace, name, it).set(value)
-                        self._track(key, "it:" + fig, (namespace, name, it))
-                for metric, value in (rec.get("evaluation") or {}).items():
-                    if isinstance(value, (int, float)) and not isinstance(value, bool):
-                        labels = (namespace, name, it, str(metric))
-                        self.iteration_evaluation.labels(*labels).set(value)
-                        self._track(key, "iteration_evaluation", labels)
-            new = self._series.get(key, {})
-            for fam, label_sets in old.items():
-                for labels in label_sets - new.get(fam, set()):
-                    try:
-                        fams[fam].remove(*labels)
-                    except KeyError:
-                        pass
-            self._recount(namespace)
+        """Set the run's series from its (new) status (kube/run_series.py): series the status
+        no longer says (the stage label of the previous stage) are gone."""
+        self._zero_counters(namespace)
+        self.run_series.observe((namespace, name), status)
 
     def with_status_write(self, namespace: str, name: str, old: Mapping[str, Any], new: Mapping[str, Any],
                           write: Callable[[], None]) -> None:
@@ -213,37 +108,19 @@ class Metrics:
         """Before the run's status is written: take down what the new status no longer says
         (its former stage and stuck series, the 1 of its former phase), so that no scrape
         after the write shows the old state. observe_run sets the new series after the write."""
-        key = (namespace, name)
-        phase = status.get("phase") or "Pending"
-        stuck = _stuck_series(namespace, name, status)
-        keep = {"run_stage_info": _stage_series(namespace, name, status),
-                "run_stuck_since": stuck[0] if stuck else None}
-        fams = self._families()
-        with self._lock:
-            series = self._series.get(key, {})
-            for fam, wanted in keep.items():
-                for labels in list(series.get(fam, ())):
-                    if labels != wanted:
-                        series[fam].discard(labels)
-                        try:
-                            fams[fam].remove(*labels)
-                        except KeyError:
-                            pass
-            old = self._phases.get(key)
-            if old is not None and old != phase:
-                self.run_phase.labels(namespace, name, old).set(0)
+        self.run_series.retire((namespace, name), status)
 
     def start(self, namespaces: list[str]) -> None:
         """The series of the watched namespaces (or "" for all) at 0, before any run."""
-        with self._lock:
-            for namespace in namespaces or [""]:
-                self._zero_counters(namespace)
-                self._recount(namespace)
+        for namespace in namespaces or [""]:
+            self._zero_counters(namespace)
 
     def _zero_counters(self, namespace: str) -> None:
-        if namespace in self._namespaces:
-            return
-        self._namespaces.add(namespace)
+        with self._lock:
+            if namespace in self._namespaces:
+                return
+            self._namespaces.add(namespace)
+        self.run_series.add_namespace(namespace)
         for stage in STAGES:
             for counter in (self.jobs_created, self.job_failures, self.stage_retries):
                 counter.labels(namespace, stage)
@@ -254,41 +131,13 @@ class Metrics:
             self.transition_latency.labels(namespace, stage)
             for result in ("succeeded", "failed"):
                 self.stage_duration.labels(namespace, stage, result)
-        for reason in STUCK_METRIC_REASONS:
-            self.runs_stuck.labels(namespace, reason).set(0)
 
     def forget_run(self, namespace: str, name: str) -> None:
         """Remove every series of a deleted run."""
-        key = (namespace, name)
-        fams = self._families()
-        with self._lock:
-            for fam, label_sets in self._series.pop(key, {}).items():
-                for labels in label_sets:
-                    try:
-                        fams[fam].remove(*labels)
-                    except KeyError:
-                        pass
-            self._phases.pop(key, None)
-            self._stuck.pop(key, None)
-            self._recount(namespace)
-
-    def _recount(self, namespace: str) -> None:
-        counts = {p: 0 for p in PHASES}
-        for (ns, _), phase in self._phases.items():
-            if ns == namespace and phase in counts:
-                counts[phase] += 1
-        for p, n in counts.items():
-            self.runs.labels(namespace, p).set(n)
-        stuck = {r: 0 for r in STUCK_METRIC_REASONS}
-        for (ns, _), reason in self._stuck.items():
-            if ns == namespace:
-                stuck[reason] = stuck.get(reason, 0) + 1
-        for reason, n in stuck.items():
-            self.runs_stuck.labels(namespace, reason).set(n)
+        self.run_series.forget((namespace, name))
 
     def known_runs(self) -> set[tuple[str, str]]:
-        with self._lock:
-            return set(self._phases)
+        return self.run_series.known()
 
     # ----------------------------------------------------------------------------------------
     # events of this process
@@ -316,21 +165,3 @@ class Metrics:
 
     def event_emitted(self, namespace: str, type_: str, reason: str) -> None:
         self.events_emitted.labels(namespace, type_, reason).inc()
-
-
-def _stage_series(namespace: str, name: str, status: Mapping[str, Any]) -> Optional[tuple[str, ...]]:
-    """The labels of the run's sheepdog_run_stage_info series, None while it is in no stage."""
-    stage = status.get("stage")
-    if stage and (status.get("phase") or "Pending") in ("Running", "Suspended", "Pending"):
-        return (namespace, name, str(int(status.get("iteration") or 0)), str(stage))
-    return None
-
-
-def _stuck_series(namespace: str, name: str, status: Mapping[str, Any]) -> Optional[tuple[tuple[str, ...], float]]:
-    """The labels and value (since when) of the run's stuck series, None while it is not stuck."""
-    stuck = next((c for c in status.get("conditions") or ()
-                  if c.get("type") == "Stuck" and c.get("status") == "True"), None)
-    since = parse_time((stuck or {}).get("lastTransitionTime"))
-    if stuck is None or (status.get("phase") or "Pending") != "Running" or since is None:
-        return None
-    return (namespace, name, str(status.get("stage") or ""), str(stuck.get("reason") or "")), since.timestamp()

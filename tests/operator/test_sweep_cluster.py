@@ -32,6 +32,7 @@ def sweep_crd(cluster, crd):
 def sweep_manifest(name: str, namespace: str, values, iterations: int = 2, max_parallel: int = 2) -> dict:
     run = run_manifest("template", namespace, iterations=iterations,
                        extra_annotations={"*": {"sheepdog.test/duration": "2s"}})
+    run["spec"]["stageCache"] = True  # the tests' runs turn it off; a sweep's cells share through it
     return {
         "apiVersion": "sheepdog.dev/v1alpha1", "kind": "SelfAlignmentSweep",
         "metadata": {"name": name, "namespace": namespace, "annotations": run["metadata"]["annotations"]},
@@ -89,11 +90,23 @@ def test_sweep_fans_out_survives_a_sigkill_and_reports(cluster, namespace, stora
     assert (status["progress"], status["runs"], status["failed"]) == ("3/3", 3, 0)
     reasons = [e["reason"] for e in events_of_sweep(cluster, namespace, name)]
     assert reasons.count("RunCreated") <= 3 and reasons.count("SweepSucceeded") == 1, reasons
-    # every child's stage Jobs once each
+    # every child's stage Jobs once each; iteration 1's synthesize (the same in every cell: the
+    # cells differ from curate on) ran in one child only, the other two reused it
+    synthesize_i1 = []
     for c in kids:
         jobs = cluster.get_json("jobs", "-n", namespace, "-l", f"sheepdog.dev/run={c['metadata']['name']}")["items"]
         job_names = [j["metadata"]["name"] for j in jobs]
         assert len(job_names) == len(set(job_names))
+        synthesize_i1 += [n for n in job_names if n.endswith("-i1-synthesize")]
+    assert len(synthesize_i1) == 1, synthesize_i1
+    producer = synthesize_i1[0].removesuffix("-i1-synthesize")
+    reused = {c["name"]: c.get("reused", []) for c in status["cells"]}
+    assert sorted(len(r) for r in reused.values()) == [0, 1, 1], reused
+    for cell, items in reused.items():
+        for item in items:
+            assert item == {"iteration": 1, "stage": "synthesize",
+                            "from": f"{namespace}/{producer}/iteration-1/synthesize"}, item
+    assert status["reusedStages"] == 2 and status["savedGpuSeconds"] > 0, status
     assert "Traceback" not in operator_process.log()
 
     # kubectl get sweep: the printer columns

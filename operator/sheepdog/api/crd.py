@@ -221,22 +221,28 @@ def openapi_schema() -> dict[str, Any]:
 
 
 def crd() -> dict[str, Any]:
+    return crd_document(KIND, PLURAL, SINGULAR, SHORT_NAMES, openapi_schema(), PRINTER_COLUMNS)
+
+
+def crd_document(kind: str, plural: str, singular: str, short_names: list[str], schema: dict[str, Any],
+                 columns: list[dict[str, Any]]) -> dict[str, Any]:
+    """A namespaced CRD of the sheepdog.dev group (the run's, the sweep's: sweep_crd.py)."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": CRD_NAME,
+            "name": f"{plural}.{GROUP}",
             "labels": {"app.kubernetes.io/name": "sheepdog", "app.kubernetes.io/part-of": "sheepdog"},
         },
         "spec": {
             "group": GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": list(SHORT_NAMES),
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": list(short_names),
                 "categories": list(CATEGORIES),
             },
             "versions": [
@@ -244,9 +250,9 @@ def crd() -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "schema": {"openAPIV3Schema": openapi_schema()},
+                    "schema": {"openAPIV3Schema": schema},
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": copy.deepcopy(PRINTER_COLUMNS),
+                    "additionalPrinterColumns": copy.deepcopy(columns),
                 }
             ],
         },
@@ -296,12 +302,16 @@ HEADER = (
 
 
 def render() -> str:
-    doc = crd()
+    return render_document(crd())
+
+
+def render_document(doc: dict[str, Any], module: str = "sheepdog.api.crd") -> str:
+    """The CRD file: the header naming `module` (its generator), the schema keys ordered."""
     version = doc["spec"]["versions"][0]
     version["schema"]["openAPIV3Schema"] = ordered(version["schema"]["openAPIV3Schema"])
     body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100,
                      allow_unicode=True)
-    return HEADER + "---\n" + body
+    return HEADER.replace("sheepdog.api.crd", module) + "---\n" + body
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,8 @@ __all__ = ["RunSpecError", "load_run", "load_run_text", "parse_run", "dump_run"]
 class RunSpecError(ValueError):
     """A run file that cannot be used. `.problems` holds one line per problem."""
 
+    what = "run"  # "invalid run: ..." (a subclass names its own kind: sheepdog.sweep.grid)
+
     def __init__(self, problems: list[str], source: Optional[str] = None):
         self.problems = list(problems)
         self.source = source
@@ -35,9 +37,9 @@ class RunSpecError(ValueError):
     def __str__(self) -> str:
         where = f"{self.source}: " if self.source else ""
         if len(self.problems) == 1:
-            return f"{where}invalid run: {self.problems[0]}"
+            return f"{where}invalid {self.what}: {self.problems[0]}"
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        return f"{where}invalid run ({len(self.problems)} problems):\n{lines}"
+        return f"{where}invalid {self.what} ({len(self.problems)} problems):\n{lines}"
 
 
 def load_run(path: Union[str, Path], overrides: Sequence[str] = ()) -> SelfAlignmentRun:

@@ -10,14 +10,12 @@ operator (and the API server) when it is made.
 
 from __future__ import annotations
 
-import copy
 import sys
 from typing import Any
 
-import yaml
 
 from sheepdog.api import crd as run_crd
-from sheepdog.api.spec import GROUP, VERSION
+from sheepdog.api.spec import GROUP
 from sheepdog.api.sweep_spec import SWEEP_KIND, SWEEP_PLURAL, SweepSpec
 from sheepdog.api.sweep_status import SweepStatus
 
@@ -61,43 +59,11 @@ def openapi_schema() -> dict[str, Any]:
 
 
 def crd() -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": CRD_NAME,
-            "labels": {"app.kubernetes.io/name": "sheepdog", "app.kubernetes.io/part-of": "sheepdog"},
-        },
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": SWEEP_KIND,
-                "listKind": f"{SWEEP_KIND}List",
-                "plural": SWEEP_PLURAL,
-                "singular": SINGULAR,
-                "shortNames": list(SHORT_NAMES),
-                "categories": list(run_crd.CATEGORIES),
-            },
-            "versions": [{
-                "name": VERSION,
-                "served": True,
-                "storage": True,
-                "schema": {"openAPIV3Schema": openapi_schema()},
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": copy.deepcopy(PRINTER_COLUMNS),
-            }],
-        },
-    }
+    return run_crd.crd_document(SWEEP_KIND, SWEEP_PLURAL, SINGULAR, SHORT_NAMES, openapi_schema(), PRINTER_COLUMNS)
 
 
 def render() -> str:
-    doc = crd()
-    version = doc["spec"]["versions"][0]
-    version["schema"]["openAPIV3Schema"] = run_crd.ordered(version["schema"]["openAPIV3Schema"])
-    body = yaml.dump(doc, Dumper=run_crd._Dumper, sort_keys=False, default_flow_style=False, width=100,
-                     allow_unicode=True)
-    return run_crd.HEADER.replace("sheepdog.api.crd", "sheepdog.api.sweep_crd") + "---\n" + body
+    return run_crd.render_document(crd(), "sheepdog.api.sweep_crd")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field
 
-from sheepdog.api.status import DATE_TIME, StatusModel
+from sheepdog.api.status import Condition, StatusModel
 
 SweepPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Invalid"]
 
@@ -42,13 +42,8 @@ class SweepCellStatus(StatusModel):
     reused: list[SweepReuse] = Field(default_factory=list, description="Stages the child took from the stage cache.")
 
 
-class SweepCondition(StatusModel):
-    type: Literal["Ready", "Invalid"]
-    status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str = ""
-    last_transition_time: str = Field(json_schema_extra=DATE_TIME)
-    observed_generation: Optional[int] = None
+class SweepCondition(Condition):
+    type: Literal["Ready", "Invalid"]  # type: ignore[assignment]
 
 
 class SweepStatus(StatusModel):

@@ -44,19 +44,10 @@ class Cell:
     manifest: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-class SweepInvalid(ValueError):
+class SweepInvalid(RunSpecError):
     """A sweep whose grid cannot be run: `.problems`, one line per bad cell or field."""
 
-    def __init__(self, problems: list[str], source: Optional[str] = None):
-        self.problems = list(problems)
-        self.source = source
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = f"{self.source}: " if self.source else ""
-        if len(self.problems) == 1:
-            return f"{where}invalid sweep: {self.problems[0]}"
-        return f"{where}invalid sweep ({len(self.problems)} problems):\n" + "\n".join(f"  - {p}" for p in self.problems)
+    what = "sweep"
 
 
 def slug(value: Any) -> str:

@@ -33,3 +33,11 @@ def test_describe_summary():
     assert describe_summary("curate", {"kept": 3, "keepRate": 0.25}) == "kept 3, keep rate 0.25"
     assert describe_summary("train", None) == "figures unknown (no summary)"
     assert describe_summary("evaluate", {"evaluation": {"m": 0.5}, "skipped": True}) == "m 0.5, skipped (already done)"
+
+
+def test_describe_summary_of_train_has_its_throughput_mfu_and_peak():
+    summary = {"trainLoss": 1.25, "tokensPerSecond": 1234.5, "mfu": 0.412, "peakMemoryGiBPerRank": [30.5, 31.25]}
+    assert describe_summary("train", summary) == "train loss 1.25, 1234 tokens/s, MFU 41.2%, peak memory 31.2 GiB a rank"
+    # on a CPU: no MFU (no peak FLOP/s), the resident peak
+    assert describe_summary("train", {"trainLoss": 2.0, "tokensPerSecond": 40.0, "mfu": None,
+                                      "peakMemoryGiBPerRank": [1.5]}) == "train loss 2, 40 tokens/s, peak memory 1.5 GiB a rank"

@@ -127,6 +127,20 @@ def apply_summary(record: IterationRecord, stage: str, summary: Optional[dict[st
             }
 
 
+def _train_figures(summary: dict[str, Any]) -> list[str]:
+    parts = []
+    tokens = _number(summary.get("tokensPerSecond"), float)
+    if tokens is not None:
+        parts.append(f"{tokens:.4g} tokens/s")
+    mfu = _number(summary.get("mfu"), float)
+    if mfu is not None:
+        parts.append(f"MFU {mfu:.1%}")
+    peaks = [p for p in summary.get("peakMemoryGiBPerRank") or [] if _number(p, float) is not None]
+    if peaks:
+        parts.append(f"peak memory {max(peaks):.3g} GiB a rank")
+    return parts
+
+
 def describe_summary(stage: str, summary: Optional[dict[str, Any]]) -> str:
     """'generated 20, assessed 18, ...': the counts a person reads in an event or a log line."""
     if not summary:
@@ -142,6 +156,8 @@ def describe_summary(stage: str, summary: Optional[dict[str, Any]]) -> str:
     if stage == "evaluate" and isinstance(summary.get("evaluation"), dict):
         parts += [f"{k} {v:.3g}" for k, v in summary["evaluation"].items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if stage == "train":  # throughput of the steady steps, MFU and the peak (training/throughput.py)
+        parts += _train_figures(summary)
     if summary.get("skipped"):
         parts.append("skipped (already done)")
     return ", ".join(parts) if parts else "no figures"

@@ -14,39 +14,21 @@ revision label). Needs root, buildah, debootstrap and the real node's binaries.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import tarfile
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
+from tests.chart import real_run
 from tests.chart.e2e import installed_release
-from tests.chart.helm import CHART, ROOT
-from tests.cluster import hoststate, realnode
-from tests.cluster.test_real_node import assert_host_restored
+from tests.cluster import realnode
 
 # The first build on a machine makes the Debian base (debootstrap) and the operator's venv.
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1800)]
 
-BUILD = ROOT / "scripts" / "build-images"
-# Where tests/images/test_build_images.py keeps the archive too: one copy, rewritten on change.
-OUT = Path(os.environ.get("SHEEPDOG_CACHE") or Path.home() / ".cache" / "sheepdog") / "images" / "oci"
-REPOSITORY = "localhost/sheepdog-operator"
-VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
-
-
-def archive_facts(path: Path) -> tuple[str, str]:
-    """(manifest digest, configured user) of the one image in an OCI archive."""
-    with tarfile.open(path) as tar:
-        (desc,) = json.loads(tar.extractfile("index.json").read())["manifests"]
-        manifest = json.loads(tar.extractfile("blobs/sha256/" + desc["digest"].split(":", 1)[1]).read())
-        config = json.loads(tar.extractfile("blobs/sha256/" + manifest["config"]["digest"].split(":", 1)[1]).read())
-    return desc["digest"], config["config"]["User"]
+REPOSITORY = real_run.OPERATOR_REPOSITORY
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +38,9 @@ def operator_archive() -> Path:
     missing = [t for t in ("buildah", "debootstrap") if not shutil.which(t)]
     if missing:
         pytest.fail(f"needs {' '.join(missing)}: run scripts/setup-debian", pytrace=False)
-    t0 = time.monotonic()
-    res = subprocess.run([str(BUILD), "--only", "operator", "--out", str(OUT)], capture_output=True, text=True,
-                         timeout=1500)
-    assert res.returncode == 0, f"scripts/build-images --only operator failed:\n{res.stderr[-6000:]}"
-    # Its own lines (layers rebuilt or not, the archive rewritten or not) with the time spent,
-    # waiting for another build's lock included.
-    said = [line for line in res.stderr.splitlines() if line.startswith("build-images:")]
-    print("\n" + "\n".join(said) + f"\noperator image built or reused in {time.monotonic() - t0:.1f}s")
-    return OUT / "sheepdog-operator.oci.tar"
+    # Kept in the image cache, where tests/images/test_build_images.py keeps it too: one copy,
+    # rewritten when the image changed.
+    return real_run.build_image("operator", real_run.IMAGE_CACHE, timeout=1500)
 
 
 def ready(pod: dict) -> bool:
@@ -82,25 +58,13 @@ def print_operator_logs(cluster, namespace: str, selector: str) -> None:
 
 
 def test_the_charts_operator_runs_on_the_real_node_and_leads(cluster, tmp_path, operator_archive):
-    digest, image_user = archive_facts(operator_archive)
+    digest, image_user = real_run.archive_facts(operator_archive)
     uid, _, gid = image_user.partition(":")
-    cp = cluster.control_plane
-    before = hoststate.snapshot()
-    t0 = time.monotonic()
-    # Imported before the kubelet starts: a pod bound before containerd's CRI has seen the
-    # image would fail with ErrImageNeverPull and wait out the back-off.
-    node = cp.start_real_node(owner_pid=os.getpid(), images=[operator_archive])
-    cluster.extra_logs.update({f"real node {c}": p for c, p in node.logs.items()})
-    timings = {"node Ready (image imported)": time.monotonic() - t0}
-    values = {
-        "image": {"repository": REPOSITORY, "tag": VERSION, "pullPolicy": "Never"},
-        "operator": {
-            "replicas": 2,
-            "nodeSelector": dict(realnode.NODE_SELECTOR),
-            "tolerations": [dict(realnode.TOLERATION)],
-        },
-    }
-    try:
+    timings: dict[str, float] = {}
+    # Imported before the kubelet starts (real_node_up).
+    with real_run.real_node_up(cluster, [operator_archive], timings):
+        # the operator image on the real node, 2 replicas with leader election (the default)
+        values = real_run.chart_values(replicas=2)
         t1 = time.monotonic()
         # A namespace enforcing Pod Security "restricted"; `helm install --wait` returns once
         # both replicas are Ready.
@@ -114,13 +78,6 @@ def test_the_charts_operator_runs_on_the_real_node_and_leads(cluster, tmp_path, 
             except BaseException:
                 print_operator_logs(cluster, ns, selector)
                 raise
-    finally:
-        t3 = time.monotonic()
-        problems = cp.stop_real_node()
-        timings["node stop and host restore"] = time.monotonic() - t3
-    print("\n" + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
-    assert problems == []
-    assert_host_restored(before, cp.state_dir / "real-node")
 
 
 def check_release(cluster, rel, selector: str, digest: str, uid: str, gid: str, timings: dict) -> None:

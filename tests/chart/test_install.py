@@ -210,6 +210,7 @@ NEEDED = [
     ("list", "pods", None),
     ("get", "pods", "log"),  # a running train's progress
     ("create", "services", None),
+    ("create", "configmaps", None),  # each stage execution's config file
     ("create", "networkpolicies.networking.k8s.io", None),  # each run's (networkPolicy.enabled)
     ("create", "events", None),
     ("list", "events", None),
@@ -293,6 +294,16 @@ UNREACHED = {
     # (OpenShift) checks it on each Job POST, the Job's owner reference blocking deletion.
     Permission("update", "sheepdog.dev", "selfalignmentruns/finalizers"): (
         "sheepdog.kube.jobs:owner_reference", '"blockOwnerDeletion": True', "every Job POST, under that plugin"),
+    # The audited namespaces hold no SelfAlignmentSweep; tests/chart/test_rbac_use.py drives one
+    # and tests/operator/test_sweep_cluster.py the whole controller.
+    Permission("create", "sheepdog.dev", "selfalignmentruns"): (
+        "sheepdog.kube.sweeps:SweepReconciler.create_child", '"POST"', "a sweep's child runs"),
+    Permission("get", "sheepdog.dev", "selfalignmentsweeps"): (
+        "sheepdog.kube.sweeps:SweepReconciler.get_sweep", '"GET"', "a sweep's reconcile"),
+    Permission("patch", "sheepdog.dev", "selfalignmentsweeps/status"): (
+        "sheepdog.kube.sweeps:SweepReconciler.write_status", '"PATCH"', "a sweep's status"),
+    Permission("update", "sheepdog.dev", "selfalignmentsweeps/finalizers"): (
+        "sheepdog.sweep.grid:child_manifest", '"blockOwnerDeletion": True', "every child run's POST, under that plugin"),
 }
 
 

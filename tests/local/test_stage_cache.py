@@ -7,9 +7,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 from sheepdog.local import run_local
 from sheepdog.planner.stage_cache_policy import stage_key
@@ -47,18 +49,21 @@ def test_a_second_run_with_another_threshold_reuses_synthesize(project):
     # no second synthesize process; curate and train (their keys differ) ran
     assert invocations_since(project, 3) == [(1, "curate"), (1, "train")]
     synth = status_of(project, "b")["iterations"][0]["stages"]["synthesize"]
-    producer = str((project.root / "a" / "i1" / "synthesize").resolve())
+    producer = str(project.root.resolve() / "a" / "i1" / "synthesize")
     assert synth["phase"] == "Succeeded" and synth["reusedFrom"] == producer and synth["attempts"] == 0
     assert synth["cacheKey"] == status_of(project, "a")["iterations"][0]["stages"]["synthesize"]["cacheKey"]
     assert status_of(project, "b")["iterations"][0]["stages"]["curate"]["cacheKey"] != \
         status_of(project, "a")["iterations"][0]["stages"]["curate"]["cacheKey"]
-    # the producer's figures, and its output read through a link (no copy)
+    # the producer's figures, and its output read through a link (no copy): both workdirs link
+    # to the one object in the cache
     assert second.status.iterations[0].generated == 10
+    stored = cache.resolve() / "objects" / synth["cacheKey"] / "i1" / "synthesize"
     linked = project.root / "b" / "i1" / "synthesize"
-    assert linked.is_symlink() and os.readlink(linked) == "../../a/i1/synthesize"
+    assert linked.is_symlink() and linked.resolve() == stored == Path(producer).resolve()
+    assert os.readlink(linked) == f"../../cache/objects/{synth['cacheKey']}/i1/synthesize"
     assert (linked / "output.txt").read_text() == "synthesize"
     curate = [d for d in project.logged() if d["stage"] == "curate"][-1]
-    assert curate["reuseLinks"] == {str(project.root.resolve() / "b/i1/synthesize"): producer}
+    assert curate["reuseLinks"] == {str(project.root.resolve() / "b/i1/synthesize"): str(stored)}
     assert f"[reused] iteration 1 synthesize: reused {producer}" in out
 
 
@@ -92,15 +97,41 @@ def test_the_default_cache_is_beside_the_workdir_and_none_turns_it_off(project):
     assert "cacheKey" not in json.dumps(json.loads(off.read_text()))
 
 
-def test_a_deleted_producer_is_a_miss(project):
-    import shutil
+def test_a_rerun_of_a_deleted_workdir_reuses_its_stages_until_the_cache_goes(project):
+    cache = project.root / "cache"
+    project.write_run(iterations=1)
+    run_in(project, "a", cache)
+    shutil.rmtree(project.root / "a")  # the links go; the outputs stay in the cache
+    again, _ = run_in(project, "a", cache)
+    assert again.status.phase == "Succeeded" and project.invocations()[3:] == []
+    assert (project.root / "a" / "i1" / "model" / "config.json").is_file()
+    assert all(again.status.iterations[0].stages[s].reused_from for s in ("synthesize", "curate", "train"))
+    shutil.rmtree(project.root / "a")
+    shutil.rmtree(cache / "objects")  # the outputs themselves gone: a miss
+    run_in(project, "a", cache)
+    assert project.invocations()[3:] == [(1, "synthesize"), (1, "curate"), (1, "train")]
+
+
+def test_a_moved_output_is_linked_back_after_a_kill(project):
+    """A kill between the move into the cache and the link leaves the workdir without the
+    stage's directory: the next settle links it."""
+    from sheepdog.local.stage_cache import LocalStageCache
+    from sheepdog.local.workdir_files import read_status
 
     cache = project.root / "cache"
     project.write_run(iterations=1)
     run_in(project, "a", cache)
-    shutil.rmtree(project.root / "a")
-    run_in(project, "b", cache)
-    assert project.invocations()[3:] == [(1, "synthesize"), (1, "curate"), (1, "train")]
+    work = project.root / "a"
+    key = read_status(work).iterations[0].stages["curate"].cache_key
+    (work / "i1" / "curate").unlink()  # as if killed after the rename
+    run = load_run(project.run_file)
+    root = str(work.resolve())
+    entry = cache / f"{key}.json"
+    entry.write_text(json.dumps({**json.loads(entry.read_text()), "state": "running", "pid": os.getpid()}))
+    layout = Layout(root=str(project.root.resolve()), run_dir=root)  # the run file's paths resolve there
+    LocalStageCache(cache, work, layout, run.spec).settle(read_status(work))
+    assert (work / "i1" / "curate").is_symlink() and (work / "i1" / "curate" / "_SUCCESS").is_file()
+    assert json.loads(entry.read_text())["state"] == "succeeded"
 
 
 def _entry_file(project, cache, stage="synthesize"):
@@ -153,4 +184,4 @@ def test_a_dead_producers_claim_does_not_block(project):
     result, _ = run_in(project, "b", cache, wait_seconds=0.05)
     assert result.status.phase == "Succeeded"
     assert project.invocations()[3:4] == [(1, "synthesize")]  # produced it itself
-    assert json.loads(entry.read_text())["owner"] == str((project.root / "b").resolve())
+    assert json.loads(entry.read_text())["owner"].startswith(str((project.root / "b").resolve()) + "#")

@@ -4,10 +4,14 @@ under runs/ shares one). docs/stage-cache.md.
 
     <cache>/<key>.json   {"key", "state": running|succeeded, "producer", "owner", "runDir",
                           "iteration", "stage", "summary", "pid", "host"}
+    <cache>/objects/<key>/i<N>/<stage>   a finished stage's outputs (train: and i<N>/model)
     <cache>/.lock        flock held while an entry is claimed, published or dropped
 
-The outputs stay in the producer's workdir; the index only says where. So an entry is valid
-while its outputs are there (`_SUCCESS`, and train's model): a deleted workdir's entries miss.
+A finished stage's outputs are moved into the cache's objects and its workdir keeps a relative
+link to them (a rename: nothing is copied), so they outlive the workdir: a rerun of a deleted
+workdir reuses them, and every run that reuses them links to the same object. An entry is
+valid while its outputs are there (`_SUCCESS`, and train's model); where a move is impossible
+(another filesystem) the outputs stay in the workdir and the entry points there.
 A running entry is a claim: the executor that holds it runs the stage; another executor that
 needs the same key waits (stage_cache_policy: wait) while the claimer's process lives, and
 takes the claim over when it has died (a killed run does not block the others).
@@ -19,21 +23,24 @@ import fcntl
 import hashlib
 import os
 import socket
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
 from sheepdog.api.spec import RunSpec
 from sheepdog.api.status import RunStatus
-from sheepdog.local.workdir_files import read_json, write_json
+from sheepdog.local.workdir_files import read_json, write_atomically, write_json
 from sheepdog.planner import StartStage
 from sheepdog.planner.stage_cache_policy import (
-    CacheEntry, CacheInputs, StageCache, links, publishable, published_summary,
+    CacheEntry, CacheInputs, StageCache, links, publishable, published_summary, reused_paths,
 )
 from sheepdog.reuse_links import make_links
 from sheepdog.stage_config import Layout
 
 DEFAULT_NAME = ".stage-cache"
+OWNER_FILE = ".stage-cache-owner"  # in the workdir (_incarnation)
+OBJECTS = "objects"  # <cache>/objects/<key>/i<N>/<stage>: the outputs, moved out of their workdir
 SMALL_FILE = 1 << 20  # model files below this are identified by content (config, tokenizer config)
 
 
@@ -83,10 +90,25 @@ def _alive(pid: object, host: object) -> bool:
     return True
 
 
+def _incarnation(workdir: Path) -> str:
+    """This workdir's identity in the index: its path and a token made when the cache first
+    saw it (OWNER_FILE). A workdir deleted and run again is another producer, so it reuses what
+    its predecessor left in the cache; the same workdir resumed is the same one."""
+    path = workdir / OWNER_FILE
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        token = ""
+    if not token:
+        token = uuid.uuid4().hex
+        write_atomically(path, token + "\n")
+    return f"{workdir.resolve()}#{token}"
+
+
 class LocalStageCache:
     def __init__(self, directory: Path, workdir: Path, layout: Layout, spec: RunSpec):
         self.dir = Path(directory)
-        self.owner = str(workdir.resolve())
+        self.owner = _incarnation(workdir)
         self.layout, self.spec = layout, spec
         self.inputs = cache_inputs(spec, layout)
 
@@ -131,10 +153,11 @@ class LocalStageCache:
                 entries[entry.key] = entry
         return StageCache(owner=self.owner, inputs=self.inputs, entries=entries, run_dir=self.layout.run_dir)
 
-    def _write(self, key: str, state: str, iteration: int, stage: str, summary: Optional[dict] = None) -> None:
+    def _write(self, key: str, state: str, iteration: int, stage: str, summary: Optional[dict] = None,
+               run_dir: Optional[str] = None) -> None:
         write_json(self._path(key), {
             "key": key, "state": state, "producer": str(Path(self.layout.stage_dir(iteration, stage))),
-            "owner": self.owner, "runDir": self.layout.run_dir, "iteration": iteration, "stage": stage,
+            "owner": self.owner, "runDir": run_dir or self.layout.run_dir, "iteration": iteration, "stage": stage,
             "summary": summary, "pid": os.getpid(), "host": socket.gethostname()})
 
     def claim(self, action: StartStage, status: RunStatus) -> bool:
@@ -152,9 +175,32 @@ class LocalStageCache:
                 self._write(key, "running", action.iteration, action.stage)
         return True
 
+    def _store(self, key: str, iteration: int, stage: str) -> str:
+        """Move a finished stage's outputs (its directory; train's model too) into
+        `<cache>/objects/<key>/i<N>/` and leave relative links at the workdir's paths, so they
+        outlive the workdir (a rerun of a deleted workdir reuses them). Idempotent, and it
+        completes a move a kill interrupted. Returns where the outputs are (a run directory's
+        layout): the object, or the workdir where a move is impossible (another filesystem)."""
+        obj = str(self.dir / OBJECTS / key)
+        moves = reused_paths(stage, iteration, obj, self.layout.run_dir)  # workdir path -> object path
+        for own, stored in moves.items():
+            own_path, stored_path = Path(own), Path(stored)
+            if own_path.is_symlink() or (not own_path.exists() and stored_path.exists()):
+                continue  # moved already (the link is made below)
+            if stored_path.exists() or not own_path.exists():
+                return self.layout.run_dir  # an object of another history: leave this one in place
+            stored_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(own_path, stored_path)
+            except OSError:  # another filesystem: the outputs stay in the workdir
+                return self.layout.run_dir
+        make_links(moves)
+        return obj
+
     def settle(self, status: RunStatus) -> None:
-        """After each status write: publish this run's succeeded stages, drop its claims of
-        failed ones (a waiting run then runs the stage itself), and link the stages it reused."""
+        """After each status write: publish this run's succeeded stages (their outputs moved
+        into the cache's objects), drop its claims of failed ones (a waiting run then runs the
+        stage itself), and link the stages it reused."""
         with self._locked():
             for record in status.iterations:
                 for stage, rec in record.stages.items():
@@ -162,10 +208,12 @@ class LocalStageCache:
                         continue
                     entry = self._entry(rec.cache_key)
                     ours = entry is None or entry.owner == self.owner
-                    if rec.phase == "Succeeded" and ours and (entry is None or entry.state == "running") \
-                            and publishable(self.spec, stage):
-                        self._write(rec.cache_key, "succeeded", record.iteration, stage,
-                                    published_summary(record, stage))
+                    if rec.phase == "Succeeded" and ours and publishable(self.spec, stage) \
+                            and (entry is None or entry.state == "running" or entry.run_dir == self.layout.run_dir):
+                        stored = self._store(rec.cache_key, record.iteration, stage)
+                        if entry is None or entry.state == "running" or entry.run_dir != stored:
+                            self._write(rec.cache_key, "succeeded", record.iteration, stage,
+                                        published_summary(record, stage), run_dir=stored)
                     elif rec.phase in ("Succeeded", "Failed") and entry is not None and entry.owner == self.owner \
                             and entry.state == "running":
                         self._path(rec.cache_key).unlink(missing_ok=True)

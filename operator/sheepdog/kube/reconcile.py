@@ -333,7 +333,7 @@ class Reconciler:
         observed = self.train_progress.observe(namespace, name, obs.observe(jobs, old_raw, pods, events, now), now)
 
         layout = kube_layout(name, spec)
-        view = self.stage_cache.view(run, spec, layout) if self.stage_cache else None
+        view = self.stage_cache.view(run, spec, layout) if self.stage_cache and spec.stage_cache else None
         p = plan(name, spec, old_status.model_copy(deep=True), observed, layout, now, generation=generation,
                  retry=retry_token(run), cache=view)
         result = Result(done=p.done, prebuilt=pre.built if pre is not None else {}, cache_view=view)

@@ -169,7 +169,8 @@ class LocalStageCache:
             return True
         with self._locked():
             entry = self._entry(key)
-            if entry is not None and entry.owner != self.owner:
+            # as stage_cache_policy.lookup: another run's entry, unless in this very directory
+            if entry is not None and entry.owner != self.owner and entry.run_dir != self.layout.run_dir:
                 return False
             if entry is None or entry.state == "running":
                 self._write(key, "running", action.iteration, action.stage)

@@ -67,6 +67,12 @@ def test_lora_through_deepspeed_merges_into_a_new_model(zero, precision, tmp_pat
     assert all(math.isfinite(row["loss"]) and math.isfinite(row["gradNorm"]) for row in log)
     assert summary["step"] == summary["totalSteps"] == 4 and summary["worldSize"] == 1
     assert summary["effectiveBatchSize"] == 2 and summary["samplesPerSecond"] > 0
+    # rates of the 3 steps after the first (start-up excluded), MFU (none without a peak FLOP/s
+    # figure on a CPU) and this rank's resident peak (training/throughput.py)
+    assert summary["timedSteps"] == 3 and summary["tokensPerSecond"] > 0 and summary["stepSeconds"] > 0
+    assert summary["mfu"] is None and summary["peakFlopsPerDevice"] is None and summary["flopsPerToken"] > 0
+    assert summary["peakMemorySource"] == "maxrss" and len(summary["peakMemoryGiBPerRank"]) == 1
+    assert summary["peakMemoryGiBPerRank"][0] > 0.3  # torch, the model and DeepSpeed are resident
     # Validation loss at each epoch's end; step lines on stdout.
     evals = [row for row in storage.read_jsonl(tmp_path / "i1" / "train" / "trainer_log.jsonl") if "evalLoss" in row]
     assert [row["step"] for row in evals] == [2, 4]

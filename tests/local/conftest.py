@@ -81,3 +81,25 @@ def project(tmp_path, monkeypatch) -> Project:
     for knob in ("FAKE_FAIL", "FAKE_FAIL_ONCE", "FAKE_KILL_PARENT", "FAKE_NO_SUMMARY", "FAKE_METRICS", "FAKE_CRASH"):
         monkeypatch.delenv(knob, raising=False)
     return p
+
+
+QUICKSTART_SEEDS = Path(__file__).resolve().parents[2] / "examples" / "seeds" / "quickstart.jsonl"
+TINY_BASE = "models/smollm2-135m-instruct"
+
+
+def real_tiny_workdir(tmp_path: Path, tiny_model: str, run_yaml: str, monkeypatch) -> tuple[Path, Path]:
+    """(workdir, run file) of a REAL run of the tiny model through the local executor: the
+    quickstart seeds at seeds/quickstart.jsonl, the model linked at TINY_BASE, the real
+    sheepdog_jobs on one torch thread."""
+    import shutil
+
+    monkeypatch.setenv("SHEEPDOG_TORCH_THREADS", "1")
+    monkeypatch.delenv("SHEEPDOG_STAGE_MODULE", raising=False)  # the real sheepdog_jobs
+    work = tmp_path / "work"
+    (work / "seeds").mkdir(parents=True)
+    (work / "models").mkdir()
+    shutil.copy(QUICKSTART_SEEDS, work / "seeds" / "quickstart.jsonl")
+    (work / TINY_BASE).symlink_to(Path(tiny_model).resolve(), target_is_directory=True)
+    run_file = work / "run.yaml"
+    run_file.write_text(run_yaml)
+    return work, run_file

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,12 +19,11 @@ import pytest
 import sheepdog.local.executor as executor
 from sheepdog.local import run_local
 from tests.jobs.conftest import tiny_model  # noqa: F401  (session fixture: the converted SmolLM2)
+from tests.local.conftest import TINY_BASE, real_tiny_workdir
 
 pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(900)]
 
-REPO = Path(__file__).resolve().parents[2]
-SEEDS = REPO / "examples" / "seeds" / "quickstart.jsonl"
-BASE = "models/smollm2-135m-instruct"
+BASE = TINY_BASE
 ITERATIONS, DATA_SIZE = 2, 2
 
 RUN_YAML = f"""apiVersion: sheepdog.dev/v1alpha1
@@ -73,15 +71,8 @@ spec:
                                       pytest.param("total_base", marks=pytest.mark.bulk),
                                       pytest.param("direct", marks=pytest.mark.bulk)])
 def test_strategy_lineage_real_run(strategy, tiny_model, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("SHEEPDOG_TORCH_THREADS", "1")
-    monkeypatch.delenv("SHEEPDOG_STAGE_MODULE", raising=False)  # the real sheepdog_jobs
-    work = tmp_path / "work"
-    (work / "seeds").mkdir(parents=True)
-    (work / "models").mkdir()
-    shutil.copy(SEEDS, work / "seeds" / "quickstart.jsonl")
-    (work / "models" / Path(BASE).name).symlink_to(Path(tiny_model).resolve(), target_is_directory=True)
-    run_file = work / "run.yaml"
-    run_file.write_text(RUN_YAML.format(name=strategy.replace("_", "-"), strategy=strategy))
+    work, run_file = real_tiny_workdir(tmp_path, tiny_model, RUN_YAML.format(name=strategy.replace("_", "-"),
+                                                                             strategy=strategy), monkeypatch)
 
     # Spy on the StageConfig each stage is started with (the stage reads nothing else).
     started: list = []

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 
 from sheepdog.local import run_local
 from tests.jobs.conftest import tiny_model  # noqa: F401  (session fixture: the converted SmolLM2)
+from tests.local.conftest import TINY_BASE, real_tiny_workdir
 
 pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(1500)]
 
-REPO = Path(__file__).resolve().parents[2]
-SEEDS = REPO / "examples" / "seeds" / "quickstart.jsonl"
-BASE = "models/smollm2-135m-instruct"
+BASE = TINY_BASE
 
 RUN_YAML = f"""apiVersion: sheepdog.dev/v1alpha1
 kind: SelfAlignmentRun
@@ -66,15 +63,7 @@ spec:
 
 
 def test_two_iterations_serve_the_adapter_and_write_no_merged_model(tiny_model, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("SHEEPDOG_TORCH_THREADS", "1")
-    monkeypatch.delenv("SHEEPDOG_STAGE_MODULE", raising=False)  # the real sheepdog_jobs
-    work = tmp_path / "work"
-    (work / "seeds").mkdir(parents=True)
-    (work / "models").mkdir()
-    shutil.copy(SEEDS, work / "seeds" / "quickstart.jsonl")
-    (work / "models" / Path(BASE).name).symlink_to(Path(tiny_model).resolve(), target_is_directory=True)
-    run_file = work / "run.yaml"
-    run_file.write_text(RUN_YAML)
+    work, run_file = real_tiny_workdir(tmp_path, tiny_model, RUN_YAML, monkeypatch)
 
     result = run_local(run_file, work, out=io.StringIO(), plot=False)
     report = json.loads((work / "report.json").read_text())

@@ -150,3 +150,25 @@ def test_a_reconciled_run_records_its_keys_and_its_claims_end():
     entries = entries_of_runs([kube.cache.run("ns", "r")], "sheepdog-data")
     assert sorted(e.stage for e in entries.values()) == ["curate", "synthesize", "train"]
     assert {e.state for e in entries.values()} == {"succeeded"} and rec.stage_cache._claims == {}
+
+
+def test_a_reused_stage_is_no_execution_in_the_stage_metrics():
+    """sheepdog_stage_* count executions: a stage reused from another run ran nowhere here."""
+    from sheepdog.kube.reconcile import Reconciler
+
+    calls = []
+
+    class Recorder:
+        def stage_retried(self, *args):
+            pass
+
+        def stage_finished(self, namespace, stage, result, seconds):
+            calls.append((stage, result))
+
+    rec = Reconciler.__new__(Reconciler)  # only _transitions is exercised: it reads self.metrics
+    rec.metrics = Recorder()
+    done = {"phase": "Succeeded", "startedAt": NOW, "finishedAt": NOW}
+    new = {"iterations": [{"iteration": 1, "stages": {
+        "synthesize": {**done, "reusedFrom": "ns/a/iteration-1/synthesize"}, "curate": done}}]}
+    rec._transitions("ns", {}, new)
+    assert calls == [("curate", "succeeded")]

@@ -561,7 +561,7 @@ class Reconciler:
             retries = max(0, int(rec.get("attempts") or 0) - 1) - max(0, int(prev.get("attempts") or 0) - 1)
             self.metrics.stage_retried(namespace, stage, retries)
             phase, prev_phase = rec.get("phase"), prev.get("phase")
-            if phase in ("Succeeded", "Failed") and prev_phase != phase:
+            if phase in ("Succeeded", "Failed") and prev_phase != phase and not rec.get("reusedFrom"):  # ran here
                 self.metrics.stage_finished(
                     namespace, stage, phase.lower(), _seconds_between(rec.get("startedAt"), rec.get("finishedAt"))
                 )

@@ -3,7 +3,8 @@
 Both executors (local subprocesses, Kubernetes Jobs) run exactly the command that
 `stage_command` returns; only the storage root differs (a local directory, or the PVC
 mounted at /data). The stage program reads everything it needs from the config: no
-other channel exists, so a Job's command line is a complete record of what it did.
+other channel exists, so the config (a Job's ConfigMap in a cluster, the command line locally)
+is a complete record of what it did.
 """
 
 from __future__ import annotations
@@ -187,10 +188,13 @@ def stage_command(
     summary_file: str = TERMINATION_LOG,
     module: str = STAGE_MODULE,
     rendezvous: Optional[Rendezvous] = None,
+    config_file: Optional[str] = None,
 ) -> list[str]:
     """The one command line of a stage, for both executors. `module` exists for tests, which
     run a fake stage program; products always run sheepdog_jobs. A train stage of more than
-    one rank runs under torchrun (`launcher_args`); every other stage is one process."""
+    one rank runs under torchrun (`launcher_args`); every other stage is one process.
+    `config_file`: where the stage finds config.to_json() (a cluster's mounted ConfigMap,
+    kube/stage_config_map.py); None puts the JSON itself on the command line (local runs)."""
     launch = launcher_args(config.spec, rendezvous) if config.stage == "train" else []
     head = [*_launcher(python), *launch] if launch else [python]
     return [
@@ -199,7 +203,7 @@ def stage_command(
         module,
         config.stage,
         "--config",
-        config.to_json(),
+        config_file or config.to_json(),
         "--summary-file",
         summary_file,
     ]

@@ -63,6 +63,7 @@ NAMESPACED_RULES = {
     ("", "pods"): {"list", "watch"},
     ("", "pods/log"): {"get"},
     ("", "services"): {"create"},
+    ("", "configmaps"): {"create"},  # each stage execution's config file (stage_config_map.py)
     ("networking.k8s.io", "networkpolicies"): {"create"},  # each run's (networkPolicy.enabled)
     ("", "events"): {"create", "list", "watch"},
     ("kueue.x-k8s.io", "workloads"): {"list", "patch"},

@@ -21,7 +21,8 @@ What a pod gets (single container; others are ignored and reported as never star
 - volumeMounts: an arg or env value that starts with a mountPath (or `--opt=<mountPath>...`) is
   rewritten to the local directory; workingDir likewise (default: a per-pod temp dir); an arg or
   env value that is a JSON object or array (starts with `{`/`[` and parses) has every string
-  value that is a path under a mount rewritten the same way (the stage programs' `--config`);
+  value that is a path under a mount rewritten the same way, and so has a mounted ConfigMap's
+  file that is one (the stage programs' config file, kube/stage_config_map.py);
 - terminationMessagePath (default /dev/termination-log) is mapped to a local file (under a mount
   when the path is, else a per-pod file) and rewritten in args/env the same way; after exit its
   contents become the termination message; with terminationMessagePolicy FallbackToLogsOnError
@@ -144,6 +145,7 @@ class PodRun:
     # -- preparing the process -----------------------------------------------------------------
     def _volumes(self) -> dict[str, Path]:
         vols: dict[str, Path] = {}
+        self.config_dirs: list[Path] = []
         for v in self.pod["spec"].get("volumes") or []:
             name = v["name"]
             if "persistentVolumeClaim" in v:
@@ -156,6 +158,8 @@ class PodRun:
                 path = self.dir / "volumes" / name
                 path.mkdir(parents=True, exist_ok=True)
                 self._materialize(v, path)
+                if "configMap" in v:
+                    self.config_dirs.append(path)
             else:
                 log.warning("%s/%s: volume %s of an unsupported type is an empty dir", self.ns, self.name, name)
                 path = self.dir / "volumes" / name
@@ -320,6 +324,13 @@ class PodRun:
                 local.mkdir(parents=True, exist_ok=True)
             mounts.append((vm["mountPath"], local))
         map_path, map_string = self._mapper(mounts)
+        for directory in self.config_dirs:  # this pod's own copies: rewritten like an arg
+            for f in directory.rglob("*"):
+                if f.is_file():
+                    text = f.read_text(errors="replace")
+                    mapped = map_string(text)
+                    if mapped != text:
+                        f.write_text(mapped)
         tpath = container.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH
         term_file = Path(map_path(tpath))
         if str(term_file) == tpath:  # not under a mount: a per-pod file

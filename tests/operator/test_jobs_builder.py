@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sheepdog.api.spec import STAGES, RunSpec
-from sheepdog.kube import jobs
+from sheepdog.kube import jobs, stage_config_map
 from sheepdog.kube.podsecurity import restricted_violations
 from sheepdog.planner.lineage_policy import stage_config
 from sheepdog.stage_config import TERMINATION_LOG, kube_layout, stage_command
@@ -23,6 +23,15 @@ def make_spec(**over: Any) -> RunSpec:
     data: dict[str, Any] = {"model": {"base": "models/Qwen1.5-72B"}}
     data.update(over)
     return RunSpec.model_validate(data)
+
+
+FILE = stage_config_map.CONFIG_PATH  # where a stage pod reads its config
+
+
+def config_file_of(spec: RunSpec, stage: str, iteration: int = 1, run: str = RUN, retry: int = 0) -> dict:
+    """The config a stage execution's pods read: its ConfigMap's file."""
+    objs = jobs.build_stage_objects(run, NS, UID, spec, config_for(spec, stage, iteration, run), None, retry)
+    return json.loads(stage_config_map.config_text(objs))
 
 
 def config_for(spec: RunSpec, stage: str, iteration: int = 1, run: str = RUN):
@@ -135,8 +144,9 @@ def test_a_retried_stage_is_a_new_job_labelled_with_its_retry() -> None:
 
     spec = make_spec(stages={"train": {"nodes": 2}})
     assert jobs.job_name("r", 3, "train", 2) == "r-i3-train-r2" == stage_name("r", 3, "train", 2)
-    svc, job = jobs.build_stage_objects(RUN, NS, UID, spec, config_for(spec, "train"), None, 1)
+    svc, cm, job = jobs.build_stage_objects(RUN, NS, UID, spec, config_for(spec, "train"), None, 1)
     assert job["metadata"]["name"] == f"{RUN}-i1-train-r1" and job["metadata"]["labels"]["sheepdog.dev/retry"] == "1"
+    assert cm["metadata"]["name"].startswith(f"{RUN}-i1-train-r1-config-")
     assert svc["metadata"]["name"] == f"{RUN}-i1-train-r1-rdzv"
     assert pod_of(job)["subdomain"] == svc["metadata"]["name"]
     assert f"--rdzv-endpoint={RUN}-i1-train-r1-0.{RUN}-i1-train-r1-rdzv:29500" in container_of(job)["command"]
@@ -162,8 +172,10 @@ def test_command_is_the_stage_command(stage: str) -> None:
     spec = make_spec()
     config = config_for(spec, stage)
     job = jobs.build_stage_job(RUN, NS, UID, spec, config)
-    expected = stage_command(config, python="python", summary_file=TERMINATION_LOG)
+    expected = stage_command(config, python="python", summary_file=TERMINATION_LOG, config_file=FILE)
     assert container_of(job)["command"] == expected  # no `$` in it: written as it is
+    # the config itself is the file of the stage's ConfigMap, not on the command line
+    assert config_file_of(spec, stage) == json.loads(config.to_json())
     assert "args" not in container_of(job)
     program = expected[expected.index("-m"):][:3]
     assert program == ["-m", "sheepdog_jobs", stage]
@@ -176,8 +188,8 @@ def test_the_config_carries_the_runs_uid() -> None:
     spec = make_spec()
     config = stage_config(RUN, spec, 1, "curate", kube_layout(RUN, spec))
     assert config.run_uid is None
-    command = container_of(jobs.build_stage_job(RUN, NS, UID, spec, config))["command"]
-    assert json.loads(command[command.index("--config") + 1])["runUid"] == UID
+    objs = jobs.build_stage_objects(RUN, NS, UID, spec, config)
+    assert json.loads(stage_config_map.config_text(objs))["runUid"] == UID
 
 
 def test_dollar_signs_reach_the_stage_unchanged() -> None:
@@ -185,8 +197,9 @@ def test_dollar_signs_reach_the_stage_unchanged() -> None:
     spec = make_spec(model={"base": "m", "chatTemplate": "{{ '$(HOME) costs $$5 and $' }}"})
     config = config_for(spec, "synthesize")
     job = jobs.build_stage_job(RUN, NS, UID, spec, config)
-    assert effective_command(job) == stage_command(config)
-    assert json.loads(effective_command(job)[5])["spec"]["model"]["chatTemplate"] == "{{ '$(HOME) costs $$5 and $' }}"
+    assert effective_command(job) == stage_command(config, config_file=FILE)
+    # a file's contents are never expanded by the kubelet
+    assert config_file_of(spec, "synthesize")["spec"]["model"]["chatTemplate"] == "{{ '$(HOME) costs $$5 and $' }}"
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -309,8 +322,12 @@ def test_volumes_and_writable_home() -> None:
         assert "emptyDir" in vol or "persistentVolumeClaim" in vol, var
     assert env["HF_HOME"]["value"].startswith("/data/")
     # the config's paths are under the mount (the train of 8 GPUs runs under torchrun)
-    config = json.loads(c["command"][c["command"].index("--config") + 1])
+    config = config_file_of(spec, "train")
     assert config["runDir"] == "/data/exp/a" and config["root"] == "/data"
+    # and the config file is a read-only ConfigMap volume of the stage execution's own
+    assert c["command"][c["command"].index("--config") + 1] == FILE
+    assert {"name": "stage-config", "mountPath": "/etc/sheepdog/stage", "readOnly": True} in c["volumeMounts"]
+    assert vols["stage-config"]["configMap"]["name"].startswith(f"{job['metadata']['name']}-config-")
 
 
 def test_hub_token_by_reference_only() -> None:
@@ -488,7 +505,7 @@ def test_multinode_train_is_an_indexed_job_running_torchrun() -> None:
         f"--rdzv-endpoint={name}-0.{svc}:29500", f"--rdzv-id={name}", "--max-restarts=2",
     ]
     # after torchrun's own flags: exactly the stage program and its arguments
-    assert cmd[7:] == program_of(stage_command(config))
+    assert cmd[7:] == program_of(stage_command(config, config_file=FILE))
     assert not any("ssh" in a.lower() for a in cmd[:7])
     env = env_of(job)
     assert env["NNODES"]["value"] == "3"
@@ -517,14 +534,14 @@ def test_train_starts_one_rank_per_gpu_on_every_node(gpus: int, nodes: int, rank
     assert (per_node * pods, pods) == (ranks, nodes)
     if nodes == 1:  # the ranks meet on localhost: the command sheepdog run runs on a laptop
         assert cmd[1:4] == ["--standalone", "--nnodes=1", f"--nproc-per-node={ranks}"]
-        assert cmd == stage_command(config_for(spec, "train"))
+        assert cmd == stage_command(config_for(spec, "train"), config_file=FILE)
         assert cmd[4:] == program_of(cmd)
 
 
 def test_a_world_of_one_is_the_plain_stage_command() -> None:
     for gpus in (0, 1):
         spec = make_spec(stages={"train": {"gpus": gpus}})
-        assert container_of(build(spec, "train"))["command"] == stage_command(config_for(spec, "train"))
+        assert container_of(build(spec, "train"))["command"] == stage_command(config_for(spec, "train"), config_file=FILE)
         assert container_of(build(spec, "train"))["command"][0] == "python"
 
 
@@ -541,8 +558,9 @@ def test_rendezvous_service() -> None:
     assert svc["spec"]["publishNotReadyAddresses"] is True
     assert svc["spec"]["selector"] == {"batch.kubernetes.io/job-name": job}
     objs = jobs.build_stage_objects(RUN, NS, UID, spec, config_for(spec, "train", 4))
-    assert [o["kind"] for o in objs] == ["Service", "Job"]
-    assert [o["kind"] for o in jobs.build_stage_objects(RUN, NS, UID, make_spec(), config_for(make_spec(), "train"))] == ["Job"]
+    assert [o["kind"] for o in objs] == ["Service", "ConfigMap", "Job"]
+    assert [o["kind"] for o in jobs.build_stage_objects(RUN, NS, UID, make_spec(), config_for(make_spec(), "train"))] == [
+        "ConfigMap", "Job"]
 
 
 def test_single_node_train_is_a_plain_job() -> None:
@@ -561,9 +579,9 @@ def test_sharded_synthesize_is_an_indexed_job() -> None:
     job = jobs.build_stage_job(RUN, NS, UID, spec, config)
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 4
-    sent = json.loads(container_of(job)["command"][5])
+    sent = config_file_of(spec, "synthesize")
     assert sent["shard"] == {"count": 4}  # no index: each pod reads JOB_COMPLETION_INDEX
-    assert container_of(job)["command"] == stage_command(jobs.effective_config(spec, config))
+    assert container_of(job)["command"] == stage_command(jobs.effective_config(spec, config), config_file=FILE)
     assert "subdomain" not in pod_of(job)
     # only synthesize is sharded
     assert "completionMode" not in build(spec, "curate")["spec"]
@@ -627,14 +645,18 @@ def test_render_uses_the_planners_lineage_and_the_runs_uid() -> None:
                  "evaluation": {"enabled": True}, "stages": {"train": {"nodes": 2}}},
     })
     objs = render_run(run, iteration=2)
-    assert [(o["kind"], o["metadata"]["name"]) for o in objs] == [
-        ("Job", "r-i2-synthesize"), ("Job", "r-i2-curate"), ("Service", "r-i2-train-rdzv"),
-        ("Job", "r-i2-train"), ("Job", "r-i2-evaluate"),
+    # each Job after its config's ConfigMap (`<job>-config-<hash>`)
+    assert [(o["kind"], re.sub(r"-config-[0-9a-f]{8}$", "-config", o["metadata"]["name"])) for o in objs] == [
+        ("ConfigMap", "r-i2-synthesize-config"), ("Job", "r-i2-synthesize"),
+        ("ConfigMap", "r-i2-curate-config"), ("Job", "r-i2-curate"), ("Service", "r-i2-train-rdzv"),
+        ("ConfigMap", "r-i2-train-config"), ("Job", "r-i2-train"),
+        ("ConfigMap", "r-i2-evaluate-config"), ("Job", "r-i2-evaluate"),
     ]
     assert all(o["metadata"]["namespace"] == "team" for o in objs)
     assert all(o["metadata"]["ownerReferences"][0]["uid"] == UID for o in objs)
-    train = objs[3]
-    config = json.loads(container_of(train)["command"][-3])
+    train = objs[6]
+    assert container_of(train)["command"][-3] == FILE
+    config = json.loads(stage_config_map.config_text(objs[5:7]))
     expected = config_for(run.spec, "train", 2, "r")
     assert config["generatorModel"] == expected.generator_model == "/data/runs/r/i1/model"
     assert config["baseModel"] == expected.base_model == "/data/runs/r/i1/model"  # one_last

@@ -157,9 +157,17 @@ def marked_checkpoints(directory: Path) -> list[int]:
     return [step for step, d in checkpoints(directory) if (d / MARKER).exists()]
 
 
+def _names(config_file: bytes, volume: Path) -> bool:
+    try:
+        return str(volume) in Path(config_file.decode()).read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def train_worker(volume: Path, rank: int) -> int:
     """The pid of the train worker of global rank `rank`, a child of one pod's torchrun agent:
-    its command line holds the run's volume (the config's paths), its environment its rank."""
+    its config file (the pod's mounted ConfigMap, named on its command line) holds the run's
+    volume (the config's paths), its environment its rank."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -169,7 +177,7 @@ def train_worker(volume: Path, rank: int) -> int:
             env = dict(kv.split(b"=", 1) for kv in (proc / "environ").read_bytes().split(b"\0") if b"=" in kv)
         except OSError:  # gone, or not ours
             continue
-        if (b"sheepdog_jobs" in argv and any(str(volume).encode() in a for a in argv)
+        if (b"sheepdog_jobs" in argv and b"--config" in argv and _names(argv[argv.index(b"--config") + 1], volume)
                 and b"TORCHELASTIC_RESTART_COUNT" in env and env.get(b"RANK") == str(rank).encode()):
             found.append(int(proc.name))
     assert len(found) == 1, f"train workers of rank {rank}: {found}"

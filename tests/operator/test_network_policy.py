@@ -28,9 +28,9 @@ def pods_of(objs: list[dict], namespace: str = NS) -> list[Pod]:
 def test_off_by_default_and_first_when_on():
     spec = make_spec(stages={"train": {"nodes": 2}})
     config = config_for(spec, "train", 3)
-    assert [o["kind"] for o in jobs.build_stage_objects(RUN, NS, UID, spec, config)] == ["Service", "Job"]
+    assert [o["kind"] for o in jobs.build_stage_objects(RUN, NS, UID, spec, config)] == ["Service", "ConfigMap", "Job"]
     objs = jobs.build_stage_objects(RUN, NS, UID, spec, config, ON)
-    assert [o["kind"] for o in objs] == ["NetworkPolicy", "Service", "Job"]  # before any pod exists
+    assert [o["kind"] for o in objs] == ["NetworkPolicy", "Service", "ConfigMap", "Job"]  # before any pod exists
     pol = objs[0]
     assert pol["metadata"]["name"] == f"{RUN}-pods" and pol["metadata"]["namespace"] == NS
     assert pol["metadata"]["ownerReferences"] == [jobs.owner_reference(RUN, UID)]  # gone with the run
@@ -41,7 +41,7 @@ def test_off_by_default_and_first_when_on():
 def test_a_multinode_trains_ranks_reach_each_other_and_nobody_else_does():
     spec = make_spec(stages={"train": {"nodes": 2}})
     objs = jobs.build_stage_objects(RUN, NS, UID, spec, config_for(spec, "train", 2), ON)
-    policy, svc, _ = objs
+    policy, svc, *_ = objs  # then the ConfigMap and the Job
     rank0, rank1 = pods_of(objs)
     assert selects(policy, rank0)
     # the rendezvous (through the Service's port) and NCCL's random ports, between the ranks

@@ -91,6 +91,6 @@ def test_prepare_builds_the_stages_the_run_will_run_and_due_follows_the_generati
     out = prepare(run, spec, None)
     assert out.passed and out.problems == []
     assert sorted(out.built) == ["r-i1-curate", "r-i1-evaluate", "r-i1-synthesize", "r-i1-train"]
-    assert [o["kind"] for o in out.built["r-i1-train"]] == ["Service", "Job"]  # multi-node: as created
+    assert [o["kind"] for o in out.built["r-i1-train"]] == ["Service", "ConfigMap", "Job"]  # multi-node: as created
     assert due({}, 1) and not due({"preflightGeneration": 1}, 1) and due({"preflightGeneration": 1}, 2)
     assert due({"preflightGeneration": 1, "reason": "InvalidSpec"}, 1)

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from sheepdog.api.spec import RunSpec
-from sheepdog.kube import jobs
+from sheepdog.kube import jobs, stage_config_map
 from sheepdog.planner.lineage_policy import stage_config
 from sheepdog.stage_config import kube_layout
 
@@ -55,7 +55,7 @@ def test_a_url_with_credentials_is_refused_with_the_fields_name(field, value):
 def test_urls_without_user_info_pass(url):
     spec = RunSpec.model_validate({"model": {"base": "m"}, "training": {"trackingUri": url}})
     assert spec.training.tracking_uri == url
-    # and the Job's command holds the URL as given, with no secret around it
-    command = job(spec, "train")["spec"]["template"]["spec"]["containers"][0]["command"]
-    config = json.loads(command[command.index("--config") + 1])
+    # and the stage's config file holds the URL as given, with no secret around it
+    objs = jobs.build_stage_objects("r", "ns", UID, spec, stage_config("r", spec, 1, "train", kube_layout("r", spec)))
+    config = json.loads(stage_config_map.config_text(objs))
     assert config["spec"]["training"]["trackingUri"] == url

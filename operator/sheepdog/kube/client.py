@@ -281,11 +281,12 @@ class Kube:
         return True
 
     def create(self, namespace: str, obj: Obj) -> Optional[Obj]:
-        """Create a Job, a Service or a NetworkPolicy: the created object, or None when one of
+        """Create a Job, a Service, a ConfigMap or a NetworkPolicy: the created object, or None when one of
         that name already exists (409): never a duplicate."""
         path = {
             "Job": f"/apis/batch/v1/namespaces/{namespace}/jobs",
             "Service": f"/api/v1/namespaces/{namespace}/services",
+            "ConfigMap": f"/api/v1/namespaces/{namespace}/configmaps",
             "NetworkPolicy": f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies",
         }[obj["kind"]]
         try:

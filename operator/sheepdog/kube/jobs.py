@@ -35,6 +35,7 @@ from sheepdog.api.spec import GROUP, JUDGE_API_KEY_ENV, KIND, VERSION, RunSpec
 from sheepdog.kube.network_policy import NetworkPolicyError, build_run_network_policy, egress_cidrs
 from sheepdog.kube.pod_template import apply_to_pod, merge_metadata
 from sheepdog.kube.resources import DEFAULT_SHM_SIZE, GPU_RESOURCE, container_resources
+from sheepdog.kube import stage_config_map
 from sheepdog.stage_config import (EXIT_UNFIXABLE, TERMINATION_LOG, VOLUME_MOUNT, Rendezvous, Shard, StageConfig,
                                    stage_command, train_ranks)
 
@@ -217,7 +218,8 @@ def container_command(spec: RunSpec, config: StageConfig, job: str) -> list[str]
     """The container's command, as written in the Job (kubelet-escaped): stage_command, which
     starts a train of several ranks under torchrun (one rank per GPU, `gpus x nodes` in all)."""
     rdzv = rendezvous(spec, job) if config.stage == "train" else None
-    command = stage_command(config, python=PYTHON, summary_file=TERMINATION_LOG, rendezvous=rdzv)
+    command = stage_command(config, python=PYTHON, summary_file=TERMINATION_LOG, rendezvous=rdzv,
+                            config_file=stage_config_map.CONFIG_PATH)
     return [escape_for_kubelet(a) for a in command]
 
 
@@ -344,7 +346,7 @@ def build_pod_spec(spec: RunSpec, config: StageConfig, job: str, images: ImageDe
         "securityContext": container_security_context(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": volume_mounts(),
+        "volumeMounts": [*volume_mounts(), stage_config_map.mount()],
     }
     if images.pull_policy:
         container["imagePullPolicy"] = images.pull_policy
@@ -354,7 +356,8 @@ def build_pod_spec(spec: RunSpec, config: StageConfig, job: str, images: ImageDe
         container["envFrom"] = [{"secretRef": {"name": tracking.name}}]
     if multinode(spec, stage):
         container["ports"] = [{"name": "rdzv", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
-    pod = base_pod_spec(spec, images, container, volumes(spec, images.shm_size.get(stage)))
+    pod = base_pod_spec(spec, images, container, [*volumes(spec, images.shm_size.get(stage)),
+                                                  stage_config_map.volume(job, config.to_json())])
     selector = {**(images.gpu_node_selector if res.gpus > 0 else {}), **(res.node_selector or {})}
     if selector:
         pod["nodeSelector"] = selector
@@ -403,8 +406,7 @@ def build_stage_job(
         raise ValueError(f"config is for run {config.run!r}, not {run_name!r}")
     images = ImageDefaults.coerce(image_defaults)
     stage, iteration = config.stage, config.iteration
-    # the uid lets the stage tell this run's directory from a deleted namesake's (run_marker)
-    config = effective_config(spec, config).model_copy(update={"run_uid": run_uid})
+    config = job_config(spec, config, run_uid)
     name = job_name(run_name, iteration, stage, retry)
     lab = labels(run_name, iteration, stage)
     res = spec.stages.of(stage)
@@ -458,6 +460,22 @@ def build_stage_job(
     }
 
 
+def job_config(spec: RunSpec, config: StageConfig, run_uid: str) -> StageConfig:
+    """The config a stage execution's pods read (its ConfigMap's): the effective one, with the
+    run's uid, which lets the stage tell this run's directory from a deleted namesake's
+    (sheepdog_jobs.run_marker)."""
+    return effective_config(spec, config).model_copy(update={"run_uid": run_uid})
+
+
+def build_stage_config_map(run_name: str, namespace: str, run_uid: str, spec: RunSpec, config: StageConfig,
+                           retry: int = 0) -> dict[str, Any]:
+    """The ConfigMap that holds the stage execution's config file (kube/stage_config_map.py)."""
+    job = job_name(run_name, config.iteration, config.stage, retry)
+    return stage_config_map.build_config_map(job, namespace, labels(run_name, config.iteration, config.stage),
+                                             owner_reference(run_name, run_uid),
+                                             job_config(spec, config, run_uid).to_json())
+
+
 def build_rendezvous_service(run_name: str, namespace: str, run_uid: str, config: StageConfig,
                              retry: int = 0) -> dict[str, Any]:
     """The headless Service of a multi-node train Job: pod k of the Indexed Job is reachable as
@@ -497,8 +515,8 @@ def build_stage_objects(
     image_defaults: Union[None, str, Mapping[str, Any], ImageDefaults] = None,
     retry: int = 0,
 ) -> list[dict[str, Any]]:
-    """Everything one stage execution needs, in creation order (the run's NetworkPolicy and a
-    rendezvous Service first, then the Job)."""
+    """Everything one stage execution needs, in creation order (the run's NetworkPolicy, a
+    rendezvous Service and the config's ConfigMap first, then the Job)."""
     objs = []
     images = ImageDefaults.coerce(image_defaults)
     if images.network_policy:
@@ -507,5 +525,6 @@ def build_stage_objects(
             {LABEL_RUN: run_name, "app.kubernetes.io/managed-by": "sheepdog"}, images.egress_cidrs))
     if multinode(spec, config.stage):
         objs.append(build_rendezvous_service(run_name, namespace, run_uid, config, retry))
+    objs.append(build_stage_config_map(run_name, namespace, run_uid, spec, config, retry))
     objs.append(build_stage_job(run_name, namespace, run_uid, spec, config, image_defaults, retry))
     return objs

@@ -1,4 +1,4 @@
-"""python -m sheepdog_jobs train --config JSON --summary-file PATH, faked: the progress lines a
+"""python -m sheepdog_jobs train --config JSON|FILE --summary-file PATH, faked: the progress lines a
 train prints (sheepdog.progress, as sheepdog_jobs' StepLog does), steps 1 to 3 of 6, then a
 wait until `<outDir>/finish` exists (120 s at most), then step 6 and an ok summary."""
 
@@ -11,7 +11,11 @@ from sheepdog.progress import progress_line
 
 
 def main(argv):
-    config = json.loads(argv[argv.index("--config") + 1])
+    raw = argv[argv.index("--config") + 1]
+    if not raw.lstrip().startswith("{"):  # a cluster's mounted config file
+        with open(raw, encoding="utf-8") as f:
+            raw = f.read()
+    config = json.loads(raw)
     summary_file = argv[argv.index("--summary-file") + 1]
     out = config["outDir"]
     os.makedirs(out, exist_ok=True)

@@ -105,13 +105,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _model_shape(run, args):
     """The run's model shape (sheepdog.capacity): --model-config, else model.base's config.json
-    as given, beside the run file, in --workdir or in the local hub cache."""
-    from sheepdog.capacity import shape_for
+    as given, beside the run file, in --workdir or in the local hub cache, else the run's own
+    spec.model.shape (what the operator's pre-flight plans from)."""
+    from sheepdog.capacity import ModelConfigError, shape_for, shape_from_config
 
     search = [Path.cwd(), Path(args.run_file).resolve().parent]
     if getattr(args, "workdir", None):
         search.insert(0, Path(args.workdir))
-    return shape_for(run.spec.model.base, args.model_config, search)
+    try:
+        return shape_for(run.spec.model.base, args.model_config, search)
+    except ModelConfigError:
+        if args.model_config or run.spec.model.shape is None:
+            raise
+        return shape_from_config(run.spec.model.shape, source="spec.model.shape")
 
 
 def _fit_check(run, args) -> list[str]:

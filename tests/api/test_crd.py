@@ -182,14 +182,15 @@ def test_no_anyof_or_nullable_anywhere(schema: dict[str, Any]) -> None:
 
 def test_every_spec_object_is_closed_or_a_map(schema: dict[str, Any]) -> None:
     """spec objects prune unknown fields (pydantic forbids them): only targetModules is open, the
-    pass-through mappings (training.trainerArgs, engineArgs: the loader checks their names), and
+    pass-through mappings (training.trainerArgs, engineArgs: the loader checks their names),
+    model.shape (a config.json, whatever its model type adds: capacity/shape.py reads its fields), and
     the core/v1 parts of a stage's podTemplate (EnvVar, EnvFromSource, Affinity, Volume,
     VolumeMount), which the API server validates as part of the Job."""
     open_nodes = [p for p, n in walk(schema["properties"]["spec"]) if n.get("x-kubernetes-preserve-unknown-fields")]
     core = [f".stages.{s}.podTemplate.{f}" for s in STAGES
             for f in ("env[]", "envFrom[]", "affinity", "volumes[]", "volumeMounts[]")]
     assert sorted(open_nodes) == sorted([".training.lora.targetModules", ".training.trainerArgs", ".engineArgs",
-                                         *core])
+                                         ".model.shape", *core])
 
 
 def test_status_keeps_what_the_operator_writes(schema: dict[str, Any]) -> None:

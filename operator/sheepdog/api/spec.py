@@ -68,6 +68,16 @@ class ModelSpec(Model):
         description="Base model: a directory on the run's volume (relative to it, or absolute "
         "under the mount) or a hub id.",
     )
+    shape: Optional[dict[str, Any]] = Field(
+        None,
+        description="The base's config.json (at least hidden_size, num_hidden_layers, "
+        "num_attention_heads, intermediate_size, vocab_size; the other fields sheepdog plan reads "
+        "when present), for the operator's fit check: the operator does not mount the run's "
+        "volume, so without it only `sheepdog validate` (which reads config.json) refuses a run "
+        "whose stage cannot fit its GPUs. With it the operator's pre-flight holds such a run "
+        "(InvalidSpec, the numbers in the message) before any Job starts (docs/gpu-plan.md).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
     chat_template: str = Field(
         "none",
         description="none (raw prompts, for base models) | auto (the tokenizer's template) | "

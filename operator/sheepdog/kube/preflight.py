@@ -76,8 +76,12 @@ def planned(run_name: str, spec: RunSpec) -> list[StartStage]:
 
 
 def prepare(run: Mapping[str, Any], spec: RunSpec, images: Any) -> Preflight:
-    """The pure part: build every stage's Job and check its pods against Pod Security."""
+    """The pure part: build every stage's Job and check its pods against Pod Security, and
+    whether every stage fits its GPUs by the plan of spec.model.shape (capacity/admission.py)."""
+    from sheepdog.capacity.admission import shape_fit_problems
+
     out = Preflight()
+    out.problems += shape_fit_problems(spec)
     for action in planned(run["metadata"]["name"], spec):
         where = f"stages.{action.stage}.podTemplate"
         try:

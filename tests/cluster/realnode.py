@@ -53,6 +53,7 @@ GATEWAY = "10.85.0.1/24"  # the bridge's address: host-local's default gateway, 
 API_SERVICE_PORT = 443
 PAUSE_IMAGE = "localhost/sheepdog/pause:1"
 RUNC = "/usr/sbin/runc"
+IMPORT_TIMEOUT = 1800.0  # seconds for one `ctr images import` (import_image)
 # Built by tests/cluster/build into the control plane's bin dir.
 NODE_BINARIES = ["kubelet", "containerd", "ctr", "containerd-shim-runc-v2",
                  "cni/bridge", "cni/loopback", "cni/host-local", "cni/portmap",
@@ -502,7 +503,9 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         After start(), containerd's CRI learns of it from an event a moment later: a pod bound
         in between fails with ErrImageNeverPull and the kubelet retries it with back-off, so
         pass images to start() where possible."""
-        self.ctr("images", "import", str(archive))
+        # No ctr's default 300 s: the CPU worker's 3.6 GB archive (7.8 GB unpacked) took 201 s
+        # on a loaded machine and over 300 s on one at load 27.
+        self.ctr("images", "import", str(archive), timeout=IMPORT_TIMEOUT)
         self._digest_refs()
 
     def _digest_refs(self) -> None:

@@ -7,11 +7,12 @@ twice, side by side in one invocation: once with its cells sharing one stage cac
     .venv/bin/python bench/sweep_sharing.py --quick    # test size: tests/local/test_sweep_model.py's cut
 
 What is measured: CPU seconds (user + system) of each `sheepdog sweep` and every process it
-started (the stage programs), from the kernel's accounting of the finished child
-(resource.getrusage(RUSAGE_CHILDREN) before and after), so other load on a shared machine
-matters little; wall seconds are reported too. Each sweep runs in a fresh workdir with the
-tiny model linked in, cells one after another (--parallel 1), so the two differ only in the
-cache. Also reported: how many synthesize stages each ran (stage logs) and each cell's kept
+started (the stage programs), from the kernel's accounting of that finished child (os.wait4's
+rusage, which includes its reaped descendants), so other load on a shared machine matters
+little; wall seconds are reported too. The two sweeps run at the same time (halving the wall
+time; each is charged only its own processes), each in a fresh workdir with the tiny model
+linked in, cells one after another (--parallel 1), so the two differ only in the cache; each
+stage with one intra-op thread (SHEEPDOG_TORCH_THREADS=1, as in the tests). Also reported: how many synthesize stages each ran (stage logs) and each cell's kept
 count, which must be the same with and without sharing (the same seed, the same settings).
 
 The LAST line of output is one JSON object with the figures.
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -45,10 +45,10 @@ def model_dir() -> Path:
 
 
 def quick(doc: dict) -> dict:
-    """The example cut to test size: 12 instructions, shorter generations, one epoch, no
+    """The example cut to test size: 8 instructions, shorter generations, one epoch, no
     evaluation, the transformers engine (vLLM's CPU start-up dominates at this size)."""
     template = doc["spec"]["template"]
-    template["synthesis"].update({"dataSize": 12, "maxTokens": 128, "maxRequests": 16})
+    template["synthesis"].update({"dataSize": 8, "maxTokens": 64, "maxRequests": 10})
     template["training"].update({"epochs": 1, "cutoffLength": 256})
     template["evaluation"] = {"enabled": False}
     template["engine"] = "transformers"
@@ -64,25 +64,33 @@ def sweep_file(tmp: Path, is_quick: bool) -> Path:
     return path
 
 
-def run(sweep: Path, workdir: Path, shared: bool) -> dict:
+def start(sweep: Path, workdir: Path, shared: bool) -> tuple[subprocess.Popen, float]:
     (workdir / "models").mkdir(parents=True)
     (workdir / MODEL).symlink_to(model_dir())
     cmd = [sys.executable, "-m", "sheepdog.cli", "sweep", str(sweep), "--workdir", str(workdir), "--no-plot"]
     if not shared:
         cmd.append("--no-stage-cache")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    wall = time.monotonic() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    log = open(workdir / "sweep.out", "w")
+    # one intra-op thread per stage, as the tests run them: two OpenMP threads on an
+    # oversubscribed CPU spin-wait for each other, and that spinning would count as work
+    env = {**os.environ, "SHEEPDOG_TORCH_THREADS": os.environ.get("SHEEPDOG_TORCH_THREADS", "1")}
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+                            start_new_session=True), time.monotonic()
+
+
+def finish(proc: subprocess.Popen, started: float, workdir: Path, shared: bool) -> dict:
+    _, code, usage = os.wait4(proc.pid, 0)  # this sweep's processes only, its stages included
+    wall = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(code)
     if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        sys.exit(f"the {'shared' if shared else 'unshared'} sweep failed ({proc.returncode}):\n"
+                 + (workdir / "sweep.out").read_text()[-3000:])
     doc = json.loads((workdir / "sweep.json").read_text())
     synthesized = sum(1 for cell in doc["cells"] if (workdir / cell["run"] / "i1" / "synthesize.log").exists()
                       and not any(r["stage"] == "synthesize" for r in cell["reused"]))
     return {
         "shared": shared,
-        "cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
         "wall_seconds": round(wall, 1),
         "synthesize_runs": synthesized,
         "reused_stages": doc["reusedStages"],
@@ -101,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(args.keep) if args.keep else Path(tmp_name)
         tmp.mkdir(parents=True, exist_ok=True)
         sweep = sweep_file(tmp, args.quick)
-        results = [run(sweep, tmp / "shared", True), run(sweep, tmp / "unshared", False)]
+        running = [(start(sweep, tmp / name, shared), tmp / name, shared)
+                   for name, shared in (("shared", True), ("unshared", False))]
+        results = [finish(proc, started, workdir, shared) for (proc, started), workdir, shared in running]
     shared, unshared = results
     print(f"{'':<10}{'CPU s':>10}{'wall s':>10}{'synthesize':>12}{'reused':>8}  kept per cell")
     for r in results:

@@ -17,7 +17,7 @@ from bench.sweep_sharing import quick
 from sheepdog.sweep.local import run_sweep
 from tests.jobs.conftest import tiny_model  # noqa: F401  (session fixture: the converted SmolLM2)
 
-pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "sweeps" / "quickstart-threshold.yaml"

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from sheepdog.kube.stage_config_map import CONFIG_KEY, VOLUME_NAME
 from tests.operator.conftest import events_of, get_run, run_manifest, stage_jobs, wait_phase
 
 pytestmark = pytest.mark.cluster
@@ -41,9 +42,11 @@ def test_two_runs_differing_in_threshold_share_one_synthesize(cluster, namespace
     assert "reusedFrom" not in theirs["stages"]["synthesize"]
     assert mine["generated"] == theirs["generated"]  # the producer's figures
     # the consumer's curate reads synthesize through a link to the producer's directory
+    # (its StageConfig: the ConfigMap mounted into its pods, kube/stage_config_map.py)
     curate = next(j for j in stage_jobs(cluster, namespace) if j["metadata"]["name"] == f"{consumer}-i1-curate")
-    command = json.dumps(curate["spec"]["template"]["spec"]["containers"][0])
-    assert f'/data/runs/{consumer}/i1/synthesize\\":\\"/data/runs/{producer}/i1/synthesize' in command
+    (volume,) = [v for v in curate["spec"]["template"]["spec"]["volumes"] if v["name"] == VOLUME_NAME]
+    config = json.loads(cluster.get_json("configmap", volume["configMap"]["name"], "-n", namespace)["data"][CONFIG_KEY])
+    assert config["reuseLinks"] == {f"/data/runs/{consumer}/i1/synthesize": f"/data/runs/{producer}/i1/synthesize"}
     # it said whom it waited for, and that it reused
     reasons = [e["reason"] for e in events_of(cluster, namespace, consumer)]
     assert "WaitingForStage" in reasons and "StageReused" in reasons

@@ -358,7 +358,7 @@ def main() -> int:
         if args.workers:
             extra += ["--workers", str(args.workers)]
         op = OperatorProcess(_OperatorEnv(cluster, kubeconfig), [ns], cp.state_dir / "operator.log", extra=tuple(extra))
-        op.start()
+        op.start(timeout=600)  # 2000 listed runs on a loaded machine can take over a minute
         pid = op.proc.pid
         say(f"operator pid {pid} live as user {OPERATOR_USER}; log {op.log_path}")
 

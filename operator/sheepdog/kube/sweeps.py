@@ -145,6 +145,7 @@ async def resync_forever(dispatcher: Any, reconciler: SweepReconciler, namespace
                          interval: float) -> None:
     """Every `interval` s: trigger every sweep that is not settled (a lost event's safety net)."""
     loop = asyncio.get_running_loop()
+    crd_missing_said = False
     while True:
         await asyncio.sleep(interval)
         if not dispatcher.leading():
@@ -155,8 +156,15 @@ async def resync_forever(dispatcher: Any, reconciler: SweepReconciler, namespace
                     meta = sweep.get("metadata") or {}
                     if not settled(sweep):
                         await dispatcher.trigger(meta.get("namespace"), meta.get("name"), why="resync")
+            crd_missing_said = False
         except asyncio.CancelledError:
             raise
+        except NotFound:
+            # The SelfAlignmentSweep CRD is not installed (runs alone work without it): said
+            # once, not a traceback a minute; served as soon as it is installed.
+            if not crd_missing_said:
+                log.warning("the SelfAlignmentSweep CRD is not installed: no sweeps are served until it is")
+                crd_missing_said = True
         except Exception:  # noqa: BLE001 - logged; the next round tries again
             log.exception("sweep resync failed; next in %ss", interval)
 

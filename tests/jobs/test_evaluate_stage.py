@@ -75,6 +75,14 @@ def write_heldout(path: Path, n: int) -> Path:
     return path
 
 
+def one_prompt_each(tmp_path: Path, synthesis: dict) -> StageConfig:
+    """ifeval (one prompt) and heldout (one task) with these synthesis settings."""
+    write_ifeval(tmp_path / "if.jsonl", [("Answer in lowercase.", ["change_case:english_lowercase"], [{}])])
+    write_heldout(tmp_path / "h.jsonl", 1)
+    return make_config(tmp_path, {"suites": ["ifeval", "heldout"], "ifevalFile": "if.jsonl",
+                                  "heldoutFile": "h.jsonl"}, synthesis=synthesis)
+
+
 class StubJudge:
     """A local OpenAI-compatible endpoint: POST /v1/chat/completions."""
 
@@ -288,10 +296,7 @@ def test_stage_answers_stop_at_the_runs_response_stop_strings(tmp_path):
     # synthesis.responseStop ends every answer in the response template, in evaluation as in
     # synthesis; a judgement is no answer (its decode has its own end).
     stops = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    write_ifeval(tmp_path / "if.jsonl", [("Answer in lowercase.", ["change_case:english_lowercase"], [{}])])
-    write_heldout(tmp_path / "h.jsonl", 1)
-    cfg = make_config(tmp_path, {"suites": ["ifeval", "heldout"], "ifevalFile": "if.jsonl",
-                                 "heldoutFile": "h.jsonl"}, synthesis={"responseStop": stops})
+    cfg = one_prompt_each(tmp_path, {"responseStop": stops})
     engine = StopRecordingEngine(lambda p: "fine")
     run(cfg, engine=engine)
     answers = [(prompts, stop) for prompts, stop in engine.stops if not prompts[0].endswith(SCORE_CUE)]
@@ -302,8 +307,7 @@ def test_stage_answers_stop_at_the_runs_response_stop_strings(tmp_path):
     # the stop strings are part of the stage's inputs: other strings, a fresh evaluation
     again = run(cfg, engine=StopRecordingEngine(lambda p: pytest.fail("must not generate")))
     assert again["skipped"] is True
-    other = make_config(tmp_path, {"suites": ["ifeval", "heldout"], "ifevalFile": "if.jsonl",
-                                   "heldoutFile": "h.jsonl"}, synthesis={"responseStop": ["###"]})
+    other = one_prompt_each(tmp_path, {"responseStop": ["###"]})
     engine = StopRecordingEngine(lambda p: "fine")
     assert run(other, engine=engine)["skipped"] is False
     assert engine.stops[0][1] == ["###"]
@@ -374,10 +378,7 @@ DROMEDARY_LIKE = "Be helpful.\n\nInstruction: {instruction}\nInput: {input}\n\nA
 
 def test_stage_asks_both_suites_in_the_runs_response_prompt(tmp_path):
     # IFEval prompts used to go raw while the model was trained on the response prompt.
-    write_ifeval(tmp_path / "if.jsonl", [("Answer in lowercase.", ["change_case:english_lowercase"], [{}])])
-    write_heldout(tmp_path / "h.jsonl", 1)
-    cfg = make_config(tmp_path, {"suites": ["ifeval", "heldout"], "ifevalFile": "if.jsonl",
-                                 "heldoutFile": "h.jsonl"}, synthesis={"responsePrompt": DROMEDARY_LIKE})
+    cfg = one_prompt_each(tmp_path, {"responsePrompt": DROMEDARY_LIKE})
     engine = ScriptedEngine(lambda p: "fine")
     run(cfg, engine=engine)
     asked = [p for name, prompts, _ in engine.calls if name == "generate" for p in prompts

@@ -111,7 +111,8 @@ def plan_sweep(sweep: dict[str, Any], children: list[dict[str, Any]], now: str) 
             slots -= 1
             plan.creates.append(cell.manifest)
             plan.events.append(("Normal", "RunCreated", f"created run {cell.run} for cell {cell.name}"))
-            rec = cell_record(cell, {"phase": "Pending", "reason": "Created"}, include_stages=False)
+            # as the next reconcile will see it (a child without status yet): no second write
+            rec = cell_record(cell, {"phase": "Pending"}, include_stages=False)
         else:
             rec = cell_record(cell, None, include_stages=False)
             rec["reason"] = "Suspended" if model.spec.suspend else "MaxParallelRuns"

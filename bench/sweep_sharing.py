@@ -1,5 +1,5 @@
 """Benchmark: what the stage cache saves a sweep. The local threshold sweep
-(examples/sweeps/quickstart-threshold.yaml: C in -1, 5, 8, one iteration, the tiny model) run
+(examples/sweeps/quickstart-threshold.yaml: C in -1, 2.5, 3, one iteration, the tiny model) run
 twice, side by side in one invocation: once with its cells sharing one stage cache
 (`sheepdog sweep`, the default) and once without (`--no-stage-cache`).
 
@@ -45,10 +45,10 @@ def model_dir() -> Path:
 
 
 def quick(doc: dict) -> dict:
-    """The example cut to test size: 8 instructions, shorter generations, one epoch, no
+    """The example cut to test size: 12 instructions, shorter generations, one epoch, no
     evaluation, the transformers engine (vLLM's CPU start-up dominates at this size)."""
     template = doc["spec"]["template"]
-    template["synthesis"].update({"dataSize": 8, "maxTokens": 64, "maxRequests": 10})
+    template["synthesis"].update({"dataSize": 12, "maxTokens": 128, "maxRequests": 16})
     template["training"].update({"epochs": 1, "cutoffLength": 256})
     template["evaluation"] = {"enabled": False}
     template["engine"] = "transformers"

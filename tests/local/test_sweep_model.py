@@ -1,5 +1,5 @@
 """The issue's local sweep on the REAL tiny model: examples/sweeps/quickstart-threshold.yaml
-(C in -1, 5, 8; one iteration), cut to test size (fewer instructions, shorter generations, no
+(C in -1, 2.5, 3: the tiny model's score scale; one iteration), cut to test size (fewer instructions, shorter generations, no
 evaluation, the transformers engine), run by `sheepdog sweep`: synthesize runs once (the other
 two cells reuse it through the shared stage cache), curate and train three times, and the
 table has three rows with different kept counts."""
@@ -36,7 +36,7 @@ def test_threshold_sweep_synthesizes_once_and_keeps_different_counts(tiny_model,
     doc = json.loads((work / "sweep.json").read_text())
     assert result.exit_code == 0, [(c["name"], c["phase"]) for c in doc["cells"]]
     cells = doc["cells"]
-    assert [c["settings"]["filter.threshold"] for c in cells] == [-1, 5, 8]
+    assert [c["settings"]["filter.threshold"] for c in cells] == [-1, 2.5, 3]
     # synthesize ran in the first cell only; the others reused it
     ran = [c["name"] for c in cells if (work / c["run"] / "i1" / "synthesize.log").exists()
            and not c["reused"]]
@@ -48,5 +48,5 @@ def test_threshold_sweep_synthesizes_once_and_keeps_different_counts(tiny_model,
     kept = [c["iterations"][-1]["kept"] for c in cells]
     assert len(set(kept)) == 3 and kept == sorted(kept, reverse=True), kept  # a higher C keeps fewer
     rows = (work / "table.txt").read_text().splitlines()[2:5]
-    assert [r.split()[0] for r in rows] == ["c-m1", "c-5", "c-8"]
+    assert [r.split()[0] for r in rows] == ["c-m1", "c-2-5", "c-3"]
     assert [int(r.split()[4]) for r in rows] == kept

@@ -199,21 +199,27 @@ def root_validations() -> list[dict[str, str]]:
     return copy.deepcopy(extra.get("x-kubernetes-validations", []))  # type: ignore[union-attr]
 
 
-def openapi_schema() -> dict[str, Any]:
-    root: dict[str, Any] = {
+def root_schema(description: str, spec: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """A root object schema of ours: apiVersion, kind, the restricted metadata, spec, status."""
+    return {
         "type": "object",
-        "description": "A SelfAlignmentRun runs I-SHEEP iterative self-alignment: per iteration, "
-        "the model synthesizes instruction-response pairs, assesses them itself, curates them "
-        "and is LoRA-trained on what it kept.",
+        "description": description,
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
             "metadata": metadata_schema(),
-            "spec": spec_schema(),
-            "status": status_schema(),
+            "spec": spec,
+            "status": status,
         },
         "required": ["spec"],
     }
+
+
+def openapi_schema() -> dict[str, Any]:
+    root = root_schema(
+        "A SelfAlignmentRun runs I-SHEEP iterative self-alignment: per iteration, the model "
+        "synthesizes instruction-response pairs, assesses them itself, curates them and is "
+        "LoRA-trained on what it kept.", spec_schema(), status_schema())
     rules = root_validations()
     if rules:
         root["x-kubernetes-validations"] = rules

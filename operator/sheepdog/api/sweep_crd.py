@@ -42,20 +42,10 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 def openapi_schema() -> dict[str, Any]:
     status = run_crd.model_schema(SweepStatus, status=True)
     status.pop("required", None)
-    return {
-        "type": "object",
-        "description": "A SelfAlignmentSweep fans a run spec out into a grid of SelfAlignmentRuns "
-        "(axes crossed, named cells, repeats), one child run per cell, and collects their "
-        "figures into one comparison table.",
-        "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": run_crd.metadata_schema(),
-            "spec": run_crd.model_schema(SweepSpec),
-            "status": status,
-        },
-        "required": ["spec"],
-    }
+    return run_crd.root_schema(
+        "A SelfAlignmentSweep fans a run spec out into a grid of SelfAlignmentRuns (axes crossed, "
+        "named cells, repeats), one child run per cell, and collects their figures into one "
+        "comparison table.", run_crd.model_schema(SweepSpec), status)
 
 
 def crd() -> dict[str, Any]:

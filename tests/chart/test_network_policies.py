@@ -79,7 +79,8 @@ def test_the_runs_policy_is_on_and_isolates_a_multinode_train():
     spec = make_spec(stages={"train": {"nodes": 3}})
     objs = jobs.build_stage_objects("tenant-a-run", "team-a", "uid-a", spec,
                                     config_for(spec, "train", 1, run="tenant-a-run"), images)
-    policy, svc, job = objs
+    by_kind = {o["kind"]: o for o in objs}  # the stage config's ConfigMap comes with them too
+    policy, svc, job = by_kind["NetworkPolicy"], by_kind["Service"], by_kind["Job"]
     labels = {**job["spec"]["template"]["metadata"]["labels"], jobs.JOB_NAME_LABEL: job["metadata"]["name"]}
     rank0, rank2 = Pod("team-a", labels), Pod("team-a", labels)
     assert selects(policy, rank0)

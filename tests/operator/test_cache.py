@@ -121,6 +121,15 @@ def test_stored_objects_are_private_copies_without_managed_fields_and_pods_witho
     assert slim({"metadata": {"name": "x"}, "a": ({"b": 1},)}) == {"metadata": {"name": "x"}, "a": [{"b": 1}]}
 
 
+def test_a_cached_pod_keeps_of_its_spec_only_the_node_it_ran_on():
+    # a finished stage's record names that node (kube/provenance.py reads the cached pods)
+    bound = pod("p", "j")
+    bound["spec"]["nodeName"] = "real-node-0"
+    c = WatchCache()
+    c.put_pod(bound)
+    assert c.pods("ns", ["j"])[0]["spec"] == {"nodeName": "real-node-0"}
+
+
 def test_objects_without_a_namespace_or_name_are_ignored():
     c = WatchCache()
     assert not c.put_job({"metadata": {"name": "j"}}) and not c.put_pod({"metadata": {"namespace": "ns"}})

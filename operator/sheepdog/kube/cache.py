@@ -19,7 +19,7 @@ Newer wins: an object replaces the cached one unless both resourceVersions are i
 the cached one is higher (etcd revisions are; a delayed watch event must not undo our own
 write's answer). Objects are stored as plain dicts and never changed in place: readers get
 the stored dicts and must not modify them. Pods are kept as metadata and status (what the
-reads use; their spec is most of their size), Jobs without their pod template but for the
+reads use; their spec is most of their size) plus spec.nodeName (provenance), Jobs without their pod template but for the
 containers' resources (slim_job), managedFields dropped from everything.
 
 Staleness, and what covers it:
@@ -212,7 +212,12 @@ class WatchCache:
         return self._put(self._jobs, slim_job(job))
 
     def put_pod(self, pod: Mapping[str, Any]) -> bool:
-        return self._put(self._pods, slim(pod, keep_spec=False))
+        out = slim(pod, keep_spec=False)
+        # of the spec only the node it was bound to: a finished stage records it (provenance.py)
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node:
+            out["spec"] = {"nodeName": node}
+        return self._put(self._pods, out)
 
     def put_event(self, event: Mapping[str, Any]) -> bool:
         return self._put(self._events, slim(event))

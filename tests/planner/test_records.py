@@ -36,8 +36,16 @@ def test_describe_summary():
 
 
 def test_describe_summary_of_train_has_its_throughput_mfu_and_peak():
-    summary = {"trainLoss": 1.25, "tokensPerSecond": 1234.5, "mfu": 0.412, "peakMemoryGiBPerRank": [30.5, 31.25]}
+    summary = {"trainLoss": 1.25, "tokensPerSecond": 1234.5, "mfu": 0.412, "peakMemoryGiBPerRank": [30.5, 31.25],
+               "peakMemoryGiB": 31.25}
     assert describe_summary("train", summary) == "train loss 1.25, 1234 tokens/s, MFU 41.2%, peak memory 31.2 GiB a rank"
     # on a CPU: no MFU (no peak FLOP/s), the resident peak
     assert describe_summary("train", {"trainLoss": 2.0, "tokensPerSecond": 40.0, "mfu": None,
-                                      "peakMemoryGiBPerRank": [1.5]}) == "train loss 2, 40 tokens/s, peak memory 1.5 GiB a rank"
+                                      "peakMemoryGiB": 1.5}) == "train loss 2, 40 tokens/s, peak memory 1.5 GiB a rank"
+    # and the iteration record keeps them (the report's iterations), whatever the stage record drops
+    from sheepdog.api.status import IterationRecord
+
+    record = IterationRecord(iteration=1)
+    apply_summary(record, "train", summary, L)
+    assert (record.train_loss, record.train_tokens_per_second, record.train_mfu, record.train_peak_memory_gib) == \
+        (1.25, 1234.5, 0.412, 31.25)

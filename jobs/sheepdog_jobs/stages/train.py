@@ -367,7 +367,7 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
         **rate,
         "flopsPerToken": round(per_token), "peakFlopsPerDevice": peak_flops,
         "mfu": None if utilisation is None else round(utilisation, 4),
-        "peakMemoryGiBPerRank": peaks, "peakMemorySource": peak_source,
+        "peakMemoryGiBPerRank": peaks, "peakMemoryGiB": max(peaks), "peakMemorySource": peak_source,
         "model": layout(config).relative(str(model_out)), "precision": precision, "zeroStage": t.zero_stage,
         "gradientCheckpointing": t.gradient_checkpointing, "attnImplementation": attn,
         **({"packedRows": len(train_ex)} if t.packing else {}),

@@ -121,6 +121,10 @@ class IterationRecord(StatusModel):
     mean_quality: Optional[float] = None
     mean_following: Optional[float] = None
     train_loss: Optional[float] = None
+    # train's steady-step tokens/s, MFU (null on a CPU) and the largest rank's peak memory in GiB
+    train_tokens_per_second: Optional[float] = None
+    train_mfu: Optional[float] = None
+    train_peak_memory_gib: Optional[float] = None
     generator_model: Optional[str] = None
     base_model: Optional[str] = None
     model: Optional[str] = None

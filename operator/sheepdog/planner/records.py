@@ -25,7 +25,10 @@ _FIGURES: dict[str, tuple[tuple[str, str, type], ...]] = {
         ("meanFollowing", "mean_following", float),
     ),
     "curate": (("kept", "kept", int), ("keepRate", "keep_rate", float)),
-    "train": (("trainLoss", "train_loss", float),),
+    "train": (("trainLoss", "train_loss", float),
+              # the steady steps' throughput, MFU and the largest rank's peak (training/throughput.py)
+              ("tokensPerSecond", "train_tokens_per_second", float), ("mfu", "train_mfu", float),
+              ("peakMemoryGiB", "train_peak_memory_gib", float)),
     "evaluate": (),
 }
 
@@ -127,6 +130,9 @@ def apply_summary(record: IterationRecord, stage: str, summary: Optional[dict[st
             }
 
 
+_TRAIN_WORDED = ("tokensPerSecond", "mfu", "peakMemoryGiB")  # described by _train_figures
+
+
 def _train_figures(summary: dict[str, Any]) -> list[str]:
     parts = []
     tokens = _number(summary.get("tokensPerSecond"), float)
@@ -135,9 +141,9 @@ def _train_figures(summary: dict[str, Any]) -> list[str]:
     mfu = _number(summary.get("mfu"), float)
     if mfu is not None:
         parts.append(f"MFU {mfu:.1%}")
-    peaks = [p for p in summary.get("peakMemoryGiBPerRank") or [] if _number(p, float) is not None]
-    if peaks:
-        parts.append(f"peak memory {max(peaks):.3g} GiB a rank")
+    peak = _number(summary.get("peakMemoryGiB"), float)
+    if peak is not None:
+        parts.append(f"peak memory {peak:.3g} GiB a rank")
     return parts
 
 
@@ -147,6 +153,8 @@ def describe_summary(stage: str, summary: Optional[dict[str, Any]]) -> str:
         return "figures unknown (no summary)"
     parts = []
     for key, _, kind in _FIGURES.get(stage, ()):
+        if key in _TRAIN_WORDED:
+            continue
         value = _number(summary.get(key), kind)
         if value is not None:
             label = {"parseFailures": "parse failures", "meanQuality": "mean quality",

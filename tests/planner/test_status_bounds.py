@@ -28,6 +28,15 @@ def test_stage_summary_is_capped_and_says_what_it_dropped():
     assert kept["stage"] == "train" and "trainLoss" not in kept
 
 
+def test_a_summary_of_many_small_keys_keeps_whose_it_is():
+    """Many keys: the names of the dropped ones add up too, and once they did, 'stage' and
+    'iteration' went last (the real-stage test read summary['stage'] and got a KeyError)."""
+    s = {"stage": "synthesize", "iteration": 2, "ok": True} | {f"phase{i}PromptTokens": 123456 for i in range(60)}
+    kept = stage_summary("synthesize", s)
+    assert kept["stage"] == "synthesize" and kept["iteration"] == 2 and kept["ok"] is True
+    assert len(kept["truncated"]) >= 50
+
+
 def bulky(iteration: int, stage: str):
     """Summaries as large as stages write them, and then some (a train of total_base at
     iteration 100 lists every iteration it read; lm-eval suites report many metrics)."""

@@ -36,6 +36,7 @@ _FIGURES: dict[str, tuple[tuple[str, str, type], ...]] = {
 # A stage record keeps what its summary says beyond the iteration's figures, at most this many
 # bytes of JSON: status is one etcd object (1.5 MiB at most) and holds up to 100 iterations.
 MAX_STAGE_SUMMARY_BYTES = 512
+_IDENTITY = ("stage", "iteration", "ok")
 
 
 def _size(value: Any) -> int:
@@ -51,8 +52,11 @@ def stage_summary(stage: str, summary: Optional[dict[str, Any]]) -> Optional[dic
     copied = {key for key, _, _ in _FIGURES.get(stage, ())} | {"evaluation"}
     kept = {k: v for k, v in summary.items() if k not in copied}
     dropped: list[str] = []
-    while kept and _size(kept) + _size(dropped) > MAX_STAGE_SUMMARY_BYTES:
-        largest = max(kept, key=lambda k: _size(kept[k]))
+    # what says whose summary this is stays, however many other keys a stage reports
+    droppable = [k for k in kept if k not in _IDENTITY]
+    while droppable and _size(kept) + _size(dropped) > MAX_STAGE_SUMMARY_BYTES:
+        largest = max(droppable, key=lambda k: _size(kept[k]))
+        droppable.remove(largest)
         dropped.append(str(largest)[:64])
         del kept[largest]
     if dropped:

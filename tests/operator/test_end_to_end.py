@@ -112,6 +112,7 @@ def test_one_iteration_runs_the_real_stages_m0_evaluate_included(cluster, namesp
     m0, *recs = status["iterations"]
     # with evaluation on, M_0 (the base model) is evaluated first, as iteration 0
     assert m0["iteration"] == 0 and m0["stages"]["evaluate"]["phase"] == "Succeeded", m0
+    assert m0["stages"]["evaluate"]["node"] == executor.node, m0
     assert set(m0["evaluation"]) >= {"ifeval-smoke.promptStrict", "ifeval-smoke.instructionLoose"}, m0
     assert [r["iteration"] for r in recs] == [1]
     for r in recs:
@@ -124,6 +125,7 @@ def test_one_iteration_runs_the_real_stages_m0_evaluate_included(cluster, namesp
         for stage in STAGES:
             srec = r["stages"][stage]
             assert srec["phase"] == "Succeeded" and srec["attempts"] == 1, srec
+            assert srec["node"] == executor.node, srec  # provenance, read through the watch cache
             assert srec["summary"]["stage"] == stage and srec["summary"]["iteration"] == n
             assert srec["summary"]["skipped"] is False
     assert recs[0]["stages"]["synthesize"]["summary"]["engine"] == "transformers"

@@ -17,7 +17,7 @@ from sheepdog.local import run_local
 from tests.jobs.conftest import tiny_model  # noqa: F401  (session fixture: the converted SmolLM2)
 from tests.local.conftest import TINY_BASE, real_tiny_workdir
 
-# Five vLLM starts (the baseline evaluate, two synthesize, two evaluate): 22 to 26 minutes measured
+# Five vLLM starts (the baseline evaluate, two synthesize, two evaluate): 16 to 26 minutes measured
 # on a 2-core machine shared with other test runs (load average about 20); not timed idle.
 pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(2700)]
 

@@ -33,6 +33,13 @@ MODEL_LANES = {
     "tests.jobs.test_engine_stop": "model-a",
     "tests.jobs.test_export_model": "model-a",
     "tests.jobs.test_train_deepspeed": "real-stages",
+    # 2026-12-07 (fresh clone, 33 min 51 s): model-b was the last lane by minutes once the sweep
+    # (237 s), paper-tiny (183 s), unmerged-run (141 s) and adapter-serving (141 s) modules
+    # joined it by default; spread over the other lanes
+    "tests.local.test_sweep_model": "model-a",
+    "tests.local.test_paper_tiny": "control-plane",
+    "tests.local.test_unmerged_run": "real-stages",
+    "tests.jobs.test_adapter_serving": "control-plane",
 }
 
 

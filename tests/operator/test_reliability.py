@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from sheepdog.kube.stage_config_map import CONFIG_KEY, VOLUME_NAME
+
 from tests.operator.conftest import events_of, get_run, run_manifest, stage_jobs, wait_phase
 
 pytestmark = pytest.mark.cluster
@@ -443,8 +445,13 @@ def test_secret_value_never_leaks(cluster, namespace, storage, operator_process)
 # --- 5. spec edits while running ------------------------------------------------------------------
 
 
-def _max_tokens(job: dict) -> set[str]:
+def _max_tokens(cluster, namespace: str, job: dict) -> set[str]:
+    """The maxTokens the Job's stage was given: in its command, or in the stage config's
+    ConfigMap mounted into its pods (kube/stage_config_map.py)."""
     text = json.dumps(job["spec"]["template"]["spec"]["containers"][0])
+    for volume in job["spec"]["template"]["spec"].get("volumes") or ():
+        if volume["name"] == VOLUME_NAME:
+            text += cluster.get_json("configmap", volume["configMap"]["name"], "-n", namespace)["data"][CONFIG_KEY]
     return set(re.findall(r"max_?[tT]okens\\?\"?\W{1,6}(\d+)", text))
 
 
@@ -463,10 +470,10 @@ def test_spec_edit_while_running(cluster, namespace, storage, operator_process):
     assert [r["iteration"] for r in st["iterations"]] == [1, 2, 3]
     jobs = {j["metadata"]["name"]: j for j in stage_jobs(cluster, namespace, name)}
     # what started before the edit keeps its configuration; later stages get the new one
-    first = _max_tokens(jobs[f"{name}-i1-synthesize"])
+    first = _max_tokens(cluster, namespace, jobs[f"{name}-i1-synthesize"])
     assert "77" in first and "93" not in first, first
     for n in (2, 3):
-        later = _max_tokens(jobs[f"{name}-i{n}-synthesize"])
+        later = _max_tokens(cluster, namespace, jobs[f"{name}-i{n}-synthesize"])
         assert "93" in later and "77" not in later, later
     reasons = [e["reason"] for e in events_of(cluster, namespace, name)]
     assert "SpecChanged" in reasons, reasons

@@ -8,7 +8,7 @@ import copy
 
 from prometheus_client import CollectorRegistry
 
-from sheepdog.kube.client import Conflict, NotFound
+from sheepdog.kube.client import Conflict, Kube, NotFound
 from sheepdog.kube.sweep_metrics import SweepMetrics
 from sheepdog.kube.sweeps import SweepReconciler
 
@@ -27,6 +27,8 @@ class FakeApi:
         self.calls: list[tuple[str, str]] = []
         self.events: list[dict] = []
         self.raced: set[str] = set()  # names another process creates between our LIST and POST
+
+    _list_pages = Kube._list_pages  # the real client's paging over this request()
 
     def request(self, method, path, body=None, query=None, content_type=None):
         self.calls.append((method, path))

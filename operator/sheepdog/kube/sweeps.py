@@ -77,10 +77,11 @@ class SweepReconciler:
             return None
 
     def list_sweeps(self, namespace: Optional[str]) -> list[dict[str, Any]]:
-        return list(self.kube.request("GET", self._sweeps(namespace)).get("items") or [])
+        # paged like every LIST of the operator (tests/operator/test_watch_scope.py)
+        return list(self.kube._list_pages(self._sweeps(namespace), []).get("items") or [])  # noqa: SLF001
 
     def list_children(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        out = self.kube.request("GET", self._runs(namespace), query=[("labelSelector", f"{LABEL_SWEEP}={name}")])
+        out = self.kube._list_pages(self._runs(namespace), [("labelSelector", f"{LABEL_SWEEP}={name}")])  # noqa: SLF001
         return list(out.get("items") or [])
 
     def create_child(self, namespace: str, manifest: dict[str, Any]) -> bool:

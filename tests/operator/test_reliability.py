@@ -115,9 +115,14 @@ def _attempts_explained(records: list[dict], reference: list[dict], jobs: dict[s
     return unexplained
 
 
+# where a stage ran (provenance) depends on the scheduler, not on the kills: two runs of one
+# spec may land on different nodes
+_NOT_COMPARED = ("attempts", "node", "imageID")
+
+
 def _without_attempts(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _without_attempts(v) for k, v in value.items() if k != "attempts"}
+        return {k: _without_attempts(v) for k, v in value.items() if k not in _NOT_COMPARED}
     if isinstance(value, list):
         return [_without_attempts(v) for v in value]
     return value

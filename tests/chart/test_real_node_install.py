@@ -126,9 +126,20 @@ def check_release(cluster, rel, selector: str, digest: str, uid: str, gid: str, 
     # pod IP on the bridge itself), which authenticates its caller and forwards no credential:
     # the operator refuses the request.
     service = rel.get("Service")["metadata"]["name"]
-    refused = cluster.wait_for("the operator's HTTPS metrics through its Service", lambda: (
-        r := cluster.kubectl("get", "--raw", f"/api/v1/namespaces/{ns}/services/https:{service}:metrics/proxy/metrics",
-                             check=False)).returncode != 0 and "Unauthorized" in r.stderr and r, timeout=60)
+    answers: list = []  # the last answer goes into the failure's message
+
+    def proxied():
+        r = cluster.kubectl("get", "--raw", f"/api/v1/namespaces/{ns}/services/https:{service}:metrics/proxy/metrics",
+                            check=False)
+        answers[:] = [(r.returncode, r.stdout[:300], r.stderr[:600])]
+        # a 401 through the proxy: kubectl says "Unauthorized", or (1.37) "the server has asked
+        # for the client to provide credentials"
+        return r if r.returncode != 0 and ("Unauthorized" in r.stderr or "provide credentials" in r.stderr) else None
+
+    try:
+        refused = cluster.wait_for("the operator's HTTPS metrics through its Service", proxied, timeout=60)
+    except BaseException as exc:  # noqa: BLE001 - pytest.fail; re-raised with what the proxy answered
+        raise AssertionError(f"{exc}; last answer (rc, stdout, stderr): {answers}") from exc
     assert "sheepdog_" not in refused.stdout
     # With the token of a ServiceAccount bound to the chart's metrics-reader role, from inside
     # the operator's pod (its image's Python), verifying the certificate with the Secret's CA

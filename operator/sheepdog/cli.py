@@ -81,7 +81,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from sheepdog.api.load import RunSpecError, load_run
     from sheepdog.local.inputs import InputError, prepare_local_run
     from sheepdog.planner import data_size, iteration_count
+    from sheepdog.sweep.load import is_sweep_file
 
+    if is_sweep_file(args.run_file):
+        return _validate_sweep(args)
     try:
         run = load_run(args.run_file, args.set)
         if args.workdir is not None:
@@ -103,6 +106,44 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _validate_sweep(args: argparse.Namespace) -> int:
+    """A SelfAlignmentSweep file: every cell's child run built and validated as the operator
+    builds it (sheepdog.sweep.grid.expand: one invalid cell refuses the sweep, named with its
+    settings, path and reason), with --workdir each cell's seed and model found as `sheepdog
+    sweep` finds them, and each child's stages checked against their GPUs."""
+    from sheepdog.local.inputs import InputError
+    from sheepdog.planner import data_size, iteration_count
+    from sheepdog.sweep.grid import SweepInvalid, child_run, expand
+    from sheepdog.sweep.load import load_sweep
+    from sheepdog.sweep.local import prepare_cells
+
+    if args.set:
+        _error(f"{args.run_file}: --set applies to run files; a sweep's cells are set by its axes and cells "
+               "(edit spec.template for every cell)")
+        return EXIT_INVALID
+    try:
+        if args.workdir is not None:
+            sweep, cells = prepare_cells(Path(args.run_file), Path(args.workdir))
+        else:
+            sweep = load_sweep(args.run_file)
+            cells = expand(sweep)
+    except (SweepInvalid, InputError) as err:
+        _error(str(err))
+        return EXIT_INVALID
+    runs = [(cell, child_run(cell)) for cell in cells]
+    noted: set = set()
+    problems = [f"cell {cell.name}: {p}" for cell, run in runs for p in _fit_check(run, args, noted)]
+    if problems:
+        _error(f"{args.run_file}: invalid sweep: a stage cannot fit its GPUs:\n"
+               + "\n".join(f"  - {p}" for p in problems))
+        return EXIT_INVALID
+    print(f"{args.run_file}: valid SelfAlignmentSweep {sweep.metadata.name}: {len(cells)} cell(s)")
+    for cell, run in runs:
+        print(f"  {cell.name}: run {cell.run}, {iteration_count(run.spec)} iteration(s), "
+              f"strategy {run.spec.training.strategy}, {data_size(run.spec)} instructions per iteration")
+    return EXIT_OK
+
+
 def _model_shape(run, args):
     """The run's model shape (sheepdog.capacity): --model-config, else model.base's config.json
     as given, beside the run file, in --workdir or in the local hub cache, else the run's own
@@ -120,9 +161,10 @@ def _model_shape(run, args):
         return shape_from_config(run.spec.model.shape, source="spec.model.shape")
 
 
-def _fit_check(run, args) -> list[str]:
-    """Problems of stages that cannot fit spec.resources.gpuMemoryGiB; none (with a note) when
-    the model's config.json cannot be read here."""
+def _fit_check(run, args, noted: Optional[set] = None) -> list[str]:
+    """Problems of stages that cannot fit spec.resources.gpuMemoryGiB; none (with a note, once
+    per text in `noted`: a sweep's cells share their model) when the model's config.json
+    cannot be read here."""
     from sheepdog.capacity import ModelConfigError, fit_problems, plan_run
 
     try:
@@ -130,7 +172,10 @@ def _fit_check(run, args) -> list[str]:
     except ModelConfigError as err:
         if args.model_config:
             return [str(err)]
-        print(f"note: GPU memory not checked: {err}")
+        if noted is None or str(err) not in noted:
+            print(f"note: GPU memory not checked: {err}")
+        if noted is not None:
+            noted.add(str(err))
         return []
     return fit_problems(plan_run(run.spec, shape, claim_gib=args.claim_gib))
 
@@ -501,8 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plot", action="store_true", help="do not draw the per-axis plots")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("validate", help="check a run file (and, with --workdir, its local inputs)")
-    p.add_argument("run_file", metavar="RUN.yaml")
+    p = sub.add_parser("validate", help="check a run or sweep file (and, with --workdir, its local inputs)")
+    p.add_argument("run_file", metavar="RUN.yaml|SWEEP.yaml")
     p.add_argument("--workdir", help="also check the seed file and model as `sheepdog run` would")
     _add_plan_options(p)
     _add_set_option(p)

@@ -14,8 +14,18 @@ import yaml
 from pydantic import ValidationError
 
 from sheepdog.api.load import RunSpecError, parse_run
-from sheepdog.api.sweep_spec import SelfAlignmentSweep
+from sheepdog.api.sweep_spec import SWEEP_KIND, SelfAlignmentSweep
 from sheepdog.sweep.grid import SweepInvalid
+
+
+def is_sweep_file(path: Union[str, Path]) -> bool:
+    """Whether `path` holds one YAML document of kind SelfAlignmentSweep (`sheepdog validate`
+    takes run and sweep files alike); anything unreadable is left to the run reader to word."""
+    try:
+        documents = [d for d in yaml.safe_load_all(Path(path).read_text(encoding="utf-8")) if d is not None]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return len(documents) == 1 and isinstance(documents[0], dict) and documents[0].get("kind") == SWEEP_KIND
 
 
 def load_sweep(path: Union[str, Path]) -> SelfAlignmentSweep:

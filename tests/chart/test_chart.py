@@ -55,10 +55,8 @@ NAMESPACED_RULES = {
     # patch: only the finalizer of spec.storage.deleteDataOnDelete (kube/data_cleanup.py)
     ("sheepdog.dev", "selfalignmentruns"): {"get", "list", "watch", "create", "patch", "delete"},
     ("sheepdog.dev", "selfalignmentruns/status"): {"patch"},
-    ("sheepdog.dev", "selfalignmentruns/finalizers"): {"update"},
     ("sheepdog.dev", "selfalignmentsweeps"): {"get", "list", "watch"},
     ("sheepdog.dev", "selfalignmentsweeps/status"): {"patch"},
-    ("sheepdog.dev", "selfalignmentsweeps/finalizers"): {"update"},
     ("batch", "jobs"): {"create", "get", "list", "watch", "patch", "delete"},
     ("", "pods"): {"list", "watch"},
     ("", "pods/log"): {"get"},

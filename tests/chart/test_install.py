@@ -1,8 +1,9 @@
 """`helm install` into the real control plane, then `sheepdog operator` with the release's
 ServiceAccount identity completes kwok-simulated runs: the chart's RBAC is sufficient. The same
 identity is refused what it does not need (Secrets, pods it would create itself, other
-namespaces in namespaced mode), and the chart grants exactly what it used: its requests in the
-API server's audit log against the rendered RBAC (tests/chart/rbac_audit.py). The runs' pods
+namespaces in namespaced mode). That the chart grants exactly what the operator uses, its
+requests in the API server's audit log against the rendered RBAC, is
+tests/chart/test_rbac_use.py's, in both modes, after every path that needs a grant. The runs' pods
 are created by the real Job controller in a namespace enforcing Pod Security "restricted"; the
 operator's own pod by the real ReplicaSet controller in another.
 """
@@ -38,7 +39,6 @@ from tests.chart.e2e import (
     wait_phase,
 )
 from tests.chart.helm import CHART
-from tests.chart.rbac_audit import Permission, grants_of, read_audit_log, ungranted, unused
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -228,7 +228,7 @@ REFUSED = [
     ("patch", "events", None),
     ("create", "events.events.k8s.io", None),
     ("list", "services", None),
-    # create selfalignmentruns is granted: a sweep's child runs (UNREACHED below says where)
+    # create selfalignmentruns is granted: a sweep's child runs (tests/chart/test_rbac_use.py)
     ("update", "selfalignmentruns.sheepdog.dev", None),
     ("delete", "services", None),
     ("delete", "networkpolicies.networking.k8s.io", None),
@@ -262,83 +262,6 @@ def test_service_account_is_refused_what_it_does_not_need(cluster, cluster_wide)
     res = cluster.kubectl("--kubeconfig", str(cluster_wide.release.kubeconfig), "get", "secrets",
                           "-n", cluster_wide.run_namespace, check=False)
     assert res.returncode != 0 and "forbidden" in res.stderr.lower(), res.stdout + res.stderr
-
-
-# ---- RBAC against the audit log -----------------------------------------------------------------
-
-# Grants the audited runs may not use, each with the code that needs it (checked to still say
-# so): a grant in neither the audit log nor here fails test_rbac_is_exactly_what_the_operator_used.
-# permission -> (module:function, text its source must contain, when it is needed)
-UNREACHED = {
-    # A reconcile reads its run from the watch cache (sheepdog.kube.cache); a GET only when the
-    # cache has none (not delivered yet, or dropped after a 409 on the status write).
-    Permission("get", "sheepdog.dev", "selfalignmentruns"): (
-        "sheepdog.kube.reconcile:Reconciler._read_run", "self.kube.get_run(", "a run the watch cache does not hold"),
-    Permission("get", "batch", "jobs"): (
-        "sheepdog.kube.client:Kube.get_job", '"GET"', "a Job's creation answered 409: is it this run's?"),
-    Permission("patch", "batch", "jobs"): (
-        "sheepdog.kube.client:Kube.suspend_job", '"PATCH"', "spec.suspend of a run with a running Job"),
-    Permission("create", "", "services"): (
-        "sheepdog.kube.client:Kube.create", "/services", "a multi-node train's rendezvous Service"),
-    # The audited runs have no queueName (no Kueue in the chart tests); tests/operator/test_kueue.py
-    # suspends a queued Job through its Workload on a real Kueue.
-    Permission("list", "kueue.x-k8s.io", "workloads"): (
-        "sheepdog.kube.client:Kube.list_job_workloads", "/workloads", "suspending a Job Kueue admitted"),
-    Permission("patch", "kueue.x-k8s.io", "workloads"): (
-        "sheepdog.kube.client:Kube.set_workload_active", '"PATCH"', "suspending a Job Kueue admitted"),
-    # The audited runs' kwok pods have no kubelet to serve logs, and their train may end
-    # between two resyncs; tests/operator/test_train_progress_pod.py reads a real pod's log.
-    Permission("get", "", "pods/log"): (
-        "sheepdog.kube.train_progress:pod_log_reader", "/log", "a running train's progress"),
-    # Not a request of its own: the OwnerReferencesPermissionEnforcement admission plugin
-    # (OpenShift) checks it on each Job POST, the Job's owner reference blocking deletion.
-    Permission("update", "sheepdog.dev", "selfalignmentruns/finalizers"): (
-        "sheepdog.kube.jobs:owner_reference", '"blockOwnerDeletion": True', "every Job POST, under that plugin"),
-    # The audited namespaces hold no SelfAlignmentSweep; tests/chart/test_rbac_use.py drives one
-    # and tests/operator/test_sweep_cluster.py the whole controller.
-    Permission("create", "sheepdog.dev", "selfalignmentruns"): (
-        "sheepdog.kube.sweeps:SweepReconciler.create_child", '"POST"', "a sweep's child runs"),
-    Permission("get", "sheepdog.dev", "selfalignmentsweeps"): (
-        "sheepdog.kube.sweeps:SweepReconciler.get_sweep", '"GET"', "a sweep's reconcile"),
-    Permission("patch", "sheepdog.dev", "selfalignmentsweeps/status"): (
-        "sheepdog.kube.sweeps:SweepReconciler.write_status", '"PATCH"', "a sweep's status"),
-    Permission("update", "sheepdog.dev", "selfalignmentsweeps/finalizers"): (
-        "sheepdog.sweep.grid:child_manifest", '"blockOwnerDeletion": True', "every child run's POST, under that plugin"),
-}
-
-
-def _source_of(target: str) -> str:
-    import importlib
-    import inspect
-
-    module, qualname = target.split(":")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return inspect.getsource(obj)
-
-
-def test_unreached_grants_name_code_that_needs_them():
-    for perm, (target, text, _why) in UNREACHED.items():
-        assert text in _source_of(target), f"{perm}: {target} no longer has {text!r}; is the grant still needed?"
-
-
-def assert_rbac_matches_audit(cluster, release: Release, allowed_refusals: set[Permission] = frozenset()):
-    """Every request the release's ServiceAccount made (the API server's audit log) is granted
-    by the chart's rendered RBAC, and every grant was used or is in UNREACHED."""
-    uses = read_audit_log(cluster.control_plane.audit_log, release.user)
-    assert uses, f"no request of {release.user} in {cluster.control_plane.audit_log}"
-    grants = grants_of(release.manifests, release.namespace, release.service_account)
-    missing = [u for u in ungranted(uses, grants) if u.permission not in allowed_refusals]
-    assert not missing, "used but not granted:\n" + "\n".join(f"{u.permission} in {u.namespace} ({u.code})"
-                                                              for u in missing)
-    idle = unused(grants, uses, allowed=UNREACHED)
-    assert not idle, "granted but never used (remove it, or name its code in UNREACHED):\n" + "\n".join(
-        f"{g.permission} ({g.namespace or 'cluster-wide'})" for g in idle)
-
-
-def test_rbac_is_exactly_what_the_operator_used(cluster, cluster_wide):
-    assert_rbac_matches_audit(cluster, cluster_wide.release)
 
 
 # ---- namespaced mode ---------------------------------------------------------------------------
@@ -401,13 +324,6 @@ def test_namespaced_operator_needs_no_other_permission(namespaced):
     lines = [line for line in forbidden_lines(namespaced["operator"].log())
              if "namespaces" not in line.lower()]
     assert not lines, "\n".join(lines[:20])
-
-
-def test_namespaced_rbac_is_exactly_what_the_operator_used(cluster, namespaced):
-    """The same comparison in namespaced mode, scopes included (a Role's grant covers its own
-    namespace only). The one refusal allowed: Kopf's namespace listing (see above)."""
-    assert_rbac_matches_audit(cluster, namespaced["release"], allowed_refusals={
-        Permission("list", "", "namespaces"), Permission("watch", "", "namespaces")})
 
 
 def test_namespaced_identity_is_refused_other_namespaces(cluster, namespaced):

@@ -1,6 +1,7 @@
-"""Least privilege, proven by use (issue 25 item 3): the chart installed in namespaced mode (the
-documented setting for a shared cluster), the operator run with the Deployment's arguments as
-the release's ServiceAccount, and driven through every path that needs a grant:
+"""Least privilege, proven by use (issue 25 item 3): the chart installed in each mode, namespaced
+(the documented setting for a shared cluster) and cluster-wide, the operator run with the
+Deployment's arguments as the release's ServiceAccount, and driven through every path that
+needs a grant:
 
   good     2 iterations with evaluation (M_0 first), a multi-node train (the rendezvous Service,
            the run's NetworkPolicy), the train held running while the operator reads rank 0's
@@ -9,6 +10,8 @@ the release's ServiceAccount, and driven through every path that needs a grant:
   brief    failed, deleted by ttlSecondsAfterFinished (delete runs) with deleteDataOnDelete
            (the finalizer: patch runs; the cleanup Job)
   held     spec.suspend set while its first stage runs (patch jobs: Job.spec.suspend)
+  queued   the same for a run queued in a real Kueue (tests/cluster/kueue.py): Kueue undoes
+           Job.spec.suspend, so the operator lists the Job's Workloads and patches spec.active
   taken    its first Job's name is held by a foreign Job (409: the GET that tells whose it is)
   nobody   that foreign Job is labelled with a run that does not exist: its events reconcile a
            run the watch cache lacks (the GET of a run)
@@ -17,8 +20,7 @@ the release's ServiceAccount, and driven through every path that needs a grant:
 
 Then the API server's audit log of the ServiceAccount's requests is compared with the chart's
 rendered RBAC (tests/chart/rbac_audit.py): every request granted, none refused but Kopf's
-namespace listing, and every grant used, or in NOT_REQUESTED with the reason no request can
-show it (each entry's reason is checked against the code that needs it).
+namespace listing, and every grant used: no grant is exempt.
 """
 
 from __future__ import annotations
@@ -45,43 +47,10 @@ from tests.operator.conftest import run_manifest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
 
-# Grants that no request of the operator can show in the audit log, with why, and the code
-# whose source must still say so (checked by test_not_requested_grants_name_their_code).
-NOT_REQUESTED = {
-    # Not requests: the OwnerReferencesPermissionEnforcement admission plugin (OpenShift) checks
-    # them on each create of an object whose ownerReference blocks its owner's deletion.
-    Permission("update", "sheepdog.dev", "selfalignmentruns/finalizers"): (
-        "sheepdog.kube.jobs:owner_reference", '"blockOwnerDeletion": True', "every stage Job's POST, under that plugin"),
-    Permission("update", "sheepdog.dev", "selfalignmentsweeps/finalizers"): (
-        "sheepdog.sweep.grid:child_manifest", '"blockOwnerDeletion": True',
-        "every child run's POST, under that plugin"),
-    # Kueue is not installed here (the chart does not need it): these answer 404 without it, and
-    # tests/operator/test_kueue.py suspends a queued Job through its Workload on a real Kueue.
-    Permission("list", "kueue.x-k8s.io", "workloads"): (
-        "sheepdog.kube.client:Kube.list_job_workloads", "/workloads", "suspending a Job Kueue admitted"),
-    Permission("patch", "kueue.x-k8s.io", "workloads"): (
-        "sheepdog.kube.client:Kube.set_workload_active", '"PATCH"', "suspending a Job Kueue admitted"),
-}
 # Kopf asks for the namespace list once and, refused, serves exactly the names it was given.
 ALLOWED_REFUSALS = {Permission("list", "", "namespaces"), Permission("watch", "", "namespaces")}
 
 TRAIN_HELD = "40s"
-
-
-def _source_of(target: str) -> str:
-    import importlib
-    import inspect
-
-    module, qualname = target.split(":")
-    obj = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return inspect.getsource(obj)
-
-
-def test_not_requested_grants_name_their_code():
-    for perm, (target, text, _why) in NOT_REQUESTED.items():
-        assert text in _source_of(target), f"{perm}: {target} no longer has {text!r}; is the grant still needed?"
 
 
 def audit_has(cluster, user: str, verb: str, resource: str) -> bool:
@@ -108,13 +77,24 @@ def sweep(name: str, namespace: str) -> dict:
             "spec": {"template": template, "axes": [{"field": "filter.threshold", "values": [7]}]}}
 
 
-@pytest.fixture(scope="module")
-def used(cluster, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("rbac-use")
+def running_pods(cluster, namespace: str, job: str) -> list[dict]:
+    return [p for p in cluster.get_json("pods", "-n", namespace, "-l", f"batch.kubernetes.io/job-name={job}")["items"]
+            if p["status"].get("phase") == "Running"]
+
+
+@pytest.fixture(scope="module", params=["namespaced", "cluster-wide"])
+def used(request, cluster, kueue, tmp_path_factory):
+    mode = request.param
+    tmp = tmp_path_factory.mktemp(f"rbac-use-{mode}")
     ns = create_namespace(cluster, unique("rbac-use"), RESTRICTED)
+    # plenty of quota: the queued run is admitted at once (its suspend is what this is for)
+    queue = kueue.create_queues(ns, ns, {"cpu": "1000", "memory": "4000Gi", "nvidia.com/gpu": "100"})
+    namespaced = mode == "namespaced"
+    values = {"watchNamespaces": [ns]} if namespaced else {}
     try:
-        with installed_release(cluster, tmp, "sdrbac", {"watchNamespaces": [ns], "operator": {"jobHistory": 1}}) as rel:
-            op = run_operator_as(cluster, rel, tmp / "operator.log", namespaces=[ns])
+        with installed_release(cluster, tmp, "sdrbac" if namespaced else "sdrbacw",
+                               {**values, "operator": {"jobHistory": 1}}) as rel:
+            op = run_operator_as(cluster, rel, tmp / "operator.log", namespaces=[ns] if namespaced else [])
             try:
                 storage(cluster, ns)
                 cluster.apply(foreign_job("taken-i1-synthesize", ns, "nobody"))
@@ -130,6 +110,8 @@ def used(cluster, tmp_path_factory):
                 cluster.apply(brief)
                 cluster.apply(run_manifest("held", ns, iterations=1,
                                            extra_annotations={"*": {"sheepdog.test/duration": "10m"}}))
+                cluster.apply(run_manifest("queued", ns, iterations=1, scheduling={"queueName": queue},
+                                           extra_annotations={"*": {"sheepdog.test/duration": "10m"}}))
                 cluster.apply(run_manifest("taken", ns, iterations=1))
                 cluster.apply(sweep("sw", ns))
 
@@ -139,6 +121,14 @@ def used(cluster, tmp_path_factory):
                                 "-p", '{"spec": {"suspend": true}}')
                 cluster.wait_for("held's Job suspended", lambda: cluster.get_json(
                     "job", "held-i1-synthesize", "-n", ns)["spec"].get("suspend") is True, timeout=120)
+
+                # queued: admitted by Kueue (its pod runs), then suspended through its Workload
+                cluster.wait_for("queued's synthesize admitted and running", lambda: running_pods(
+                    cluster, ns, "queued-i1-synthesize"), timeout=120)
+                cluster.kubectl("patch", "selfalignmentrun", "queued", "-n", ns, "--type=merge",
+                                "-p", '{"spec": {"suspend": true}}')
+                cluster.wait_for("queued's Workload deactivated", lambda: any(
+                    w["spec"].get("active") is False for w in kueue.workloads(ns)), timeout=120)
 
                 # good's train: once rank 0 runs, a reconcile (here: one the run's edit triggers)
                 # reads its log; kwok serves none, but the request is made and authorized
@@ -159,13 +149,15 @@ def used(cluster, tmp_path_factory):
                     cluster.get_json("selfalignmentsweep", "sw", "-n", ns).get("status") and cluster.get_json(
                         "selfalignmentruns", "-n", ns, "-l", "sheepdog.dev/sweep=sw")["items"]), timeout=120)
                 answer, _ = op.scrape(token=create_token(cluster, rel.namespace, rel.service_account))
-                yield {"release": rel, "ns": ns, "operator": op, "statuses": statuses, "metrics": answer}
+                yield {"mode": mode, "release": rel, "ns": ns, "operator": op, "statuses": statuses,
+                       "metrics": answer}
             except BaseException:
                 print(f"----- operator log -----\n{op.log_tail(300)}")
                 raise
             finally:
                 op.stop()
     finally:
+        kueue.delete_cluster_queue(queue)
         delete_namespace(cluster, ns)
 
 
@@ -194,9 +186,11 @@ def test_every_grant_was_used_and_every_use_granted(cluster, used):
     missing = [u for u in ungranted(uses, grants) if u.permission not in ALLOWED_REFUSALS]
     assert not missing, "used but not granted:\n" + "\n".join(f"{u.permission} in {u.namespace} ({u.code})"
                                                               for u in missing)
-    idle = unused(grants, uses, allowed=NOT_REQUESTED)
-    assert not idle, "granted but never used (remove it, or say in NOT_REQUESTED why no request shows it):\n" + \
+    idle = unused(grants, uses)
+    assert not idle, "granted but never used (remove it, or drive the path that needs it):\n" + \
         "\n".join(f"{g.permission} ({g.namespace or 'cluster-wide'})" for g in idle)
-    # every exemption is a grant the chart makes (a stale entry would hide nothing, but lies)
-    assert set(NOT_REQUESTED) <= {g.permission for g in grants}
+    # the scopes are the mode's: Roles in the run namespace, or ClusterRoles bound cluster-wide
+    # (the metrics reviews are cluster-scoped in both)
+    scopes = {g.namespace for g in grants if g.permission.resource == "selfalignmentruns"}
+    assert scopes == ({used["ns"]} if used["mode"] == "namespaced" else {None}), scopes
     print(json.dumps(sorted({str(u.permission) for u in uses}), indent=1))

@@ -61,7 +61,7 @@ def test_owner_reference_points_at_the_sweep():
     [cell] = expand(sweep(axes=[{"field": "iterations", "values": [2]}]), owner={"uid": "u-1"})
     [ref] = cell.manifest["metadata"]["ownerReferences"]
     assert ref == {"apiVersion": "sheepdog.dev/v1alpha1", "kind": "SelfAlignmentSweep", "name": "abl",
-                   "uid": "u-1", "controller": True, "blockOwnerDeletion": True}
+                   "uid": "u-1", "controller": True}
 
 
 def test_slugs():

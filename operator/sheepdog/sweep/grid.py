@@ -159,9 +159,10 @@ def child_manifest(sweep: SelfAlignmentSweep, cell: Cell, run_name: str,
         meta["annotations"] = {k: v for k, v in annotations.items()
                                if not k.startswith("kubectl.kubernetes.io/")}
     if owner and owner.get("uid"):
+        # no blockOwnerDeletion, as for a run's Jobs (sheepdog.kube.jobs.owner_reference)
         meta["ownerReferences"] = [{
             "apiVersion": f"{GROUP}/{VERSION}", "kind": SWEEP_KIND, "name": sweep.metadata.name,
-            "uid": owner["uid"], "controller": True, "blockOwnerDeletion": True,
+            "uid": owner["uid"], "controller": True,
         }]
     document = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": meta,
                 "spec": copy.deepcopy(_template_document(sweep))}

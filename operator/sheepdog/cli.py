@@ -74,6 +74,39 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+# --- sheepdog cache prune ---------------------------------------------------------------------
+
+
+def cmd_cache_prune(args: argparse.Namespace) -> int:
+    """Remove the local stage cache's objects no workdir links to (sheepdog.local.stage_cache_prune)."""
+    from sheepdog.local.stage_cache import default_cache_dir
+    from sheepdog.local.stage_cache_prune import prune
+    from sheepdog.local.workdir_files import WorkdirBusy
+    from sheepdog.sweep.local import STAGE_CACHE_DIR, SWEEP_FILE
+
+    if args.stage_cache:
+        cache = Path(args.stage_cache)
+    else:  # a sweep's workdir holds its cache; a run's cache is beside its workdir
+        workdir = Path(args.workdir)
+        sweep = (workdir / SWEEP_FILE).is_file() or (workdir / STAGE_CACHE_DIR / ".lock").is_file()
+        cache = workdir / STAGE_CACHE_DIR if sweep else default_cache_dir(workdir)
+    if not cache.is_dir():
+        _error(f"{cache}: no stage cache there")
+        return EXIT_INVALID
+    try:
+        result = prune(cache, dry_run=args.dry_run)
+    except WorkdirBusy as err:
+        _error(f"{err}: prune when no run uses the cache {cache}; nothing was removed")
+        return EXIT_FAILED
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{cache}: {verb} {len(result.removed)} object(s) ({result.removed_bytes / 2**20:.1f} MiB) and "
+          f"{len(result.dropped_entries)} index entr{'y' if len(result.dropped_entries) == 1 else 'ies'}; "
+          f"kept {len(result.kept)} object(s) linked from {len(result.workdirs)} workdir(s)")
+    for key in result.removed:
+        print(f"  {verb} objects/{key}")
+    return EXIT_OK
+
+
 # --- sheepdog validate ------------------------------------------------------------------------
 
 
@@ -288,13 +321,13 @@ def _cluster_run(args: argparse.Namespace, command: str) -> tuple[Any, Optional[
     """(a Kube client, the run args.run in args.namespace, 0), or (None, None, the exit code)
     after one clear line: the extra not installed, no kubeconfig, unreachable, forbidden, no run."""
     try:
-        from sheepdog.kube.client import Kube, load_config
+        from sheepdog.kube.client import Kube
+        from sheepdog.kube.transport import load_credentials
     except ImportError as err:
-        _error(f"{command} needs the extra sheepdog[operator] (kubernetes): {err}")
+        _error(f"{command} needs the extra sheepdog[cli] (urllib3): {err}")
         return None, None, EXIT_INVALID
     try:
-        load_config(args.kubeconfig, args.context)
-        kube = Kube()
+        kube = Kube(load_credentials(args.kubeconfig, args.context))
         obj = kube.get_run(args.namespace, args.run)
     except Exception as err:  # noqa: BLE001 - no kubeconfig, unreachable or forbidden: one clear line
         _error(f"{command}: cannot read SelfAlignmentRun {args.namespace}/{args.run}: {type(err).__name__}: {err}")
@@ -332,11 +365,11 @@ def _cluster_sweep(args: argparse.Namespace) -> Optional[dict]:
     """The SelfAlignmentSweep args.run in args.namespace, or None (none of that name, no sweep
     CRD, or the cluster unreachable: the run lookup then says what is wrong)."""
     try:
-        from sheepdog.kube.client import Kube, load_config
+        from sheepdog.kube.client import Kube
         from sheepdog.kube.sweeps import SweepReconciler
+        from sheepdog.kube.transport import load_credentials
 
-        load_config(args.kubeconfig, args.context)
-        return SweepReconciler(Kube(), metrics=None).get_sweep(args.namespace, args.run)
+        return SweepReconciler(Kube(load_credentials(args.kubeconfig, args.context)), metrics=None).get_sweep(args.namespace, args.run)
     except Exception:  # noqa: BLE001 - see the docstring
         return None
 
@@ -482,7 +515,7 @@ def cmd_operator(operator_args: list[str]) -> int:
     try:
         from sheepdog.kube.operator import main as operator_main
     except ImportError as err:
-        _error(f"the operator needs the extra sheepdog[operator] (kopf, kubernetes): {err}")
+        _error(f"the operator needs the extra sheepdog[operator] (kopf, urllib3, prometheus-client): {err}")
         return EXIT_INVALID
     return int(operator_main(operator_args) or 0)
 
@@ -545,6 +578,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="every cell runs all its stages (no stage shared between cells)")
     p.add_argument("--no-plot", action="store_true", help="do not draw the per-axis plots")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("cache", help="manage a local stage cache")
+    cache_sub = p.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    p = cache_sub.add_parser("prune", help="remove the stage cache's outputs no workdir links to any more "
+                             "(deleting a workdir frees nothing on its own: the outputs live in the cache)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--stage-cache", metavar="DIR", help="the stage cache's directory")
+    where.add_argument("--workdir", metavar="DIR", help="a run's workdir (its cache is beside it) or a sweep's "
+                       "(its cache is DIR/stage-cache)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    p.set_defaults(func=cmd_cache_prune)
 
     p = sub.add_parser("validate", help="check a run or sweep file (and, with --workdir, its local inputs)")
     p.add_argument("run_file", metavar="RUN.yaml|SWEEP.yaml")

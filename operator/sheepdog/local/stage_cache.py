@@ -6,6 +6,8 @@ under runs/ shares one). docs/stage-cache.md.
                           "iteration", "stage", "summary", "pid", "host"}
     <cache>/objects/<key>/i<N>/<stage>   a finished stage's outputs (train: and i<N>/model)
     <cache>/.lock        flock held while an entry is claimed, published or dropped
+    <cache>/workdirs/<hash>   the path of a workdir that used the cache (for `sheepdog cache
+                         prune`, sheepdog.local.stage_cache_prune: what links to the objects)
 
 A finished stage's outputs are moved into the cache's objects and its workdir keeps a relative
 link to them (a rename: nothing is copied), so they outlive the workdir: a rerun of a deleted
@@ -41,6 +43,7 @@ from sheepdog.stage_config import Layout
 DEFAULT_NAME = ".stage-cache"
 OWNER_FILE = ".stage-cache-owner"  # in the workdir (_incarnation)
 OBJECTS = "objects"  # <cache>/objects/<key>/i<N>/<stage>: the outputs, moved out of their workdir
+WORKDIRS = "workdirs"  # <cache>/workdirs/<hash>: a workdir that used the cache (register_workdir)
 SMALL_FILE = 1 << 20  # model files below this are identified by content (config, tokenizer config)
 
 
@@ -105,22 +108,40 @@ def _incarnation(workdir: Path) -> str:
     return f"{workdir.resolve()}#{token}"
 
 
+@contextmanager
+def cache_lock(directory: Path) -> Iterator[None]:
+    """The cache's flock: claims, publications and prune are ordered by it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def register_workdir(directory: Path, workdir: Path) -> None:
+    """Record that `workdir` uses the cache, under the cache's lock: its links to the objects
+    are what `sheepdog cache prune` keeps, wherever the workdir is."""
+    path = str(workdir.resolve())
+    entry = directory / WORKDIRS / hashlib.sha256(path.encode()).hexdigest()[:24]
+    if entry.is_file():
+        return
+    with cache_lock(directory):
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(entry, path + "\n")
+
+
 class LocalStageCache:
     def __init__(self, directory: Path, workdir: Path, layout: Layout, spec: RunSpec):
         self.dir = Path(directory)
+        register_workdir(self.dir, workdir)
         self.owner = _incarnation(workdir)
         self.layout, self.spec = layout, spec
         self.inputs = cache_inputs(spec, layout)
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".lock", "a+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+    def _locked(self):
+        return cache_lock(self.dir)
 
     def _path(self, key: str) -> Path:
         return self.dir / f"{key}.json"

@@ -1,6 +1,7 @@
 """The light install `pip install "sheepdog[cli]"`: the cluster commands (pull, report, retry)
-import nothing outside the core and the extra's packages (kubernetes, matplotlib) — no Kopf, no
-Prometheus client, no torch. Checked in a fresh interpreter that refuses to import the rest."""
+import nothing outside the core and the extra's packages (urllib3, matplotlib) — no Kopf, no
+Prometheus client, no `kubernetes` package (kube/transport.py is the client), no torch. Checked
+in a fresh interpreter that refuses to import the rest."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import tomllib
 from pathlib import Path
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "operator" / "pyproject.toml"
-REFUSED = ("kopf", "prometheus_client", "torch", "transformers", "vllm", "sheepdog_jobs", "mlflow", "wandb")
+REFUSED = ("kopf", "kubernetes", "prometheus_client", "torch", "transformers", "vllm", "sheepdog_jobs", "mlflow", "wandb")
 
 PROBE = f"""
 import importlib.abc, sys
@@ -30,7 +31,7 @@ print("ok")
 def test_the_cli_extra_names_what_the_cluster_commands_need():
     extras = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
     names = {spec.split(">")[0].split("=")[0] for spec in extras["cli"]}
-    assert names == {"kubernetes", "matplotlib"}
+    assert names == {"urllib3", "matplotlib"}
 
 
 def test_the_cluster_commands_import_nothing_heavier():

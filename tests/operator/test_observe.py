@@ -633,9 +633,9 @@ def test_a_trigger_whose_event_turns_out_to_be_our_own_write_is_dropped():
 
 
 def api_error(status, message):
-    from kubernetes.client import ApiException
+    from sheepdog.kube.client import ApiError
 
-    return ApiException(status=status, reason="x", body=json.dumps({"kind": "Status", "message": message}))
+    return ApiError(status, "x", json.dumps({"kind": "Status", "message": message}))
 
 
 def test_a_stuck_pod_names_the_reason_in_status_and_a_warning():

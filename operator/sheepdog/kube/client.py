@@ -1,8 +1,7 @@
-"""The operator's Kubernetes API calls, as plain JSON dicts (the official sync client underneath).
+"""The operator's Kubernetes API calls, as plain JSON dicts, over kube/transport.py (urllib3).
 
 Reconciles run in worker threads (see reconcile.py), so a blocking client is right here. Bodies
-and responses are plain JSON: the Job builders produce dicts, and the client's model classes
-are slow and (kubernetes>=35) validate request bodies against their models.
+and responses are plain JSON: the Job builders produce dicts and the reconcile reads dicts.
 
 `Kube` is the only I/O surface of a reconcile. Tests substitute a fake with the same methods.
 """
@@ -10,10 +9,10 @@ are slow and (kubernetes>=35) validate request bodies against their models.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Iterable, Optional, Protocol
 
 from sheepdog.api.spec import GROUP, PLURAL, VERSION
+from sheepdog.kube.transport import Credentials, Transport, load_credentials
 
 Obj = dict[str, Any]
 
@@ -24,6 +23,14 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     pass
+
+
+class ApiError(Exception):
+    """Any other answer than 2xx, 404 or 409: its HTTP status, reason and body (error_status)."""
+
+    def __init__(self, status: int, reason: str, body: str = ""):
+        super().__init__(f"({status}) {reason}")
+        self.status, self.reason, self.body = status, reason, body
 
 
 USER_AGENT = "sheepdog-operator"
@@ -63,18 +70,6 @@ class KubeApi(Protocol):
     def replace_run_status(self, run: Obj, status: Obj) -> Obj: ...
     def create_event(self, namespace: str, event: Obj) -> bool: ...
 
-def load_config(kubeconfig: Optional[str] = None, context: Optional[str] = None) -> None:
-    """KUBECONFIG (or ~/.kube/config) when present, else the in-cluster service account."""
-    from kubernetes import config
-
-    path = kubeconfig or os.environ.get("KUBECONFIG")
-    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-    if path or not in_cluster:
-        config.load_kube_config(config_file=path, context=context)
-    else:
-        config.load_incluster_config()
-
-
 def replacing_merge_patch(old: Any, new: Any) -> Any:
     """A JSON merge patch (RFC 7386) that turns `old` into exactly `new`: keys that `new`
     drops are set to null (a plain merge patch would keep them), lists are replaced."""
@@ -89,44 +84,32 @@ def replacing_merge_patch(old: Any, new: Any) -> Any:
 
 
 class Kube:
-    """KubeApi over the official client's ApiClient (auth, TLS, token refresh), with raw JSON
-    requests: the typed API classes of kubernetes>=35 validate bodies against their models,
-    while the builders produce plain dicts. Thread-safe (urllib3's pool is)."""
+    """KubeApi over our Transport (kube/transport.py), with raw JSON requests. Thread-safe
+    (urllib3's pool is)."""
 
-    def __init__(self, api_client: Any = None, pool_size: int = 32, request_timeout: float = 30.0):
-        from kubernetes import client
-
-        if api_client is None:
-            cfg = client.Configuration.get_default_copy()
-            cfg.connection_pool_maxsize = pool_size
-            api_client = client.ApiClient(cfg)
+    def __init__(self, credentials: Optional[Credentials] = None, pool_size: int = 32, request_timeout: float = 30.0):
         from sheepdog import __version__
 
-        # Names the operator's own requests in the API server's audit log and metrics
-        # (Kopf's watches say kopf/<version>).
-        api_client.user_agent = f"{USER_AGENT}/{__version__}"
-        self.api_client = api_client
+        # The user agent names the operator's own requests in the API server's audit log and
+        # metrics (Kopf's watches say kopf/<version>).
+        self.transport = Transport(credentials or load_credentials(), pool_size=pool_size, timeout=request_timeout,
+                                   user_agent=f"{USER_AGENT}/{__version__}")
         self.timeout = request_timeout
-        self._exc = client.ApiException
 
     def request(self, method: str, path: str, body: Any = None, query: Optional[list[tuple[str, str]]] = None,
                 content_type: str = "application/json") -> Obj:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
-        req = self.api_client.param_serialize(
-            method=method, resource_path=path, query_params=query or None, header_params=headers,
-            body=body, auth_settings=["BearerToken"],
-        )
-        resp = self.api_client.call_api(*req, _request_timeout=self.timeout)
-        resp.read()
-        text = resp.data.decode("utf-8", "replace") if isinstance(resp.data, bytes) else (resp.data or "")
+        resp = self.transport.request(method, path, query=query, headers=headers,
+                                      body=None if body is None else json.dumps(body).encode())
+        text = resp.text
         if resp.status == 404:
             raise NotFound(_message(text) or path)
         if resp.status == 409:
             raise Conflict(_message(text) or "conflict")
         if not 200 <= resp.status <= 299:
-            raise self._exc(status=resp.status, reason=f"{resp.reason}: {_message(text)}", body=text)
+            raise ApiError(resp.status, f"{resp.reason}: {_message(text)}", text)
         return json.loads(text) if text else {}
 
     # reads -------------------------------------------------------------------------------

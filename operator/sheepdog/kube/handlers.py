@@ -272,10 +272,6 @@ def register(registry: Any, dispatcher: Dispatcher, resync_interval: float = 60.
     """The Kopf handlers (on.event and the cache's index feed; see the module docstring)."""
     import kopf
 
-    @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> Any:
-        return kopf.login_via_client(**kwargs)
-
     cache = dispatcher.reconciler.cache
     stage = {LABEL_RUN: kopf.PRESENT}
 

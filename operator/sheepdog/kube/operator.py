@@ -133,20 +133,21 @@ def configure_settings(settings: Any, args: argparse.Namespace) -> None:
 
 async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Event] = None) -> None:
     import kopf
-    from sheepdog.kube.client import Kube, load_config
+    from sheepdog.kube.client import Kube
     from sheepdog.kube.handlers import Dispatcher, register
     from sheepdog.kube.metrics import Metrics
     from sheepdog.kube.metrics_auth import serve_metrics
     from sheepdog.kube.reconcile import Options, Reconciler
+    from sheepdog.kube.transport import ConfigError, load_credentials
 
-    if args.kubeconfig:
-        # Kopf's login (login_via_client) reads only $KUBECONFIG; make the flag reach it too.
-        os.environ["KUBECONFIG"] = args.kubeconfig
-    load_config(args.kubeconfig)
+    try:
+        credentials = load_credentials(args.kubeconfig)
+    except ConfigError as exc:
+        raise SystemExit(f"no credentials for the API server: {exc}") from None
     metrics = Metrics()
     metrics.start(args.namespaces)  # every series an alert or the dashboard reads, from the start
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="reconcile")
-    kube = Kube(pool_size=args.workers + 4)
+    kube = Kube(credentials, pool_size=args.workers + 4)
     if args.metrics_port:
         try:
             serve_metrics(metrics.registry, args.metrics_address, args.metrics_port, args.metrics_cert_dir,
@@ -173,6 +174,13 @@ async def run_operator(args: argparse.Namespace, stop_flag: Optional[asyncio.Eve
     dispatcher = Dispatcher(reconciler, executor)
 
     registry = kopf.OperatorRegistry()
+
+    # Kopf's watches use the same credentials as our requests (never a client library's login:
+    # see main()); Kopf calls this again after a 401, and the token is read afresh.
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> Any:
+        return credentials.connection_info()
+
     register(registry, dispatcher, args.resync_seconds)
     # SelfAlignmentSweeps: their own queue beside the runs', leading when the runs' does (sweeps.py)
     from sheepdog.kube import sweeps
@@ -256,6 +264,14 @@ def guardrails(environ: Optional[Mapping[str, str]] = None) -> Any:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from sheepdog.redaction import redact_logs
+
+    # The operator talks to the API server through kube/transport.py only, but Kopf imports the
+    # `kubernetes` package's models whenever it is installed (kopf/_cogs/helpers/thirdparty.py):
+    # about 67 MB resident for nothing. A None entry in sys.modules makes `import kubernetes`
+    # fail as if it were absent (the import system's documented behaviour), so Kopf skips it.
+    # Here in the process's entry, not at module import: a test importing this module in-process
+    # keeps its own use of the package.
+    sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
 
     args = parse_args(argv)
     configure_logging(args.log_level, args.log_format, sys.stderr)

@@ -115,14 +115,11 @@ def _pod_log(kube, namespace: str, pod: str, follow: bool) -> str:
     """The pod's output. follow: streamed while the pod runs, as `kubectl logs -f` (a kubelet
     rotates a container's log at 10 MiB; a reader that follows gets every rotated part)."""
     query = [("follow", "true")] if follow else None
-    resp = kube.api_client.call_api(*kube.api_client.param_serialize(
-        method="GET", resource_path=f"/api/v1/namespaces/{namespace}/pods/{pod}/log", query_params=query,
-        header_params={"Accept": "*/*"}, auth_settings=["BearerToken"]),
-        _request_timeout=None if follow else kube.timeout)
-    resp.read()
+    resp = kube.transport.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/log", query=query,
+                                  headers={"Accept": "*/*"}, timeout=None if follow else kube.timeout)
     if not 200 <= resp.status <= 299:
         raise PullError(f"pods/{pod}/log: HTTP {resp.status}: {resp.data[:300]!r}")
-    return resp.data.decode("ascii", "replace") if isinstance(resp.data, bytes) else resp.data
+    return resp.data.decode("ascii", "replace")
 
 
 def pull(kube, run: dict[str, Any], dest: Path, *, image: str = DEFAULT_IMAGE, exclude: tuple[str, ...] = (),

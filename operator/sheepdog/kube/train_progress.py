@@ -134,23 +134,19 @@ class LogUnreadable(Exception):
 def pod_log_reader(kube: Any) -> Optional[LogReader]:
     """The log tail reader over the operator's API client (`Kube`); None for a client without
     one (the unit tests' fakes, which pass their own reader)."""
-    api_client = getattr(kube, "api_client", None)
-    if api_client is None:
+    transport = getattr(kube, "transport", None)
+    if transport is None:
         return None
 
     def read(namespace: str, pod: str, container: str) -> str:
-        req = api_client.param_serialize(
-            method="GET", resource_path=f"/api/v1/namespaces/{namespace}/pods/{pod}/log",
-            query_params=[("container", container), ("tailLines", str(TAIL_LINES)),
-                          ("limitBytes", str(LIMIT_BYTES))],
+        resp = transport.request(
+            "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/log",
+            query=[("container", container), ("tailLines", str(TAIL_LINES)), ("limitBytes", str(LIMIT_BYTES))],
             # text/plain is what comes back, but the API server negotiates against its
             # serializers (JSON, YAML, protobuf) and answers 406 to an Accept of text/plain alone
-            header_params={"Accept": "*/*"}, auth_settings=["BearerToken"],
+            headers={"Accept": "*/*"}, timeout=READ_TIMEOUT,
         )
-        resp = api_client.call_api(*req, _request_timeout=READ_TIMEOUT)
-        resp.read()
-        data = resp.data
-        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else (data or "")
+        text = resp.text
         if resp.status != 200:
             raise LogUnreadable(resp.status, text)
         return text

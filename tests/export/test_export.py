@@ -120,6 +120,31 @@ def test_export_program_reports_failure_in_its_summary(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_export_program_reads_its_config_from_a_file(tmp_path):
+    """The export Job's command names a file (its mounted ConfigMap), not the JSON: the program
+    reads it; a file it cannot read is its summary's error, like any other failure."""
+    spec = RunSpec.model_validate(RUN["spec"])
+    (tmp_path / "empty").mkdir()
+    cfg = ExportConfig(run="tiny", iteration=1, spec=spec, model_dir=str(tmp_path / "empty"),
+                       to=str(tmp_path / "out"), records=[])
+    config_file = tmp_path / "config.json"
+    config_file.write_text(cfg.to_json())
+    summary = tmp_path / "summary.json"
+    command = export_command(cfg, python=sys.executable, summary_file=str(summary), config_file=str(config_file))
+    assert command[command.index("--config") + 1] == str(config_file)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    got = json.loads(summary.read_text())
+    assert got["iteration"] == 1 and "not a model directory" in got["error"]  # the file's config was used
+
+    missing = export_command(cfg, python=sys.executable, summary_file=str(summary),
+                             config_file=str(tmp_path / "absent.json"))
+    proc = subprocess.run(missing, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    got = json.loads(summary.read_text())
+    assert "config file" in got["error"] and "absent.json" in got["error"], got
+
+
 def test_split_url():
     assert split_url("s3://bucket/a/b/") == ("bucket", "a/b")
     assert split_url("s3://bucket") == ("bucket", "")

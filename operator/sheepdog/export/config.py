@@ -98,6 +98,9 @@ def export_config(run: str, spec: RunSpec, iterations: list[dict[str, Any]], lay
                         records=records, root=layout.root, datasets=list(datasets or []))
 
 
-def export_command(config: ExportConfig, python: str = "python", summary_file: str = TERMINATION_LOG) -> list[str]:
-    """The export's one command line, for both executors (as stage_command is for stages)."""
-    return [python, "-m", EXPORT_MODULE, "--config", config.to_json(), "--summary-file", summary_file]
+def export_command(config: ExportConfig, python: str = "python", summary_file: str = TERMINATION_LOG,
+                   config_file: Optional[str] = None) -> list[str]:
+    """The export's one command line, for both executors (as stage_command is for stages).
+    `config_file`: where the export finds config.to_json() (a cluster's mounted ConfigMap,
+    kube/stage_config_map.py); None puts the JSON itself on the command line (local runs)."""
+    return [python, "-m", EXPORT_MODULE, "--config", config_file or config.to_json(), "--summary-file", summary_file]

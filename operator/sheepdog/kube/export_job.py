@@ -1,8 +1,10 @@
 """The Job of a run's export (spec.export, planner/export_policy.py): a pure builder, as
 jobs.py's are for stages.
 
-`<run>-i<N>-export` runs export_command (`python -m sheepdog.export --config ...`) in the
-worker image, with the run's volume at /data, the pod and container security of stage pods,
+`<run>-i<N>-export` runs export_command (`python -m sheepdog.export --config FILE ...`) in the
+worker image, its ExportConfig in a ConfigMap mounted as a stage's is (kube/stage_config_map.py:
+the config holds the whole spec, kept out of the command line, the pod spec and `ps`), with the
+run's volume at /data, the pod and container security of stage pods,
 no GPU, and the export's S3 credentials as the environment of spec.export.credentialsSecretRef
 (envFrom: the Secret's values never appear in the Job, the spec or the status). Retries are a
 stage's: backoffLimit spec.retries, disruptions free.
@@ -14,6 +16,7 @@ from typing import Any, Mapping, Optional, Union
 
 from sheepdog.api.spec import RunSpec
 from sheepdog.export.config import ExportConfig, export_command
+from sheepdog.kube import stage_config_map
 from sheepdog.kube.jobs import (
     CACHE_DIR, CONTAINER_NAME, HOME_DIR, LABEL_RETRY, PYTHON, ImageDefaults, container_security_context, escape_for_kubelet,
     base_pod_spec, job_name, labels, owner_reference, volume_mounts, volumes,
@@ -49,20 +52,21 @@ def build_export_job(run: Mapping[str, Any], spec: RunSpec, config: ExportConfig
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": images.for_stage(EXPORT),
-        "command": [escape_for_kubelet(a) for a in export_command(config, python=PYTHON, summary_file=TERMINATION_LOG)],
+        "command": [escape_for_kubelet(a) for a in export_command(
+            config, python=PYTHON, summary_file=TERMINATION_LOG, config_file=stage_config_map.CONFIG_PATH)],
         "env": export_env(spec, config),
         "resources": {k: dict(v) for k, v in EXPORT_RESOURCES.items()},
         "securityContext": container_security_context(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": volume_mounts(),
+        "volumeMounts": [*volume_mounts(), stage_config_map.mount()],
     }
     secret = spec.export.credentials_secret_ref if spec.export is not None else None
     if secret is not None:
         container["envFrom"] = [{"secretRef": {"name": secret.name}}]
     if images.pull_policy:
         container["imagePullPolicy"] = images.pull_policy
-    pod = base_pod_spec(spec, images, container, volumes(spec))
+    pod = base_pod_spec(spec, images, container, [*volumes(spec), stage_config_map.volume(name, config.to_json())])
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -81,5 +85,15 @@ def is_export(action: Any) -> bool:
     return getattr(action, "stage", None) == EXPORT
 
 
+def build_export_config_map(run: Mapping[str, Any], config: ExportConfig, retry: int = 0) -> dict[str, Any]:
+    """The ConfigMap of the export Job's config file (created before the Job, owned by the run)."""
+    meta = run["metadata"]
+    name = job_name(meta["name"], config.iteration, EXPORT, retry)
+    return stage_config_map.build_config_map(name, meta["namespace"], labels(meta["name"], config.iteration, EXPORT),
+                                             owner_reference(meta["name"], meta["uid"]), config.to_json())
+
+
 def export_objects(run: Mapping[str, Any], spec: RunSpec, action: Any, image_defaults: Optional[Any]) -> list[dict]:
-    return [build_export_job(run, spec, action.config, image_defaults, getattr(action, "retry", 0))]
+    retry = getattr(action, "retry", 0)
+    return [build_export_config_map(run, action.config, retry),
+            build_export_job(run, spec, action.config, image_defaults, retry)]

@@ -418,7 +418,8 @@ def test_stage_ifbench_scores_with_its_checkers_and_counts_unchecked(tmp_path):
 
     from sheepdog_jobs.evaluation import ifbench
 
-    cfg = make_config(tmp_path, {"suites": ["ifbench"], "limit": 140})  # 133..: stop-word prompts
+    # 140 of the 294 prompts, spaced over the file: the stop-word and start-verb types among them
+    cfg = make_config(tmp_path, {"suites": ["ifbench"], "limit": 140})
     # an answer with no whitespace follows format:no_whitespace and little else
     engine = ScriptedEngine(lambda p: "Done.")
     ev = run(cfg, engine=engine)["evaluation"]
@@ -433,9 +434,12 @@ def test_stage_ifbench_scores_with_its_checkers_and_counts_unchecked(tmp_path):
     assert ev["ifbench.promptStrict"] == pytest.approx(sum(all(r["strict"]) for r in checked) / len(checked))
     try:
         nltk.data.find("corpora/stopwords")
-    except LookupError:  # without NLTK's stop words, exactly the stop-word prompts are unchecked
+    except LookupError:  # without NLTK's stop words, the stop-word prompts are unchecked
         assert ev["ifbench.unchecked"] > 0
-        assert all("ratio:stop_words" in r["instruction_id_list"] for r in records if "unchecked" in r)
+        assert any("ratio:stop_words" in r["instruction_id_list"] for r in records if "unchecked" in r)
+    # only the two types whose NLTK data no package ships are ever unchecked (ifbench.py)
+    needs_data = {"ratio:stop_words", "words:start_verb"}
+    assert all(needs_data & set(r["instruction_id_list"]) for r in records if "unchecked" in r)
     results = json.loads((Path(cfg.out_dir) / "results.json").read_text())
     assert results["details"]["ifbench"]["package"] == ifbench.PACKAGE
 

@@ -52,12 +52,41 @@ def test_loose_accepts_what_strict_rejects_and_metrics_are_named_ifbench():
                  "ifbench.instructionStrict": 0.5, "ifbench.instructionLoose": 1.0}
 
 
-def test_the_shipped_test_set_loads_and_limit_takes_the_first_prompts():
+def test_the_shipped_test_set_loads_and_limit_spreads_over_the_instruction_types():
     full = ifbench.load_ifbench()
     assert len(full) == 294  # IFBench's test split
     assert len({e.key for e in full}) == len(full)
-    assert [e.key for e in ifbench.load_ifbench(limit=7)] == [e.key for e in full[:7]]
     assert {iid for e in full for iid in e.instruction_id_list} <= ifbench.instruction_ids()
+    # the file is grouped by type: its head of 4 is one type (paper-tiny's IFBench 0.0 in every
+    # iteration); a limit takes prompts spaced evenly over the file, in file order
+    assert {e.instruction_id_list for e in full[:4]} == {("count:keywords_multiple",)}
+    four = ifbench.load_ifbench(limit=4)
+    assert [e.key for e in four] == [full[i].key for i in (0, 73, 147, 220)]
+    assert len({e.instruction_id_list[0] for e in four}) == 4
+    assert len({e.instruction_id_list[0] for e in ifbench.load_ifbench(limit=58)}) >= 40
+    assert ifbench.load_ifbench(limit=1)[0].key == full[0].key
+    assert [e.key for e in ifbench.load_ifbench(limit=500)] == [e.key for e in full]
+    assert ifbench.spread(10, 3) == [0, 3, 6] and ifbench.spread(3, None) == [0, 1, 2]
+
+
+def test_the_first_shipped_prompt_is_scored_as_its_instruction_asks():
+    """paper-tiny's IFBench prompt with limit 1 (and the head of the file): five keywords, 1, 2,
+    3, 5 and 7 times. A response that has them passes the package's checker with the file's own
+    kwargs; what the 135M model answered (from a paper-tiny run's ifbench.jsonl) has none."""
+    first = ifbench.load_ifbench(limit=1)[0]
+    assert first.instruction_id_list == ("count:keywords_multiple",)
+    assert {k: v for k, v in first.kwargs[0].items() if v is not None} == {
+        "keyword1": "kaleidoscope", "keyword2": "nebula", "keyword3": "whisper", "keyword4": "labyrinth",
+        "keyword5": "paradox"}
+    good = ("A kaleidoscope of choices. A nebula, another nebula. Whisper, whisper, whisper. "
+            "Labyrinth labyrinth labyrinth labyrinth labyrinth. " + " ".join(["paradox"] * 7) + ".")
+    assert ifbench.check_response(first, good).strict == [True]
+    assert ifbench.check_response(first, good.replace("paradox ", "", 1)).strict == [False]  # 6, not 7
+    tiny = ("The world's most brilliant man, surrounded by corruption, greed, inequity, madness, "
+            "inequality, an establishment who preached conspiracy theories and wild speculations over "
+            "truth and a worldwide mafia and the sellout who support it, should be")
+    res = ifbench.check_response(first, tiny)
+    assert (res.strict, res.loose, res.extra) == ([False], [False], {})
 
 
 def test_a_file_with_an_id_ifbench_does_not_know_is_rejected_with_its_line(tmp_path):

@@ -542,7 +542,8 @@ class EvaluationSpec(Model):
     max_tokens: int = Field(1280, ge=1, le=32768, description="Token budget of each evaluated "
                             "answer (greedy decoding; lm-eval's IFEval uses 1280).")
     limit: Optional[int] = Field(
-        None, ge=1, description="Evaluate only the first N examples of each suite (smoke tests)."
+        None, ge=1, description="Evaluate only N examples of each suite (smoke tests): the first N; "
+        "for ifbench, whose test set is grouped by instruction type, N spaced evenly over it."
     )
     mtbench_sampling: Literal["fastchat", "greedy"] = Field(
         "fastchat",

@@ -19,13 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from sheepdog.capacity.lora_serving import vllm_slot_rank
 from sheepdog_jobs.engines.base import EngineError
 
 ADAPTER_CONFIG = "adapter_config.json"
-# vLLM allocates LoRA slots for a maximum rank taken from this list (vllm.config.lora's
-# possible_max_ranks); the adapter's r must not exceed it, and a larger slot costs memory.
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-
 
 class AdapterError(EngineError):
     """A model reference that is an adapter the engines cannot serve."""
@@ -67,9 +64,9 @@ def resolve(model: str) -> Served:
 
 
 def vllm_max_lora_rank(rank: Optional[int]) -> int:
-    """The smallest LoRA slot vLLM offers that holds an adapter of rank ``rank``."""
-    r = rank or 8
-    for slot in VLLM_LORA_RANKS:
-        if slot >= r:
-            return slot
-    raise AdapterError(f"LoRA rank {r} is above the largest vLLM serves ({VLLM_LORA_RANKS[-1]})")
+    """The smallest LoRA slot vLLM offers that holds an adapter of rank ``rank`` (the slot
+    sheepdog plan counts: sheepdog.capacity.lora_serving)."""
+    try:
+        return vllm_slot_rank(rank)
+    except ValueError as exc:
+        raise AdapterError(str(exc)) from None

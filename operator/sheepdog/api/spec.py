@@ -319,6 +319,12 @@ ONE_LAST_NEEDS_MERGE = ("training.strategy one_last trains each iteration over t
                         "with training.merge: false that is an adapter over an adapter, which the engines "
                         "cannot serve; set training.merge: true or another strategy")
 
+# vLLM serves adapters up to its largest LoRA slot (sheepdog.capacity.lora_serving); engine auto
+# is vLLM in the worker image.
+ADAPTER_RANK_NEEDS_MERGE = ("training.merge: false serves each iteration's adapter on vLLM, whose largest LoRA "
+                            "rank is {largest}; training.lora.rank is {rank}: set training.merge: true, a "
+                            "rank of at most {largest}, or engine: transformers")
+
 
 class TrainingSpec(Model):
     model_config = ConfigDict(
@@ -942,6 +948,13 @@ class RunSpec(Model):
             raise ValueError(ONE_LAST_NEEDS_MERGE)
         if self.engine_args and self.engine == "transformers":
             raise ValueError(ENGINE_ARGS_NEED_VLLM)
+        if not self.training.merge and self.engine != "transformers":
+            # imported here: sheepdog.capacity plans from this module's RunSpec
+            from sheepdog.capacity.lora_serving import VLLM_LORA_RANKS
+
+            if self.training.lora.rank > VLLM_LORA_RANKS[-1]:
+                raise ValueError(ADAPTER_RANK_NEEDS_MERGE.format(rank=self.training.lora.rank,
+                                                                 largest=VLLM_LORA_RANKS[-1]))
         ev, syn = self.stages.evaluate, self.stages.synthesize
         if self.evaluation.enabled and ev.gpus and syn.gpus and syn.tensor_parallel % ev.gpus:
             raise ValueError(EVALUATE_TP_MESSAGE.format(gpus=ev.gpus, tp=syn.tensor_parallel))

@@ -120,6 +120,7 @@ class EngineMemory:
     reserve: int
     kv_cache: int        # what is left for the KV cache (may be negative: does not load)
     kv_bytes_per_token: int
+    lora: int = 0        # LoRA slots of an adapter served over the base (capacity/lora_serving.py)
 
     @property
     def kv_tokens(self) -> int:
@@ -134,9 +135,11 @@ def kv_bytes_per_token(shape: ModelShape, tensor_parallel: int, kv_dtype_bytes: 
 
 
 def engine_memory(shape: ModelShape, *, tensor_parallel: int, gpu_bytes: int, fraction: float,
-                  batched_tokens: int, max_seqs: int) -> EngineMemory:
-    """vLLM's memory on one rank: it takes `fraction` of the GPU, holds its weight shard, sets
-    aside the activations of a profile run, and makes the rest KV cache."""
+                  batched_tokens: int, max_seqs: int, lora_bytes: int = 0,
+                  lora_activation_bytes: int = 0) -> EngineMemory:
+    """vLLM's memory on one rank: it takes `fraction` of the GPU, holds its weight shard (and,
+    serving an adapter, its LoRA slots: `lora_bytes`), sets aside the activations of a profile
+    run, and makes the rest KV cache."""
     tp = tensor_parallel
     budget = int(gpu_bytes * fraction)
     weights = shape.weight_bytes() // tp
@@ -144,7 +147,7 @@ def engine_memory(shape: ModelShape, *, tensor_parallel: int, gpu_bytes: int, fr
     # q, k, v and gate, up outputs, in 16 bits; plus the sampled positions' fp32 logits.
     per_token = 2 * shape.hidden + (shape.heads * shape.head_dim + 2 * shape.kv_dim) // tp \
         + 2 * shape.intermediate // tp
-    activations = batched_tokens * per_token * 2 + max_seqs * shape.vocab * 4
-    kv = budget - weights - activations - RUNTIME_RESERVE
+    activations = batched_tokens * per_token * 2 + max_seqs * shape.vocab * 4 + lora_activation_bytes
+    kv = budget - weights - lora_bytes - activations - RUNTIME_RESERVE
     return EngineMemory(budget=budget, weights=weights, activations=activations, reserve=RUNTIME_RESERVE,
-                        kv_cache=kv, kv_bytes_per_token=kv_bytes_per_token(shape, tp))
+                        kv_cache=kv, kv_bytes_per_token=kv_bytes_per_token(shape, tp), lora=lora_bytes)

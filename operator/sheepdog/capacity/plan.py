@@ -12,6 +12,7 @@ import math
 from typing import Any, Optional
 
 from sheepdog.api.spec import RunSpec
+from sheepdog.capacity import lora_serving
 from sheepdog.capacity.memory import RUNTIME_RESERVE, GiB, engine_memory, train_memory
 from sheepdog.capacity.shape import ModelShape
 from sheepdog.planner import data_size, iteration_count
@@ -76,35 +77,66 @@ def plan_run(spec: RunSpec, shape: ModelShape, *, gpu: str = "h100",
 # --- stages -----------------------------------------------------------------------------------
 
 
-def _engine_memory(spec: RunSpec, shape: ModelShape, engine: str, tensor_parallel: int) -> dict:
-    """Memory of an inference engine on one rank, and whether it fits."""
+def _serves_adapter(spec: RunSpec, stage: str) -> bool:
+    """training.merge: false makes M_t an adapter: evaluate serves one over the base, and so do
+    synthesize and curate's model filters from the second iteration on (they serve M_{t-1};
+    direct trains once, after its only synthesize). The plan counts that peak."""
+    if spec.training.merge:
+        return False
+    if stage == "evaluate":
+        return True
+    return spec.training.strategy != "direct" and iteration_count(spec) > 1
+
+
+def _engine_memory(spec: RunSpec, shape: ModelShape, engine: str, tensor_parallel: int,
+                   adapter: bool = False) -> dict:
+    """Memory of an inference engine on one rank (serving base + adapter when `adapter`), and
+    whether it fits."""
     gpu_bytes = spec.resources.gpu_memory_gib * GiB
+    rank = spec.training.lora.rank
     if engine == "transformers":
-        # sheepdog's transformers engine puts the whole model on one device, no tensor parallel.
-        need = shape.weight_bytes() + RUNTIME_RESERVE
-        return {"ranks": 1, "tensorParallel": 1, "memoryGiBPerRank": _gib(need),
-                "memory": {"weightsGiB": _gib(shape.weight_bytes()), "reserveGiB": _gib(RUNTIME_RESERVE)},
-                "fits": need <= gpu_bytes,
-                "why": f"weights {_gib(shape.weight_bytes())} GiB + {_gib(RUNTIME_RESERVE)} GiB reserve on one GPU"}
+        # sheepdog's transformers engine puts the whole model on one device, no tensor parallel;
+        # an adapter is loaded beside it by peft and folded in.
+        extra = lora_serving.transformers_adapter_bytes(shape, rank) if adapter else 0
+        need = shape.weight_bytes() + extra + RUNTIME_RESERVE
+        memory = {"weightsGiB": _gib(shape.weight_bytes()), "reserveGiB": _gib(RUNTIME_RESERVE)}
+        plus = ""
+        if adapter:
+            memory["adapterGiB"] = _gib(extra)
+            plus = f" + adapter {_gib(extra)} GiB"
+        return {"ranks": 1, "tensorParallel": 1, "memoryGiBPerRank": _gib(need), "servesAdapter": adapter,
+                "memory": memory, "fits": need <= gpu_bytes,
+                "why": f"weights {_gib(shape.weight_bytes())} GiB{plus} + {_gib(RUNTIME_RESERVE)} GiB reserve on one GPU"}
+    slot = lora_serving.vllm_slot_rank(rank) if adapter else 0
     m = engine_memory(shape, tensor_parallel=tensor_parallel, gpu_bytes=gpu_bytes,
                       fraction=ASSUMPTIONS["vllmMemoryFraction"],
-                      batched_tokens=ASSUMPTIONS["vllmMaxNumBatchedTokens"], max_seqs=ASSUMPTIONS["vllmMaxNumSeqs"])
+                      batched_tokens=ASSUMPTIONS["vllmMaxNumBatchedTokens"], max_seqs=ASSUMPTIONS["vllmMaxNumSeqs"],
+                      lora_bytes=lora_serving.vllm_slot_bytes(shape, tensor_parallel, slot) if adapter else 0,
+                      lora_activation_bytes=lora_serving.vllm_activation_bytes(
+                          ASSUMPTIONS["vllmMaxNumBatchedTokens"], slot) if adapter else 0)
     max_len = shape.max_position
     # vLLM refuses to start unless one sequence of max_model_len tokens fits in its KV cache.
     fits = m.kv_tokens >= max_len
-    return {
-        "ranks": tensor_parallel, "tensorParallel": tensor_parallel,
+    memory = {"weightsGiB": _gib(m.weights), "activationsGiB": _gib(m.activations),
+              "reserveGiB": _gib(m.reserve), "kvCacheGiB": _gib(max(0, m.kv_cache)), "loraGiB": _gib(m.lora)}
+    lora = ""
+    if adapter:
+        lora = f", LoRA slots {_gib(m.lora)} (max_loras {lora_serving.VLLM_MAX_LORAS} x max_lora_rank {slot})"
+    out = {
+        "ranks": tensor_parallel, "tensorParallel": tensor_parallel, "servesAdapter": adapter,
         "memoryGiBPerRank": _gib(m.budget),
-        "memory": {"weightsGiB": _gib(m.weights), "activationsGiB": _gib(m.activations),
-                   "reserveGiB": _gib(m.reserve), "kvCacheGiB": _gib(max(0, m.kv_cache))},
+        "memory": memory,
         "kvCache": {"tokens": m.kv_tokens, "bytesPerTokenPerRank": m.kv_bytes_per_token,
                     "maxModelLen": max_len, "sequencesAtMaxModelLen": m.kv_tokens // max_len},
         "fits": fits,
         "why": (f"vLLM takes {_gib(m.budget)} GiB ({ASSUMPTIONS['vllmMemoryFraction']:g} of "
-                f"{spec.resources.gpu_memory_gib:g} GiB): weights {_gib(m.weights)}, activations "
+                f"{spec.resources.gpu_memory_gib:g} GiB): weights {_gib(m.weights)}{lora}, activations "
                 f"{_gib(m.activations)}, reserve {_gib(m.reserve)}, leaving {_gib(m.kv_cache)} GiB = "
                 f"{m.kv_tokens} KV tokens for one sequence of max_model_len {max_len}"),
     }
+    if adapter:
+        out["lora"] = {"maxLoras": lora_serving.VLLM_MAX_LORAS, "maxLoraRank": slot, "adapterRank": rank}
+    return out
 
 
 def _engine_name(spec: RunSpec) -> str:
@@ -131,7 +163,8 @@ def _engine_stage(spec: RunSpec, shape: ModelShape, stage: str, gpu: str) -> dic
     pods = spec.stages.synthesize.shards if stage == "synthesize" else 1
     if res.gpus == 0:
         return _cpu_stage(stage, pods)
-    out = {"gpus": res.gpus, "pods": pods, "engine": engine, **_engine_memory(spec, shape, engine, tp)}
+    out = {"gpus": res.gpus, "pods": pods, "engine": engine,
+           **_engine_memory(spec, shape, engine, tp, _serves_adapter(spec, stage))}
     if stage != "synthesize":
         out.update(tokensPerIteration=None, gpuHoursPerIteration=None,
                    formula="not estimated: depends on the evaluation suites")
@@ -193,7 +226,8 @@ def _curate(spec: RunSpec, shape: ModelShape, stage: str, gpu: str) -> dict:
     # does); density takes its embeddings from transformers, which loads on one GPU.
     engine = "transformers" if method == "density" else _engine_name(spec)
     tp = res.gpus if engine == "vllm" else 1
-    out = {"gpus": res.gpus, "pods": 1, "engine": engine, **_engine_memory(spec, shape, engine, tp)}
+    out = {"gpus": res.gpus, "pods": 1, "engine": engine,
+           **_engine_memory(spec, shape, engine, tp, _serves_adapter(spec, stage))}
     tokens = data_size(spec) * (ASSUMPTIONS["instructionTokens"] + spec.synthesis.max_tokens)
     seconds = tokens * 2 * shape.params() / (GPUS[gpu]["flops"] * ASSUMPTIONS["prefillMfu"])
     out.update(tokensPerIteration=tokens, gpuHoursPerIteration=round(seconds * res.gpus / 3600, 2),

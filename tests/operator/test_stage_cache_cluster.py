@@ -69,3 +69,38 @@ def test_stage_cache_false_runs_everything(cluster, namespace, storage, operator
     assert status["phase"] == "Succeeded" and stage_jobs(cluster, namespace, "three") == []
     assert {s["reusedFrom"] for s in status["iterations"][0]["stages"].values()} == {
         f"{namespace}/one/iteration-1/{s}" for s in ("synthesize", "curate", "train")}
+
+
+def test_a_deleted_producer_leaves_the_stage_to_the_waiter(cluster, namespace, storage, operator_process):
+    slow = {"synthesize": {"sheepdog.test/duration": "20s"}}
+    low = run_manifest("low", namespace, iterations=1, extra_annotations=slow, stageCache=True, filter={"threshold": 5})
+    cluster.apply(low)
+    cluster.wait_for("low's synthesize Job", lambda: stage_jobs(cluster, namespace, "low"), timeout=120)
+    high = run_manifest("high", namespace, iterations=1, extra_annotations=slow, stageCache=True,
+                        filter={"threshold": 8})
+    cluster.apply(high)
+    cluster.wait_for("high waits for low's synthesize", lambda: "WaitingForStage" in [
+        e["reason"] for e in events_of(cluster, namespace, "high")], timeout=120)
+    cluster.kubectl("delete", "selfalignmentrun", "low", "-n", namespace, "--wait=true")
+    # the producer is gone, its stage with it: high produces synthesize itself, reusing nothing
+    status = wait_phase(cluster, namespace, "high", ("Succeeded", "Failed"), timeout=240)
+    assert status["phase"] == "Succeeded", status
+    assert all("reusedFrom" not in s for s in status["iterations"][0]["stages"].values())
+    assert sorted(j["metadata"]["name"] for j in stage_jobs(cluster, namespace, "high")) == [
+        f"high-i1-{s}" for s in ("curate", "synthesize", "train")]
+
+
+def test_a_run_whose_data_goes_with_it_is_not_waited_for(cluster, namespace, storage, operator_process):
+    # "doomed" deletes its data with the run (deleteDataOnDelete): its synthesize is never
+    # offered, so "other" (the same key) produces its own at once instead of waiting for it
+    slow = {"synthesize": {"sheepdog.test/duration": "8s"}}
+    doomed = run_manifest("doomed", namespace, iterations=1, extra_annotations=slow, stageCache=True,
+                          storage={"claimName": "sheepdog-data", "deleteDataOnDelete": True})
+    cluster.apply(doomed)
+    cluster.wait_for("doomed's synthesize Job", lambda: stage_jobs(cluster, namespace, "doomed"), timeout=120)
+    cluster.apply(run_manifest("other", namespace, iterations=1, extra_annotations=slow, stageCache=True))
+    for name in ("doomed", "other"):
+        assert wait_phase(cluster, namespace, name, ("Succeeded", "Failed"), timeout=240)["phase"] == "Succeeded"
+    reasons = [e["reason"] for e in events_of(cluster, namespace, "other")]
+    assert "WaitingForStage" not in reasons and "StageReused" not in reasons, reasons
+    assert len(stage_jobs(cluster, namespace, "other")) == 3

@@ -172,3 +172,41 @@ def test_a_reused_stage_is_no_execution_in_the_stage_metrics():
         "synthesize": {**done, "reusedFrom": "ns/a/iteration-1/synthesize"}, "curate": done}}]}
     rec._transitions("ns", {}, new)
     assert calls == [("curate", "succeeded")]
+
+
+def test_a_deleted_producers_claim_ends_at_once():
+    clock = [0.0]
+    cache = WatchCache()
+    index = ClusterStageCache(cache.runs_in, cache.run, clock=lambda: clock[0])
+    for how in ("gone", "deleting", "replaced"):
+        a, b = run_obj("a", "uid-a", spec_of()), run_obj("b", "uid-b", spec_of())
+        cache.put_run(a)
+        pa, spec, layout = planned(a, index)
+        assert index.claim(a, spec, layout, pa.actions[0], pa.status)
+        assert planned(b, index)[0].status.reason == Reason.WAITING_FOR_STAGE
+        if how == "gone":
+            cache.drop_run("ns", "a")
+        elif how == "deleting":
+            cache.put_run({**a, "metadata": {**a["metadata"], "deletionTimestamp": NOW, "resourceVersion": "2"}})
+        else:
+            cache.drop_run("ns", "a")
+            cache.put_run(run_obj("a", "uid-a2", spec_of(), rv="3"))  # a new run of its name, not yet started
+        # no CLAIM_SECONDS to sit out: b produces the stage itself now
+        assert planned(b, index)[0].actions[0].stage == "synthesize", how
+        assert index._claims == {}
+        cache.drop_run("ns", "a")
+
+
+def test_a_stage_whose_output_will_not_be_offered_is_not_waited_for():
+    cache = WatchCache()
+    index = for_reconciler(cache)
+    doomed = run_obj("a", "uid-a", spec_of(storage={"deleteDataOnDelete": True}))
+    cache.put_run(doomed)
+    pa, spec, layout = planned(doomed, index)
+    assert pa.actions[0].stage == "synthesize"
+    assert index.claim(doomed, spec, layout, pa.actions[0], pa.status) and index._claims == {}  # no claim
+    cache.put_run({**doomed, "status": pa.status.to_wire(), "metadata": {**doomed["metadata"], "resourceVersion": "2"}})
+    assert pa.status.record(1).stages["synthesize"].cache_key  # it is producing a keyed stage...
+    p, _, _ = planned(run_obj("b", "uid-b", spec_of()), index)
+    assert p.actions[0].stage == "synthesize"  # ...which b does not wait for: its data goes with its run
+    assert p.status.reason != Reason.WAITING_FOR_STAGE

@@ -20,7 +20,12 @@ them, so a reuse is made again the same way (idempotent). The one window: an ope
 created a stage Job and died before the status write, while another run decided the same
 stage, makes both produce it (both outputs are right; one was not needed).
 
-A deleted run leaves the index with its status: a stage is reused only from runs that exist.
+A deleted run leaves the index with its status: a stage is reused only from runs that exist,
+and is waited for only from runs that exist and will offer it: a run being deleted offers
+nothing, its claims end at once (as those of a run gone from the watch cache or replaced by a
+new run of its name), and a stage whose output will not be offered (publishable: a run with
+deleteDataOnDelete, whose data goes with it; a train whose model keepModels may delete) is
+neither an entry nor a claim while it is produced, so no run waits for it in vain.
 """
 
 from __future__ import annotations
@@ -82,7 +87,9 @@ def entries_of_run(run: Mapping[str, Any]) -> tuple[Optional[str], list[CacheEnt
                 continue
             if rec.phase == "Succeeded" and publishable(spec, stage):
                 state, summary = "succeeded", published_summary(record, stage)
-            elif rec.phase in ("Pending", "Running") and rec.waiting_for is None:
+            elif rec.phase in ("Pending", "Running") and rec.waiting_for is None and publishable(spec, stage):
+                # an output that will not be offered (deleteDataOnDelete, a model keepModels may
+                # delete) is not worth waiting for: the other run produces its own at once
                 state, summary = "running", None
             else:
                 continue
@@ -131,6 +138,17 @@ def _records_key(run: Optional[Mapping[str, Any]], iteration: int, stage: str, k
     return rec is not None and rec.cache_key == key
 
 
+def _claimant_gone(run: Optional[Mapping[str, Any]], uid: str, was_cached: bool) -> bool:
+    """Whether a claim's run will never produce the stage: deleted (being deleted, gone from
+    the watch cache that held it, or replaced by a new run of its name). A run the cache did
+    not hold yet when it claimed (its first reconcile can come before the watch) keeps its
+    claim until CLAIM_SECONDS."""
+    if run is None:
+        return was_cached
+    meta = run.get("metadata") or {}
+    return bool(meta.get("deletionTimestamp")) or (bool(uid) and meta.get("uid", uid) != uid)
+
+
 class ClusterStageCache:
     """Thread-safe (reconciles of different runs run at once)."""
 
@@ -138,8 +156,9 @@ class ClusterStageCache:
                  clock: Callable[[], float] = time.monotonic):
         self._runs_in, self._run_of, self._clock = runs_in, run_of, clock
         self._lock = threading.Lock()
-        # (namespace, claim name, key) -> (entry, the claiming run's name, when)
-        self._claims: dict[tuple[str, str, str], tuple[CacheEntry, str, float]] = {}
+        # (namespace, claim name, key) -> (entry, the claiming run's name, when, whether the
+        # watch cache held the run then)
+        self._claims: dict[tuple[str, str, str], tuple[CacheEntry, str, float, bool]] = {}
         # (namespace, name) -> (uid, resourceVersion, its claim, its entries): a run's status is
         # parsed once per version, not once per reconcile of every other run
         self._parsed: dict[tuple[str, str], tuple[Any, Any, Optional[str], list[CacheEntry]]] = {}
@@ -161,12 +180,13 @@ class ClusterStageCache:
 
     def _live_claims(self, namespace: str, claim_name: str) -> dict[str, CacheEntry]:
         now, out = self._clock(), {}
-        for (ns, claim, key), (entry, name, at) in list(self._claims.items()):
+        for (ns, claim, key), (entry, name, at, was_cached) in list(self._claims.items()):
             if ns != namespace or claim != claim_name:
                 continue
             run = self._run_of(ns, name)
-            if now - at > CLAIM_SECONDS or _records_key(run, entry.iteration, entry.stage, key):
-                del self._claims[(ns, claim, key)]  # the status says it from now on
+            if now - at > CLAIM_SECONDS or _records_key(run, entry.iteration, entry.stage, key) \
+                    or _claimant_gone(run, entry.owner, was_cached):
+                del self._claims[(ns, claim, key)]  # the status says it from now on, or nobody will
                 continue
             out[key] = entry
         return out
@@ -188,8 +208,8 @@ class ClusterStageCache:
         another run holds it (plan again: that plan waits for it)."""
         record = status.record(action.iteration)
         rec = record.stages.get(action.stage) if record is not None else None
-        if rec is None or rec.cache_key is None:
-            return True
+        if rec is None or rec.cache_key is None or not publishable(spec, action.stage):
+            return True  # an output never offered to others is nobody's to wait for: no claim
         meta = run["metadata"]
         ns, claim_name, uid = meta["namespace"], spec.storage.claim_name, meta.get("uid", "")
         with self._lock:
@@ -201,7 +221,7 @@ class ClusterStageCache:
                 key=rec.cache_key, state="running", producer=producer_ref(ns, meta["name"], action.iteration,
                                                                           action.stage),
                 owner=uid, run_dir=layout.run_dir, iteration=action.iteration, stage=action.stage), meta["name"],
-                self._clock())
+                self._clock(), self._run_of(ns, meta["name"]) is not None)
         return True
 
 

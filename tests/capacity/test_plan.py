@@ -145,6 +145,12 @@ def test_documented_keys_are_in_the_plan():
     section = doc.split("## `sheepdog plan`", 1)[1].split("\n## ", 1)[0]
     keys = re.findall(r"^\| `([^`]+)` \|", section, flags=re.M)
     assert len(keys) >= 15
+    # docs/spec.md (generated: sheepdog.api.reference.PLAN_KEYS) names the main ones
+    reference = (REPO / "docs" / "spec.md").read_text().split("## `sheepdog plan RUN.yaml --output json`", 1)[1]
+    spec_keys = re.findall(r"^\| `([^`]+)` \|", reference, flags=re.M)
+    assert {"stages.<stage>.memoryGiBPerRank", "stages.train.memoryGiBPerRankWithoutCheckpointing",
+            "storageGiB"} <= set(spec_keys)
+    keys += spec_keys
     plan = plan_run(paper_spec(**{"evaluation.enabled": "true"}), QWEN, claim_gib=500)
     for key in keys:
         node = plan

@@ -96,6 +96,7 @@ def render() -> str:
     lines += ["", "| field | type | default | meaning |", "|---|---|---|---|"]
     lines += [f"| `{p}` | {t} | {d} | {m} |" for p, t, d, m in rows(RunSpec)]
     lines += sweep_section()
+    lines += plan_section()
     return "\n".join(lines) + "\n"
 
 
@@ -108,6 +109,28 @@ def sweep_section() -> list[str]:
              "| field | type | default | meaning |", "|---|---|---|---|"]
     return lines + [f"| `{p}` | {t} | {d} | {m} |" for p, t, d, m in rows(SweepSpec)
                     if not p.startswith("spec.template.")]
+
+
+# What a user's script reads from `sheepdog plan RUN.yaml --output json` (issue 22); the plan
+# has more keys, each documented with its formula in docs/gpu-plan.md, whose key table
+# tests/capacity/test_plan.py checks against the plan, and this list too.
+PLAN_KEYS = [
+    ("stages.<stage>.gpus", "GPUs of one pod of the stage"),
+    ("stages.<stage>.memoryGiBPerRank", "GiB one rank of the stage needs (vLLM: what it takes of the GPU)"),
+    ("stages.<stage>.fits", "whether that fits spec.resources.gpuMemoryGiB (null: the stage runs on CPU)"),
+    ("stages.train.memoryGiBPerRankWithCheckpointing", "train's rank with training.gradientCheckpointing: true"),
+    ("stages.train.memoryGiBPerRankWithoutCheckpointing", "... and with false"),
+    ("fits", "every stage fits"),
+    ("storageGiB", "what the run writes on its volume at the peak (base, models or adapters x iterations, data)"),
+]
+
+
+def plan_section() -> list[str]:
+    lines = ["", "## `sheepdog plan RUN.yaml --output json`", "",
+             "Before any GPU is spent, from the model's config.json (or spec.model.shape): the keys below, "
+             "and every other key with its formula in docs/gpu-plan.md.", "",
+             "| key | meaning |", "|---|---|"]
+    return lines + [f"| `{k}` | {m} |" for k, m in PLAN_KEYS]
 
 
 if __name__ == "__main__":

@@ -11,10 +11,13 @@ carries it is refused by the API server (CEL) and stored nowhere. Two runs go:
   real      curate runs for real on a pod-executor node, its environment filled from those
             Secrets by the executor as a kubelet would; it fails (no synthesize output), so its
             error goes into the status, its Events and the operator's log
+  exported  spec.export with its S3 credentials (export.credentialsSecretRef, envFrom): the
+            export Job is created, its config a mounted ConfigMap as a stage's is
 
 Then the secret is looked for in everything a reader of the namespace or of the operator could
-see: both runs (spec and status), every Event of the namespace, every Job and pod (their specs
-and statuses), the stage pods' logs (`kubectl logs`) and the operator's log. It must be nowhere.
+see: the runs (spec and status), every Event of the namespace, every Job, pod and ConfigMap (the
+stage and export configs), the stage pods' logs (`kubectl logs`) and the operator's log. It must
+be nowhere.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ def everything_readable(cluster, namespace: str, operator) -> dict[str, str]:
         "events": cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout,
         "jobs": cluster.kubectl("get", "jobs", "-n", namespace, "-o", "json").stdout,
         "pods": cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout,
+        "configmaps": cluster.kubectl("get", "configmaps", "-n", namespace, "-o", "json").stdout,
         "operator log": operator.log(),
     }
     for pod in cluster.get_json("pods", "-n", namespace)["items"]:
@@ -69,7 +73,8 @@ def everything_readable(cluster, namespace: str, operator) -> dict[str, str]:
 def test_a_planted_secret_is_nowhere_a_reader_can_look(cluster, namespace, storage, executor_node, operator_process):
     label, _volume = executor_node
     for name, data in (("hub", {"token": PLANTED}), ("judge", {"api-key": PLANTED}),
-                       ("mlflow", {"MLFLOW_TRACKING_TOKEN": PLANTED}), ("mine", {"MY_TOKEN": PLANTED})):
+                       ("mlflow", {"MLFLOW_TRACKING_TOKEN": PLANTED}), ("mine", {"MY_TOKEN": PLANTED}),
+                       ("s3", {"AWS_SECRET_ACCESS_KEY": PLANTED})):
         cluster.apply(secret(name, namespace, data))
 
     # a credential in a URL of the spec: refused before anything stores it (the API server's
@@ -84,8 +89,16 @@ def test_a_planted_secret_is_nowhere_a_reader_can_look(cluster, namespace, stora
     real = with_references(run_manifest("real", namespace, iterations=1, retries=0))
     real["spec"]["stages"]["curate"].update(nodeSelector=label, tolerations=[TOLERATION])
     cluster.apply(real)
+    # the export's summary as kwok gives it (no evaluation: the best iteration is the last, 1)
+    exported_summary = {"stage": "export", "ok": True, "iteration": 1, "to": "s3://models/planted", "files": 3}
+    cluster.apply(run_manifest("exported", namespace, iterations=1,
+                               export={"to": "s3://models/planted", "credentialsSecretRef": {"name": "s3"}},
+                               extra_annotations={"export": {"sheepdog.test/termination-message": json.dumps(
+                                   exported_summary)}}))
     assert wait_phase(cluster, namespace, "complete", ("Succeeded", "Failed"), timeout=300)["phase"] == "Succeeded"
     failed = wait_phase(cluster, namespace, "real", ("Succeeded", "Failed"), timeout=300)
+    exported = wait_phase(cluster, namespace, "exported", ("Succeeded", "Failed"), timeout=300)
+    assert exported["phase"] == "Succeeded", exported
     assert failed["phase"] == "Failed" and "synthesize output" in failed["message"], failed
 
     # the references are there (the test would prove nothing if no Job carried them)
@@ -99,6 +112,15 @@ def test_a_planted_secret_is_nowhere_a_reader_can_look(cluster, namespace, stora
     assert {"name": "judge", "key": "api-key"} in keys and {"name": "hub", "key": "token"} in keys and froms == ["mine"]
     keys, froms = refs("complete-i1-train")
     assert {"name": "hub", "key": "token"} in keys and froms == ["mlflow", "mine"]
+    _keys, froms = refs("exported-i1-export")
+    assert froms == ["s3"]
+    # its config is the mounted file, not the command line (a stage's, kube/stage_config_map.py)
+    (c,) = jobs["exported-i1-export"]["spec"]["template"]["spec"]["containers"]
+    assert c["command"][c["command"].index("--config") + 1] == "/etc/sheepdog/stage/config.json", c["command"]
+    assert not any(a.lstrip().startswith("{") for a in c["command"]), c["command"]
+    configs = [m for m in cluster.get_json("configmaps", "-n", namespace)["items"]
+               if m["metadata"]["name"].startswith("exported-i1-export-config-")]
+    assert len(configs) == 1 and '"to":"s3://models/planted"' in configs[0]["data"]["config.json"], configs
     places = everything_readable(cluster, namespace, operator_process)
     curate_logs = [p for p in places if p.startswith("log of pod real-i1-curate")]
     assert curate_logs and "synthesize output" in places[curate_logs[0]], sorted(places)  # a real stage's log

@@ -1,5 +1,9 @@
 # Everything installs into .venv/ in the repository root; nothing needs a GPU or Docker.
 SHELL := /bin/bash
+# .venv is sheepdog's own: its .pyc files are written by the first process that imports a
+# module (scripts/setup-venv compiles only what stage processes import first), so a setting that
+# forbids writing them (CI machines set it) would make every stage process compile torch again.
+unexport PYTHONDONTWRITEBYTECODE
 VENV := .venv
 PY := $(VENV)/bin/python
 CACHE ?= $(or $(SHEEPDOG_CACHE),$(HOME)/.cache/sheepdog)

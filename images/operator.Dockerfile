@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The sheepdog operator: slim Python and the `sheepdog` package with its [operator] extra
-# (kopf, kubernetes, prometheus-client). No torch, no CUDA.
+# (kopf, urllib3, prometheus-client). No torch, no CUDA.
 #
 #   docker build -f images/operator.Dockerfile -t ghcr.io/sheepdog-dev/sheepdog-operator:0.1.0 .
 #

@@ -3,8 +3,9 @@
     sheepdog operator [--namespace NS ...] [--metrics-port 8080] [--liveness-port 8081]
                       [--worker-image IMG] [--workers 16] [--resync-seconds 60]
 
-All namespaces by default (Kopf clusterwide), or only the given ones. Credentials: KUBECONFIG
-(or ~/.kube/config) when present, else the in-cluster service account.
+All namespaces by default (Kopf clusterwide), or only the given ones. Credentials (transport.py,
+for our requests and Kopf's watches alike): --kubeconfig or $KUBECONFIG when set, else the
+in-cluster service account when in a pod, else ~/.kube/config.
 
 Kopf runs standalone (no peering objects) with on.event handlers only (handlers.py): no
 finalizers, no progress annotations. With --leader-election (the chart's default, two replicas)

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.cluster.fixture"]
+pytest_plugins = ["tests.cluster.fixture", "tests.lane_times"]
 
 # Every stage program the tests start (the front door's `make demo`, the operator's Jobs, the
 # stage modules) gets one intra-op thread unless told otherwise: four lanes share two cores, and
@@ -40,6 +40,11 @@ MODEL_LANES = {
     "tests.local.test_paper_tiny": "control-plane",
     "tests.local.test_unmerged_run": "real-stages",
     "tests.jobs.test_adapter_serving": "control-plane",
+    # The real node's module: the chart's operator and a small quickstart in containers. Both
+    # tests share one node start and one release (module fixtures), so the run, which needs the
+    # tiny model, stays in the lane of the cluster-only install test; that lane mostly waits on
+    # the API server, kwok and the Job controller, so the stages' CPU there competes least.
+    "tests.chart.test_real_node_install": "control-plane",
 }
 
 
@@ -50,6 +55,8 @@ RUN_FIRST = ("tests/test_front_door.py::",)
 
 
 def lane(item) -> str | None:
+    if item.module.__name__ in MODEL_LANES:  # named: that lane, whatever the test needs
+        return MODEL_LANES[item.module.__name__]
     cluster = "cluster" in item.fixturenames or item.get_closest_marker("cluster")
     model = "tiny_model" in item.fixturenames or item.get_closest_marker("model")
     if cluster and model:
@@ -57,7 +64,7 @@ def lane(item) -> str | None:
     if cluster:
         return "control-plane"
     if model:
-        return MODEL_LANES.get(item.module.__name__, "model-b")
+        return "model-b"
     return None
 
 

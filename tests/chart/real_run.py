@@ -176,3 +176,155 @@ def print_stage_logs(cluster: Any, namespace: str, run: str, tail: int = 40) -> 
         name = pod["metadata"]["name"]
         res = cluster.kubectl("logs", "-n", namespace, name, f"--tail={tail}", check=False)
         print(f"----- {name} ({pod['status'].get('phase')})\n{res.stdout}{res.stderr}")
+
+
+# ---- the run and what it must show --------------------------------------------------------------
+QUICKSTART = ROOT / "examples" / "quickstart.yaml"
+STAGES = ("synthesize", "curate", "train", "evaluate")
+# The quickstart made as small as it honestly goes (make test's run in containers): one
+# iteration, 2 instructions of at most 128 tokens from 6 requests, one epoch, two evaluation
+# prompts of 16 tokens. Everything else, `engine: auto` included, is the quickstart's.
+SMALL = {
+    "iterations": 1,
+    "synthesis": {"dataSize": 2, "maxTokens": 128, "maxRequests": 6},
+    "training": {"epochs": 1, "warmupSteps": 0},
+    "evaluation": {"limit": 2, "maxTokens": 16},
+}
+
+
+def overlay(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `over` merged in, mapping by mapping (lists and scalars replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = overlay(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def quickstart(spec_overlay: dict[str, Any] | None = None) -> dict[str, Any]:
+    """examples/quickstart.yaml as shipped, or with `spec_overlay` merged into its spec."""
+    manifest = yaml.safe_load(QUICKSTART.read_text())
+    if spec_overlay:
+        manifest["spec"] = overlay(manifest["spec"], spec_overlay)
+    return manifest
+
+
+def metrics_endpoints(cluster: Any, release_ns: str, service: str) -> list[tuple[str, int]]:
+    """(address, port) of every ready endpoint of the Service's `metrics` port (its EndpointSlices)."""
+    slices = cluster.get_json("endpointslices", "-n", release_ns, "-l",
+                              f"kubernetes.io/service-name={service}")["items"]
+    targets = [(addr, port["port"]) for s in slices for port in s.get("ports") or () if port.get("name") == "metrics"
+               for ep in s.get("endpoints") or () if (ep.get("conditions") or {}).get("ready")
+               for addr in ep["addresses"]]
+    if not targets:
+        raise AssertionError(f"no ready endpoint behind Service {release_ns}/{service}: {slices}")
+    return targets
+
+
+def scrape_metrics(cluster: Any, release_ns: str, service: str, ca_pem: str, token: str) -> list[str]:
+    """GET /metrics from every ready endpoint of the operator's metrics Service, as Prometheus
+    scrapes a Service (its EndpointSlices, one scrape per endpoint): HTTPS verified with the
+    chart's CA for the Service's DNS name, with `token` (a ServiceAccount allowed /metrics).
+    This host is the real node, so the pod addresses on its bridge are reachable from here."""
+    import http.client
+    import socket
+    import ssl
+
+    targets = metrics_endpoints(cluster, release_ns, service)
+    ctx = ssl.create_default_context(cadata=ca_pem)
+    texts = []
+    for addr, port in targets:
+        sock = ctx.wrap_socket(socket.create_connection((addr, port), timeout=30),
+                               server_hostname=f"{service}.{release_ns}.svc")
+        conn = http.client.HTTPConnection(addr, port)
+        conn.sock = sock
+        conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {token}"})
+        res = conn.getresponse()
+        body = res.read().decode()
+        conn.close()
+        if res.status != 200:
+            raise AssertionError(f"{addr}:{port}/metrics answered {res.status}: {body[:500]}")
+        texts.append(body)
+    return texts
+
+
+def metrics_reader_token(cluster: Any, release_ns: str, fullname: str, name: str = "scraper") -> str:
+    """A token of a ServiceAccount `name` in the release's namespace bound to the chart's
+    metrics-reader ClusterRole (what `metrics.readers` binds for a Prometheus)."""
+    if cluster.kubectl("get", "serviceaccount", name, "-n", release_ns, check=False).returncode != 0:
+        cluster.kubectl("create", "serviceaccount", name, "-n", release_ns)
+    binding = f"{release_ns}-{name}"
+    if cluster.kubectl("get", "clusterrolebinding", binding, check=False).returncode != 0:
+        cluster.kubectl("create", "clusterrolebinding", binding, f"--clusterrole={fullname}-metrics-reader",
+                        f"--serviceaccount={release_ns}:{name}")
+    return cluster.kubectl("create", "token", name, "-n", release_ns).stdout.strip()
+
+
+def metrics_ca(cluster: Any, release_ns: str, fullname: str) -> str:
+    import base64
+
+    tls = cluster.get_json("secret", f"{fullname}-metrics-tls", "-n", release_ns)
+    return base64.b64decode(tls["data"]["ca.crt"]).decode()
+
+
+def check_run(cluster: Any, ns: str, run: str, iterations: int, status: dict[str, Any], claim: Path,
+              worker_id: str, worker_user: str) -> None:
+    """What a run that Succeeded in containers on the real node must show: every stage Job that
+    is still kept had one pod (no retry), on the real node, in the worker image (by imageID), as
+    the image's non-root user, exit 0, read-only root; the stages' files on the claim are that
+    user's; synthesize ran on vLLM (`engine: auto` in the CPU worker image); every stage record
+    of the status names the real node and the worker's imageID."""
+    uid, _, gid = worker_user.partition(":")
+    assert status["phase"] == "Succeeded", status
+    planned = [(0, "evaluate")] + [(i, s) for i in range(1, iterations + 1) for s in STAGES]
+    jobs = cluster.get_json("jobs", "-n", ns, "-l", f"sheepdog.dev/run={run}")["items"]
+    names = sorted(j["metadata"]["name"] for j in jobs)
+    # older iterations' Jobs go once their outcome is in the status (operator.jobHistory)
+    assert names and set(names) <= {f"{run}-i{i}-{s}" for i, s in planned}, names
+    pods = run_pods(cluster, ns, run)
+    assert sorted(p["metadata"]["labels"]["job-name"] for p in pods) == names, [p["metadata"]["name"] for p in pods]
+    for p in pods:
+        spec, st = p["spec"], p["status"]
+        assert spec["nodeName"] == realnode.NODE_NAME, p["metadata"]["name"]
+        assert st["phase"] == "Succeeded", st
+        (cs,) = st["containerStatuses"]
+        assert cs["imageID"] == worker_id, cs
+        assert cs["state"]["terminated"]["exitCode"] == 0, cs
+        assert (spec["securityContext"]["runAsUser"], spec["securityContext"]["runAsGroup"]) == (int(uid), int(gid))
+        assert spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    last = claim / "runs" / run / f"i{iterations}"
+    assert (last / "model" / "config.json").is_file(), sorted(p.name for p in last.iterdir())
+    assert (last / "model" / "config.json").stat().st_uid == int(uid)
+    for i, stage in planned:
+        manifest = claim / "runs" / run / f"i{i}" / stage / "_SUCCESS"
+        assert manifest.is_file(), (i, stage)
+        if stage == "synthesize":
+            summary = json.loads(manifest.read_text())["summary"]
+            assert summary["engine"] == "vllm", summary  # vLLM's CPU build, not a fall-back
+    # Provenance: every stage record names the node and the image its pod ran with.
+    records = [(r["iteration"], s, rec) for r in status["iterations"] for s, rec in r["stages"].items()]
+    assert sorted((i, s) for i, s, _ in records) == sorted(planned)
+    for i, s, rec in records:
+        assert rec["phase"] == "Succeeded" and rec["attempts"] == 1, (i, s, rec)
+        assert (rec.get("node"), rec.get("imageID")) == (realnode.NODE_NAME, worker_id), (i, s, rec)
+
+
+def check_metrics(texts: list[str], ns: str, run: str, iterations: int) -> None:
+    """The run's transitions in the operator's metrics, summed over the Service's endpoints (a
+    standby replica reports zeros): each stage's Jobs created and finished succeeded, none
+    failed, one StageSucceeded Event per stage Job, and the run's phase Succeeded."""
+    from tests.operator.conftest import metric, metric_samples
+
+    samples = [metric_samples(t) for t in texts]
+
+    def total(name: str, **labels: str) -> float:
+        return sum(sum(metric(s, name, **labels)) for s in samples)
+
+    for stage in STAGES:
+        jobs = float(iterations + (stage == "evaluate"))
+        assert total("sheepdog_jobs_created_total", namespace=ns, stage=stage) == jobs, stage
+        assert total("sheepdog_stage_duration_seconds_count", namespace=ns, stage=stage, result="succeeded") == jobs, stage
+        assert total("sheepdog_job_failures_total", namespace=ns, stage=stage) == 0.0, stage
+    assert total("sheepdog_events_total", namespace=ns, reason="StageSucceeded") == float(1 + 4 * iterations)
+    # a gauge from the run's status (a standby replica may show it too)
+    phase = [v for s in samples for v in metric(s, "sheepdog_run_phase", namespace=ns, run=run, phase="Succeeded")]
+    assert phase and set(phase) == {1.0}, phase

@@ -13,37 +13,19 @@ lines up to step 3 of 6, then waits for a file the test writes, so no training i
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 from sheepdog.progress import parse_progress_log
 from sheepdog.stage_config import VOLUME_MOUNT
-from tests.cluster.fixture import PodExecutorProcess
 from tests.cluster.pod_executor import TOLERATION
 from tests.operator.conftest import _OPERATORS, OperatorProcess, get_run, run_manifest, wait_phase
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
 FAKE_TRAIN = Path(__file__).resolve().parent / "fake_train"
-
-
-@pytest.fixture
-def progress_executor(cluster, namespace, tmp_path, monkeypatch):
-    """A pod-executor node of this test's own; its claim `sheepdog-data` is the run's volume."""
-    claim = tmp_path / "volumes" / "sheepdog-data"
-    claim.mkdir(parents=True)
-    # the Job runs `python` from PATH: the venv's (sheepdog importable, as in the worker image)
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    label = {"sheepdog.test/progress": namespace}
-    ex = PodExecutorProcess(cluster, f"progress-{namespace}", claim.parent, labels=label)
-    try:
-        yield label, claim
-    finally:
-        ex.stop()
 
 
 @pytest.fixture
@@ -68,8 +50,8 @@ def train_record(cluster, namespace: str, name: str) -> dict:
 
 
 def test_the_status_shows_the_running_trains_step_from_its_pod_log(cluster, namespace, storage, crd,
-                                                                   progress_executor, quick_operator):
-    label, claim = progress_executor
+                                                                   executor_node, quick_operator):
+    label, claim = executor_node
     name = "progress"
     shutil.copytree(FAKE_TRAIN, claim / "fake_train", ignore=shutil.ignore_patterns("__pycache__"))
     train = {"gpus": 0, "nodeSelector": label, "tolerations": [TOLERATION],

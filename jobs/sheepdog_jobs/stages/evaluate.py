@@ -401,9 +401,14 @@ def _run(config, engine, environ) -> dict[str, Any]:
         from sheepdog_jobs.evaluation.harness import run_harness
 
         _log(f"lm-evaluation-harness: {', '.join(others)}")
+        from sheepdog_jobs.engines import resolve_engine
+
+        # On vLLM, over the stage's GPUs as its own engine (a 72B does not fit one device).
         m, table = run_harness(cfg.model_out, others, limit=spec.evaluation.limit,
                                seed=spec.synthesis.random_seed,
-                               apply_chat_template=spec.model.chat_template != "none")
+                               apply_chat_template=spec.model.chat_template != "none",
+                               engine=resolve_engine(spec.engine), tensor_parallel=max(1, spec.stages.evaluate.gpus),
+                               engine_args=spec.engine_args)
         metrics.update(m)
         details["harness"] = table
 

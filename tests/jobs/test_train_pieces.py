@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sheepdog_jobs.stages.train import split, total_steps
+from sheepdog_jobs.stages.train import split, total_steps, warmup_for
 from sheepdog_jobs.training import LOG_FILE, checkpoints, progress, tracking
 
 
@@ -19,6 +19,27 @@ from sheepdog_jobs.training import LOG_FILE, checkpoints, progress, tracking
 ])
 def test_total_steps_follow_the_world_size(n, world, batch, accum, epochs, expected):
     assert total_steps(n, world, batch, accum, epochs) == expected
+
+
+@pytest.mark.parametrize("requested,steps", [(2, 1), (1, 1), (20, 2), (20, 3), (0, 1), (20, 1500)])
+def test_the_last_optimizer_step_trains_at_the_full_rate(requested, steps):
+    """With the Trainer's own scheduler: warmup starts at a rate of 0, so a warmup as long as the
+    training (paper-tiny: 1 step, warmupSteps 2) left every weight as it was."""
+    import torch
+    from transformers import get_scheduler
+
+    warmup = warmup_for(requested, steps)
+    assert warmup == min(requested, steps - 1)
+    for kind in ("cosine", "linear"):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = get_scheduler(kind, opt, num_warmup_steps=warmup, num_training_steps=steps)
+        rates = []
+        for _ in range(steps):
+            rates.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert rates[warmup] == pytest.approx(1.0), (kind, rates[:5])
+        assert all(r > 0 for r in rates[warmup:]), (kind, rates[:5])
 
 
 def test_split_is_seeded_and_keeps_a_training_record():

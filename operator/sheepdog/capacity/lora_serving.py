@@ -6,7 +6,9 @@ With merge: false an iteration's model is its adapter, served as base + adapter
 * vLLM (enable_lora, max_loras 1, max_lora_rank the smallest slot holding the adapter's r):
   at start it allocates, for every linear of every layer it can put LoRA on (q/k/v, o,
   gate/up, down: all of them, whatever modules the adapter targets), stacked A and B buffers of
-  max_loras x max_lora_rank in the model's dtype, split as the base layer is (vLLM 0.32,
+  max_loras x max_lora_rank in the model's dtype (and, in the families whose vLLM class declares
+  embedding_modules, such as LLaMA but not Qwen2, for the embedding and the LM head), split as
+  the base layer is (vLLM 0.32,
   lora/layers/column_parallel_linear.py and row_parallel_linear.py: a column-parallel layer
   keeps A whole and splits B's output, a row-parallel one splits A's input and keeps B
   whole). The adapter itself is read into host memory and copied into that slot. Its forward
@@ -43,7 +45,8 @@ def vllm_slot_rank(rank: Optional[int]) -> int:
 def vllm_slot_bytes(shape: ModelShape, tensor_parallel: int, max_lora_rank: int,
                     max_loras: int = VLLM_MAX_LORAS) -> int:
     """Bytes of vLLM's stacked LoRA buffers on one rank: per layer, max_loras x max_lora_rank x
-    (7 h + (2 q + 2 kv + 3 i) / tp) elements in the model's dtype.
+    (7 h + (2 q + 2 kv + 3 i) / tp) elements in the model's dtype (+ 2 (V + h) x the same for
+    the embedding and the LM head of the families that have LoRA there).
 
     A elements: q, k, v and gate, up read the whole hidden state (5 h), o and down their split
     input (q / tp, i / tp). B elements: q, k, v and gate, up write their split output
@@ -52,7 +55,11 @@ def vllm_slot_bytes(shape: ModelShape, tensor_parallel: int, max_lora_rank: int,
     h, q, i = shape.hidden, shape.heads * shape.head_dim, shape.intermediate
     kv = max(1, shape.kv_heads // tp) * shape.head_dim * tp  # fewer KV heads than ranks: replicated
     per_layer = 7 * h + (2 * q + 2 * kv + 3 * i) // tp
-    return shape.layers * max_loras * max_lora_rank * per_layer * shape.dtype_bytes
+    # Families with LoRA on the embedding and the LM head (shape.vllm_lora_embeddings): A and B
+    # of each, vocabulary x r and h x r, whole on every rank (layers/vocab_parallel_embedding.py,
+    # logits_processor.py). Measured on the tiny model (LLaMA) by bench/adapter_generation.py.
+    embeddings = 2 * (shape.vocab + h) if shape.vllm_lora_embeddings else 0
+    return max_loras * max_lora_rank * (shape.layers * per_layer + embeddings) * shape.dtype_bytes
 
 
 def vllm_activation_bytes(batched_tokens: int, max_lora_rank: int) -> int:

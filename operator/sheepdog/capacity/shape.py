@@ -16,6 +16,11 @@ from typing import Iterable, Optional
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "bf16": 2, "fp16": 2, "fp32": 4}
 # Architectures whose q, k and v projections carry a bias without the config saying so.
 QKV_BIAS = {"qwen2"}
+# Families whose vLLM model class declares LoRA on the input embedding and the LM head
+# (`embedding_modules`, vLLM 0.32): serving an adapter, vLLM allocates slots for those too
+# (capacity/lora_serving.py). Qwen2 (the paper's Qwen1.5) does not.
+VLLM_LORA_EMBEDDINGS = {"llama", "mistral", "mixtral", "qwen3", "qwen3_moe", "granite", "granitemoe", "minicpm",
+                        "exaone", "exaone4", "nemotron", "phimoe", "jamba", "cohere"}
 
 
 class ModelConfigError(ValueError):
@@ -36,6 +41,7 @@ class ModelShape:
     dtype_bytes: int
     qkv_bias: bool = False
     source: str = ""
+    vllm_lora_embeddings: bool = False  # VLLM_LORA_EMBEDDINGS
 
     @property
     def kv_dim(self) -> int:
@@ -94,6 +100,7 @@ def shape_from_config(config: dict, source: str = "") -> ModelShape:
         max_position=int(config.get("max_position_embeddings") or 4096),
         dtype_bytes=DTYPE_BYTES.get(dtype, 2),
         qkv_bias=bool(config.get("attention_bias")) or config.get("model_type") in QKV_BIAS,
+        vllm_lora_embeddings=config.get("model_type") in VLLM_LORA_EMBEDDINGS,
         source=source,
     )
 

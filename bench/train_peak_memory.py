@@ -12,7 +12,8 @@ its peak is the resident set's high-water mark (VmHWM, reset just before the ste
 /proc/self/clear_refs) less the resident set just before it: what that forward and backward
 added at their peak. The plan's figure for the
 same step is activations + logits (sheepdog.capacity.memory.train_memory: saved for backward
-by the settings, and the loss's fp32 log-probabilities with their gradient); the weights,
+by the settings, and the loss's logits: LOGIT_BYTES a token and vocabulary entry, which a
+separate process measures for the loss step alone: `lossStep`); the weights,
 LoRA states and buffers are in place before the step and not part of the growth. The settings
 alternate (off, on, off, on, ...) so a drift of the machine hits both. The LAST line is one
 JSON object.
@@ -79,6 +80,30 @@ def child(model_dir: str, tokens: int, checkpointing: bool) -> dict:
     return {"growthBytes": (peak - before) * 1024, "rssBeforeBytes": before * 1024, "peakBytes": peak * 1024}
 
 
+def loss_child(vocab: int, hidden: int, tokens: int) -> dict:
+    """The loss step alone: the LM head's bf16 logits, transformers' fp32 upcast, cross-entropy
+    and backward, as the train stage's model does them; its peak growth per token x vocab entry
+    against the plan's LOGIT_BYTES."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    h = torch.randn(1, tokens, hidden, dtype=torch.bfloat16, requires_grad=True)
+    head = torch.randn(vocab, hidden, dtype=torch.bfloat16) * 0.02
+    labels = torch.randint(0, vocab, (1, tokens))
+
+    def step() -> None:
+        loss = F.cross_entropy((h @ head.t()).float().view(-1, vocab), labels.view(-1))
+        loss.backward()
+        h.grad = None
+
+    step()
+    before = _status_kib("VmRSS")
+    _reset_peak()
+    step()
+    return {"growthBytes": (_status_kib("VmHWM") - before) * 1024}
+
+
 def planned(model_dir: str, tokens: int, checkpointing: bool) -> dict:
     from sheepdog.capacity import read_shape
     from sheepdog.capacity.memory import train_memory
@@ -94,7 +119,11 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--model", default=None, help="default: the tiny model")
     ap.add_argument("--child", nargs=3, metavar=("MODEL", "TOKENS", "CHECKPOINTING"), help=argparse.SUPPRESS)
+    ap.add_argument("--loss-child", nargs=3, type=int, metavar=("VOCAB", "HIDDEN", "TOKENS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.loss_child:
+        print(json.dumps(loss_child(*args.loss_child)), flush=True)
+        return 0
     if args.child:
         model, tokens, ckpt = args.child
         print(json.dumps(child(model, int(tokens), ckpt == "1")), flush=True)
@@ -125,6 +154,17 @@ def main(argv=None) -> int:
             "plannedMiB": round(plan_mib, 1),
             "measuredOverPlanned": round(max(measured[name]) / plan_mib, 3),
         }
+    from sheepdog.capacity import read_shape
+    from sheepdog.capacity.memory import LOGIT_BYTES
+
+    shape = read_shape(model)
+    proc = subprocess.run([sys.executable, __file__, "--loss-child", str(shape.vocab), str(shape.hidden),
+                           str(args.tokens)], capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise SystemExit(f"the loss step failed:\n{proc.stderr[-3000:]}")
+    growth = json.loads(proc.stdout.strip().splitlines()[-1])["growthBytes"]
+    result["lossStep"] = {"measuredBytesPerTokenVocab": round(growth / (args.tokens * shape.vocab), 2),
+                          "plannedLogitBytes": LOGIT_BYTES}
     off, on = result["settings"]["off"], result["settings"]["on"]
     saved = max(off["measuredPeakGrowthMiB"]) - max(on["measuredPeakGrowthMiB"])
     result["checkpointingSavesMeasuredMiB"] = round(saved, 1)

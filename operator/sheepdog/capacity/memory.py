@@ -23,9 +23,11 @@ ACT_HIDDEN, ACT_KV, ACT_INTERMEDIATE, ACT_RANK, ACT_HEADS = 18, 2, 5, 7, 2
 # eager attention also keeps the attention probabilities: heads x s x s, about 6 bytes per
 # score (the bf16 weights, the fp32 softmax and the dropout's), counted the same way.
 EAGER_SCORE_BYTES = 6
-# Logits: the loss keeps fp32 log-probabilities (s x V x 4 bytes) and backward adds their
-# gradient of the same size at its start.
-LOGIT_BYTES = 8
+# Logits at the loss, per token and vocabulary entry: the LM head's bf16 output (2 bytes), the
+# fp32 copy transformers' loss makes of it (4), cross-entropy's log-probabilities kept for
+# backward (4) and their fp32 gradient (4): 14, the peak growth of that step measured on CPU
+# (bench/train_peak_memory.py, lossStep; docs/gpu-plan.md).
+LOGIT_BYTES = 14
 # Bytes per trainable parameter held by DeepSpeed's mixed-precision Adam: the 16-bit parameter
 # and gradient, the fp32 master copy, momentum and variance, and 2 bytes of buffers: the 18 of
 # DeepSpeed's own ZeRO-3 estimator (estimate_zero3_model_states_mem_needs).

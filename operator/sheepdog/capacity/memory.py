@@ -25,8 +25,8 @@ ACT_HIDDEN, ACT_KV, ACT_INTERMEDIATE, ACT_RANK, ACT_HEADS = 18, 2, 5, 7, 2
 EAGER_SCORE_BYTES = 6
 # Logits at the loss, per token and vocabulary entry: the LM head's bf16 output (2 bytes), the
 # fp32 copy transformers' loss makes of it (4), cross-entropy's log-probabilities kept for
-# backward (4) and their fp32 gradient (4): 14, the peak growth of that step measured on CPU
-# (bench/train_peak_memory.py, lossStep; docs/gpu-plan.md).
+# backward (4) and their fp32 gradient (4): 14 (the loss step's peak growth measured on CPU was
+# 12.0 to 14.0, bench/train_peak_memory.py's lossStep: the allocator may reuse a freed copy).
 LOGIT_BYTES = 14
 # Bytes per trainable parameter held by DeepSpeed's mixed-precision Adam: the 16-bit parameter
 # and gradient, the fp32 master copy, momentum and variance, and 2 bytes of buffers: the 18 of

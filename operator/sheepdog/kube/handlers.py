@@ -48,7 +48,6 @@ from typing import Any, Awaitable, Callable, Optional
 
 from sheepdog.api.spec import GROUP, PLURAL, VERSION
 from sheepdog.kube.client import Conflict
-from sheepdog.kube.heap import release_free_memory
 from sheepdog.kube.observe import LABEL_RUN
 from sheepdog.kube.reconcile import Reconciler
 from sheepdog.planner.data_cleanup_policy import FINALIZER
@@ -204,9 +203,6 @@ class Dispatcher:
 
         await asyncio.gather(*(one(k) for k in runs))
         self.last_resync = time.monotonic()
-        # the LISTs just parsed (thousands of runs in a shared cluster) are garbage now: their
-        # pages go back to the system instead of staying in the allocator (heap.py)
-        await loop.run_in_executor(self.executor, release_free_memory)
         return len(runs)
 
     def lead(self, namespaces: list[str], concurrency: int) -> None:

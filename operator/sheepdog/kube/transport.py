@@ -281,7 +281,8 @@ class Transport:
     """Requests to one API server over a pool of `pool_size` connections, each bounded by
     `timeout` seconds (None: no limit, for a followed log). Thread-safe (urllib3's pool is);
     connection errors are retried as urllib3 does by default, nothing is retried on an answer
-    except once after a 401 with a renewed token."""
+    except once after a 401 with a renewed token. A client certificate (from the kubeconfig or
+    an exec plugin) is loaded once, here: a new one needs a new Transport."""
 
     def __init__(self, credentials: Credentials, pool_size: int = 32, timeout: Optional[float] = 30.0,
                  user_agent: str = "sheepdog"):

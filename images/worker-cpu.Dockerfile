@@ -96,6 +96,10 @@ RUN groupadd --system --gid 10001 sheepdog \
 # Caches live on the mounted run volume (/data), shared by all stages and iterations.
 # VLLM_WORKER_MULTIPROC_METHOD=spawn: vLLM starts its engine process by spawn, not fork (a fork
 # of a process that has loaded torch's OpenMP threads can hang).
+# TORCHDYNAMO_DISABLE=1: the image has no C++ compiler, which torch.compile's CPU backend
+# (inductor) needs; vLLM compiles a few sampler helpers whatever enforce_eager says (the
+# logprobs count of `scoring: logprobs`), and synthesize failed on it in a stage pod on the
+# real node ("No working C++ compiler found"). Disabled, they run eagerly: same results.
 ENV PATH=/opt/sheepdog/bin:$PATH \
     HOME=/home/sheepdog \
     XDG_CACHE_HOME=/data/.cache \
@@ -105,6 +109,7 @@ ENV PATH=/opt/sheepdog/bin:$PATH \
     TORCHINDUCTOR_CACHE_DIR=/data/.cache/torchinductor \
     VLLM_WORKER_MULTIPROC_METHOD=spawn \
     VLLM_TARGET_DEVICE=cpu \
+    TORCHDYNAMO_DISABLE=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     VLLM_NO_USAGE_STATS=1 \

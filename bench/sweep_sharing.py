@@ -118,12 +118,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'shared' if r['shared'] else 'unshared':<10}{r['cpu_seconds']:>10}{r['wall_seconds']:>10}"
               f"{r['synthesize_runs']:>12}{r['reused_stages']:>8}  {r['kept']}")
     ratio = unshared["cpu_seconds"] / shared["cpu_seconds"] if shared["cpu_seconds"] else None
+    wall_ratio = unshared["wall_seconds"] / shared["wall_seconds"] if shared["wall_seconds"] else None
     print(f"\nCPU-seconds without sharing / with sharing: {ratio:.2f}" if ratio else "no CPU time measured")
+    if wall_ratio:
+        print(f"wall seconds without sharing / with sharing: {wall_ratio:.2f} (the two ran at once on shared cores)")
     print("\nthe shared sweep's table:\n" + shared["table"])
     same = shared["kept"] == unshared["kept"]
     print(json.dumps({"bench": "sweep_sharing", "quick": args.quick,
                       "shared_cpu_seconds": shared["cpu_seconds"], "unshared_cpu_seconds": unshared["cpu_seconds"],
                       "ratio": round(ratio, 2) if ratio else None,
+                      "wall_ratio": round(wall_ratio, 2) if wall_ratio else None,
                       "shared_wall_seconds": shared["wall_seconds"], "unshared_wall_seconds": unshared["wall_seconds"],
                       "synthesize_runs": [shared["synthesize_runs"], unshared["synthesize_runs"]],
                       "kept": shared["kept"], "kept_same_without_sharing": same}))

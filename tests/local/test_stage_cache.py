@@ -185,3 +185,27 @@ def test_a_dead_producers_claim_does_not_block(project):
     assert result.status.phase == "Succeeded"
     assert project.invocations()[3:4] == [(1, "synthesize")]  # produced it itself
     assert json.loads(entry.read_text())["owner"].startswith(str((project.root / "b").resolve()) + "#")
+
+
+def test_a_stage_whose_output_is_never_offered_is_not_claimed(project):
+    # storage.keepModels: last may delete a train's model later: it is never an entry, so a
+    # claim would only make another run wait for nothing
+    from sheepdog.api.status import RunStatus
+    from sheepdog.local.stage_cache import LocalStageCache
+    from sheepdog.planner import StartStage
+
+    cache = project.root / "cache"
+    project.write_run(iterations=1, extra="  storage:\n    keepModels: last\n")
+    run_in(project, "a", cache)
+    status = RunStatus.model_validate(status_of(project, "a"))
+    train_key = status.record(1).stages["train"].cache_key
+    synth_key = status.record(1).stages["synthesize"].cache_key
+    assert train_key and not (cache / f"{train_key}.json").exists()  # not published
+    run = load_run(project.run_file)
+    layout = Layout(root=str(project.root.resolve()), run_dir=str((project.root / "b").resolve()))  # seeds/, models/
+    index = LocalStageCache(cache, project.root / "b", layout, run.spec)
+    assert index.claim(StartStage(1, "train", config=None), status)
+    assert not (cache / f"{train_key}.json").exists()  # no claim written
+    (cache / f"{synth_key}.json").unlink()
+    assert index.claim(StartStage(1, "synthesize", config=None), status)
+    assert json.loads((cache / f"{synth_key}.json").read_text())["state"] == "running"  # offered: claimed

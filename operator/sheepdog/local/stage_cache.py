@@ -186,8 +186,8 @@ class LocalStageCache:
         own); False when another run got there first (plan again: it waits, or reuses)."""
         record = status.record(action.iteration)
         key = record.stages[action.stage].cache_key if record and action.stage in record.stages else None
-        if key is None:
-            return True
+        if key is None or not publishable(self.spec, action.stage):
+            return True  # an output never offered to others (a keepModels best|last model): no claim to wait on
         with self._locked():
             entry = self._entry(key)
             # as stage_cache_policy.lookup: another run's entry, unless in this very directory

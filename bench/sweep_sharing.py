@@ -9,7 +9,7 @@ twice, side by side in one invocation: once with its cells sharing one stage cac
 What is measured: CPU seconds (user + system) of each `sheepdog sweep` and every process it
 started (the stage programs), from the kernel's accounting of that finished child (os.wait4's
 rusage, which includes its reaped descendants), so other load on a shared machine matters
-little; wall seconds are reported too. The two sweeps run at the same time (halving the wall
+little; wall seconds (and their ratio) are reported too. The two sweeps run at the same time (halving the wall
 time; each is charged only its own processes), each in a fresh workdir with the tiny model
 linked in, cells one after another (--parallel 1), so the two differ only in the cache; each
 stage with one intra-op thread (SHEEPDOG_TORCH_THREADS=1, as in the tests). Also reported: how many synthesize stages each ran (stage logs) and each cell's kept

@@ -308,6 +308,19 @@ def check_run(cluster: Any, ns: str, run: str, iterations: int, status: dict[str
         assert (rec.get("node"), rec.get("imageID")) == (realnode.NODE_NAME, worker_id), (i, s, rec)
         # the stage's summary, read from its pod's termination message (/dev/termination-log)
         assert (rec.get("summary") or {}).get("ok") is True, (i, s, rec)
+        assert rec["summary"]["stage"] == s and rec["summary"]["iteration"] == i, (i, s, rec)
+    # What each iteration produced, built from those summaries: M_0 evaluated first (iteration
+    # 0), then per iteration the pairs generated and kept, the train loss, the model and the
+    # evaluation panel.
+    smoke = {"ifeval-smoke.promptStrict", "ifeval-smoke.instructionLoose"}
+    m0, *recs = status["iterations"]
+    assert m0["iteration"] == 0 and set(m0["evaluation"]) >= smoke, m0
+    assert [r["iteration"] for r in recs] == list(range(1, iterations + 1))
+    for r in recs:
+        assert isinstance(r["generated"], int) and 0 < r["kept"] <= r["generated"], r
+        assert isinstance(r["trainLoss"], (int, float)) and r["trainLoss"] > 0, r
+        assert r["model"] == f"runs/{run}/i{r['iteration']}/model", r
+        assert set(r["evaluation"]) >= smoke, r
 
 
 def check_metrics(texts: list[str], ns: str, run: str, iterations: int) -> None:

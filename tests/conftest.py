@@ -35,23 +35,25 @@ MODEL_LANES = {
     "tests.jobs.test_train_deepspeed": "real-stages",
     # 2026-12-07 (fresh clone, 33 min 51 s): model-b was the last lane by minutes once the sweep
     # (237 s), paper-tiny (183 s), unmerged-run (141 s) and adapter-serving (141 s) modules
-    # joined it by default; spread over the other lanes
+    # joined it by default; spread over the other lanes (and back, below)
     "tests.local.test_sweep_model": "model-a",
-    "tests.local.test_paper_tiny": "control-plane",
+    "tests.local.test_paper_tiny": "model-b",
     "tests.local.test_unmerged_run": "real-stages",
-    "tests.jobs.test_adapter_serving": "control-plane",
-    # The real node's module: the chart's operator and a small quickstart in containers. Both
-    # tests share one node start and one release (module fixtures), so the run, which needs the
-    # tiny model, stays in the lane of the cluster-only install test; that lane mostly waits on
-    # the API server, kwok and the Job controller, so the stages' CPU there competes least.
-    "tests.chart.test_real_node_install": "control-plane",
+    "tests.jobs.test_adapter_serving": "model-b",
+    # The real node's module: the chart's operator and a small quickstart in containers, one
+    # node start and one release (module fixtures). It needs the tiny model and a control plane:
+    # the real-stages worker has both.
+    # 2026-12-07, fresh clone at 5a7debf, 40 min 35 s: lanes control-plane 2409 s (this module
+    # 585 s, paper-tiny and adapter-serving there too), model-a 1188, real-stages 947 (its
+    # end-to-end run went to bulk), model-b 813; the last 10 minutes only control-plane ran.
+    "tests.chart.test_real_node_install": "real-stages",
 }
 
 
 # Started first in their lanes: a lane's longest test left for last runs alone at the end, on one
 # of two cores (seen 2026-12-02: the front door began 11 minutes into a 27-minute run, and the
 # machine's last 100 s were half idle).
-RUN_FIRST = ("tests/test_front_door.py::",)
+RUN_FIRST = ("tests/test_front_door.py::", "tests/chart/test_real_node_install.py::")
 
 
 def lane(item) -> str | None:
